@@ -1,0 +1,137 @@
+"""Orgs and API tokens: creation, verification, revocation.
+
+Tokens are 256-bit random secrets shown once; only their SHA-256 is stored (a fast hash is
+right for high-entropy secrets: there is nothing to brute-force).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.engine import Connection
+
+from journeys.ids import new_id
+from journeys.store import accounts as repo
+
+SCOPE_CREATE = "create.journey_instances"
+SCOPE_READ = "read.journey_instances"
+KNOWN_SCOPES = (SCOPE_CREATE, SCOPE_READ)
+TOKEN_PREFIX = "jny_"
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+class AccountError(ValueError):
+    """A bad admin request (unknown org, unknown scope, ...)."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    org_id: str
+    token_id: str
+    scopes: frozenset[str]
+    last_use_stale: bool = False  # last_used_at is older than LAST_USED_RESOLUTION
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def create_org(conn: Connection, name: str, now: datetime) -> dict[str, str]:
+    name = name.strip()
+    if not name:
+        raise AccountError("org name must not be empty")
+    org_id = new_id()
+    repo.insert_org(conn, org_id, name, now)
+    return {"id": org_id, "name": name}
+
+
+def parse_scopes(text: str) -> list[str]:
+    scopes = [s.strip() for s in text.replace(" ", ",").split(",") if s.strip()]
+    if not scopes:
+        raise AccountError("at least one scope is required: " + ", ".join(KNOWN_SCOPES))
+    unknown = [s for s in scopes if s not in KNOWN_SCOPES]
+    if unknown:
+        raise AccountError(f"unknown scope(s): {', '.join(unknown)} (known: {', '.join(KNOWN_SCOPES)})")
+    return list(dict.fromkeys(scopes))
+
+
+def create_token(
+    conn: Connection,
+    org_id: str,
+    name: str,
+    scopes: list[str],
+    now: datetime,
+    expires_in_days: int | None = None,
+) -> dict[str, object]:
+    if repo.get_org(conn, org_id) is None:
+        raise AccountError(f"unknown org {org_id}")
+    if expires_in_days is not None and expires_in_days <= 0:
+        raise AccountError("--expires-in-days must be a positive number of days")
+    token_id = new_id()
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    expires_at = now + timedelta(days=expires_in_days) if expires_in_days else None
+    repo.insert_token(
+        conn,
+        org_id=org_id,
+        token_id=token_id,
+        name=name,
+        token_hash=hash_token(secret),
+        scopes=" ".join(scopes),
+        created_at=now,
+        expires_at=expires_at,
+    )
+    return {
+        "id": token_id,
+        "orgId": org_id,
+        "name": name,
+        "token": secret,
+        "scopes": scopes,
+        "expiresDateTime": expires_at,
+    }
+
+
+def authenticate(conn: Connection, token: str, now: datetime) -> Principal | None:
+    """The principal for a bearer token, or None when it is unknown, revoked or expired."""
+    if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+        return None
+    row = repo.get_token_by_hash(conn, hash_token(token))
+    if row is None or row["revoked_at"] is not None:
+        return None
+    if row["expires_at"] is not None and row["expires_at"] <= now:
+        return None
+    last = row["last_used_at"]
+    return Principal(
+        org_id=row["org_id"],
+        token_id=row["token_id"],
+        scopes=frozenset(row["scopes"].split()),
+        last_use_stale=last is None or last < now - LAST_USED_RESOLUTION,
+    )
+
+
+def record_use(conn: Connection, principal: Principal, now: datetime) -> None:
+    """Record the token's last use (at most once per LAST_USED_RESOLUTION)."""
+    repo.touch_token(conn, principal.org_id, principal.token_id, now, now - LAST_USED_RESOLUTION)
+
+
+def revoke_token(conn: Connection, token_id: str, now: datetime) -> None:
+    if not repo.revoke_token(conn, token_id, now):
+        raise AccountError(f"unknown token {token_id}")
+
+
+def list_tokens(conn: Connection, org_id: str | None) -> list[dict[str, object]]:
+    return [
+        {
+            "id": r["token_id"],
+            "orgId": r["org_id"],
+            "name": r["name"],
+            "scopes": r["scopes"].split(),
+            "createdAt": r["created_at"],
+            "expiresAt": r["expires_at"],
+            "revokedAt": r["revoked_at"],
+            "lastUsedAt": r["last_used_at"],
+        }
+        for r in repo.list_tokens(conn, org_id)
+    ]

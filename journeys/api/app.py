@@ -1,0 +1,80 @@
+"""The application factory: settings, database, migrations, worker, routes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from starlette.responses import Response
+
+from journeys import __version__
+from journeys.api import errors, routes
+from journeys.api.schemas import component_schemas
+from journeys.clock import Clock, SystemClock
+from journeys.config import Settings
+from journeys.engine.worker import Worker
+from journeys.store.db import create_db_engine
+from journeys.store.migrate import upgrade
+
+log = logging.getLogger("journeys.api")
+
+
+def create_app(
+    settings: Settings | None = None, *, clock: Clock | None = None, run_worker: bool | None = None
+) -> FastAPI:
+    """Build the app. The database is migrated to head here; with `run_worker`, the worker runs
+    in the same process for the app's lifetime."""
+    settings = settings or Settings()
+    clock = clock or SystemClock()
+    engine = create_db_engine(
+        settings.database_url, pool_size=settings.pool_size, max_overflow=settings.max_overflow
+    )
+    upgrade(engine)
+    worker = Worker(
+        engine, clock, batch_size=settings.worker_batch_size, poll_interval=settings.worker_poll_interval
+    )
+    start_worker = settings.worker_enabled if run_worker is None else run_worker
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if start_worker:
+            worker.start()
+        try:
+            yield
+        finally:
+            worker.stop()
+            engine.dispose()
+
+    app = FastAPI(
+        title="journeys",
+        version=__version__,
+        description="Patient-journey engine; wire-compatible with the MedChat Journeys API.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.clock = clock
+    app.state.engine = engine
+    app.state.worker = worker
+    app.state.wake_worker = worker.wake.set
+    errors.install(app)
+    app.include_router(routes.router)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(component_schemas())
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

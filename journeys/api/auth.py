@@ -1,0 +1,53 @@
+"""Bearer-token authentication and scope checks (FastAPI dependencies)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import Request
+from starlette.concurrency import run_in_threadpool
+
+from journeys import accounts
+from journeys.accounts import Principal
+from journeys.api.errors import ApiError
+from journeys.store.db import read_only, transaction
+
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="journeys"'}
+_INVALID = {"WWW-Authenticate": 'Bearer realm="journeys", error="invalid_token"'}
+
+
+def _authenticate_sync(request: Request, token: str) -> Principal | None:
+    state = request.app.state
+    now = state.clock.now()
+    with read_only(state.engine) as conn:
+        principal = accounts.authenticate(conn, token, now)
+    if principal is not None and principal.last_use_stale:
+        try:
+            with transaction(state.engine) as conn:
+                accounts.record_use(conn, principal, now)
+        except Exception:  # recording last use is best effort; never fail the request for it
+            pass
+    return principal
+
+
+def require(scope: str) -> Callable[..., Awaitable[Principal]]:
+    """A dependency: a valid token of the path's org that carries `scope`.
+
+    Order: no/invalid token → 401; a token of another org → 404 (other orgs are not revealed);
+    missing scope → 403."""
+
+    async def dependency(request: Request, orgId: str) -> Principal:  # noqa: N803 (path name)
+        header = request.headers.get("authorization", "")
+        kind, _, token = header.partition(" ")
+        if kind.lower() != "bearer" or not token.strip():
+            raise ApiError(401, ["missing bearer token (Authorization: Bearer <token>)"], _CHALLENGE)
+        principal = await run_in_threadpool(_authenticate_sync, request, token.strip())
+        if principal is None:
+            raise ApiError(401, ["invalid, expired or revoked token"], _INVALID)
+        if principal.org_id != orgId:
+            raise ApiError(404, [f"org {orgId} not found"])
+        if scope not in principal.scopes:
+            raise ApiError(403, [f"this token lacks the {scope} scope"])
+        return principal
+
+    return dependency

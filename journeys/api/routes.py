@@ -1,0 +1,207 @@
+"""The MedChat-compatible routes. HTTP only: parse, call a service in a transaction, shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from journeys import catalog
+from journeys.accounts import SCOPE_CREATE, SCOPE_READ, Principal
+from journeys.api.auth import require
+from journeys.api.errors import ApiError
+from journeys.api.schemas import BulkRequest, SearchRequest, event_json, instance_json, openapi_body
+from journeys.catalog import JourneyVersion
+from journeys.engine import instances as instance_service
+from journeys.engine.search import SearchError, parse_search
+from journeys.engine.trigger import ConcurrentChange, TriggerError, trigger
+from journeys.store.db import read_only, transaction
+
+router = APIRouter(prefix="/chatbotapi/external/orgs/{orgId}/journeys")
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Bad request: a JSON array of error messages"},
+    401: {"description": "Missing, invalid, expired or revoked token"},
+    403: {"description": "The token lacks the required scope"},
+    404: {"description": "Unknown org (for this token), journey or instance"},
+}
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+async def _read_json(request: Request) -> Any:
+    limit: int = request.app.state.settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, [f"request body is larger than the {limit} byte limit"])
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, [f"request body is larger than the {limit} byte limit"])
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        raise ApiError(400, ["request body is empty; expected a JSON object"])
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, [f"request body is not valid JSON: {exc.args[0] if exc.args else exc}"]) from None
+
+
+def _journey(request: Request, org_id: str, chat_bot_id: str) -> JourneyVersion:
+    with read_only(request.app.state.engine) as conn:
+        jv = catalog.get_latest(conn, org_id, chat_bot_id)
+    if jv is None:
+        raise ApiError(404, [f"journey {chat_bot_id} not found"])
+    return jv
+
+
+@router.get("", summary="List the org's journeys, their flows and parameters", responses=_ERRORS)
+async def list_journeys(
+    orgId: str, request: Request, _: Principal = Depends(require(SCOPE_READ))
+) -> Response:  # noqa: N803
+    def work() -> list[dict[str, object]]:
+        with read_only(request.app.state.engine) as conn:
+            return [catalog.describe(jv) for jv in catalog.list_latest(conn, orgId)]
+
+    return _json(await run_in_threadpool(work))
+
+
+@router.post(
+    "/{chatBotId}/instances/bulk",
+    status_code=204,
+    summary="Trigger a journey flow or subflow for many instances",
+    openapi_extra=openapi_body(BulkRequest),
+    responses={**_ERRORS, 413: {"description": "Body too large"}},
+)
+async def bulk(
+    orgId: str,  # noqa: N803
+    chatBotId: str,  # noqa: N803
+    request: Request,
+    _: Principal = Depends(require(SCOPE_CREATE)),
+) -> Response:
+    body = await _read_json(request)
+    state = request.app.state
+
+    def work() -> None:
+        jv = _journey(request, orgId, chatBotId)
+        for attempt in range(3):
+            try:
+                with transaction(state.engine) as conn:
+                    trigger(
+                        conn, jv, body, state.clock.now(), max_instances=state.settings.max_bulk_instances
+                    )
+                return
+            except TriggerError as exc:
+                raise ApiError(400, exc.errors) from None
+            except ConcurrentChange:
+                if attempt == 2:
+                    raise ApiError(409, ["instances changed while the request ran; retry it"]) from None
+            except Exception as exc:
+                if _is_unique_violation(exc) and attempt < 2:
+                    continue  # a concurrent trigger took an identifier: re-validate to name it
+                raise
+
+    await run_in_threadpool(work)
+    state.wake_worker()
+    return Response(status_code=204)
+
+
+def _is_unique_violation(exc: Exception) -> bool:
+    return isinstance(exc, IntegrityError)
+
+
+@router.post(
+    "/{chatBotId}/instances/search",
+    summary="Search a journey's instances",
+    openapi_extra=openapi_body(SearchRequest),
+    responses=_ERRORS,
+)
+async def search(
+    orgId: str,  # noqa: N803
+    chatBotId: str,  # noqa: N803
+    request: Request,
+    _: Principal = Depends(require(SCOPE_READ)),
+) -> Response:
+    body = await _read_json(request)
+    settings = request.app.state.settings
+
+    def work() -> list[dict[str, Any]]:
+        jv = _journey(request, orgId, chatBotId)
+        try:
+            query = parse_search(
+                body,
+                {p.name for p in jv.definition.parameters},
+                settings.search_default_take,
+                settings.search_max_take,
+            )
+        except SearchError as exc:
+            raise ApiError(400, exc.errors) from None
+        with read_only(request.app.state.engine) as conn:
+            rows = instance_service.search(conn, jv, query)
+        return [instance_json(r, jv.name, query.include_parameters) for r in rows]
+
+    return _json(await run_in_threadpool(work))
+
+
+@router.get(
+    "/{chatBotId}/instances/{journeyInstanceId}",
+    summary="Get one instance with its timeline",
+    responses=_ERRORS,
+)
+async def get_instance(
+    orgId: str,  # noqa: N803
+    chatBotId: str,  # noqa: N803
+    journeyInstanceId: str,  # noqa: N803
+    request: Request,
+    _: Principal = Depends(require(SCOPE_READ)),
+) -> Response:
+    def work() -> dict[str, Any]:
+        jv = _journey(request, orgId, chatBotId)
+        with read_only(request.app.state.engine) as conn:
+            try:
+                row, events = instance_service.get(conn, jv, journeyInstanceId)
+            except instance_service.NotFound:
+                raise ApiError(404, [f"instance {journeyInstanceId} not found"]) from None
+        out = instance_json(row, jv.name, True)
+        out["events"] = [event_json(e) for e in events]
+        return out
+
+    return _json(await run_in_threadpool(work))
+
+
+@router.delete(
+    "/{chatBotId}/instances/{journeyInstanceId}/execution",
+    status_code=204,
+    summary="Cancel an instance",
+    responses={**_ERRORS, 409: {"description": "The instance already completed or failed"}},
+)
+async def cancel(
+    orgId: str,  # noqa: N803
+    chatBotId: str,  # noqa: N803
+    journeyInstanceId: str,  # noqa: N803
+    request: Request,
+    _: Principal = Depends(require(SCOPE_CREATE)),
+) -> Response:
+    state = request.app.state
+
+    def work() -> None:
+        jv = _journey(request, orgId, chatBotId)
+        with transaction(state.engine) as conn:
+            try:
+                instance_service.cancel(conn, jv, journeyInstanceId, state.clock.now())
+            except instance_service.NotFound:
+                raise ApiError(404, [f"instance {journeyInstanceId} not found"]) from None
+            except instance_service.Conflict as exc:
+                raise ApiError(409, [str(exc)]) from None
+
+    await run_in_threadpool(work)
+    return Response(status_code=204)

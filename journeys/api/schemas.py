@@ -1,0 +1,96 @@
+"""Wire shapes (camelCase, ISO 8601 UTC with Z), as in the MedChat seed."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from journeys.clock import iso_z
+
+
+def instance_json(row: dict[str, Any], journey_name: str, include_parameters: bool) -> dict[str, Any]:
+    last = None
+    if row.get("last_event_at") is not None:
+        last = {
+            "eventDateTime": iso_z(row["last_event_at"]),
+            "flowName": row["last_flow_name"],
+            "stepId": row["last_step_id"],
+        }
+    out: dict[str, Any] = {
+        "id": row["instance_id"],
+        "journeyBotName": journey_name,
+        "createdDateTime": iso_z(row["created_at"]),
+        "startDateTime": iso_z(row["start_at"]),
+        "journeyBatchId": row["batch_id"],
+        "status": row["status"],
+        "lastStepExecuted": last,
+    }
+    if include_parameters:
+        out["parameters"] = json.loads(row["parameters"])
+    return out
+
+
+def event_json(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "eventDateTime": iso_z(row["at"]),
+        "flowId": row["flow_id"],
+        "flowName": row["flow_name"],
+        "stepId": row["step_id"],
+        "type": row["kind"],
+        "detail": json.loads(row["detail"]) if row["detail"] else {},
+    }
+
+
+# ---- request models, for the OpenAPI document only (bodies are parsed by the services so
+# that every problem is reported at once, in the seed's error-array style)
+class InstanceIn(BaseModel):
+    parameters: dict[str, str]
+
+
+class BulkRequest(BaseModel):
+    flowId: str | None = Field(default=None, description="null for the main flow, or a subflow id")  # noqa: N815
+    timeZone: str | None = Field(default=None, description="IANA zone of local datetime values")  # noqa: N815
+    instances: list[InstanceIn]
+
+
+class Specification(BaseModel):
+    type: Literal[
+        "AndSpecification",
+        "OrSpecification",
+        "NotSpecification",
+        "JourneyParameterSpecification",
+        "JourneyStatusSpecification",
+    ]
+    specifications: list[Specification] | None = None
+    specification: Specification | None = None
+    parameterName: str | None = None  # noqa: N815
+    operator: Literal["equals", "notEquals", "contains", "startsWith", "in"] | None = None
+    rightOperand: str | list[str] | None = None  # noqa: N815
+    status: Literal["InProgress", "Completed", "Cancelled", "Failed"] | None = None
+
+
+class SearchRequest(BaseModel):
+    filterSpecification: Specification | None = None  # noqa: N815
+    includeParameters: bool = False  # noqa: N815
+    skip: int = 0
+    take: int = 100
+
+
+DOCUMENTED_BODIES: tuple[type[BaseModel], ...] = (BulkRequest, SearchRequest)
+
+
+def openapi_body(model: type[BaseModel]) -> dict[str, Any]:
+    """`openapi_extra` for a route whose body is parsed by hand: points at the model's schema."""
+    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+
+
+def component_schemas() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for model in DOCUMENTED_BODIES:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        out.update(schema.pop("$defs", {}))
+        out[model.__name__] = schema
+    return out

@@ -1,0 +1,451 @@
+"""The `journeys` command line (thin: parses, calls services, prints)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from journeys import accounts, catalog
+from journeys.clock import SystemClock, iso_z
+from journeys.config import Settings
+from journeys.definitions import DefinitionError, load_definition_file
+from journeys.store.db import create_db_engine, read_only, transaction
+from journeys.store.migrate import upgrade
+
+app = typer.Typer(
+    help="journeys: a self-hostable patient-journey engine.", no_args_is_help=True, add_completion=False
+)
+org_app = typer.Typer(help="Organisations.", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+journey_app = typer.Typer(help="Journey definitions.", no_args_is_help=True)
+app.add_typer(org_app, name="org")
+app.add_typer(token_app, name="token")
+app.add_typer(journey_app, name="journey")
+
+_state: dict[str, Any] = {}
+
+
+def _settings() -> Settings:
+    overrides: dict[str, Any] = {}
+    if _state.get("db"):
+        overrides["database_url"] = _state["db"]
+    return Settings(**overrides)
+
+
+def _engine() -> Any:
+    s = _settings()
+    engine = create_db_engine(s.database_url, pool_size=s.pool_size, max_overflow=s.max_overflow)
+    upgrade(engine)
+    return engine
+
+
+def _now() -> datetime:
+    return SystemClock().now()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return iso_z(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(json.dumps(_jsonable(value), ensure_ascii=False))
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@app.callback()
+def main_callback(
+    db: str = typer.Option(
+        None, "--db", help="Database URL (default: $JOURNEYS_DATABASE_URL or sqlite:///./journeys.db)"
+    ),
+) -> None:
+    _state["db"] = db
+
+
+@app.command()
+def init() -> None:
+    """Create or migrate the database schema to the latest version."""
+    engine = _engine()
+    engine.dispose()
+    typer.echo("database is at the latest schema version", err=True)
+
+
+# ------------------------------------------------------------------ orgs
+@org_app.command("create")
+def org_create(
+    name: str, as_json: bool = typer.Option(False, "--json", help="Print one JSON object")
+) -> None:
+    """Create an organisation."""
+    engine = _engine()
+    try:
+        with transaction(engine) as conn:
+            org = accounts.create_org(conn, name, _now())
+    except accounts.AccountError as exc:
+        _fail(str(exc))
+    if as_json:
+        _print_json(org)
+    else:
+        typer.echo(f"created org {org['id']} ({org['name']})")
+
+
+@org_app.command("list")
+def org_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """List organisations."""
+    from journeys.store import accounts as repo
+
+    with read_only(_engine()) as conn:
+        rows = [
+            {"id": r["org_id"], "name": r["name"], "createdAt": r["created_at"]} for r in repo.list_orgs(conn)
+        ]
+    if as_json:
+        _print_json(rows)
+    else:
+        for r in rows:
+            typer.echo(f"{r['id']}  {r['name']}")
+
+
+# ------------------------------------------------------------------ tokens
+@token_app.command("create")
+def token_create(
+    org: str = typer.Option(..., "--org", help="Org id"),
+    name: str = typer.Option(..., "--name", help="A label for the token"),
+    scopes: str = typer.Option(
+        f"{accounts.SCOPE_CREATE},{accounts.SCOPE_READ}", "--scopes", help="Comma-separated scopes"
+    ),
+    expires_in_days: int = typer.Option(None, "--expires-in-days", help="Expire after N days"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Create an API token. The secret is printed once and stored only as a hash."""
+    engine = _engine()
+    try:
+        parsed = accounts.parse_scopes(scopes)
+        with transaction(engine) as conn:
+            tok = accounts.create_token(conn, org, name, parsed, _now(), expires_in_days)
+    except accounts.AccountError as exc:
+        _fail(str(exc))
+    if as_json:
+        _print_json(tok)
+    else:
+        typer.echo(
+            f"token id: {tok['id']}\nscopes:   {' '.join(parsed)}\n"
+            f"expires:  {iso_z(tok['expiresDateTime']) or 'never'}"  # type: ignore[arg-type]
+        )
+        typer.echo(f"secret (shown only now): {tok['token']}")
+
+
+@token_app.command("list")
+def token_list(org: str = typer.Option(None, "--org"), as_json: bool = typer.Option(False, "--json")) -> None:
+    """List tokens (never their secrets)."""
+    with read_only(_engine()) as conn:
+        rows = accounts.list_tokens(conn, org)
+    if as_json:
+        _print_json(rows)
+        return
+    for r in rows:
+        state = "revoked" if r["revokedAt"] else "active"
+        typer.echo(
+            f"{r['id']}  org={r['orgId']}  {r['name']}  [{' '.join(r['scopes'])}]  {state}  "  # type: ignore[arg-type]
+            f"last used {iso_z(r['lastUsedAt']) or 'never'}"  # type: ignore[arg-type]
+        )  # type: ignore[arg-type]
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: str) -> None:
+    """Revoke a token at once."""
+    engine = _engine()
+    try:
+        with transaction(engine) as conn:
+            accounts.revoke_token(conn, token_id, _now())
+    except accounts.AccountError as exc:
+        _fail(str(exc))
+    typer.echo(f"revoked {token_id}", err=True)
+
+
+# ------------------------------------------------------------------ journeys
+@journey_app.command("validate")
+def journey_validate(file: Path) -> None:
+    """Validate a definition file: exit 0, or 1 with each problem on its own line."""
+    try:
+        load_definition_file(file)
+    except DefinitionError as exc:
+        for p in exc.problems:
+            typer.echo(p.format(str(file)))
+        raise typer.Exit(1) from None
+    typer.echo(f"{file}: ok", err=True)
+
+
+@journey_app.command("publish")
+def journey_publish(
+    file: Path,
+    org: str = typer.Option(..., "--org", help="Org id"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Publish a definition as a new version of the org's journey with that name."""
+    try:
+        definition = load_definition_file(file)
+    except DefinitionError as exc:
+        for p in exc.problems:
+            typer.echo(p.format(str(file)), err=True)
+        raise typer.Exit(1) from None
+    engine = _engine()
+    with transaction(engine) as conn:
+        from journeys.store import accounts as repo
+
+        if repo.get_org(conn, org) is None:
+            _fail(f"unknown org {org}")
+        out = catalog.publish(conn, org, definition, _now())
+    out.pop("parameters", None)
+    if as_json:
+        _print_json(out)
+    else:
+        typer.echo(f"published {out['name']} version {out['version']} as chatBotId {out['id']}")
+
+
+@journey_app.command("list")
+def journey_list(
+    org: str = typer.Option(..., "--org"), as_json: bool = typer.Option(False, "--json")
+) -> None:
+    """List the org's journeys (latest versions)."""
+    with read_only(_engine()) as conn:
+        rows = [catalog.describe(jv) for jv in catalog.list_latest(conn, org)]
+    if as_json:
+        _print_json(rows)
+        return
+    for r in rows:
+        typer.echo(f"{r['id']}  {r['name']}  v{r['version']}")
+
+
+@journey_app.command("schema")
+def journey_schema() -> None:
+    """Print the JSON Schema of the definition format."""
+    from journeys.definitions.schema import definition_json_schema
+
+    typer.echo(json.dumps(definition_json_schema(), indent=2))
+
+
+# ------------------------------------------------------------------ messages
+@app.command()
+def messages(
+    org: str = typer.Option(None, "--org"),
+    instance: str = typer.Option(None, "--instance"),
+    limit: int = typer.Option(100, "--limit", min=1, max=10_000),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """List messages in the outbox, newest first (shows message text: for operators only)."""
+    from journeys.store.messages import list_messages
+
+    with read_only(_engine()) as conn:
+        rows = list_messages(conn, org, instance, limit)
+    out = [
+        {
+            "id": r["message_id"],
+            "orgId": r["org_id"],
+            "instanceId": r["instance_id"],
+            "stepId": r["step_id"],
+            "channel": r["channel"],
+            "to": r["to_address"],
+            "body": r["body"],
+            "status": r["status"],
+            "createdDateTime": r["created_at"],
+            "sentDateTime": r["sent_at"],
+        }
+        for r in rows
+    ]
+    if as_json:
+        _print_json(out)
+        return
+    if not out:
+        typer.echo("no messages", err=True)
+    for m in out:
+        typer.echo(
+            f"{iso_z(m['createdDateTime'])}  {m['status']:<8} {m['channel']} to {m['to']}  "  # type: ignore[arg-type]
+            f"(instance {m['instanceId']}, step {m['stepId']})"
+        )  # type: ignore[arg-type]
+        typer.echo(f"    {m['body']}")
+
+
+# ------------------------------------------------------------------ running
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def serve(
+    host: str = typer.Option(None, "--host"),
+    port: int = typer.Option(None, "--port"),
+    no_worker: bool = typer.Option(False, "--no-worker", help="API only; run workers separately"),
+) -> None:
+    """Run the API server (with the worker in the same process unless --no-worker)."""
+    import uvicorn
+
+    from journeys.api.app import create_app
+
+    settings = _settings()
+    _configure_logging(settings.log_level)
+    application = create_app(settings, run_worker=not no_worker and settings.worker_enabled)
+    # access_log off: request lines carry no PHI today, but paths and queries are not ours to vouch for.
+    uvicorn.run(
+        application,
+        host=host or settings.host,
+        port=port or settings.port,
+        access_log=False,
+        log_level=settings.log_level.lower(),
+    )
+
+
+@app.command()
+def worker() -> None:
+    """Run a worker only (no HTTP)."""
+    import signal
+    import threading
+
+    from journeys.engine.worker import Worker
+
+    settings = _settings()
+    _configure_logging(settings.log_level)
+    engine = _engine()
+    w = Worker(
+        engine,
+        SystemClock(),
+        batch_size=settings.worker_batch_size,
+        poll_interval=settings.worker_poll_interval,
+    )
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    w.start()
+    done.wait()
+    w.stop()
+
+
+@app.command()
+def demo(
+    example: Path = typer.Option(Path("examples/appointment-reminder.yaml"), "--example"),
+    state_file: Path = typer.Option(
+        Path(".demo/demo.json"), "--state-file", help="Where the demo token is kept"
+    ),
+    base_url: str = typer.Option(None, "--base-url"),
+) -> None:
+    """Set up a demo org, token and example journey (once), and print what to try."""
+    settings = _settings()
+    engine = _engine()
+    now = _now()
+    saved: dict[str, Any] = {}
+    if state_file.exists():
+        try:
+            saved = json.loads(state_file.read_text())
+        except ValueError:
+            saved = {}
+    with transaction(engine) as conn:
+        from journeys.store import accounts as repo
+
+        principal = accounts.authenticate(conn, saved.get("token", ""), now) if saved.get("token") else None
+        if principal is None or repo.get_org(conn, principal.org_id) is None:
+            org = repo.find_org_by_name(conn, "Demo Clinic")
+            org_id = org["org_id"] if org else accounts.create_org(conn, "Demo Clinic", now)["id"]
+            tok = accounts.create_token(
+                conn, org_id, "demo", [accounts.SCOPE_CREATE, accounts.SCOPE_READ], now
+            )
+            saved = {"orgId": org_id, "token": tok["token"]}
+        org_id = saved["orgId"]
+        definition = load_definition_file(example)
+        existing = [jv for jv in catalog.list_latest(conn, org_id) if jv.name == definition.name]
+        jv_out = catalog.describe(existing[0]) if existing else catalog.publish(conn, org_id, definition, now)
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    state_file.write_text(json.dumps(saved))
+    os.chmod(state_file, 0o600)
+    base = base_url or f"http://{settings.host}:{settings.port}"
+    api = f"{base}/chatbotapi/external/orgs/{org_id}/journeys/{jv_out['id']}/instances"
+    day = (now + timedelta(days=2)).astimezone(UTC).strftime("%Y-%m-%d")
+    body = {
+        "flowId": None,
+        "timeZone": "America/Chicago",
+        "instances": [
+            {
+                "parameters": {
+                    "patientId": "100000",
+                    "patientName": "John Smith",
+                    "appointmentId": "40-XYZ-11123",
+                    "appointmentDateTime": f"{day} 08:00:00",
+                    "phoneNumber": "+15555550100",
+                }
+            },
+            {
+                "parameters": {
+                    "patientId": "100001",
+                    "patientName": "Jane Green",
+                    "appointmentId": "92-XBX-11934",
+                    "appointmentDateTime": f"{day} 08:30:00",
+                }
+            },
+        ],
+    }
+    search = {
+        "filterSpecification": {
+            "type": "AndSpecification",
+            "specifications": [
+                {
+                    "type": "JourneyParameterSpecification",
+                    "parameterName": "patientName",
+                    "operator": "equals",
+                    "rightOperand": "John Smith",
+                }
+            ],
+        },
+        "includeParameters": True,
+    }
+    db_flag = f" --db '{settings.database_url}'" if _state.get("db") else ""
+    typer.echo(
+        f"""
+journeys demo
+  org id      {org_id}
+  token       {saved["token"]}
+  chatBotId   {jv_out["id"]}   ({jv_out["name"]} v{jv_out["version"]})
+  server      {base}   (API docs: {base}/docs)
+
+Trigger the journey for two patients (the seed's example, appointments in two days):
+
+curl -sS -i -X POST '{api}/bulk' \\
+  -H 'Authorization: Bearer {saved["token"]}' -H 'Content-Type: application/json' \\
+  -d '{json.dumps(body)}'
+
+Find John's instance:
+
+curl -sS -X POST '{api}/search' \\
+  -H 'Authorization: Bearer {saved["token"]}' -H 'Content-Type: application/json' \\
+  -d '{json.dumps(search)}'
+
+See the texts the journey queued (the demo's SMS provider is the database outbox):
+
+  .venv/bin/journeys{db_flag} messages
+
+Cancel an instance: curl -X DELETE '{api}/<id>/execution' -H 'Authorization: Bearer {saved["token"]}'
+"""
+    )
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:  # pragma: no cover
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""Configuration from `JOURNEYS_*` environment variables, read when the app is built."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="JOURNEYS_", extra="ignore")
+
+    database_url: str = "sqlite:///./journeys.db"
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+    # API limits
+    max_bulk_instances: int = Field(default=10_000, ge=1)
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    search_default_take: int = Field(default=100, ge=1)
+    search_max_take: int = Field(default=1_000, ge=1)
+
+    # Worker
+    worker_enabled: bool = True
+    worker_batch_size: int = Field(default=200, ge=1)
+    worker_poll_interval: float = Field(default=1.0, gt=0)
+
+    # Database pool (PostgreSQL)
+    pool_size: int = Field(default=10, ge=1)
+    max_overflow: int = Field(default=10, ge=0)
+
+    log_level: str = "INFO"

@@ -1,0 +1,375 @@
+"""Triggering a journey's main flow or a subflow in bulk (the `…/instances/bulk` endpoint).
+
+All or nothing: the request is validated completely first (every problem is collected, each
+naming the instance index and parameter), then written in the caller's transaction with
+set-based statements. Nothing here commits.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.engine import Connection
+
+from journeys.catalog import JourneyVersion, load_version
+from journeys.definitions.model import JourneyDefinition, Parameter
+from journeys.definitions.values import check_value, get_zone, parse_datetime
+from journeys.engine.timeline import event_row
+from journeys.ids import new_id, new_ids
+from journeys.store import instances as repo
+from journeys.store.tables import ACTIVE, instance_events, instance_parameters, journey_instances
+
+MAX_ERRORS = 1000
+
+
+class TriggerError(ValueError):
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__(f"{len(errors)} problem(s)")
+        self.errors = errors
+
+
+@dataclass
+class TriggerResult:
+    batch_id: str | None
+    instance_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Entry:
+    index: int
+    params: dict[str, str]  # canonical name -> value
+    key: str | None
+
+
+def _q(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def identifier_key(defn: JourneyDefinition, params: dict[str, str]) -> str | None:
+    ids = defn.identifier_parameters
+    if not ids:
+        return None
+    return json.dumps([params.get(p.name, "") for p in ids], ensure_ascii=False, separators=(",", ":"))
+
+
+def _describe_identifier(defn: JourneyDefinition, params: dict[str, str]) -> str:
+    return ", ".join(f"{p.name} {_q(params.get(p.name, ''))}" for p in defn.identifier_parameters)
+
+
+class _Validator:
+    def __init__(self, defn: JourneyDefinition, zone: ZoneInfo | None, subflow: bool) -> None:
+        self.defn = defn
+        self.zone = zone
+        self.subflow = subflow
+        self.errors: list[str] = []
+        self.by_lower: dict[str, Parameter] = {p.name.lower(): p for p in defn.parameters}
+        self.names = ", ".join(p.name for p in defn.parameters)
+
+    def error(self, message: str) -> None:
+        if len(self.errors) < MAX_ERRORS:
+            self.errors.append(message)
+        elif len(self.errors) == MAX_ERRORS:
+            self.errors.append(f"more than {MAX_ERRORS} problems; the rest are not listed")
+
+    def entry(self, index: int, raw: Any) -> _Entry | None:
+        where = f"instances[{index}]"
+        if not isinstance(raw, dict):
+            self.error(f"{where}: must be an object with a 'parameters' object")
+            return None
+        given = raw.get("parameters")
+        if not isinstance(given, dict):
+            self.error(f"{where}.parameters: must be an object of parameter names to string values")
+            return None
+        params: dict[str, str] = {}
+        ok = True
+        for name, value in given.items():
+            path = f"{where}.parameters.{name}"
+            p = self.by_lower.get(str(name).lower())
+            if p is None:
+                self.error(f"{path}: unknown parameter (this journey's parameters: {self.names})")
+                ok = False
+                continue
+            if p.name in params:
+                self.error(f"{path}: parameter {p.name} given more than once (names are case-insensitive)")
+                ok = False
+                continue
+            if value is None:
+                continue  # treated as absent
+            if not isinstance(value, str):
+                self.error(f"{path}: must be a string")
+                ok = False
+                continue
+            problem = check_value(p.type, value, self.zone)
+            if problem is not None:
+                self.error(f"{path}: {_q(value)} {problem}")
+                ok = False
+                continue
+            params[p.name] = value
+        for p in self.defn.parameters:
+            needed = p.identifier if self.subflow else p.required
+            if needed and not params.get(p.name, "").strip():
+                state = "is empty" if p.name in params else "is missing"
+                self.error(f"{where}.parameters.{p.name}: required parameter {state}")
+                ok = False
+        if not ok:
+            return None
+        return _Entry(index, params, identifier_key(self.defn, params))
+
+
+def _check_top_level(
+    body: Any, jv: JourneyVersion, max_instances: int
+) -> tuple[str | None, str, list[Any], list[str]]:
+    """Check flowId, timeZone and the instances array. Returns (flowId, zone name or "", instances,
+    errors so far); raises TriggerError when the instances cannot be validated at all."""
+    if not isinstance(body, dict):
+        raise TriggerError(["request body: must be a JSON object with flowId, timeZone and instances"])
+    errors: list[str] = []
+    flow_id = body.get("flowId")
+    defn = jv.definition
+    if flow_id is not None:
+        if not isinstance(flow_id, str):
+            errors.append("flowId: must be null (main flow) or a subflow id string")
+        elif defn.subflow(flow_id) is None:
+            subflows = ", ".join(f.id for f in defn.flows if f is not defn.main_flow) or "none"
+            if defn.flow(flow_id) is not None:
+                errors.append(f"flowId: {_q(flow_id)} is the main flow; use null to start the main flow")
+            else:
+                errors.append(
+                    f"flowId: {_q(flow_id)} is not a subflow of journey {_q(jv.name)} (subflows: {subflows})"
+                )
+    tz = body.get("timeZone")
+    if tz is None or tz == "":
+        if defn.has_datetime_parameters():
+            errors.append(
+                "timeZone: required because this journey has datetime parameters "
+                "(an IANA zone, e.g. 'America/Chicago' or 'UTC')"
+            )
+        tz = "UTC"
+    elif not isinstance(tz, str) or get_zone(tz) is None:
+        errors.append(f"timeZone: {_q(str(tz))} is not an IANA time zone (e.g. 'America/Chicago' or 'UTC')")
+        tz = None
+    instances = body.get("instances")
+    if not isinstance(instances, list):
+        errors.append('instances: must be an array of {"parameters": {...}} objects')
+        instances = []
+    elif not instances:
+        errors.append("instances: must contain at least one instance")
+    elif len(instances) > max_instances:
+        raise TriggerError(
+            errors + [f"instances: {len(instances)} instances given; at most {max_instances} per request"]
+        )
+    if errors and not instances:
+        raise TriggerError(errors)
+    # Otherwise keep validating the instances so that every problem is reported at once.
+    return flow_id if isinstance(flow_id, str) else None, tz or "", instances, errors
+
+
+def trigger(
+    conn: Connection, jv: JourneyVersion, body: Any, now: datetime, *, max_instances: int
+) -> TriggerResult:
+    """Validate and write a bulk trigger. Raises TriggerError (nothing written) on any problem."""
+    flow_id, tz_name, raw_instances, top_errors = _check_top_level(body, jv, max_instances)
+    defn = jv.definition
+    zone = get_zone(tz_name) if tz_name else None
+    subflow = defn.subflow(flow_id) if flow_id else None
+    v = _Validator(defn, zone, subflow=flow_id is not None)
+    v.errors.extend(top_errors)
+    entries: list[_Entry] = []
+    seen: dict[str, int] = {}
+    for i, raw in enumerate(raw_instances):
+        entry = v.entry(i, raw)
+        if entry is None:
+            continue
+        if entry.key is not None:
+            first = seen.get(entry.key)
+            if first is not None:
+                v.error(
+                    f"instances[{i}]: duplicate instance identifier "
+                    f"({_describe_identifier(defn, entry.params)}) "
+                    f"also given at instances[{first}]"
+                )
+                continue
+            seen[entry.key] = i
+        entries.append(entry)
+    if flow_id is not None and subflow is None:
+        raise TriggerError(v.errors)
+    if flow_id is None:
+        return _start_main(conn, jv, entries, v, tz_name, now)
+    assert subflow is not None
+    return _start_subflow(conn, jv, flow_id, entries, v, zone, now)
+
+
+def _start_main(
+    conn: Connection, jv: JourneyVersion, entries: list[_Entry], v: _Validator, tz: str, now: datetime
+) -> TriggerResult:
+    defn = jv.definition
+    keys = [e.key for e in entries if e.key is not None]
+    active = repo.find_active_by_identifier(conn, jv.org_id, jv.journey_id, keys) if keys else {}
+    for e in entries:
+        if e.key is not None and e.key in active:
+            v.error(
+                f"instances[{e.index}]: an active instance already exists for "
+                f"{_describe_identifier(defn, e.params)} (id {active[e.key]['instance_id']})"
+            )
+    if v.errors:
+        raise TriggerError(v.errors)
+    batch_id = new_id()
+    ids = new_ids(len(entries))
+    main = defn.main_flow
+    first_step = main.steps[0].id
+    inst_rows, param_rows, event_rows = [], [], []
+    for e, iid in zip(entries, ids, strict=True):
+        inst_rows.append(
+            {
+                "org_id": jv.org_id,
+                "instance_id": iid,
+                "journey_id": jv.journey_id,
+                "version": jv.version,
+                "batch_id": batch_id,
+                "status": ACTIVE,
+                "time_zone": tz,
+                "parameters": json.dumps(e.params, ensure_ascii=False, separators=(",", ":")),
+                "identifier_key": e.key,
+                "flow_id": main.id,
+                "step_id": first_step,
+                "due_at": now,
+                "state": "{}",
+                "rev": 0,
+                "attempts": 0,
+                "created_at": now,
+                "start_at": now,
+            }
+        )
+        for name, value in e.params.items():
+            param_rows.append(
+                {
+                    "org_id": jv.org_id,
+                    "instance_id": iid,
+                    "journey_id": jv.journey_id,
+                    "name": name.lower(),
+                    "value": value,
+                }
+            )
+        event_rows.append(
+            event_row(
+                jv.org_id,
+                iid,
+                now,
+                main.id,
+                main.name,
+                None,
+                "started",
+                {"batchId": batch_id, "version": jv.version},
+            )
+        )
+    repo.insert_rows(conn, journey_instances, inst_rows)
+    repo.insert_rows(conn, instance_parameters, param_rows)
+    repo.insert_rows(conn, instance_events, event_rows)
+    return TriggerResult(batch_id, ids)
+
+
+def _in_zone(value: str, given_zone: ZoneInfo | None, instance_zone_name: str) -> str:
+    """Re-express a local datetime given in the request's zone in the instance's own zone."""
+    inst_zone = get_zone(instance_zone_name)
+    if given_zone is None or inst_zone is None or given_zone.key == inst_zone.key:
+        return value
+    moment = parse_datetime(value, given_zone)
+    if moment is None:
+        return value
+    return moment.astimezone(inst_zone).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _start_subflow(
+    conn: Connection,
+    jv: JourneyVersion,
+    flow_id: str,
+    entries: list[_Entry],
+    v: _Validator,
+    zone: ZoneInfo | None,
+    now: datetime,
+) -> TriggerResult:
+    defn = jv.definition
+    keys = [e.key for e in entries if e.key is not None]
+    matches = repo.find_active_by_identifier(conn, jv.org_id, jv.journey_id, keys, lock=True) if keys else {}
+    updates, param_rows, event_rows, ids = [], [], [], []
+    for e in entries:
+        match = matches.get(e.key or "")
+        if match is None:
+            v.error(
+                f"instances[{e.index}]: no active instance found for {_describe_identifier(defn, e.params)}"
+            )
+            continue
+        inst_defn = load_version(conn, jv.org_id, jv.journey_id, int(match["version"]))
+        flow = inst_defn.subflow(flow_id)
+        if flow is None:
+            v.error(
+                f"instances[{e.index}]: instance {match['instance_id']} runs version {match['version']} "
+                "of the "
+                f"journey, which has no subflow {_q(flow_id)}"
+            )
+            continue
+        merged = json.loads(match["parameters"])
+        changed: dict[str, str] = {}
+        for name, value in e.params.items():
+            p = inst_defn.parameter(name)
+            if p is None:
+                v.error(
+                    f"instances[{e.index}].parameters.{name}: not a parameter of version {match['version']} "
+                    "that this instance runs"
+                )
+                continue
+            if p.type == "datetime":
+                value = _in_zone(value, zone, match["time_zone"])
+            if merged.get(p.name) != value:
+                changed[p.name] = value
+            merged[p.name] = value
+        iid = match["instance_id"]
+        ids.append(iid)
+        updates.append(
+            {
+                "b_id": iid,
+                "b_rev": match["rev"],
+                "flow_id": flow.id,
+                "step_id": flow.steps[0].id,
+                "due_at": now,
+                "parameters": json.dumps(merged, ensure_ascii=False, separators=(",", ":")),
+            }
+        )
+        for name, value in changed.items():
+            param_rows.append(
+                {
+                    "org_id": jv.org_id,
+                    "instance_id": iid,
+                    "journey_id": jv.journey_id,
+                    "name": name.lower(),
+                    "value": value,
+                }
+            )
+        event_rows.append(
+            event_row(
+                jv.org_id,
+                iid,
+                now,
+                flow.id,
+                flow.name,
+                None,
+                "subflow_started",
+                {"changedParameters": sorted(changed)},
+            )
+        )
+    if v.errors:
+        raise TriggerError(v.errors)
+    changed_rows = repo.apply_subflow_updates(conn, jv.org_id, updates)
+    if changed_rows != len(updates):
+        raise ConcurrentChange("an instance changed while the subflow was being started; retry the request")
+    repo.replace_parameters(conn, jv.org_id, param_rows)
+    repo.insert_rows(conn, instance_events, event_rows)
+    return TriggerResult(None, ids)
+
+
+class ConcurrentChange(RuntimeError):
+    """A guarded write lost a race; the caller rolls back and may retry the whole request."""

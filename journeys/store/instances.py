@@ -1,0 +1,264 @@
+"""Journey instances, their searchable parameters and their timeline (SQL only).
+
+Bulk paths are set-based: one multi-row INSERT (executemany on SQLite, SQLAlchemy's
+insertmanyvalues batches on PostgreSQL) per table per request, and IN-list look-ups in chunks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from journeys.store.tables import (
+    ACTIVE,
+    ACTIVE_LITERAL,
+    instance_events,
+    instance_parameters,
+    journey_instances,
+    outbox,
+)
+
+CHUNK = 500  # IN-list size: well under SQLite's and PostgreSQL's bind limits
+
+ji = journey_instances
+ip = instance_parameters
+
+
+# ---------------------------------------------------------------- filters (compiled to SQL)
+@dataclass(frozen=True)
+class ParamFilter:
+    name: str  # lower-cased
+    operator: str  # equals | notEquals | contains | startsWith | in
+    value: str | tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class StatusFilter:
+    status: str
+
+
+@dataclass(frozen=True)
+class AndFilter:
+    children: tuple[Filter, ...]
+
+
+@dataclass(frozen=True)
+class OrFilter:
+    children: tuple[Filter, ...]
+
+
+@dataclass(frozen=True)
+class NotFilter:
+    child: Filter
+
+
+Filter = ParamFilter | StatusFilter | AndFilter | OrFilter | NotFilter
+
+
+def _prefix_upper_bound(prefix: str) -> str | None:
+    """The smallest string greater than every string starting with `prefix` (byte-wise order)."""
+    chars = list(prefix)
+    while chars:
+        last = ord(chars[-1])
+        if last < 0x10FFFF and not (0xD7FF <= last < 0xE000):
+            chars[-1] = chr(last + 1)
+            return "".join(chars)
+        chars.pop()
+    return None
+
+
+def _compile(f: Filter, org_id: str, journey_id: str, dialect: str) -> sa.ColumnElement[bool]:
+    if isinstance(f, StatusFilter):
+        return ji.c.status == f.status
+    if isinstance(f, AndFilter):
+        return sa.and_(sa.true(), *(_compile(c, org_id, journey_id, dialect) for c in f.children))
+    if isinstance(f, OrFilter):
+        return sa.or_(sa.false(), *(_compile(c, org_id, journey_id, dialect) for c in f.children))
+    if isinstance(f, NotFilter):
+        return sa.not_(_compile(f.child, org_id, journey_id, dialect))
+    if f.operator == "notEquals":
+        return sa.not_(_compile(ParamFilter(f.name, "equals", f.value), org_id, journey_id, dialect))
+    conds: list[sa.ColumnElement[bool]] = [
+        ip.c.org_id == org_id,
+        ip.c.journey_id == journey_id,
+        ip.c.name == f.name,
+    ]
+    if f.operator == "equals":
+        conds.append(ip.c.value == f.value)
+    elif f.operator == "in":
+        conds.append(ip.c.value.in_(list(f.value)))
+    elif f.operator == "startsWith":
+        assert isinstance(f.value, str)
+        conds.append(ip.c.value >= f.value)
+        upper = _prefix_upper_bound(f.value)
+        if upper is not None:
+            conds.append(ip.c.value < upper)
+    elif f.operator == "contains":
+        # Case-sensitive substring: instr() on SQLite, strpos() on PostgreSQL.
+        fn = sa.func.instr if dialect == "sqlite" else sa.func.strpos
+        conds.append(fn(ip.c.value, f.value) > 0)
+    else:  # pragma: no cover - the parser only builds known operators
+        raise ValueError(f"unknown operator {f.operator}")
+    return ji.c.instance_id.in_(sa.select(ip.c.instance_id).where(*conds))
+
+
+# ---------------------------------------------------------------- writes
+def insert_rows(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(table.insert(), list(rows))
+
+
+def find_active_by_identifier(
+    conn: Connection, org_id: str, journey_id: str, keys: Iterable[str], *, lock: bool = False
+) -> dict[str, dict[str, Any]]:
+    """Active instances of the journey whose identifier key is in `keys`, by key.
+
+    With `lock`, the rows are locked for the rest of the transaction (PostgreSQL `FOR UPDATE`;
+    SQLite transactions here are already exclusive writers)."""
+    keys = list(dict.fromkeys(keys))
+    found: dict[str, dict[str, Any]] = {}
+    cols = [ji.c.instance_id, ji.c.identifier_key, ji.c.version, ji.c.parameters, ji.c.time_zone, ji.c.rev]
+    for start in range(0, len(keys), CHUNK):
+        chunk = keys[start : start + CHUNK]
+        q = sa.select(*cols).where(
+            ji.c.org_id == org_id,
+            ji.c.journey_id == journey_id,
+            ji.c.status == ACTIVE_LITERAL,
+            ji.c.identifier_key.in_(chunk),
+        )
+        if lock:
+            q = q.with_for_update()
+        for row in conn.execute(q).mappings():
+            found[row["identifier_key"]] = dict(row)
+    return found
+
+
+def apply_subflow_updates(conn: Connection, org_id: str, updates: Sequence[dict[str, Any]]) -> int:
+    """Move matched instances onto a subflow (one executemany); returns rows changed.
+
+    Each update dict has: b_id, b_rev, flow_id, step_id, due_at, parameters, identifier_key.
+    The `rev` guard makes a concurrent change (cancel, a worker step) lose the race cleanly.
+    """
+    if not updates:
+        return 0
+    stmt = (
+        ji.update()
+        .where(
+            ji.c.org_id == org_id,
+            ji.c.instance_id == sa.bindparam("b_id"),
+            ji.c.rev == sa.bindparam("b_rev"),
+            ji.c.status == ACTIVE,
+        )
+        .values(
+            flow_id=sa.bindparam("flow_id"),
+            step_id=sa.bindparam("step_id"),
+            due_at=sa.bindparam("due_at"),
+            parameters=sa.bindparam("parameters"),
+            state="{}",
+            attempts=0,
+            rev=ji.c.rev + 1,
+        )
+    )
+    result = conn.execute(stmt, list(updates))
+    return int(result.rowcount or 0)
+
+
+def replace_parameters(conn: Connection, org_id: str, rows: Sequence[dict[str, Any]]) -> None:
+    """Upsert searchable parameter rows (delete by key, then one multi-row insert)."""
+    if not rows:
+        return
+    conn.execute(
+        ip.delete().where(
+            ip.c.org_id == org_id,
+            ip.c.instance_id == sa.bindparam("b_instance_id"),
+            ip.c.name == sa.bindparam("b_name"),
+        ),
+        [{"b_instance_id": r["instance_id"], "b_name": r["name"]} for r in rows],
+    )
+    insert_rows(conn, ip, rows)
+
+
+# ---------------------------------------------------------------- reads
+_RESULT_COLS = [
+    ji.c.instance_id,
+    ji.c.batch_id,
+    ji.c.status,
+    ji.c.parameters,
+    ji.c.created_at,
+    ji.c.start_at,
+    ji.c.last_event_at,
+    ji.c.last_flow_name,
+    ji.c.last_step_id,
+    ji.c.version,
+]
+
+
+def search(
+    conn: Connection, org_id: str, journey_id: str, flt: Filter | None, skip: int, take: int
+) -> list[dict[str, Any]]:
+    q = sa.select(*_RESULT_COLS).where(ji.c.org_id == org_id, ji.c.journey_id == journey_id)
+    if flt is not None:
+        q = q.where(_compile(flt, org_id, journey_id, conn.dialect.name))
+    q = q.order_by(ji.c.created_at.desc(), ji.c.instance_id.desc()).offset(skip).limit(take)
+    return [dict(r) for r in conn.execute(q).mappings()]
+
+
+def get(conn: Connection, org_id: str, journey_id: str, instance_id: str) -> dict[str, Any] | None:
+    q = sa.select(
+        *_RESULT_COLS, ji.c.flow_id, ji.c.step_id, ji.c.due_at, ji.c.time_zone, ji.c.last_error
+    ).where(ji.c.org_id == org_id, ji.c.journey_id == journey_id, ji.c.instance_id == instance_id)
+    row = conn.execute(q).mappings().first()
+    return dict(row) if row else None
+
+
+def events(conn: Connection, org_id: str, instance_id: str) -> list[dict[str, Any]]:
+    q = (
+        sa.select(instance_events)
+        .where(instance_events.c.org_id == org_id, instance_events.c.instance_id == instance_id)
+        .order_by(instance_events.c.event_id)
+    )
+    return [dict(r) for r in conn.execute(q).mappings()]
+
+
+def count(conn: Connection, table: sa.Table, org_id: str | None = None) -> int:
+    q = sa.select(sa.func.count()).select_from(table)
+    if org_id is not None:
+        q = q.where(table.c.org_id == org_id)
+    return int(conn.execute(q).scalar_one())
+
+
+# ---------------------------------------------------------------- cancel
+def cancel(conn: Connection, org_id: str, journey_id: str, instance_id: str, now: datetime) -> str | None:
+    """Cancel an active instance. Returns the status it had before ('InProgress' when this call
+    cancelled it), or None when there is no such instance. The conditional UPDATE is the guard."""
+    changed = conn.execute(
+        ji.update()
+        .where(
+            ji.c.org_id == org_id,
+            ji.c.journey_id == journey_id,
+            ji.c.instance_id == instance_id,
+            ji.c.status == ACTIVE,
+        )
+        .values(status="Cancelled", due_at=None, ended_at=now, rev=ji.c.rev + 1)
+        .returning(ji.c.instance_id)
+    ).first()
+    if changed is not None:
+        conn.execute(
+            outbox.update()
+            .where(
+                outbox.c.org_id == org_id, outbox.c.instance_id == instance_id, outbox.c.status == "queued"
+            )
+            .values(status="dropped", last_error="instance cancelled")
+        )
+        return ACTIVE
+    row = conn.execute(
+        sa.select(ji.c.status).where(
+            ji.c.org_id == org_id, ji.c.journey_id == journey_id, ji.c.instance_id == instance_id
+        )
+    ).first()
+    return row[0] if row else None

@@ -1,0 +1,36 @@
+"""The outbox: messages the engine has queued, and their delivery state (SQL only)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from journeys.store.tables import UTCDateTime, outbox
+
+# Delivery by the built-in outbox provider: one set-based statement. A message of a cancelled
+# instance was already marked 'dropped' by the cancel, and the instance-status check makes
+# that hold even against a cancel that commits first on another connection.
+_DELIVER_TO_OUTBOX = sa.text(
+    "UPDATE outbox SET status = 'sent', sent_at = :now, provider = 'outbox' "
+    "WHERE status = 'queued' AND send_after <= :now "
+    "AND EXISTS (SELECT 1 FROM journey_instances i WHERE i.org_id = outbox.org_id "
+    "AND i.instance_id = outbox.instance_id AND i.status IN ('InProgress', 'Completed'))"
+).bindparams(sa.bindparam("now", type_=UTCDateTime()))
+
+
+def deliver_to_outbox(conn: Connection, now: datetime) -> int:
+    return int(conn.execute(_DELIVER_TO_OUTBOX, {"now": now}).rowcount or 0)
+
+
+def list_messages(
+    conn: Connection, org_id: str | None = None, instance_id: str | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
+    q = sa.select(outbox).order_by(outbox.c.created_at.desc(), outbox.c.message_id.desc()).limit(limit)
+    if org_id is not None:
+        q = q.where(outbox.c.org_id == org_id)
+    if instance_id is not None:
+        q = q.where(outbox.c.instance_id == instance_id)
+    return [dict(r) for r in conn.execute(q).mappings()]

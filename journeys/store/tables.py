@@ -1,0 +1,213 @@
+"""SQLAlchemy Core tables.
+
+Every table carries `org_id` and leads its primary key with it, so the schema can later be
+distributed by org (Citus) without changing a key. Times are stored as UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware UTC datetime in Python; `timestamptz` on PostgreSQL, naive UTC text on SQLite."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+# Byte-wise ordering on both databases, so prefix searches are index range scans.
+BinaryText = sa.Text().with_variant(sa.Text(collation="C"), "postgresql")
+Id = sa.String(36)
+
+orgs = sa.Table(
+    "orgs",
+    metadata,
+    sa.Column("org_id", Id, primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("org_id", Id, nullable=False),
+    sa.Column("token_id", Id, nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=False),
+    sa.Column("scopes", sa.Text, nullable=False),  # space-separated
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=True),
+    sa.Column("revoked_at", UTCDateTime, nullable=True),
+    sa.Column("last_used_at", UTCDateTime, nullable=True),
+    sa.PrimaryKeyConstraint("org_id", "token_id"),
+    sa.Index("ix_api_tokens_token_hash", "token_hash", unique=True),
+)
+
+journeys = sa.Table(
+    "journeys",
+    metadata,
+    sa.Column("org_id", Id, nullable=False),
+    sa.Column("journey_id", Id, nullable=False),  # the API's chatBotId
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("latest_version", sa.Integer, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.PrimaryKeyConstraint("org_id", "journey_id"),
+    sa.UniqueConstraint("org_id", "name"),
+)
+
+journey_versions = sa.Table(
+    "journey_versions",
+    metadata,
+    sa.Column("org_id", Id, nullable=False),
+    sa.Column("journey_id", Id, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("definition", sa.Text, nullable=False),  # validated definition, JSON
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.PrimaryKeyConstraint("org_id", "journey_id", "version"),
+)
+
+ACTIVE = "InProgress"
+STATUSES = ("InProgress", "Completed", "Cancelled", "Failed")
+
+journey_instances = sa.Table(
+    "journey_instances",
+    metadata,
+    sa.Column("org_id", Id, nullable=False),
+    sa.Column("instance_id", Id, nullable=False),
+    sa.Column("journey_id", Id, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("batch_id", Id, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("time_zone", sa.String(64), nullable=False),
+    sa.Column("parameters", sa.Text, nullable=False),  # JSON object, canonical names -> strings
+    sa.Column("identifier_key", sa.Text, nullable=True),
+    # Execution cursor: the step to run next, and when.
+    sa.Column("flow_id", sa.String(128), nullable=True),
+    sa.Column("step_id", sa.Integer, nullable=True),
+    sa.Column("due_at", UTCDateTime, nullable=True),
+    sa.Column("state", sa.Text, nullable=False, server_default="{}"),  # JSON interpreter state
+    sa.Column("rev", sa.Integer, nullable=False, server_default="0"),  # bumped by every change
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_error", sa.Text, nullable=True),
+    # Denormalised lastStepExecuted, so search needs no join.
+    sa.Column("last_event_at", UTCDateTime, nullable=True),
+    sa.Column("last_flow_name", sa.Text, nullable=True),
+    sa.Column("last_step_id", sa.Integer, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("start_at", UTCDateTime, nullable=False),
+    sa.Column("ended_at", UTCDateTime, nullable=True),
+    sa.PrimaryKeyConstraint("org_id", "instance_id"),
+    sa.Index("ix_journey_instances_org_journey_created", "org_id", "journey_id", "created_at"),
+    sa.Index("ix_journey_instances_org_journey_status", "org_id", "journey_id", "status", "created_at"),
+    # One active instance per identifier (enforced by the database, not only by the API).
+    sa.Index(
+        "uq_journey_instances_active_identifier",
+        "org_id",
+        "journey_id",
+        "identifier_key",
+        unique=True,
+        sqlite_where=sa.text("status = 'InProgress'"),
+        postgresql_where=sa.text("status = 'InProgress'"),
+    ),
+    # Due work: only active instances with a due time are in this index.
+    sa.Index(
+        "ix_journey_instances_due",
+        "due_at",
+        sqlite_where=sa.text("status = 'InProgress' AND due_at IS NOT NULL"),
+        postgresql_where=sa.text("status = 'InProgress' AND due_at IS NOT NULL"),
+    ),
+)
+
+instance_parameters = sa.Table(
+    "instance_parameters",
+    metadata,
+    sa.Column("org_id", Id, nullable=False),
+    sa.Column("instance_id", Id, nullable=False),
+    sa.Column("journey_id", Id, nullable=False),
+    sa.Column("name", sa.String(128), nullable=False),  # lower-cased parameter name
+    sa.Column("value", BinaryText, nullable=False),
+    sa.PrimaryKeyConstraint("org_id", "instance_id", "name"),
+    sa.Index("ix_instance_parameters_lookup", "org_id", "journey_id", "name", "value"),
+)
+
+instance_events = sa.Table(
+    "instance_events",
+    metadata,
+    sa.Column("org_id", Id, nullable=False),
+    sa.Column("instance_id", Id, nullable=False),
+    sa.Column("event_id", sa.String(32), nullable=False),  # time-ordered
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("flow_id", sa.String(128), nullable=True),
+    sa.Column("flow_name", sa.Text, nullable=True),
+    sa.Column("step_id", sa.Integer, nullable=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False, server_default="{}"),  # JSON, no PHI
+    sa.PrimaryKeyConstraint("org_id", "instance_id", "event_id"),
+)
+
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("org_id", Id, nullable=False),
+    sa.Column("message_id", Id, nullable=False),
+    sa.Column("instance_id", Id, nullable=False),
+    sa.Column("journey_id", Id, nullable=False),
+    sa.Column("flow_id", sa.String(128), nullable=True),
+    sa.Column("step_id", sa.Integer, nullable=True),
+    sa.Column("channel", sa.String(16), nullable=False),
+    sa.Column("to_address", sa.Text, nullable=False),
+    sa.Column("subject", sa.Text, nullable=True),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # queued | sent | dropped | failed
+    sa.Column("idempotency_key", sa.String(128), nullable=False),
+    sa.Column("provider", sa.String(32), nullable=True),
+    sa.Column("send_after", UTCDateTime, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("sent_at", UTCDateTime, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.PrimaryKeyConstraint("org_id", "message_id"),
+    sa.UniqueConstraint("org_id", "idempotency_key"),
+    sa.Index("ix_outbox_org_instance", "org_id", "instance_id"),
+    sa.Index(
+        "ix_outbox_queued",
+        "send_after",
+        sqlite_where=sa.text("status = 'queued'"),
+        postgresql_where=sa.text("status = 'queued'"),
+    ),
+)
+
+# Use this literal (not a bound parameter) in queries that must match the partial indexes'
+# `status = 'InProgress'` predicate: SQLite only uses a partial index when it can prove it.
+ACTIVE_LITERAL = sa.literal_column("'InProgress'")
