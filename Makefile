@@ -1,0 +1,40 @@
+# journeys — the two commands: `make run` (demo server + worker on ./journeys.db) and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test test-sqlite test-postgres lint bench clean install
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "journeys needs Python >= 3.11")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## Set up, create ./journeys.db with a demo org, token and journey (once), and serve on 127.0.0.1:8080.
+run: $(STAMP)
+	$(BIN)/journeys demo
+	$(BIN)/journeys serve
+
+## Set up and run the checks: ruff, the suite on SQLite, and the suite on PostgreSQL
+## (skipped with a reason when PostgreSQL is not reachable; required under CI=true).
+test: $(STAMP) lint test-sqlite test-postgres
+
+lint: $(STAMP)
+	$(BIN)/ruff check journeys tests bench
+
+test-sqlite: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-postgres: $(STAMP)
+	JOURNEYS_TEST_DATABASE=postgresql $(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .demo journeys.db journeys.db-wal journeys.db-shm .pytest_cache .ruff_cache
