@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from journeys.store.bulk import insert_many
 from journeys.store.tables import (
     ACTIVE,
     ACTIVE_LITERAL,
@@ -109,8 +110,7 @@ def _compile(f: Filter, org_id: str, journey_id: str, dialect: str) -> sa.Column
 
 # ---------------------------------------------------------------- writes
 def insert_rows(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
-    if rows:
-        conn.execute(table.insert(), list(rows))
+    insert_many(conn, table, rows)
 
 
 def find_active_by_identifier(

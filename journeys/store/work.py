@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from journeys.store.bulk import insert_many
 from journeys.store.tables import ACTIVE_LITERAL, UTCDateTime, instance_events, journey_instances, outbox
 
 ji = journey_instances
@@ -86,10 +87,8 @@ def write_instance_updates(conn: Connection, updates: Sequence[dict[str, Any]]) 
 
 
 def insert_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    if rows:
-        conn.execute(instance_events.insert(), list(rows))
+    insert_many(conn, instance_events, rows)
 
 
 def insert_messages(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    if rows:
-        conn.execute(outbox.insert(), list(rows))
+    insert_many(conn, outbox, rows)

@@ -1,0 +1,756 @@
+"""The `journeys` admin CLI as a stable contract, driven through real subprocesses.
+
+Every test works on its own fresh SQLite file under tmp_path (passed with the global `--db`
+option, or with JOURNEYS_DATABASE_URL), and runs the CLI with tmp_path as its working directory
+so nothing can land in the repository's ./journeys.db.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "appointment-reminder.yaml"
+SCOPES = "create.journey_instances,read.journey_instances"
+TIMEOUT = 60  # seconds, for any single CLI run
+
+_ENTRY_POINT = Path(sys.executable).parent / "journeys"
+JOURNEYS = [str(_ENTRY_POINT)] if _ENTRY_POINT.exists() else [sys.executable, "-m", "journeys.cli"]
+
+ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
+
+
+# ---------------------------------------------------------------------------- helpers
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment without any JOURNEYS_* setting that could leak in from the caller."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEYS_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Cli:
+    """Runs `journeys --db <this file> ...` in `cwd`."""
+
+    path: Path
+    cwd: Path
+
+    @property
+    def url(self) -> str:
+        return f"sqlite:///{self.path}"
+
+    def run(self, *args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*JOURNEYS, "--db", self.url, *args],
+            cwd=self.cwd,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def ok(self, *args: str) -> subprocess.CompletedProcess[str]:
+        proc = self.run(*args)
+        assert proc.returncode == 0, (args, proc.returncode, proc.stdout, proc.stderr)
+        return proc
+
+    def json(self, *args: str) -> Any:
+        """Run a command that must succeed and print exactly one JSON value on stdout."""
+        proc = self.ok(*args)
+        return json.loads(proc.stdout)  # raises on anything but a single JSON document
+
+    def org(self, name: str = "Clinic") -> str:
+        return str(self.json("org", "create", name, "--json")["id"])
+
+    def token(self, org_id: str, *extra: str) -> dict[str, Any]:
+        return dict(
+            self.json("token", "create", "--org", org_id, "--name", "t", "--scopes", SCOPES, *extra, "--json")
+        )
+
+    def count(self, table: str, org_id: str | None = None) -> int:
+        conn = sqlite3.connect(self.path)
+        try:
+            if org_id is None:
+                return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+            return int(
+                conn.execute(f"SELECT count(*) FROM {table} WHERE org_id = ?", (org_id,)).fetchone()[0]
+            )
+        finally:
+            conn.close()
+
+
+@pytest.fixture()
+def cli(tmp_path: Path) -> Cli:
+    return Cli(tmp_path / "test.db", tmp_path)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    proc: subprocess.Popen[bytes]
+    base_url: str
+    log_path: Path
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextmanager
+def serve(cli: Cli, port: int | None = None) -> Iterator[ServerProcess]:
+    """`journeys --db ... serve --port P` as a subprocess (worker in-process, the default), on a
+    free port unless one is given; stdout and stderr go to one log file. Always killed at the end."""
+    port = port or free_port()
+    log_path = cli.cwd / f"server-{port}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [*JOURNEYS, "--db", cli.url, "serve", "--port", str(port)],
+            cwd=cli.cwd,
+            env=clean_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    server = ServerProcess(proc, f"http://127.0.0.1:{port}", log_path)
+    try:
+        wait_healthy(server)
+        yield server
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def wait_healthy(server: ServerProcess, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        if server.proc.poll() is not None:
+            raise AssertionError(f"server exited with {server.proc.returncode}:\n{server.logs()}")
+        try:
+            if httpx.get(f"{server.base_url}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"server did not answer /healthz in {seconds} s:\n{server.logs()}")
+        time.sleep(0.1)
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def example_text() -> str:
+    return EXAMPLE.read_text()
+
+
+def replace_once(text: str, old: str, new: str) -> str:
+    assert text.count(old) == 1, old
+    return text.replace(old, new)
+
+
+def line_of(text: str, needle: str) -> int:
+    lines = [i for i, line in enumerate(text.splitlines(), start=1) if needle in line]
+    assert len(lines) == 1, needle
+    return lines[0]
+
+
+# ---------------------------------------------------------------------------- init / --db
+def test_init_creates_schema_and_is_idempotent(cli: Cli) -> None:
+    assert not cli.path.exists()
+    first = cli.run("init")
+    assert first.returncode == 0, first.stderr
+    assert cli.path.exists()
+    conn = sqlite3.connect(cli.path)
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        head = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+    finally:
+        conn.close()
+    assert {
+        "alembic_version",
+        "orgs",
+        "api_tokens",
+        "journeys",
+        "journey_versions",
+        "journey_instances",
+        "instance_parameters",
+        "instance_events",
+        "outbox",
+    } <= tables
+    assert len(head) == 1
+    second = cli.run("init")
+    assert second.returncode == 0, second.stderr
+    conn = sqlite3.connect(cli.path)
+    try:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == head
+    finally:
+        conn.close()
+    # --db was used, not the default ./journeys.db
+    assert not (cli.cwd / "journeys.db").exists()
+
+
+def test_database_url_from_environment(tmp_path: Path) -> None:
+    db = tmp_path / "from-env.db"
+    env = clean_env(JOURNEYS_DATABASE_URL=f"sqlite:///{db}")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*JOURNEYS, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT
+        )
+
+    assert run("init").returncode == 0
+    assert db.exists()
+    created = run("org", "create", "Env Clinic", "--json")
+    assert created.returncode == 0, created.stderr
+    org = json.loads(created.stdout)
+    assert not (tmp_path / "journeys.db").exists()  # not the default ./journeys.db
+    # the same file, seen through --db
+    listed = Cli(db, tmp_path).json("org", "list", "--json")
+    assert [o["id"] for o in listed] == [org["id"]]
+    assert listed[0]["name"] == "Env Clinic"
+
+
+def test_db_option_wins_over_environment(tmp_path: Path) -> None:
+    env_db = tmp_path / "env.db"
+    opt_db = tmp_path / "opt.db"
+    proc = subprocess.run(
+        [*JOURNEYS, "--db", f"sqlite:///{opt_db}", "org", "create", "Opt Clinic", "--json"],
+        cwd=tmp_path,
+        env=clean_env(JOURNEYS_DATABASE_URL=f"sqlite:///{env_db}"),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    org = json.loads(proc.stdout)
+    assert [o["id"] for o in Cli(opt_db, tmp_path).json("org", "list", "--json")] == [org["id"]]
+    assert not env_db.exists() or Cli(env_db, tmp_path).count("orgs") == 0
+
+
+# ---------------------------------------------------------------------------- orgs
+def test_org_create_json_prints_one_object_and_nothing_else(cli: Cli) -> None:
+    proc = cli.ok("org", "create", "North Clinic", "--json")
+    out = json.loads(proc.stdout)
+    assert isinstance(out, dict)
+    assert set(out) == {"id", "name"}
+    assert out["name"] == "North Clinic"
+    assert isinstance(out["id"], str) and out["id"]
+    assert proc.stdout.strip() == json.dumps(out)  # one line, one object
+    assert cli.count("orgs") == 1
+    listed = cli.json("org", "list", "--json")
+    assert [(o["id"], o["name"]) for o in listed] == [(out["id"], "North Clinic")]
+
+
+def test_org_create_empty_name_fails(cli: Cli) -> None:
+    cli.ok("init")
+    proc = cli.run("org", "create", "   ", "--json")
+    assert proc.returncode != 0
+    assert proc.stdout == ""
+    assert "empty" in proc.stderr
+    assert cli.count("orgs") == 0
+
+
+# ---------------------------------------------------------------------------- tokens
+def test_token_create_json_without_expiry(cli: Cli) -> None:
+    org = cli.org()
+    proc = cli.ok("token", "create", "--org", org, "--name", "lab", "--scopes", SCOPES, "--json")
+    tok = json.loads(proc.stdout)
+    assert isinstance(tok, dict)
+    assert {"id", "token", "scopes", "expiresDateTime"} <= set(tok)
+    assert tok["scopes"] == ["create.journey_instances", "read.journey_instances"]
+    assert tok["expiresDateTime"] is None
+    assert isinstance(tok["token"], str) and len(tok["token"]) >= 32
+    assert cli.count("api_tokens", org) == 1
+    # the secret is stored only as a hash
+    conn = sqlite3.connect(cli.path)
+    try:
+        dump = "\n".join(conn.iterdump())
+    finally:
+        conn.close()
+    assert tok["token"] not in dump
+
+
+def test_token_create_with_expiry_is_iso_utc(cli: Cli) -> None:
+    org = cli.org()
+    before = datetime.now(UTC)
+    tok = cli.json(
+        "token", "create", "--org", org, "--name", "t", "--scopes", "read.journey_instances",
+        "--expires-in-days", "7", "--json",
+    )  # fmt: skip
+    after = datetime.now(UTC)
+    assert tok["scopes"] == ["read.journey_instances"]
+    expires = tok["expiresDateTime"]
+    assert isinstance(expires, str) and ISO_Z.match(expires), expires
+    at = datetime.fromisoformat(expires.replace("Z", "+00:00"))
+    assert before + timedelta(days=7) - timedelta(seconds=5) <= at <= after + timedelta(days=7, seconds=5)
+
+
+def test_token_secrets_differ(cli: Cli) -> None:
+    org = cli.org()
+    a, b = cli.token(org), cli.token(org)
+    assert a["id"] != b["id"]
+    assert a["token"] != b["token"]
+
+
+def test_token_create_unknown_scope_fails_clearly(cli: Cli) -> None:
+    org = cli.org()
+    scopes = "create.journey_instances,delete.everything"
+    proc = cli.run("token", "create", "--org", org, "--name", "t", "--scopes", scopes, "--json")
+    assert proc.returncode != 0
+    assert proc.stdout == ""
+    assert "delete.everything" in proc.stderr
+    assert "scope" in proc.stderr
+    assert cli.count("api_tokens") == 0
+
+
+def test_token_create_unknown_org_fails(cli: Cli) -> None:
+    cli.ok("init")
+    proc = cli.run("token", "create", "--org", "no-such-org", "--name", "t", "--scopes", SCOPES, "--json")
+    assert proc.returncode != 0
+    assert proc.stdout == ""
+    assert "no-such-org" in proc.stderr
+    assert cli.count("api_tokens") == 0
+
+
+def test_token_create_non_positive_expiry_fails(cli: Cli) -> None:
+    org = cli.org()
+    proc = cli.run(
+        "token", "create", "--org", org, "--name", "t", "--scopes", SCOPES, "--expires-in-days", "0", "--json"
+    )
+    assert proc.returncode != 0
+    assert proc.stdout == ""
+    assert cli.count("api_tokens") == 0
+
+
+def test_token_list_never_shows_the_secret(cli: Cli) -> None:
+    org = cli.org()
+    tok = cli.token(org)
+    secret_hash = hashlib.sha256(tok["token"].encode()).hexdigest()
+
+    text = cli.ok("token", "list")
+    assert tok["id"] in text.stdout
+    assert tok["token"] not in text.stdout + text.stderr
+    assert secret_hash not in text.stdout + text.stderr
+
+    proc = cli.ok("token", "list", "--json")
+    assert tok["token"] not in proc.stdout + proc.stderr
+    assert secret_hash not in proc.stdout + proc.stderr
+    listed = json.loads(proc.stdout)
+    assert isinstance(listed, list) and len(listed) == 1
+    entry = listed[0]
+    assert entry["id"] == tok["id"]
+    assert entry["orgId"] == org
+    assert entry["scopes"] == ["create.journey_instances", "read.journey_instances"]
+    assert entry["revokedAt"] is None
+    assert "token" not in entry
+
+    # --org filters
+    other = cli.org("Other")
+    cli.token(other)
+    assert [t["id"] for t in cli.json("token", "list", "--org", org, "--json")] == [tok["id"]]
+
+
+def test_token_revoke_marks_revoked(cli: Cli) -> None:
+    org = cli.org()
+    keep, gone = cli.token(org), cli.token(org)
+    proc = cli.ok("token", "revoke", gone["id"])
+    assert gone["token"] not in proc.stdout + proc.stderr
+    by_id = {t["id"]: t for t in cli.json("token", "list", "--json")}
+    assert by_id[keep["id"]]["revokedAt"] is None
+    revoked_at = by_id[gone["id"]]["revokedAt"]
+    assert isinstance(revoked_at, str) and ISO_Z.match(revoked_at)
+    assert "revoked" in cli.ok("token", "list").stdout
+
+
+def test_token_revoke_unknown_id_fails(cli: Cli) -> None:
+    cli.ok("init")
+    proc = cli.run("token", "revoke", "no-such-token")
+    assert proc.returncode != 0
+    assert "no-such-token" in proc.stderr
+
+
+def test_revoked_token_is_rejected_by_the_api(cli: Cli) -> None:
+    org = cli.org()
+    tok = cli.token(org)
+    journey = cli.json("journey", "publish", str(EXAMPLE), "--org", org, "--json")
+    url = f"/chatbotapi/external/orgs/{org}/journeys/{journey['id']}/instances/search"
+    body = {"filterSpecification": {"type": "JourneyStatusSpecification", "status": "InProgress"}}
+    headers = {"Authorization": f"Bearer {tok['token']}"}
+    with serve(cli) as srv, httpx.Client(base_url=srv.base_url, timeout=30) as http:
+        r = http.post(url, json=body, headers=headers)
+        assert r.status_code == 200, r.text
+        assert r.json() == []
+        cli.ok("token", "revoke", tok["id"])
+        r = http.post(url, json=body, headers=headers)
+        assert r.status_code == 401, r.text
+        assert r.headers["www-authenticate"].startswith("Bearer")
+    listed = cli.json("token", "list", "--json")
+    assert listed[0]["lastUsedAt"] is not None  # the successful call was recorded
+
+
+# ---------------------------------------------------------------------------- journey validate
+def test_validate_example_ok(cli: Cli) -> None:
+    proc = subprocess.run(
+        [*JOURNEYS, "journey", "validate", str(EXAMPLE)],
+        cwd=cli.cwd,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout == ""
+    assert not cli.path.exists()  # validation needs no database
+
+
+PROBLEM_LINE = re.compile(r"^(?P<file>.+?):(?P<line>\d+): (?:(?P<path>[\w\[\].]+): )?(?P<message>.+)$")
+
+
+def validate(cli: Cli, path: Path) -> tuple[subprocess.CompletedProcess[str], list[re.Match[str]]]:
+    proc = cli.run("journey", "validate", str(path))
+    lines = proc.stdout.splitlines()
+    matches = [PROBLEM_LINE.match(line) for line in lines]
+    assert lines and all(matches), proc.stdout
+    return proc, [m for m in matches if m]
+
+
+def test_validate_unknown_step_type(cli: Cli, tmp_path: Path) -> None:
+    text = replace_once(
+        example_text(), "      - id: 20\n        type: wait_until", "      - id: 20\n        type: teleport"
+    )
+    path = write(tmp_path, "unknown-step.yaml", text)
+    proc, problems = validate(cli, path)
+    assert proc.returncode == 1
+    assert len(problems) == 1, proc.stdout
+    p = problems[0]
+    assert p["file"] == str(path)
+    assert int(p["line"]) == line_of(text, "type: teleport")
+    assert p["path"] == "flows[0].steps[1].type"
+    assert "teleport" in p["message"]
+
+
+def test_validate_send_sms_to_unknown_parameter(cli: Cli, tmp_path: Path) -> None:
+    text = replace_once(
+        example_text(),
+        "        to: phoneNumber\n        body: >-",
+        "        to: mobileNumber\n        body: >-",
+    )
+    path = write(tmp_path, "unknown-param.yaml", text)
+    proc, problems = validate(cli, path)
+    assert proc.returncode == 1
+    assert len(problems) == 1, proc.stdout
+    p = problems[0]
+    assert p["file"] == str(path)
+    assert int(p["line"]) == line_of(text, "to: mobileNumber")
+    assert p["path"] == "flows[0].steps[0].to"
+    assert "mobileNumber" in p["message"]
+
+
+def test_validate_yaml_syntax_error(cli: Cli, tmp_path: Path) -> None:
+    text = replace_once(example_text(), "name: Appointment Reminder", "name: [Appointment Reminder")
+    path = write(tmp_path, "syntax.yaml", text)
+    proc, problems = validate(cli, path)
+    assert proc.returncode == 1
+    assert len(problems) == 1, proc.stdout
+    p = problems[0]
+    assert p["file"] == str(path)
+    # the parser notices one line after the unclosed bracket
+    assert int(p["line"]) in (line_of(text, "name: [Appointment"), line_of(text, "description:"))
+    assert "YAML" in p["message"]
+
+
+def test_validate_reports_every_problem_on_its_own_line(cli: Cli, tmp_path: Path) -> None:
+    # Two problems of the same kind (the validator reports reference problems only once the
+    # file's shape is right, so an unknown step type alone would hide them: a design choice).
+    text = replace_once(
+        example_text(),
+        "        to: phoneNumber\n        body: >-",
+        "        to: mobileNumber\n        body: >-",
+    )
+    text = replace_once(
+        text,
+        '        to: phoneNumber\n        body: "Reminder:',
+        '        to: cellNumber\n        body: "Reminder:',
+    )
+    path = write(tmp_path, "two.yaml", text)
+    proc, problems = validate(cli, path)
+    assert proc.returncode == 1
+    assert len(problems) == 2, proc.stdout
+    by_line = {int(p["line"]): p for p in problems}
+    assert "mobileNumber" in by_line[line_of(text, "to: mobileNumber")]["message"]
+    assert by_line[line_of(text, "to: mobileNumber")]["path"] == "flows[0].steps[0].to"
+    assert "cellNumber" in by_line[line_of(text, "to: cellNumber")]["message"]
+    assert by_line[line_of(text, "to: cellNumber")]["path"] == "flows[0].steps[2].to"
+
+
+def test_validate_missing_file_fails(cli: Cli, tmp_path: Path) -> None:
+    proc = cli.run("journey", "validate", str(tmp_path / "nope.yaml"))
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------------------- journey publish
+EXPECTED_FLOWS = [
+    {"id": "main", "name": "Main Flow", "main": True},
+    {"id": "rescheduled", "name": "Appointment Rescheduled", "main": False},
+]
+
+
+def test_publish_then_republish(cli: Cli) -> None:
+    org = cli.org()
+    proc = cli.ok("journey", "publish", str(EXAMPLE), "--org", org, "--json")
+    first = json.loads(proc.stdout)
+    assert isinstance(first, dict)
+    assert set(first) == {"id", "name", "version", "flows"}
+    assert first["name"] == "Appointment Reminder"
+    assert first["version"] == 1
+    assert first["flows"] == EXPECTED_FLOWS
+    assert cli.count("journeys", org) == 1
+    assert cli.count("journey_versions", org) == 1
+
+    second = cli.json("journey", "publish", str(EXAMPLE), "--org", org, "--json")
+    assert second == {**first, "version": 2}
+    assert cli.count("journeys", org) == 1
+    assert cli.count("journey_versions", org) == 2
+
+    listed = cli.json("journey", "list", "--org", org, "--json")
+    assert [(j["id"], j["version"]) for j in listed] == [(first["id"], 2)]
+
+    # another org gets its own chatBotId, at version 1
+    other = cli.org("Other")
+    theirs = cli.json("journey", "publish", str(EXAMPLE), "--org", other, "--json")
+    assert theirs["id"] != first["id"]
+    assert theirs["version"] == 1
+
+
+def test_publish_invalid_file_stores_nothing(cli: Cli, tmp_path: Path) -> None:
+    org = cli.org()
+    text = replace_once(
+        example_text(), "      - id: 20\n        type: wait_until", "      - id: 20\n        type: teleport"
+    )
+    path = write(tmp_path, "bad.yaml", text)
+    proc = cli.run("journey", "publish", str(path), "--org", org, "--json")
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    assert f"{path}:{line_of(text, 'type: teleport')}: " in proc.stderr
+    assert cli.count("journeys", org) == 0
+    assert cli.count("journey_versions", org) == 0
+    assert cli.json("journey", "list", "--org", org, "--json") == []
+
+
+def test_publish_unknown_org_fails(cli: Cli) -> None:
+    cli.ok("init")
+    proc = cli.run("journey", "publish", str(EXAMPLE), "--org", "no-such-org", "--json")
+    assert proc.returncode != 0
+    assert proc.stdout == ""
+    assert "no-such-org" in proc.stderr
+    assert cli.count("journeys") == 0
+    assert cli.count("journey_versions") == 0
+
+
+# ---------------------------------------------------------------------------- messages / help
+def test_messages_empty_on_fresh_database(cli: Cli) -> None:
+    assert cli.json("messages", "--json") == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["init"],
+        ["org"],
+        ["org", "create"],
+        ["org", "list"],
+        ["token"],
+        ["token", "create"],
+        ["token", "list"],
+        ["token", "revoke"],
+        ["journey"],
+        ["journey", "validate"],
+        ["journey", "publish"],
+        ["journey", "list"],
+        ["messages"],
+        ["serve"],
+        ["worker"],
+        ["demo"],
+    ],
+    ids=lambda a: " ".join(a) or "journeys",
+)
+def test_help(args: list[str], tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [*JOURNEYS, *args, "--help"],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Usage" in proc.stdout
+    assert list(tmp_path.iterdir()) == []  # --help touches no database
+
+
+# ---------------------------------------------------------------------------- demo + serve, end to end
+PHI = ["John Smith", "Jane Green", "+15555550100", "5555550100", "Maria Lopez", "+15555550199", "5555550199"]
+
+
+def run_demo(cli: Cli, state: Path, base_url: str) -> subprocess.CompletedProcess[str]:
+    return cli.ok("demo", "--example", str(EXAMPLE), "--state-file", str(state), "--base-url", base_url)
+
+
+def parse_curl(output: str, endpoint: str) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """URL, headers and JSON body of the demo's printed `curl` for `endpoint` (bulk or search)."""
+    m = re.search(
+        r"curl [^\n]*'(?P<url>[^']+/" + endpoint + r")'\s*\\\n"
+        r"\s*-H 'Authorization: (?P<auth>[^']+)' -H 'Content-Type: application/json'\s*\\\n"
+        r"\s*-d '(?P<body>[^']+)'",
+        output,
+    )
+    assert m, f"no {endpoint} curl in:\n{output}"
+    return m["url"], {"Authorization": m["auth"]}, json.loads(m["body"])
+
+
+def test_demo_then_serve_end_to_end(cli: Cli, tmp_path: Path) -> None:
+    state = tmp_path / "demo.json"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    out = run_demo(cli, state, base).stdout
+
+    saved = json.loads(state.read_text())
+    token, org = saved["token"], saved["orgId"]
+    assert oct(state.stat().st_mode & 0o777) == oct(0o600)
+    chat_bot = re.search(r"chatBotId\s+(\S+)", out)
+    assert chat_bot, out
+    chat_bot_id = chat_bot[1]
+    assert token in out
+    assert org in out
+    assert "curl " in out
+    api = f"{base}/chatbotapi/external/orgs/{org}/journeys/{chat_bot_id}/instances"
+    bulk_url, headers, bulk_body = parse_curl(out, "bulk")
+    assert bulk_url == f"{api}/bulk"
+    assert headers == {"Authorization": f"Bearer {token}"}
+    search_url, _, search_body = parse_curl(out, "search")
+    assert search_url == f"{api}/search"
+
+    journeys = cli.json("journey", "list", "--org", org, "--json")
+    assert [(j["id"], j["name"], j["version"]) for j in journeys] == [
+        (chat_bot_id, "Appointment Reminder", 1)
+    ]
+
+    # running demo again creates nothing and prints the same token
+    again = run_demo(cli, state, base).stdout
+    assert token in again
+    assert json.loads(state.read_text())["token"] == token
+    assert [o["id"] for o in cli.json("org", "list", "--json")] == [org]
+    assert [(j["id"], j["version"]) for j in cli.json("journey", "list", "--org", org, "--json")] == [
+        (chat_bot_id, 1)
+    ]
+    assert cli.count("api_tokens") == 1
+    assert cli.count("journey_versions") == 1
+
+    with_phone = [i for i in bulk_body["instances"] if i["parameters"].get("phoneNumber")]
+    assert len(with_phone) == 1
+    phone = with_phone[0]["parameters"]["phoneNumber"]
+    name = with_phone[0]["parameters"]["patientName"]
+    assert phone in PHI and name in PHI
+
+    with serve(cli, port) as srv, httpx.Client(timeout=30) as http:
+        # the printed bulk curl, verbatim
+        r = http.post(bulk_url, json=bulk_body, headers=headers)
+        assert r.status_code == 204, r.text
+        # a rejected request carrying PHI (must not reach the logs either)
+        bad = {
+            "flowId": None,
+            "timeZone": "America/Chicago",
+            "instances": [
+                {
+                    "parameters": {
+                        "patientId": "100002",
+                        "patientName": "Maria Lopez",
+                        "appointmentId": "77-ABC-00001",
+                        "appointmentDateTime": "2023-13-01 08:00:00",
+                        "phoneNumber": "+15555550199",
+                    }
+                }
+            ],
+        }
+        r = http.post(bulk_url, json=bad, headers=headers)
+        assert r.status_code == 400, r.text
+        assert any("appointmentDateTime" in e for e in r.json())
+
+        # the printed search curl finds the instance with a phone number
+        r = http.post(search_url, json=search_body, headers=headers)
+        assert r.status_code == 200, r.text
+        found = r.json()
+        assert len(found) == 1
+        instance_id = found[0]["id"]
+        assert found[0]["parameters"]["phoneNumber"] == phone
+
+        deadline = time.monotonic() + 10
+        sent: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            msgs = cli.json("messages", "--json")
+            sent = [m for m in msgs if m["instanceId"] == instance_id and m["status"] == "sent"]
+            if sent:
+                break
+            time.sleep(0.3)
+        assert sent, f"no sent SMS for {instance_id} within 10 s: {msgs}\n{srv.logs()}"
+        msg = sent[0]
+        assert msg["to"] == phone
+        assert msg["body"].startswith(f"Hi {name}, your appointment is booked for ")
+        assert msg["stepId"] == 10
+        assert msg["orgId"] == org
+        assert msg["channel"] == "sms"
+        assert ISO_Z.match(msg["sentDateTime"])
+        # only the patient with a phone number got a text; the other step was skipped
+        assert len(cli.json("messages", "--json")) == 1
+        assert cli.json("messages", "--org", org, "--instance", instance_id, "--json") == [msg]
+        text = cli.ok("messages").stdout
+        assert phone in text and instance_id in text
+
+        # the step ran: lastStepExecuted is set
+        r = http.get(f"{api}/{instance_id}", headers=headers)
+        assert r.status_code == 200, r.text
+        last = r.json()["lastStepExecuted"]
+        assert last is not None and last["flowName"] == "Main Flow"
+
+        # graceful shutdown on SIGTERM
+        srv.proc.send_signal(signal.SIGTERM)
+        try:
+            code = srv.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"server did not exit within 10 s of SIGTERM:\n{srv.logs()}")
+        # uvicorn re-raises the signal after a graceful shutdown, so -SIGTERM is a clean exit too
+        assert code in (0, -signal.SIGTERM), srv.logs()
+        assert "worker stopped" in srv.logs()
+        assert "Traceback" not in srv.logs()
+
+    logs = srv.logs()
+    assert logs.strip(), "expected the server to log something"
+    for secret in [*PHI, token]:
+        assert secret not in logs, f"{secret!r} appears in the server logs:\n{logs}"
