@@ -73,6 +73,22 @@ def _prefix_upper_bound(prefix: str) -> str | None:
     return None
 
 
+def _value_condition(col: sa.ColumnElement[str], f: ParamFilter, dialect: str) -> sa.ColumnElement[bool]:
+    if f.operator == "equals":
+        return col == f.value
+    if f.operator == "in":
+        return col.in_(list(f.value))
+    if f.operator == "startsWith":
+        assert isinstance(f.value, str)
+        upper = _prefix_upper_bound(f.value)
+        return sa.and_(col >= f.value, col < upper) if upper is not None else col >= f.value
+    if f.operator == "contains":
+        # Case-sensitive substring: instr() on SQLite, strpos() on PostgreSQL.
+        fn = sa.func.instr if dialect == "sqlite" else sa.func.strpos
+        return fn(col, f.value) > 0
+    raise ValueError(f"unknown operator {f.operator}")  # pragma: no cover - the parser checks
+
+
 def _compile(f: Filter, org_id: str, journey_id: str, dialect: str) -> sa.ColumnElement[bool]:
     if isinstance(f, StatusFilter):
         return ji.c.status == f.status
@@ -84,28 +100,33 @@ def _compile(f: Filter, org_id: str, journey_id: str, dialect: str) -> sa.Column
         return sa.not_(_compile(f.child, org_id, journey_id, dialect))
     if f.operator == "notEquals":
         return sa.not_(_compile(ParamFilter(f.name, "equals", f.value), org_id, journey_id, dialect))
-    conds: list[sa.ColumnElement[bool]] = [
-        ip.c.org_id == org_id,
-        ip.c.journey_id == journey_id,
-        ip.c.name == f.name,
-    ]
-    if f.operator == "equals":
-        conds.append(ip.c.value == f.value)
-    elif f.operator == "in":
-        conds.append(ip.c.value.in_(list(f.value)))
-    elif f.operator == "startsWith":
-        assert isinstance(f.value, str)
-        conds.append(ip.c.value >= f.value)
-        upper = _prefix_upper_bound(f.value)
-        if upper is not None:
-            conds.append(ip.c.value < upper)
-    elif f.operator == "contains":
-        # Case-sensitive substring: instr() on SQLite, strpos() on PostgreSQL.
-        fn = sa.func.instr if dialect == "sqlite" else sa.func.strpos
-        conds.append(fn(ip.c.value, f.value) > 0)
-    else:  # pragma: no cover - the parser only builds known operators
-        raise ValueError(f"unknown operator {f.operator}")
+    conds = [ip.c.org_id == org_id, ip.c.journey_id == journey_id, ip.c.name == f.name]
+    conds.append(_value_condition(ip.c.value, f, dialect))
     return ji.c.instance_id.in_(sa.select(ip.c.instance_id).where(*conds))
+
+
+_DRIVING_OPERATORS = ("equals", "in", "startsWith")
+
+
+def _driver(f: Filter | None) -> ParamFilter | None:
+    """A parameter condition every result must meet and the lookup index can serve directly:
+    the filter itself, or a direct child of a top-level And."""
+    if isinstance(f, ParamFilter) and f.operator in _DRIVING_OPERATORS:
+        return f
+    if isinstance(f, AndFilter):
+        for child in f.children:
+            if isinstance(child, ParamFilter) and child.operator in _DRIVING_OPERATORS:
+                return child
+    return None
+
+
+def _without(f: Filter, driver: ParamFilter) -> Filter | None:
+    if f is driver:
+        return None
+    if isinstance(f, AndFilter):
+        rest = tuple(c for c in f.children if c is not driver)
+        return AndFilter(rest) if rest else None
+    return f
 
 
 # ---------------------------------------------------------------- writes
@@ -201,9 +222,37 @@ _RESULT_COLS = [
 def search(
     conn: Connection, org_id: str, journey_id: str, flt: Filter | None, skip: int, take: int
 ) -> list[dict[str, Any]]:
-    q = sa.select(*_RESULT_COLS).where(ji.c.org_id == org_id, ji.c.journey_id == journey_id)
-    if flt is not None:
-        q = q.where(_compile(flt, org_id, journey_id, conn.dialect.name))
+    """Newest first. A selective parameter condition drives the query from the
+    (org_id, journey_id, name, value) index and reaches instances by primary key; otherwise the
+    (org_id, journey_id[, status], created_at) indexes serve it."""
+    dialect = conn.dialect.name
+    driver = _driver(flt)
+    if driver is None:
+        q = sa.select(*_RESULT_COLS).where(ji.c.org_id == org_id, ji.c.journey_id == journey_id)
+        rest = flt
+    else:
+        p = ip.alias("p")
+        joined = p.join(ji, sa.and_(ji.c.org_id == p.c.org_id, ji.c.instance_id == p.c.instance_id))
+        # On SQLite the unary + keeps the planner off the (org_id, journey_id, created_at)
+        # index, which would walk every instance of the journey to avoid a small sort.
+        journey_col = (
+            sa.literal_column("+journey_instances.journey_id") if dialect == "sqlite" else ji.c.journey_id
+        )
+        q = (
+            sa.select(*_RESULT_COLS)
+            .select_from(joined)
+            .where(
+                p.c.org_id == org_id,
+                p.c.journey_id == journey_id,
+                p.c.name == driver.name,
+                _value_condition(p.c.value, driver, dialect),
+                ji.c.org_id == org_id,
+                journey_col == journey_id,
+            )
+        )
+        rest = _without(flt, driver) if flt is not None else None
+    if rest is not None:
+        q = q.where(_compile(rest, org_id, journey_id, dialect))
     q = q.order_by(ji.c.created_at.desc(), ji.c.instance_id.desc()).offset(skip).limit(take)
     return [dict(r) for r in conn.execute(q).mappings()]
 
