@@ -46,16 +46,32 @@ def install(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else "error"
         return error_response(exc.status_code, [detail], getattr(exc, "headers", None))
 
-    @app.exception_handler(OperationalError)
-    async def _db_down(_: Request, exc: OperationalError) -> Response:
-        # Never log the statement or its parameters (they may hold PHI): only the error class.
-        log.warning("database unavailable: %s", type(exc.orig).__name__ if exc.orig else type(exc).__name__)
-        return error_response(503, ["the database is unavailable; retry later"], {"Retry-After": "5"})
-
     @app.exception_handler(DBAPIError)
     async def _db_error(_: Request, exc: DBAPIError) -> Response:
-        if exc.connection_invalidated:
-            log.warning("database connection lost")
+        # Never log the statement or its parameters (they may hold PHI): only the error class.
+        kind = type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__
+        if is_unavailable(exc):
+            log.warning("database unavailable: %s", kind)
             return error_response(503, ["the database is unavailable; retry later"], {"Retry-After": "5"})
-        log.error("database error: %s", type(exc.orig).__name__ if exc.orig else type(exc).__name__)
+        log.error("database error: %s", kind)
         return error_response(500, ["internal error"])
+
+
+# psycopg raises these (subclasses of OperationalError) when the server goes away or restarts.
+_UNAVAILABLE = {"OperationalError", "AdminShutdown", "CrashShutdown", "CannotConnectNow", "ConnectionTimeout"}
+
+
+def is_unavailable(exc: DBAPIError) -> bool:
+    """True for errors that mean "try again later" (server down, connection lost, SQLite busy),
+    as opposed to errors in what we asked the database to do."""
+    if exc.connection_invalidated:
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    orig = exc.orig
+    if orig is None:
+        return True
+    if type(orig).__module__.startswith("sqlite3"):
+        text = str(orig).lower()
+        return "locked" in text or "busy" in text or "unable to open" in text
+    return type(orig).__name__ in _UNAVAILABLE

@@ -7,6 +7,7 @@ set-based statements. Nothing here commits.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,6 +25,9 @@ from journeys.store import instances as repo
 from journeys.store.tables import ACTIVE, instance_events, instance_parameters, journey_instances
 
 MAX_ERRORS = 1000
+# Values are indexed for search; PostgreSQL caps a B-tree entry at about 2.7 kB.
+MAX_VALUE_CHARS = 1000
+MAX_VALUE_BYTES = 2000
 
 
 class TriggerError(ValueError):
@@ -50,10 +54,13 @@ def _q(value: str) -> str:
 
 
 def identifier_key(defn: JourneyDefinition, params: dict[str, str]) -> str | None:
+    """A fixed-size key for the identifier values (SHA-256 of their JSON array), or None when
+    the journey has no identifier parameters."""
     ids = defn.identifier_parameters
     if not ids:
         return None
-    return json.dumps([params.get(p.name, "") for p in ids], ensure_ascii=False, separators=(",", ":"))
+    text = json.dumps([params.get(p.name, "") for p in ids], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _describe_identifier(defn: JourneyDefinition, params: dict[str, str]) -> str:
@@ -85,6 +92,8 @@ class _Validator:
             self.error(f"{where}.parameters: must be an object of parameter names to string values")
             return None
         params: dict[str, str] = {}
+        seen: set[str] = set()  # canonical names given (valid or not)
+        invalid: set[str] = set()
         ok = True
         for name, value in given.items():
             path = f"{where}.parameters.{name}"
@@ -93,25 +102,32 @@ class _Validator:
                 self.error(f"{path}: unknown parameter (this journey's parameters: {self.names})")
                 ok = False
                 continue
-            if p.name in params:
+            if p.name in seen:
                 self.error(f"{path}: parameter {p.name} given more than once (names are case-insensitive)")
                 ok = False
                 continue
+            seen.add(p.name)
             if value is None:
                 continue  # treated as absent
             if not isinstance(value, str):
                 self.error(f"{path}: must be a string")
-                ok = False
+                invalid.add(p.name)
+                continue
+            if len(value) > MAX_VALUE_CHARS or len(value.encode("utf-8")) > MAX_VALUE_BYTES:
+                self.error(f"{path}: is too long (at most {MAX_VALUE_CHARS} characters)")
+                invalid.add(p.name)
                 continue
             problem = check_value(p.type, value, self.zone)
             if problem is not None:
                 self.error(f"{path}: {_q(value)} {problem}")
-                ok = False
+                invalid.add(p.name)
                 continue
             params[p.name] = value
+        if invalid:
+            ok = False
         for p in self.defn.parameters:
             needed = p.identifier if self.subflow else p.required
-            if needed and not params.get(p.name, "").strip():
+            if needed and p.name not in invalid and not params.get(p.name, "").strip():
                 state = "is empty" if p.name in params else "is missing"
                 self.error(f"{where}.parameters.{p.name}: required parameter {state}")
                 ok = False

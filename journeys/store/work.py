@@ -60,8 +60,7 @@ def write_instance_updates(conn: Connection, updates: Sequence[dict[str, Any]]) 
         .where(
             ji.c.org_id == sa.bindparam("b_org_id"),
             ji.c.instance_id == sa.bindparam("b_instance_id"),
-            ji.c.rev == sa.bindparam("b_rev"),
-            ji.c.status == ACTIVE_LITERAL,
+            ji.c.rev == sa.bindparam("b_rev"),  # every other change bumps rev: this is the guard
         )
         .values(
             status=sa.bindparam("status"),
