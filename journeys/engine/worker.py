@@ -12,6 +12,7 @@ import json
 import logging
 import random
 import threading
+import traceback
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -119,7 +120,14 @@ class Worker:
         except Exception as exc:  # an unexpected fault: retry with backoff, then fail
             attempts += 1
             error = f"{type(exc).__name__}: {exc}"
-            log.exception("step failed for instance %s (attempt %d)", inst.instance_id, attempts)
+            # The exception's message may quote patient data: log its type and where it happened only.
+            log.error(
+                "step failed for instance %s (attempt %d): %s at\n%s",
+                inst.instance_id,
+                attempts,
+                type(exc).__name__,
+                "".join(traceback.format_tb(exc.__traceback__)),
+            )
             if attempts >= MAX_ATTEMPTS:
                 fx = Effects(status="Failed", state=inst.state)
                 kind = "failed"
@@ -202,9 +210,9 @@ class Worker:
                 if r.claimed >= self.batch_size:
                     continue  # more is due right now
                 timeout = self._sleep_time()
-            except Exception:
+            except Exception as exc:
                 failures += 1
-                log.exception("worker batch failed; backing off")
+                log.error("worker batch failed (%s); backing off", type(exc).__name__)
                 timeout = min(30.0, 0.5 * 2**failures) * random.uniform(0.5, 1.0)
             self.wake.wait(timeout)
             self.wake.clear()
