@@ -40,7 +40,7 @@ def publish(conn: Connection, org_id: str, definition: JourneyDefinition, now: d
     else:
         journey_id = existing["journey_id"]
         version = repo.bump_latest_version(conn, org_id, journey_id, now)
-    repo.insert_version(conn, org_id, journey_id, version, definition.model_dump_json(exclude_none=True), now)
+    repo.insert_version(conn, org_id, journey_id, version, definition.model_dump_json(by_alias=True), now)
     return describe(JourneyVersion(org_id, journey_id, definition.name, version, definition))
 
 

@@ -146,7 +146,10 @@ def test_unknown_step_type() -> None:
     problem = only_problem(edit("type: end", "type: send_text"))
     assert problem.path == "flows[0].steps[2].type"
     assert problem.line == 25
-    expected = "unknown step type 'send_text' (expected one of: send_sms, wait, wait_until, end)"
+    expected = (
+        "unknown step type 'send_text' (expected one of: send_sms, send_email, http_request, wait, "
+        "wait_until, wait_for_reply, branch, set_parameters, goto, end)"
+    )
     assert problem.message == expected
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ParameterType = Literal["string", "datetime", "phone", "email", "number"]
 
@@ -85,6 +85,178 @@ class SendSmsStep(_Step):
     type: Literal["send_sms"]
     to: str = Field(description="Name of a phone parameter")
     body: str = Field(min_length=1, description="Jinja2 template; parameters are variables")
+    frequency_cap: bool = Field(
+        default=True, description="Count against and obey the journey's frequency cap (false: transactional)"
+    )
+    send_window: bool = Field(default=True, description="Hold the send until the journey's send window opens")
+
+
+class SendEmailStep(_Step):
+    type: Literal["send_email"]
+    to: str = Field(description="Name of an email parameter")
+    subject: str = Field(min_length=1, description="Jinja2 template")
+    body: str = Field(min_length=1, description="Plain-text body, Jinja2 template")
+    html: str | None = Field(default=None, description="Optional HTML body, Jinja2 template (autoescaped)")
+    send_window: bool = Field(
+        default=False, description="Hold the send until the journey's send window opens"
+    )
+
+
+class HttpRequestStep(_Step):
+    type: Literal["http_request"]
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
+    url: str = Field(min_length=1, description="Jinja2 template; must render to an http(s) URL")
+    headers: dict[str, str] = Field(default_factory=dict, description="Header values are Jinja2 templates")
+    body: Any = Field(default=None, description="JSON body; every string inside is a Jinja2 template")
+    timeout: str = Field(default="10s", description="e.g. '10s', '1m'")
+    save: dict[str, str] = Field(
+        default_factory=dict,
+        description="Parameter name -> dotted path into the JSON response (e.g. 'data.status') to save",
+    )
+    on_failure: int | None = Field(
+        default=None, description="Step to go to on a non-2xx answer, timeout or network error; unset: fail"
+    )
+
+    @field_validator("timeout")
+    @classmethod
+    def _check_timeout(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+
+DEFAULT_REPLY_KEYWORDS: dict[str, tuple[str, ...]] = {
+    "confirmed": ("c", "confirm", "confirmed", "yes", "y"),
+    "reschedule": ("r", "reschedule"),
+}
+
+
+class ReplyRoute(_Strict):
+    outcome: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="Name of this branch, e.g. 'confirmed'")
+    match: list[str] | None = Field(
+        default=None,
+        description=(
+            "Keywords (case-insensitive, surrounding spaces and punctuation ignored); defaults for "
+            "'confirmed': C, confirm, confirmed, yes, y; for 'reschedule': R, reschedule"
+        ),
+    )
+    next: int | None = Field(default=None, description="Step for this outcome; default: the following step")
+
+    def keywords(self) -> tuple[str, ...]:
+        if self.match is not None:
+            return tuple(normalise_reply(k) for k in self.match)
+        return DEFAULT_REPLY_KEYWORDS.get(self.outcome, ())
+
+
+def normalise_reply(text: str) -> str:
+    return text.strip().strip(".,!?;:'\"()[] ").strip().lower()
+
+
+class WaitForReplyStep(_Step):
+    type: Literal["wait_for_reply"]
+    to: str = Field(description="Name of the phone parameter whose replies are awaited")
+    timeout: str = Field(description="How long to wait, e.g. '24h', '2d'")
+    save_reply_to: str | None = Field(
+        default=None, description="Optional string parameter to save the reply text in"
+    )
+    replies: list[ReplyRoute] = Field(default_factory=list)
+    on_other: int | None = Field(
+        default=None, description="Step for any other reply; default: the following step"
+    )
+    on_timeout: int | None = Field(default=None, description="Step when no reply came in time ('no_reply')")
+
+    @field_validator("timeout")
+    @classmethod
+    def _check_timeout(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+
+class Condition(_Strict):
+    """One test, or a combination. Exactly one of the tests below must be given."""
+
+    parameter: str | None = Field(default=None, description="Parameter the test applies to")
+    equals: str | None = None
+    not_equals: str | None = None
+    in_: list[str] | None = Field(default=None, alias="in")
+    empty: bool | None = Field(default=None, description="true: the parameter is missing or blank")
+    before: str | None = Field(
+        default=None,
+        description="Datetime parameter is before 'now', 'now+2d', 'now-3h' or another datetime parameter",
+    )
+    after: str | None = Field(default=None, description="Like 'before', the other way")
+    reply: str | None = Field(default=None, description="The last wait_for_reply outcome equals this")
+    all: list[Condition] | None = None
+    any: list[Condition] | None = None
+    not_: Condition | None = Field(default=None, alias="not")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _one_test(self) -> Condition:
+        tests = [
+            n
+            for n in (
+                "equals",
+                "not_equals",
+                "in_",
+                "empty",
+                "before",
+                "after",
+                "reply",
+                "all",
+                "any",
+                "not_",
+            )
+            if getattr(self, n) is not None
+        ]
+        if len(tests) != 1:
+            names = ", ".join(t.rstrip("_") for t in tests) or "none"
+            raise ValueError(
+                "a condition needs exactly one of: equals, not_equals, in, empty, before, after, reply, all, "
+                f"any, not (given: {names})"
+            )
+        needs_param = tests[0] in ("equals", "not_equals", "in_", "empty", "before", "after")
+        if needs_param and not self.parameter:
+            raise ValueError(f"'{tests[0].rstrip('_')}' needs 'parameter'")
+        if not needs_param and self.parameter:
+            raise ValueError(f"'{tests[0].rstrip('_')}' does not take 'parameter'")
+        for bound in (self.before, self.after):
+            if bound is not None and bound.startswith("now") and bound != "now":
+                parse_duration(bound[3:].lstrip("+-"))
+        return self
+
+    def walk(self) -> list[Condition]:
+        out = [self]
+        for child in (self.all or []) + (self.any or []) + ([self.not_] if self.not_ else []):
+            out.extend(child.walk())
+        return out
+
+
+class BranchCase(_Strict):
+    when: Condition
+    next: int = Field(description="Step to go to when the condition holds")
+
+
+class BranchStep(_Step):
+    type: Literal["branch"]
+    cases: list[BranchCase] = Field(min_length=1, description="Tried in order; the first that holds wins")
+    else_: int | None = Field(
+        default=None, alias="else", description="Step when no case holds; default: following"
+    )
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class SetParametersStep(_Step):
+    type: Literal["set_parameters"]
+    values: dict[str, str] = Field(
+        min_length=1, description="Parameter name -> Jinja2 template of its new value"
+    )
+
+
+class GotoStep(_Step):
+    type: Literal["goto"]
+    target: int = Field(description="Step id to continue at, in this flow or another")
 
 
 class WaitStep(_Step):
@@ -132,8 +304,66 @@ class EndStep(_Step):
     outcome: str | None = Field(default=None, description="Outcome recorded on the instance's timeline")
 
 
-Step = Annotated[SendSmsStep | WaitStep | WaitUntilStep | EndStep, Field(discriminator="type")]
-STEP_TYPES = ("send_sms", "wait", "wait_until", "end")
+Step = Annotated[
+    SendSmsStep
+    | SendEmailStep
+    | HttpRequestStep
+    | WaitStep
+    | WaitUntilStep
+    | WaitForReplyStep
+    | BranchStep
+    | SetParametersStep
+    | GotoStep
+    | EndStep,
+    Field(discriminator="type"),
+]
+STEP_TYPES = (
+    "send_sms",
+    "send_email",
+    "http_request",
+    "wait",
+    "wait_until",
+    "wait_for_reply",
+    "branch",
+    "set_parameters",
+    "goto",
+    "end",
+)
+WAITING_STEP_TYPES = ("wait", "wait_until", "wait_for_reply")
+
+
+class SendWindow(_Strict):
+    """Quiet hours, in the instance's time zone: sends due outside [start, end) wait for the next opening."""
+
+    start: str = "08:00"
+    end: str = "21:00"
+
+    @field_validator("start", "end")
+    @classmethod
+    def _check_clock(cls, v: str) -> str:
+        if not _CLOCK.match(v):
+            raise ValueError(f"{v!r} is not a time of day (use HH:MM, 24-hour)")
+        return v
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SendWindow:
+        if _minutes(self.start) >= _minutes(self.end):
+            raise ValueError("the send window's start must be before its end")
+        return self
+
+
+class FrequencyCap(_Strict):
+    """SMS per phone number per org (default: the healthcare TCPA exemption's 1 a day, 3 a week)."""
+
+    per_day: int | None = Field(
+        default=1, ge=1, description="Per calendar day in the instance's zone; null: no limit"
+    )
+    per_7_days: int | None = Field(default=3, ge=1, description="Per rolling 7 days; null: no limit")
+
+
+def _minutes(clock: str) -> int:
+    hh, mm = clock.split(":")
+    return int(hh) * 60 + int(mm)
 
 
 class Flow(_Strict):
@@ -151,6 +381,13 @@ class JourneyDefinition(_Strict):
     )
     description: str | None = None
     parameters: list[Parameter] = Field(default_factory=list)
+    send_window: SendWindow | None = Field(
+        default_factory=SendWindow,
+        description="Quiet hours for sends (default 08:00-21:00 local); null: none",
+    )
+    frequency_cap: FrequencyCap | None = Field(
+        default_factory=FrequencyCap, description="SMS frequency cap per phone number; null: none"
+    )
     flows: list[Flow] = Field(min_length=1)
 
     # --- derived helpers (no I/O) ---

@@ -202,3 +202,24 @@ def render(source: str, params: dict[str, str], types: dict[str, str], zone: Zon
         return template.render(build_context(params, types, zone))
     except Exception as exc:  # any failure inside Jinja2 or a filter
         raise TemplateRenderError(_safe_message(exc, source)) from None
+
+
+@functools.lru_cache(maxsize=1)
+def get_html_environment() -> SandboxedEnvironment:
+    """Like `get_environment`, with autoescaping: for HTML email bodies."""
+    env = SandboxedEnvironment(autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
+    env.filters["date"] = _date_filter
+    return env
+
+
+@functools.lru_cache(maxsize=256)
+def compile_html_template(source: str) -> jinja2.Template:
+    return get_html_environment().from_string(source)
+
+
+def render_html(source: str, params: dict[str, str], types: dict[str, str], zone: ZoneInfo) -> str:
+    """Render an HTML template (values are escaped)."""
+    try:
+        return compile_html_template(source).render(build_context(params, types, zone))
+    except Exception as exc:
+        raise TemplateRenderError(_safe_message(exc, source)) from None

@@ -1,9 +1,11 @@
 """The interpreter: what a step does.
 
-`advance` takes an instance's committed state and the clock's `now`, runs steps until the
-instance must wait (or ends), and returns every effect as data: timeline events, outbox
-messages and the new cursor. It does no I/O, so the worker (which writes the effects in one
-transaction) and the simulator share it exactly.
+`advance` takes an instance's committed state, the clock's `now` and a `Ledger` (how many SMS
+a phone number has been sent), runs steps until the instance must wait (or ends), and returns
+every effect as data: timeline events, outbox messages, the new cursor, parameter changes and,
+for an `http_request` step, the call to make. It does no I/O itself, so the worker (which
+writes the effects in one transaction and makes HTTP calls outside it) and the simulator share
+it exactly.
 """
 
 from __future__ import annotations
@@ -11,28 +13,61 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
+from journeys.channels.phone import normalise_phone
 from journeys.definitions.model import (
+    BranchStep,
     EndStep,
     Flow,
+    GotoStep,
+    HttpRequestStep,
     JourneyDefinition,
+    SendEmailStep,
     SendSmsStep,
+    SetParametersStep,
+    WaitForReplyStep,
     WaitStep,
     WaitUntilStep,
+    normalise_reply,
     parse_duration,
-    split_duration,
 )
-from journeys.definitions.templates import TemplateRenderError, render
+from journeys.definitions.templates import TemplateRenderError, render, render_html
 from journeys.definitions.values import get_zone, parse_datetime
+from journeys.engine.rules import evaluate, next_window_opening, wait_until_target
 from journeys.engine.timeline import event_row, new_event_id
 from journeys.ids import new_id
 
 MAX_STEPS_PER_ADVANCE = 100
+HTTP_LEASE_GRACE = timedelta(seconds=60)
+
+__all__ = ["Effects", "Instance", "Ledger", "StepFailed", "advance", "load_state", "wait_until_target"]
 
 
 class StepFailed(Exception):
     """A step cannot run for a reason that retrying will not fix (recorded, instance Failed)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.flow_id: str | None = None
+        self.flow_name: str | None = None
+        self.step_id: int | None = None
+
+
+class Ledger(Protocol):
+    """SMS sent per (org, phone): what the frequency cap counts."""
+
+    def count(self, org_id: str, phone: str, since: datetime) -> int: ...
+
+    def add(self, org_id: str, phone: str, at: datetime) -> None: ...
+
+
+class NoLedger:
+    def count(self, org_id: str, phone: str, since: datetime) -> int:
+        return 0
+
+    def add(self, org_id: str, phone: str, at: datetime) -> None:
+        return None
 
 
 @dataclass
@@ -55,29 +90,34 @@ class Effects:
     step_id: int | None = None
     due_at: datetime | None = None
     state: dict[str, Any] = field(default_factory=dict)
-    parameters: dict[str, str] | None = None  # set when a step changed them
+    parameters: dict[str, str] | None = None  # the new parameters, when a step changed them
+    changed: set[str] = field(default_factory=set)  # names of changed parameters
     events: list[dict[str, Any]] = field(default_factory=list)
     messages: list[dict[str, Any]] = field(default_factory=list)
+    reply_phone: str | None = None  # set while waiting for a reply from this number
+    http_call: dict[str, Any] | None = None  # a request for the worker to make after commit
     last_event_at: datetime | None = None
     last_flow_name: str | None = None
     last_step_id: int | None = None
     steps_run: int = 0
-    error: str | None = None
 
 
 class _Run:
-    def __init__(self, defn: JourneyDefinition, inst: Instance, now: datetime) -> None:
+    def __init__(self, defn: JourneyDefinition, inst: Instance, now: datetime, ledger: Ledger) -> None:
         self.defn = defn
         self.inst = inst
         self.now = now
+        self.ledger = ledger
         self.zone = get_zone(inst.time_zone) or UTC
         self.fx = Effects(state=dict(inst.state))
+        self.params = dict(inst.parameters)
         self.index: dict[int, tuple[Flow, int]] = {}
         for flow in defn.flows:
             for i, step in enumerate(flow.steps):
                 self.index[step.id] = (flow, i)
         self.types = {p.name: p.type for p in defn.parameters}
 
+    # ------------------------------------------------------------------ helpers
     def record(self, flow: Flow, step_id: int | None, kind: str, detail: dict[str, Any] | None = None) -> str:
         eid = new_event_id()
         self.fx.events.append(
@@ -99,14 +139,43 @@ class _Run:
             self.fx.last_step_id = step_id
         return eid
 
-    def following(self, flow: Flow, pos: int) -> int | None:
-        return flow.steps[pos + 1].id if pos + 1 < len(flow.steps) else None
+    def param(self, name: str) -> str:
+        p = self.defn.parameter(name)
+        return self.params.get(p.name if p else name, "") or ""
 
+    def set_param(self, name: str, value: str) -> None:
+        p = self.defn.parameter(name)
+        canonical = p.name if p else name
+        if self.params.get(canonical) != value:
+            self.params[canonical] = value
+            self.fx.changed.add(canonical)
+            self.fx.parameters = self.params
+
+    def render(self, source: str, step_id: int) -> str:
+        try:
+            return render(source, self.params, self.types, self.zone)  # type: ignore[arg-type]
+        except TemplateRenderError as exc:
+            raise StepFailed(f"step {step_id}: {exc}") from None
+
+    def wait_here(self, flow: Flow, step_id: int, due: datetime) -> Effects:
+        self.fx.flow_id, self.fx.step_id, self.fx.due_at = flow.id, step_id, due
+        return self.fx
+
+    def finish(self, status: str) -> Effects:
+        self.fx.status = status
+        self.fx.due_at = None
+        self.fx.reply_phone = None
+        return self.fx
+
+    # ------------------------------------------------------------------ the loop
     def run(self) -> Effects:
         fx = self.fx
         step_id: int | None = self.inst.step_id
         flow_id = self.inst.flow_id
-        fx.state.pop("waitStep", None)
+        if fx.state.pop("completeAfterWait", False):
+            flow = self.defn.flow(flow_id) or self.defn.main_flow
+            self.record(flow, None, "completed", {"reason": "reached the end of the flow"})
+            return self.finish("Completed")
         while True:
             if step_id is None:
                 flow = self.defn.flow(flow_id) or self.defn.main_flow
@@ -118,73 +187,162 @@ class _Run:
             flow, pos = located
             flow_id = flow.id
             if fx.steps_run >= MAX_STEPS_PER_ADVANCE:
-                # Yield to other instances; continue in the next batch.
-                fx.flow_id, fx.step_id, fx.due_at = flow.id, step_id, self.now
-                return fx
+                return self.wait_here(flow, step_id, self.now)  # yield; continue in the next batch
             step = flow.steps[pos]
+            following = flow.steps[pos + 1].id if pos + 1 < len(flow.steps) else None
+            default_next = step.next if step.next is not None else following
             fx.steps_run += 1
-            default_next = step.next if step.next is not None else self.following(flow, pos)
-            if isinstance(step, SendSmsStep):
-                self.send_sms(flow, step)
-                step_id = default_next
-            elif isinstance(step, WaitStep):
-                due = self.now + parse_duration(step.duration)
-                self.record(flow, step.id, "wait", {"until": _iso(due)})
-                return self.wait(flow, step.id, default_next, due)
-            elif isinstance(step, WaitUntilStep):
-                due = self.wait_until_time(step)
-                if due is None:
-                    raise StepFailed(f"parameter {step.parameter} is empty or not a valid datetime")
-                if due > self.now:
-                    self.record(flow, step.id, "wait", {"until": _iso(due)})
-                    return self.wait(flow, step.id, default_next, due)
-                if step.if_past == "skip":
-                    fx.state["skipNextSend"] = True
-                    self.record(flow, step.id, "wait_skipped", {"until": _iso(due), "policy": "skip"})
-                else:
-                    self.record(flow, step.id, "wait_skipped", {"until": _iso(due), "policy": "run_now"})
-                step_id = default_next
-            elif isinstance(step, EndStep):
-                self.record(flow, step.id, "end", {"outcome": step.outcome} if step.outcome else {})
-                if step.outcome:
-                    fx.state["outcome"] = step.outcome
-                return self.finish("Completed")
-            else:  # pragma: no cover - the model admits no other step type
-                raise StepFailed(f"unknown step type {type(step).__name__}")
+            try:
+                outcome = self.step(flow, step, default_next)
+            except StepFailed as exc:
+                exc.flow_id, exc.flow_name, exc.step_id = flow.id, flow.name, step.id
+                raise
+            if isinstance(outcome, Effects):
+                return outcome
+            if outcome is _WAIT_AT_END:
+                fx.state["completeAfterWait"] = True
+                return fx
+            step_id = outcome
 
-    def wait(self, flow: Flow, wait_step: int, next_step: int | None, due: datetime) -> Effects:
+    def step(self, flow: Flow, step: Any, default_next: int | None) -> int | None | Effects | object:
+        """Run one step: the next step id, or Effects when the instance must wait or has ended."""
         fx = self.fx
-        fx.state["waitStep"] = wait_step
+        if isinstance(step, SendSmsStep):
+            return self.send_sms(flow, step, default_next)
+        if isinstance(step, SendEmailStep):
+            return self.send_email(flow, step, default_next)
+        if isinstance(step, WaitStep):
+            due = self.now + parse_duration(step.duration)
+            self.record(flow, step.id, "wait", {"until": _iso(due)})
+            return self.wait_then(flow, step.id, default_next, due)
+        if isinstance(step, WaitUntilStep):
+            return self.wait_until(flow, step, default_next)
+        if isinstance(step, WaitForReplyStep):
+            return self.wait_for_reply(flow, step, default_next)
+        if isinstance(step, BranchStep):
+            for i, case in enumerate(step.cases):
+                if evaluate(
+                    case.when, self.params, self.defn, self.zone, self.now, fx.state.get("lastReply")
+                ):
+                    self.record(flow, step.id, "branch", {"case": i, "next": case.next})
+                    return case.next
+            target = step.else_ if step.else_ is not None else default_next
+            self.record(flow, step.id, "branch", {"case": "else", "next": target})
+            return target
+        if isinstance(step, SetParametersStep):
+            for name, source in step.values.items():
+                self.set_param(name, self.render(source, step.id))
+            self.record(flow, step.id, "set_parameters", {"parameters": sorted(step.values)})
+            return default_next
+        if isinstance(step, GotoStep):
+            self.record(flow, step.id, "goto", {"target": step.target})
+            return step.target
+        if isinstance(step, HttpRequestStep):
+            return self.http_request(flow, step, default_next)
+        if isinstance(step, EndStep):
+            self.record(flow, step.id, "end", {"outcome": step.outcome} if step.outcome else {})
+            if step.outcome:
+                fx.state["outcome"] = step.outcome
+            return self.finish("Completed")
+        raise StepFailed(f"unknown step type {type(step).__name__}")  # pragma: no cover
+
+    def wait_then(self, flow: Flow, wait_step: int, next_step: int | None, due: datetime) -> Effects | object:
         if next_step is None:
-            # Waiting at the end of a flow: complete when the wait is over.
-            fx.state["completeAfterWait"] = True
-            next_step = wait_step
-        fx.flow_id, fx.step_id, fx.due_at = flow.id, next_step, due
-        return fx
+            self.wait_here(flow, wait_step, due)
+            return _WAIT_AT_END
+        return self.wait_here(flow, next_step, due)
 
-    def finish(self, status: str) -> Effects:
-        fx = self.fx
-        fx.status = status
-        fx.due_at = None
-        return fx
-
-    def send_sms(self, flow: Flow, step: SendSmsStep) -> None:
-        if self.fx.state.pop("skipNextSend", False):
+    # ------------------------------------------------------------------ sends
+    def held_by_window(self, flow: Flow, step_id: int, enabled: bool) -> Effects | None:
+        window = self.defn.send_window
+        if not enabled or window is None:
+            return None
+        opening = next_window_opening(self.now, window, self.zone)
+        if opening is None:
+            self.fx.state.pop("held", None)
+            return None
+        if self.fx.state.get("held") != step_id:
+            self.fx.state["held"] = step_id
             self.record(
-                flow, step.id, "sms_skipped", {"reason": "its time had passed (wait_until policy skip)"}
+                flow, step_id, "send_held", {"until": _iso(opening), "reason": "outside the send window"}
             )
-            return
-        param = self.defn.parameter(step.to)
-        to = self.inst.parameters.get(param.name if param else step.to, "").strip()
-        if not to:
+        return self.wait_here(flow, step_id, opening)
+
+    def skip_for_past_time(self, flow: Flow, step_id: int, kind: str) -> bool:
+        if self.fx.state.pop("skipNextSend", False):
+            self.record(flow, step_id, kind, {"reason": "its time had passed (wait_until policy skip)"})
+            return True
+        return False
+
+    def send_sms(self, flow: Flow, step: SendSmsStep, default_next: int | None) -> int | None | Effects:
+        if self.skip_for_past_time(flow, step.id, "sms_skipped"):
+            return default_next
+        raw = self.param(step.to).strip()
+        if not raw:
             self.record(flow, step.id, "sms_skipped", {"reason": f"parameter {step.to} is empty"})
-            return
-        try:
-            body = render(step.body, self.inst.parameters, self.types, self.zone)  # type: ignore[arg-type]
-        except TemplateRenderError as exc:
-            raise StepFailed(f"step {step.id}: {exc}") from exc
+            return default_next
+        to = normalise_phone(raw)
+        if to is None:
+            self.record(
+                flow, step.id, "sms_skipped", {"reason": f"parameter {step.to} is not a phone number"}
+            )
+            return default_next
+        held = self.held_by_window(flow, step.id, step.send_window)
+        if held is not None:
+            return held
+        cap = self.defn.frequency_cap
+        if step.frequency_cap and cap is not None:
+            local_midnight = self.now.astimezone(self.zone).replace(hour=0, minute=0, second=0, microsecond=0)
+            org = self.inst.org_id
+            if (
+                cap.per_day is not None
+                and self.ledger.count(org, to, local_midnight.astimezone(UTC)) >= cap.per_day
+            ):
+                self.record(flow, step.id, "sms_capped", {"limit": f"{cap.per_day} per day"})
+                return default_next
+            week_ago = self.now - timedelta(days=7)
+            if cap.per_7_days is not None and self.ledger.count(org, to, week_ago) >= cap.per_7_days:
+                self.record(flow, step.id, "sms_capped", {"limit": f"{cap.per_7_days} per 7 days"})
+                return default_next
+        body = self.render(step.body, step.id)
+        self.queue(flow, step.id, "sms", to, None, body, None)
+        self.ledger.add(self.inst.org_id, to, self.now)
+        return default_next
+
+    def send_email(self, flow: Flow, step: SendEmailStep, default_next: int | None) -> int | None | Effects:
+        if self.skip_for_past_time(flow, step.id, "email_skipped"):
+            return default_next
+        to = self.param(step.to).strip()
+        if not to:
+            self.record(flow, step.id, "email_skipped", {"reason": f"parameter {step.to} is empty"})
+            return default_next
+        held = self.held_by_window(flow, step.id, step.send_window)
+        if held is not None:
+            return held
+        subject = self.render(step.subject, step.id)
+        body = self.render(step.body, step.id)
+        html = None
+        if step.html is not None:
+            try:
+                html = render_html(step.html, self.params, self.types, self.zone)  # type: ignore[arg-type]
+            except TemplateRenderError as exc:
+                raise StepFailed(f"step {step.id}: {exc}") from None
+        self.queue(flow, step.id, "email", to, subject, body, html)
+        return default_next
+
+    def queue(
+        self,
+        flow: Flow,
+        step_id: int,
+        channel: str,
+        to: str,
+        subject: str | None,
+        body: str,
+        html: str | None,
+    ) -> None:
         message_id = new_id()
-        eid = self.record(flow, step.id, "sms_queued", {"messageId": message_id})
+        self.fx.state.pop("held", None)
+        eid = self.record(flow, step_id, f"{channel}_queued", {"messageId": message_id})
         self.fx.messages.append(
             {
                 "org_id": self.inst.org_id,
@@ -192,11 +350,12 @@ class _Run:
                 "instance_id": self.inst.instance_id,
                 "journey_id": self.inst.journey_id,
                 "flow_id": flow.id,
-                "step_id": step.id,
-                "channel": "sms",
+                "step_id": step_id,
+                "channel": channel,
                 "to_address": to,
-                "subject": None,
+                "subject": subject,
                 "body": body,
+                "html": html,
                 "status": "queued",
                 "idempotency_key": f"{self.inst.instance_id}:{eid}",
                 "send_after": self.now,
@@ -204,48 +363,144 @@ class _Run:
             }
         )
 
-    def wait_until_time(self, step: WaitUntilStep) -> datetime | None:
-        param = self.defn.parameter(step.parameter)
-        raw = self.inst.parameters.get(param.name if param else step.parameter, "")
-        if not raw:
-            return None
-        base = parse_datetime(raw, self.zone)  # type: ignore[arg-type]
+    # ------------------------------------------------------------------ waits
+    def wait_until(
+        self, flow: Flow, step: WaitUntilStep, default_next: int | None
+    ) -> int | None | Effects | object:
+        raw = self.param(step.parameter)
+        base = parse_datetime(raw, self.zone) if raw else None  # type: ignore[arg-type]
         if base is None:
+            raise StepFailed(f"parameter {step.parameter} is empty or not a valid datetime")
+        due = wait_until_target(base, step, self.zone)
+        if due > self.now:
+            self.record(flow, step.id, "wait", {"until": _iso(due)})
+            return self.wait_then(flow, step.id, default_next, due)
+        if step.if_past == "skip":
+            self.fx.state["skipNextSend"] = True
+        self.record(flow, step.id, "wait_skipped", {"until": _iso(due), "policy": step.if_past})
+        return default_next
+
+    def wait_for_reply(
+        self, flow: Flow, step: WaitForReplyStep, default_next: int | None
+    ) -> int | None | Effects:
+        state = self.fx.state
+        awaiting = state.get("awaiting")
+        if not awaiting or awaiting.get("step") != step.id:
+            phone = normalise_phone(self.param(step.to))
+            if phone is None:
+                self.record(flow, step.id, "reply_skipped", {"reason": f"parameter {step.to} is empty"})
+                return step.on_timeout if step.on_timeout is not None else default_next
+            until = self.now + parse_duration(step.timeout)
+            state["awaiting"] = {"step": step.id, "until": _iso(until)}
+            state.pop("reply", None)
+            self.record(flow, step.id, "waiting_for_reply", {"until": _iso(until)})
+            self.fx.reply_phone = phone
+            return self.wait_here(flow, step.id, until)
+        reply = state.pop("reply", None)
+        until = datetime.fromisoformat(awaiting["until"].replace("Z", "+00:00"))
+        if reply is None and self.now < until:
+            self.fx.reply_phone = normalise_phone(self.param(step.to))
+            return self.wait_here(flow, step.id, until)  # woken early: keep waiting
+        state.pop("awaiting", None)
+        self.fx.reply_phone = None
+        if reply is None:
+            state["lastReply"] = "no_reply"
+            self.record(flow, step.id, "reply_timeout", {"outcome": "no_reply"})
+            return step.on_timeout if step.on_timeout is not None else default_next
+        text = str(reply.get("text", ""))
+        if step.save_reply_to:
+            self.set_param(step.save_reply_to, text)
+        said = normalise_reply(text)
+        for route in step.replies:
+            if said in route.keywords():
+                state["lastReply"] = route.outcome
+                self.record(flow, step.id, "reply_received", {"outcome": route.outcome})
+                return route.next if route.next is not None else default_next
+        state["lastReply"] = "other"
+        self.record(flow, step.id, "reply_received", {"outcome": "other"})
+        return step.on_other if step.on_other is not None else default_next
+
+    # ------------------------------------------------------------------ http
+    def http_request(
+        self, flow: Flow, step: HttpRequestStep, default_next: int | None
+    ) -> int | None | Effects:
+        state = self.fx.state
+        results = state.get("http") or {}
+        result = results.get(str(step.id))
+        if result is None:
+            pending = state.get("httpKey")
+            if not pending or pending.get("step") != step.id:
+                pending = {"step": step.id, "key": new_id()}  # the same key on every retry of this call
+                state["httpKey"] = pending
+            call = {
+                "step": step.id,
+                "method": step.method,
+                "url": self.render(step.url, step.id),
+                "headers": {k: self.render(v, step.id) for k, v in step.headers.items()},
+                "body": self.render_json(step.body, step.id),
+                "timeout": parse_duration(step.timeout).total_seconds(),
+                "idempotencyKey": pending["key"],
+            }
+            if not call["url"].startswith(("http://", "https://")):
+                raise StepFailed(f"step {step.id}: the url does not render to an http(s) URL")
+            self.fx.http_call = call
+            self.fx.steps_run -= 1  # it runs when the result is in
+            # Due again after the timeout (plus grace): if the worker died mid-call, the call is retried.
+            return self.wait_here(
+                flow, step.id, self.now + timedelta(seconds=call["timeout"]) + HTTP_LEASE_GRACE
+            )
+        results.pop(str(step.id), None)
+        if not results:
+            state.pop("http", None)
+        state.pop("httpKey", None)
+        detail: dict[str, Any] = {"status": result.get("status"), "ok": bool(result.get("ok"))}
+        if result.get("error"):
+            detail["error"] = result["error"]
+        if result.get("ok"):
+            data = result.get("json")
+            saved = []
+            for name, path in step.save.items():
+                value = _dig(data, path)
+                if value is not None:
+                    self.set_param(name, value if isinstance(value, str) else json.dumps(value))
+                    saved.append(name)
+            detail["saved"] = saved
+            self.record(flow, step.id, "http_request", detail)
+            return default_next
+        self.record(flow, step.id, "http_failed", detail)
+        if step.on_failure is not None:
+            return step.on_failure
+        raise StepFailed(
+            f"step {step.id}: HTTP request failed ({result.get('error') or result.get('status')})"
+        )
+
+    def render_json(self, value: Any, step_id: int) -> Any:
+        if isinstance(value, str):
+            return self.render(value, step_id)
+        if isinstance(value, list):
+            return [self.render_json(v, step_id) for v in value]
+        if isinstance(value, dict):
+            return {k: self.render_json(v, step_id) for k, v in value.items()}
+        return value
+
+
+_WAIT_AT_END = object()
+
+
+def _dig(data: Any, path: str) -> Any:
+    for part in path.split("."):
+        if isinstance(data, dict):
+            data = data.get(part)
+        elif isinstance(data, list) and part.isdigit() and int(part) < len(data):
+            data = data[int(part)]
+        else:
             return None
-        return wait_until_target(base, step, self.zone)
+    return data
 
 
-def wait_until_target(base_utc: datetime, step: WaitUntilStep, zone: Any) -> datetime:
-    """The moment a wait_until step waits for.
-
-    Whole days move along the local calendar (wall-clock), `at` then sets the local time of
-    day, and hours/minutes are exact elapsed time; so "2d before at 09:00" is 09:00 local on
-    the right day on both sides of a DST change.
-    """
-    offset = step.before or step.after
-    sign = -1 if step.before else 1
-    days, rest = split_duration(offset) if offset else (0, timedelta())
-    local = base_utc.astimezone(zone)
-    if days:
-        wall = local.replace(tzinfo=None) + timedelta(days=sign * days)
-        local = wall.replace(tzinfo=zone)
-    if step.at:
-        hh, mm = step.at.split(":")
-        local = local.replace(hour=int(hh), minute=int(mm), second=0, microsecond=0, tzinfo=zone)
-    moment = local.astimezone(UTC)
-    # Re-normalise through UTC so a wall time in a DST gap resolves to a real instant.
-    return moment + sign * rest
-
-
-def advance(defn: JourneyDefinition, inst: Instance, now: datetime) -> Effects:
+def advance(defn: JourneyDefinition, inst: Instance, now: datetime, ledger: Ledger | None = None) -> Effects:
     """Run the instance from its cursor until it waits or ends. Raises StepFailed."""
-    run = _Run(defn, inst, now)
-    if inst.state.get("completeAfterWait"):
-        run.fx.state.pop("completeAfterWait", None)
-        flow = defn.flow(inst.flow_id) or defn.main_flow
-        run.record(flow, None, "completed", {"reason": "reached the end of the flow"})
-        return run.finish("Completed")
-    return run.run()
+    return _Run(defn, inst, now, ledger or NoLedger()).run()
 
 
 def _iso(value: datetime) -> str:

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 from journeys.catalog import load_version
 from journeys.channels.outbox import OutboxProvider
 from journeys.clock import Clock
+from journeys.engine.http import perform_http
 from journeys.engine.interpreter import Effects, Instance, StepFailed, advance, load_state
 from journeys.engine.timeline import event_row
 from journeys.store import work
@@ -64,28 +65,63 @@ class Worker:
     def run_batch(self) -> BatchResult:
         now = self.clock.now()
         result = BatchResult()
+        calls: list[tuple[dict[str, Any], dict[str, Any]]] = []  # (instance key, call)
         with transaction(self.engine) as conn:
             rows = work.claim_due(conn, now, self.batch_size)
             result.claimed = len(rows)
+            ledger = work.SmsLedger(conn)
             updates: list[dict[str, Any]] = []
             events: list[dict[str, Any]] = []
             messages: list[dict[str, Any]] = []
+            param_rows: list[dict[str, Any]] = []
             for row in rows:
-                fx, update = self._run_one(conn, row, now)
+                fx, update = self._run_one(conn, row, now, ledger)
                 result.steps += fx.steps_run
                 events.extend(fx.events)
                 messages.extend(fx.messages)
                 updates.append(update)
+                if fx.parameters is not None and fx.changed:
+                    param_rows.extend(
+                        {
+                            "org_id": row["org_id"],
+                            "instance_id": row["instance_id"],
+                            "journey_id": row["journey_id"],
+                            "name": name.lower(),
+                            "value": fx.parameters[name][:1000],
+                        }
+                        for name in sorted(fx.changed)
+                    )
+                if fx.http_call is not None:
+                    key = {
+                        "org_id": row["org_id"],
+                        "instance_id": row["instance_id"],
+                        "rev": int(row["rev"]) + 1,
+                    }
+                    calls.append((key, fx.http_call))
             work.insert_events(conn, events)
             work.insert_messages(conn, messages)
             changed = work.write_instance_updates(conn, updates)
             if changed != len(updates):  # pragma: no cover - rows are locked for this transaction
                 raise RuntimeError(f"batch lost {len(updates) - changed} instance(s) to a concurrent change")
+            work.replace_parameters(conn, param_rows)
+        for key, call in calls:  # outside any transaction: the network is slow and may fail
+            self._http(key, call)
         with transaction(self.engine) as conn:
             result.delivered = self.provider.deliver_due(conn, self.clock.now())
         return result
 
-    def _run_one(self, conn: Any, row: dict[str, Any], now: datetime) -> tuple[Effects, dict[str, Any]]:
+    def _http(self, key: dict[str, Any], call: dict[str, Any]) -> None:
+        outcome = perform_http(call)
+        with transaction(self.engine) as conn:
+            # Guarded by rev: a cancel or subflow that came in meanwhile wins, and the result is dropped.
+            work.store_http_result(
+                conn, key["org_id"], key["instance_id"], key["rev"], call["step"], outcome, self.clock.now()
+            )
+        self.wake.set()
+
+    def _run_one(
+        self, conn: Any, row: dict[str, Any], now: datetime, ledger: work.SmsLedger
+    ) -> tuple[Effects, dict[str, Any]]:
         inst = Instance(
             org_id=row["org_id"],
             instance_id=row["instance_id"],
@@ -100,7 +136,7 @@ class Worker:
         attempts = int(row["attempts"])
         try:
             defn = load_version(conn, inst.org_id, inst.journey_id, inst.version)
-            fx = advance(defn, inst, now)
+            fx = advance(defn, inst, now, ledger)
             error = None
         except StepFailed as exc:
             fx = Effects(status="Failed", state=inst.state)
@@ -110,9 +146,9 @@ class Worker:
                     inst.org_id,
                     inst.instance_id,
                     now,
-                    inst.flow_id,
-                    None,
-                    inst.step_id,
+                    exc.flow_id or inst.flow_id,
+                    exc.flow_name,
+                    exc.step_id if exc.step_id is not None else inst.step_id,
                     "failed",
                     {"error": error},
                 )
@@ -163,7 +199,8 @@ class Worker:
             "state": json.dumps(fx.state, separators=(",", ":")),
             "parameters": row["parameters"]
             if fx.parameters is None
-            else json.dumps(fx.parameters, ensure_ascii=False),
+            else json.dumps(fx.parameters, ensure_ascii=False, separators=(",", ":")),
+            "waiting_reply_phone": None if ended else fx.reply_phone,
             "attempts": attempts if error and not ended else 0,
             "last_error": error,
             "last_event_at": fx.last_event_at,

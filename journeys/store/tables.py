@@ -128,6 +128,8 @@ journey_instances = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("start_at", UTCDateTime, nullable=False),
     sa.Column("ended_at", UTCDateTime, nullable=True),
+    # Set while the instance waits for an SMS reply from this (normalised) number.
+    sa.Column("waiting_reply_phone", sa.String(20), nullable=True),
     sa.PrimaryKeyConstraint("org_id", "instance_id"),
     sa.Index("ix_journey_instances_org_journey_created", "org_id", "journey_id", "created_at"),
     sa.Index("ix_journey_instances_org_journey_status", "org_id", "journey_id", "status", "created_at"),
@@ -140,6 +142,13 @@ journey_instances = sa.Table(
         unique=True,
         sqlite_where=sa.text("status = 'InProgress'"),
         postgresql_where=sa.text("status = 'InProgress'"),
+    ),
+    sa.Index(
+        "ix_journey_instances_waiting_reply",
+        "org_id",
+        "waiting_reply_phone",
+        sqlite_where=sa.text("waiting_reply_phone IS NOT NULL"),
+        postgresql_where=sa.text("waiting_reply_phone IS NOT NULL"),
     ),
     # Due work: only active instances with a due time are in this index.
     sa.Index(
@@ -190,6 +199,7 @@ outbox = sa.Table(
     sa.Column("to_address", sa.Text, nullable=False),
     sa.Column("subject", sa.Text, nullable=True),
     sa.Column("body", sa.Text, nullable=False),
+    sa.Column("html", sa.Text, nullable=True),
     sa.Column("status", sa.String(16), nullable=False),  # queued | sent | dropped | failed
     sa.Column("idempotency_key", sa.String(128), nullable=False),
     sa.Column("provider", sa.String(32), nullable=True),
@@ -200,12 +210,28 @@ outbox = sa.Table(
     sa.PrimaryKeyConstraint("org_id", "message_id"),
     sa.UniqueConstraint("org_id", "idempotency_key"),
     sa.Index("ix_outbox_org_instance", "org_id", "instance_id"),
+    sa.Index("ix_outbox_org_to_created", "org_id", "to_address", "created_at"),  # frequency caps
     sa.Index(
         "ix_outbox_queued",
         "send_after",
         sqlite_where=sa.text("status = 'queued'"),
         postgresql_where=sa.text("status = 'queued'"),
     ),
+)
+
+inbound_messages = sa.Table(
+    "inbound_messages",
+    metadata,
+    sa.Column("org_id", Id, nullable=False),
+    sa.Column("message_id", Id, nullable=False),
+    sa.Column("channel", sa.String(16), nullable=False),
+    sa.Column("from_address", sa.String(32), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.Column("instance_id", Id, nullable=True),  # the instance it answered; null: unmatched
+    sa.Column("source", sa.String(16), nullable=False),  # api | cli | provider
+    sa.PrimaryKeyConstraint("org_id", "message_id"),
+    sa.Index("ix_inbound_messages_org_received", "org_id", "received_at"),
 )
 
 # Use this literal (not a bound parameter) in queries that must match the partial indexes'

@@ -8,15 +8,23 @@ either waits for the step to finish or (if it came first) makes the worker's `re
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from journeys.store.bulk import insert_many
-from journeys.store.tables import ACTIVE_LITERAL, UTCDateTime, instance_events, journey_instances, outbox
+from journeys.store.tables import (
+    ACTIVE_LITERAL,
+    UTCDateTime,
+    instance_events,
+    instance_parameters,
+    journey_instances,
+    outbox,
+)
 
 ji = journey_instances
 
@@ -79,6 +87,7 @@ def write_instance_updates(conn: Connection, updates: Sequence[dict[str, Any]]) 
             ),
             last_step_id=sa.func.coalesce(sa.bindparam("last_step_id", type_=sa.Integer), ji.c.last_step_id),
             ended_at=sa.bindparam("ended_at"),
+            waiting_reply_phone=sa.bindparam("waiting_reply_phone"),
             rev=ji.c.rev + 1,
         )
     )
@@ -91,3 +100,80 @@ def insert_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
 
 def insert_messages(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     insert_many(conn, outbox, rows)
+
+
+def replace_parameters(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Upsert searchable parameter rows changed by steps (delete by key, then insert)."""
+    if not rows:
+        return
+    ip = instance_parameters
+    conn.execute(
+        ip.delete().where(
+            ip.c.org_id == sa.bindparam("b_org_id"),
+            ip.c.instance_id == sa.bindparam("b_instance_id"),
+            ip.c.name == sa.bindparam("b_name"),
+        ),
+        [{"b_org_id": r["org_id"], "b_instance_id": r["instance_id"], "b_name": r["name"]} for r in rows],
+    )
+    insert_many(conn, ip, rows)
+
+
+def store_http_result(
+    conn: Connection,
+    org_id: str,
+    instance_id: str,
+    rev: int,
+    step_id: int,
+    result: dict[str, Any],
+    now: datetime,
+) -> bool:
+    """Record an http_request step's result and make the instance due now. Guarded by `rev`:
+    False (nothing written) when the instance changed since the call was decided."""
+    row = conn.execute(
+        sa.select(ji.c.state).where(ji.c.org_id == org_id, ji.c.instance_id == instance_id, ji.c.rev == rev)
+    ).first()
+    if row is None:
+        return False
+    state = json.loads(row[0] or "{}")
+    state.setdefault("http", {})[str(step_id)] = result
+    changed = conn.execute(
+        ji.update()
+        .where(
+            ji.c.org_id == org_id,
+            ji.c.instance_id == instance_id,
+            ji.c.rev == rev,
+            ji.c.status == "InProgress",
+        )
+        .values(state=json.dumps(state, separators=(",", ":")), due_at=now, rev=ji.c.rev + 1)
+    ).rowcount
+    return bool(changed)
+
+
+class SmsLedger:
+    """SMS per (org, phone) for frequency caps: the outbox rows of the last 7 days (queued or
+    sent), read once per phone per batch, plus what this batch adds."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._times: dict[tuple[str, str], list[datetime]] = {}
+
+    def _load(self, org_id: str, phone: str, since: datetime) -> list[datetime]:
+        key = (org_id, phone)
+        times = self._times.get(key)
+        if times is None:
+            q = sa.select(outbox.c.created_at).where(
+                outbox.c.org_id == org_id,
+                outbox.c.to_address == phone,
+                outbox.c.created_at >= since - timedelta(days=8),
+                outbox.c.channel == "sms",
+                outbox.c.status.in_(("queued", "sent")),
+            )
+            times = [r[0] for r in self.conn.execute(q)]
+            self._times[key] = times
+        return times
+
+    def count(self, org_id: str, phone: str, since: datetime) -> int:
+        return sum(1 for t in self._load(org_id, phone, since) if t >= since)
+
+    def add(self, org_id: str, phone: str, at: datetime) -> None:
+        self._load(org_id, phone, at).append(at)

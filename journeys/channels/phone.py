@@ -1,0 +1,21 @@
+"""Phone numbers: a normalised form used to match replies, count sends and address messages.
+
+This is a light normaliser (digits with a leading +, 10-digit numbers taken as North American);
+full E.164 handling per region arrives with the SMS provider.
+"""
+
+from __future__ import annotations
+
+import re
+
+_NON_DIGITS = re.compile(r"\D")
+
+
+def normalise_phone(text: str) -> str | None:
+    """'+1 (555) 555-0100', '5555550100' -> '+15555550100'; None when there are too few digits."""
+    digits = _NON_DIGITS.sub("", text or "")
+    if len(digits) == 10:
+        digits = "1" + digits
+    if len(digits) < 8 or len(digits) > 15:
+        return None
+    return "+" + digits
