@@ -280,6 +280,131 @@ def messages(
         typer.echo(f"    {m['body']}")
 
 
+@app.command()
+def reply(
+    org: str = typer.Option(..., "--org", help="Org id"),
+    from_: str = typer.Option(..., "--from", help="The patient's phone number"),
+    body: str = typer.Option(..., "--body", help="The reply text"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Inject an inbound SMS reply, as if the patient had texted it."""
+    from journeys.engine.replies import ReplyError, receive_reply
+
+    engine = _engine()
+    try:
+        with transaction(engine) as conn:
+            result = receive_reply(conn, org, from_, body, _now(), "cli")
+    except ReplyError as exc:
+        _fail("; ".join(exc.errors))
+    out = {"id": result.message_id, "matched": result.matched, "instanceId": result.instance_id}
+    if as_json:
+        _print_json(out)
+    elif result.matched:
+        typer.echo(f"reply handed to instance {result.instance_id}")
+    else:
+        typer.echo("no instance of this org is waiting for a reply from that number; stored as unmatched")
+
+
+@app.command()
+def simulate(
+    file: Path,
+    params: str = typer.Option("{}", "--params", help="The instance's parameters, a JSON object"),
+    tz: str = typer.Option("UTC", "--tz", help="The instance's IANA time zone"),
+    start: str = typer.Option(None, "--start", help="Local start time 'YYYY-MM-DD HH:MM' (default: now)"),
+    reply: list[str] = typer.Option(
+        [],
+        "--reply",
+        help="STEP_ID=TEXT[@DELAY]: the patient's reply to that wait_for_reply step (repeatable)",
+    ),
+    http: list[str] = typer.Option([], "--http", help="STEP_ID=STATUS[:JSON]: an http_request step's answer"),
+    horizon_days: int = typer.Option(400, "--horizon-days", min=1),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON array of events"),
+) -> None:
+    """Preview a journey: run one instance on a simulated clock (no database, nothing sent)."""
+    from journeys.definitions.model import parse_duration
+    from journeys.definitions.values import get_zone, parse_datetime
+    from journeys.engine.simulate import Reply, SimulationError
+    from journeys.engine.simulate import simulate as run_simulation
+    from journeys.engine.trigger import validate_parameters
+
+    try:
+        definition = load_definition_file(file)
+    except DefinitionError as exc:
+        for p in exc.problems:
+            typer.echo(p.format(str(file)), err=True)
+        raise typer.Exit(1) from None
+    zone = get_zone(tz)
+    if zone is None:
+        _fail(f"--tz: {tz!r} is not an IANA time zone")
+    try:
+        given = json.loads(params)
+    except ValueError:
+        _fail("--params: not valid JSON")
+    if not isinstance(given, dict):
+        _fail("--params: must be a JSON object")
+    canonical, problems = validate_parameters(definition, given, zone)
+    if problems:
+        for problem in problems:
+            typer.echo(f"--params: {problem}", err=True)
+        raise typer.Exit(1)
+    begin = _now() if start is None else parse_datetime(start, zone)  # type: ignore[arg-type]
+    if begin is None:
+        _fail("--start: use 'YYYY-MM-DD HH:MM' (local to --tz)")
+    replies: dict[int, list[Reply]] = {}
+    for item in reply:
+        key, sep, text = item.partition("=")
+        delay = None
+        if "@" in text:
+            text, _, delay_text = text.rpartition("@")
+            try:
+                delay = parse_duration(delay_text)
+            except ValueError as exc:
+                _fail(f"--reply {item!r}: {exc}")
+        if not sep or not key.strip().isdigit():
+            _fail(f"--reply {item!r}: use STEP_ID=TEXT[@DELAY], e.g. 30=C or 30=R@2h")
+        r = Reply(text) if delay is None else Reply(text, delay)
+        replies.setdefault(int(key), []).append(r)
+    answers: dict[int, dict[str, Any]] = {}
+    for item in http:
+        key, sep, rest = item.partition("=")
+        status_text, _, body_text = rest.partition(":")
+        if not sep or not key.strip().isdigit() or not status_text.isdigit():
+            _fail(f"--http {item!r}: use STEP_ID=STATUS[:JSON], e.g. 40=200:'{{\"ok\": true}}'")
+        try:
+            answers[int(key)] = {
+                "status": int(status_text),
+                "json": json.loads(body_text) if body_text else {},
+            }
+        except ValueError:
+            _fail(f"--http {item!r}: the body is not valid JSON")
+    try:
+        timeline = run_simulation(
+            definition,
+            canonical,
+            tz,
+            begin,
+            replies=replies,
+            http=answers,
+            horizon=timedelta(days=horizon_days),
+        )
+    except SimulationError as exc:
+        _fail(str(exc))
+    if as_json:
+        _print_json(timeline)
+        return
+    for ev in timeline:
+        local = datetime.fromisoformat(ev["time"].replace("Z", "+00:00")).astimezone(zone)
+        where = f"{ev['flowId']}/{ev['stepId']}" if ev["stepId"] is not None else f"{ev['flowId']}"
+        detail = {k: v for k, v in ev["detail"].items() if k != "messageId"}
+        extra = " ".join(f"{k}={v}" for k, v in detail.items())
+        typer.echo(
+            f"{local:%a %Y-%m-%d %H:%M %Z} ({ev['time']})  {where:<16} {ev['type']:<18} {extra}".rstrip()
+        )
+        if "body" in ev:
+            subject = f" [{ev['subject']}]" if "subject" in ev else ""
+            typer.echo(f"        -> {ev['channel']} to {ev['to']}{subject}: {ev['body']}")
+
+
 # ------------------------------------------------------------------ running
 def _configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -12,7 +12,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.responses import Response
 
 from journeys import __version__
-from journeys.api import errors, routes
+from journeys.api import errors, extensions, routes
 from journeys.api.schemas import component_schemas
 from journeys.clock import Clock, SystemClock
 from journeys.config import Settings
@@ -62,6 +62,7 @@ def create_app(
     app.state.wake_worker = worker.wake.set
     errors.install(app)
     app.include_router(routes.router)
+    app.include_router(extensions.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:

@@ -35,7 +35,7 @@ def _json(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type="application/json")
 
 
-async def _read_json(request: Request) -> Any:
+async def read_json(request: Request) -> Any:
     limit: int = request.app.state.settings.max_body_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
@@ -88,7 +88,7 @@ async def bulk(
     request: Request,
     _: Principal = Depends(require(SCOPE_CREATE)),
 ) -> Response:
-    body = await _read_json(request)
+    body = await read_json(request)
     state = request.app.state
 
     def work() -> None:
@@ -131,7 +131,7 @@ async def search(
     request: Request,
     _: Principal = Depends(require(SCOPE_READ)),
 ) -> Response:
-    body = await _read_json(request)
+    body = await read_json(request)
     settings = request.app.state.settings
 
     def work() -> list[dict[str, Any]]:

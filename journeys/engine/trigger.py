@@ -136,6 +136,19 @@ class _Validator:
         return _Entry(index, params, identifier_key(self.defn, params))
 
 
+def validate_parameters(
+    defn: JourneyDefinition, parameters: Any, zone: ZoneInfo | None
+) -> tuple[dict[str, str], list[str]]:
+    """Check one instance's parameters as the bulk endpoint would (main flow). Returns the
+    parameters under their canonical names, and the problems (empty when fine)."""
+    v = _Validator(defn, zone, subflow=False)
+    entry = v.entry(0, {"parameters": parameters})
+    messages = [
+        m.replace("instances[0].parameters.", "", 1).replace("instances[0].", "", 1) for m in v.errors
+    ]
+    return (entry.params if entry else {}), messages
+
+
 def _check_top_level(
     body: Any, jv: JourneyVersion, max_instances: int
 ) -> tuple[str | None, str, list[Any], list[str]]:
@@ -384,6 +397,8 @@ def _start_subflow(
         raise ConcurrentChange("an instance changed while the subflow was being started; retry the request")
     repo.replace_parameters(conn, jv.org_id, param_rows)
     repo.insert_rows(conn, instance_events, event_rows)
+    # Anything queued but unsent was rendered from the old parameters (e.g. the old time).
+    repo.drop_queued_messages(conn, jv.org_id, ids, "superseded by a subflow")
     return TriggerResult(None, ids)
 
 

@@ -182,6 +182,7 @@ def apply_subflow_updates(conn: Connection, org_id: str, updates: Sequence[dict[
             parameters=sa.bindparam("parameters"),
             state="{}",
             attempts=0,
+            waiting_reply_phone=None,
             rev=ji.c.rev + 1,
         )
     )
@@ -311,3 +312,14 @@ def cancel(conn: Connection, org_id: str, journey_id: str, instance_id: str, now
         )
     ).first()
     return row[0] if row else None
+
+
+def drop_queued_messages(conn: Connection, org_id: str, instance_ids: Sequence[str], reason: str) -> None:
+    """Messages these instances queued but that have not gone out yet will never go out."""
+    for start in range(0, len(instance_ids), CHUNK):
+        chunk = list(instance_ids[start : start + CHUNK])
+        conn.execute(
+            outbox.update()
+            .where(outbox.c.org_id == org_id, outbox.c.instance_id.in_(chunk), outbox.c.status == "queued")
+            .values(status="dropped", last_error=reason)
+        )

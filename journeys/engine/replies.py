@@ -1,0 +1,80 @@
+"""Patient replies: route an inbound SMS to the instance waiting for it (services; never commit)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.engine import Connection
+
+from journeys.channels.phone import normalise_phone
+from journeys.clock import iso_z
+from journeys.engine.timeline import event_row
+from journeys.ids import new_id
+from journeys.store import replies as repo
+from journeys.store.instances import insert_rows
+from journeys.store.tables import instance_events
+
+MAX_REPLY_CHARS = 1600  # ten SMS segments
+
+
+class ReplyError(ValueError):
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class ReplyResult:
+    message_id: str
+    matched: bool
+    instance_id: str | None
+
+
+def receive_reply(
+    conn: Connection, org_id: str, from_: object, body: object, now: datetime, source: str
+) -> ReplyResult:
+    """Record an inbound SMS and, when an instance of the org waits for a reply from that number
+    (the most recent if several), hand it over: the instance runs its reply branch at once.
+    Otherwise it is stored as an unmatched reply."""
+    errors = []
+    phone = normalise_phone(from_) if isinstance(from_, str) else None
+    if phone is None:
+        errors.append("from: must be a phone number")
+    if not isinstance(body, str):
+        errors.append("body: must be a string")
+    elif len(body) > MAX_REPLY_CHARS:
+        errors.append(f"body: at most {MAX_REPLY_CHARS} characters")
+    if errors:
+        raise ReplyError(errors)
+    assert phone is not None and isinstance(body, str)
+    message_id = new_id()
+    waiting = repo.find_waiting(conn, org_id, phone)
+    instance_id = None
+    if waiting is not None:
+        state = json.loads(waiting["state"] or "{}")
+        state["reply"] = {"text": body, "at": iso_z(now), "messageId": message_id}
+        if repo.deliver_reply(conn, org_id, waiting["instance_id"], waiting["rev"], json.dumps(state), now):
+            instance_id = waiting["instance_id"]
+            insert_rows(
+                conn,
+                instance_events,
+                [
+                    event_row(
+                        org_id, instance_id, now, None, None, None, "reply_arrived", {"messageId": message_id}
+                    )
+                ],
+            )
+    repo.insert_inbound(
+        conn,
+        org_id=org_id,
+        message_id=message_id,
+        channel="sms",
+        from_address=phone,
+        body=body,
+        received_at=now,
+        instance_id=instance_id,
+        source=source,
+    )
+    return ReplyResult(message_id, instance_id is not None, instance_id)

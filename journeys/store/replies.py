@@ -1,0 +1,53 @@
+"""Inbound replies (SQL only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from journeys.store.tables import ACTIVE_LITERAL, inbound_messages, journey_instances
+
+ji = journey_instances
+
+
+def find_waiting(conn: Connection, org_id: str, phone: str) -> dict[str, Any] | None:
+    """The instance of the org that most recently started waiting for a reply from `phone`."""
+    q = (
+        sa.select(ji.c.instance_id, ji.c.journey_id, ji.c.state, ji.c.rev)
+        .where(ji.c.org_id == org_id, ji.c.waiting_reply_phone == phone, ji.c.status == ACTIVE_LITERAL)
+        .order_by(ji.c.last_event_at.desc(), ji.c.instance_id.desc())
+        .limit(1)
+        .with_for_update()
+    )
+    row = conn.execute(q).mappings().first()
+    return dict(row) if row else None
+
+
+def deliver_reply(
+    conn: Connection, org_id: str, instance_id: str, rev: int, state_json: str, now: Any
+) -> bool:
+    """Hand the reply to the instance and make it due now (guarded by rev)."""
+    result = conn.execute(
+        ji.update()
+        .where(ji.c.org_id == org_id, ji.c.instance_id == instance_id, ji.c.rev == rev)
+        .values(state=state_json, due_at=now, waiting_reply_phone=None, rev=ji.c.rev + 1)
+    )
+    return bool(result.rowcount)
+
+
+def insert_inbound(conn: Connection, **values: Any) -> None:
+    conn.execute(inbound_messages.insert().values(**values))
+
+
+def list_inbound(conn: Connection, org_id: str, unmatched_only: bool, limit: int) -> list[dict[str, Any]]:
+    q = (
+        sa.select(inbound_messages)
+        .where(inbound_messages.c.org_id == org_id)
+        .order_by(inbound_messages.c.received_at.desc())
+        .limit(limit)
+    )
+    if unmatched_only:
+        q = q.where(inbound_messages.c.instance_id.is_(None))
+    return [dict(r) for r in conn.execute(q).mappings()]
