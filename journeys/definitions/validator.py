@@ -1,22 +1,50 @@
 """Cross-reference checks on a definition that already matches the model.
 
 `validate_graph` reports problems by path only (``flows[0].steps[2].to``); the loader adds line
-numbers. It checks names and ids are unique, that every reference (``next``, ``to``,
-``parameter``, template variables) points at something of the right kind, that every step can be
-reached, and that no loop can send messages without ever waiting.
+numbers. It checks names and ids are unique, that every reference (step ids such as ``next``,
+``target``, ``on_failure``, ``on_timeout``, ``replies[].next``, ``cases[].next`` and ``else``;
+parameter names in ``to``, ``parameter``, ``save``, ``values`` and conditions; template
+variables; ``reply:`` outcomes) points at something of the right kind, that every step can be
+reached, and that no loop can run without ever waiting.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
+from collections import deque
+from typing import Any
 
 import jinja2
 
 from journeys.definitions.loader import Problem
-from journeys.definitions.model import EndStep, JourneyDefinition, Parameter, SendSmsStep, WaitUntilStep
+from journeys.definitions.model import (
+    DEFAULT_REPLY_KEYWORDS,
+    WAITING_STEP_TYPES,
+    BranchStep,
+    Condition,
+    EndStep,
+    GotoStep,
+    HttpRequestStep,
+    JourneyDefinition,
+    Parameter,
+    SendEmailStep,
+    SendSmsStep,
+    SetParametersStep,
+    WaitForReplyStep,
+    WaitUntilStep,
+    normalise_reply,
+)
 from journeys.definitions.templates import compile_template, template_variables
 
 Position = tuple[int, int]  # (flow index, step index)
+
+RESERVED_OUTCOMES = {
+    "other": "any reply that matches no route is 'other'; route it with on_other",
+    "no_reply": "no reply in time is 'no_reply'; route it with on_timeout",
+}
+_BARE_VARIABLE = re.compile(r"^\s*\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}\s*$")
+_DATETIME_FORMAT = "%Y-%m-%d %H:%M"
 
 
 def _step_path(pos: Position) -> str:
@@ -29,30 +57,46 @@ def validate_graph(defn: JourneyDefinition) -> list[Problem]:
     _check_parameters(defn, problems)
     _check_flows(defn, problems)
     ids, unique = _check_step_ids(defn, problems)
+    outcomes = _reply_outcomes(defn)
     for fi, flow in enumerate(defn.flows):
         for si, step in enumerate(flow.steps):
             path = _step_path((fi, si))
-            if isinstance(step, EndStep) and step.next is not None:
-                problems.append(
-                    Problem(
-                        "an end step finishes the instance, so 'next' has no effect (remove it)",
-                        f"{path}.next",
-                    )
-                )
-            elif step.next is not None and step.next not in ids:
-                problems.append(Problem(f"no step with id {step.next}", f"{path}.next"))
+            _check_next(step, ids, path, problems)
             if isinstance(step, SendSmsStep):
                 _check_parameter_ref(defn, step.to, "phone", f"{path}.to", problems)
                 _check_template(defn, step.body, f"{path}.body", problems)
+            elif isinstance(step, SendEmailStep):
+                _check_parameter_ref(defn, step.to, "email", f"{path}.to", problems)
+                _check_template(defn, step.subject, f"{path}.subject", problems)
+                _check_template(defn, step.body, f"{path}.body", problems)
+                if step.html is not None:
+                    _check_template(defn, step.html, f"{path}.html", problems)
+            elif isinstance(step, HttpRequestStep):
+                _check_http_request(defn, step, ids, path, problems)
             elif isinstance(step, WaitUntilStep):
                 _check_parameter_ref(defn, step.parameter, "datetime", f"{path}.parameter", problems)
                 if step.before is not None and step.after is not None:
                     problems.append(Problem("set either 'before' or 'after', not both", f"{path}.after"))
+            elif isinstance(step, WaitForReplyStep):
+                _check_wait_for_reply(defn, step, ids, path, problems)
+            elif isinstance(step, BranchStep):
+                for i, case in enumerate(step.cases):
+                    _check_condition(defn, case.when, f"{path}.cases[{i}].when", outcomes, problems)
+                    _check_step_ref(case.next, ids, f"{path}.cases[{i}].next", problems)
+                if step.else_ is not None:
+                    _check_step_ref(step.else_, ids, f"{path}.else", problems)
+            elif isinstance(step, SetParametersStep):
+                _check_set_parameters(defn, step, path, problems)
+            elif isinstance(step, GotoStep):
+                _check_step_ref(step.target, ids, f"{path}.target", problems)
     if unique:  # with duplicate ids the graph is ambiguous; fix those first
         successors = _successors(defn, ids)
         _check_reachable(defn, successors, problems)
         _check_loops(defn, successors, problems)
     return problems
+
+
+# --- names and ids ---------------------------------------------------------------------------
 
 
 def _check_parameters(defn: JourneyDefinition, problems: list[Problem]) -> None:
@@ -125,6 +169,46 @@ def _check_step_ids(defn: JourneyDefinition, problems: list[Problem]) -> tuple[d
     return ids, unique
 
 
+def _check_step_ref(target: int, ids: dict[int, Position], path: str, problems: list[Problem]) -> None:
+    if target not in ids:
+        problems.append(Problem(f"no step with id {target}", path))
+
+
+def _uses_default_next(step: Any) -> bool:
+    """Whether the step can go on to its `next` (or, without it, the following step)."""
+    if isinstance(step, EndStep | GotoStep):
+        return False
+    if isinstance(step, BranchStep):
+        return step.else_ is None
+    if isinstance(step, WaitForReplyStep):
+        return (
+            step.on_other is None
+            or step.on_timeout is None
+            or any(route.next is None for route in step.replies)
+        )
+    return True
+
+
+def _check_next(step: Any, ids: dict[int, Position], path: str, problems: list[Problem]) -> None:
+    if step.next is None:
+        return
+    if isinstance(step, EndStep):
+        message = "an end step finishes the instance, so 'next' has no effect (remove it)"
+    elif isinstance(step, GotoStep):
+        message = "a goto step always continues at its 'target', so 'next' has no effect (remove it)"
+    elif isinstance(step, BranchStep) and not _uses_default_next(step):
+        message = "this branch has 'else', so 'next' has no effect (remove one of them)"
+    elif isinstance(step, WaitForReplyStep) and not _uses_default_next(step):
+        message = (
+            "every reply route, on_other and on_timeout name their step, so 'next' has no effect "
+            "(remove it)"
+        )
+    else:
+        _check_step_ref(step.next, ids, f"{path}.next", problems)
+        return
+    problems.append(Problem(message, f"{path}.next"))
+
+
 def _suggestion(name: str, candidates: list[str]) -> str:
     close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
@@ -132,7 +216,7 @@ def _suggestion(name: str, candidates: list[str]) -> str:
 
 def _check_parameter_ref(
     defn: JourneyDefinition, name: str, wanted: str, path: str, problems: list[Problem]
-) -> None:
+) -> Parameter | None:
     param: Parameter | None = defn.parameter(name)
     if param is None:
         of_type = [p.name for p in defn.parameters if p.type == wanted]
@@ -142,21 +226,79 @@ def _check_parameter_ref(
         problems.append(Problem(f"no parameter named '{name}'{hint}", path))
     elif param.type != wanted:
         problems.append(Problem(f"parameter '{param.name}' is of type {param.type}, not {wanted}", path))
+    return param
 
 
-def _check_template(defn: JourneyDefinition, source: str, path: str, problems: list[Problem]) -> None:
+def _find_parameter(defn: JourneyDefinition, name: str, path: str, problems: list[Problem]) -> Parameter | None:
+    """A parameter of any type, by case-insensitive name; a problem (with a hint) if there is none."""
+    param = defn.parameter(name)
+    if param is None:
+        names = [p.name for p in defn.parameters]
+        hint = _suggestion(name, names) or (
+            f" (parameters: {', '.join(names)})" if names else " (the journey declares no parameters)"
+        )
+        problems.append(Problem(f"no parameter named '{name}'{hint}", path))
+    return param
+
+
+def _check_settable(defn: JourneyDefinition, name: str, path: str, problems: list[Problem]) -> Parameter | None:
+    """A parameter a step may change: declared, and not an identifier parameter."""
+    param = _find_parameter(defn, name, path, problems)
+    if param is not None and param.identifier:
+        problems.append(
+            Problem(
+                f"cannot set identifier parameter '{param.name}' (instances are found by their "
+                "identifier values, so they must not change)",
+                path,
+            )
+        )
+        return None
+    return param
+
+
+def _check_settable_keys(
+    defn: JourneyDefinition, names: list[str], path: str, problems: list[Problem]
+) -> dict[str, Parameter]:
+    """Check the keys of `save` / `values`; return the settable ones by key."""
+    found: dict[str, Parameter] = {}
+    first_key: dict[str, str] = {}
+    for name in names:
+        param = _check_settable(defn, name, f"{path}.{name}", problems)
+        if param is None:
+            continue
+        if param.name in first_key:
+            problems.append(
+                Problem(
+                    f"parameter '{param.name}' is set twice (also as '{first_key[param.name]}'; "
+                    "parameter names are case-insensitive)",
+                    f"{path}.{name}",
+                )
+            )
+            continue
+        first_key[param.name] = name
+        found[name] = param
+    return found
+
+
+# --- templates -------------------------------------------------------------------------------
+
+
+def _check_template(defn: JourneyDefinition, source: str, path: str, problems: list[Problem]) -> bool:
+    """Check `source` compiles and uses only declared parameters; True when it is fine."""
     try:
         compile_template(source)
         names = template_variables(source)
     except jinja2.TemplateSyntaxError as exc:
         where = f" (line {exc.lineno} of the template)" if exc.lineno and "\n" in source.strip() else ""
         problems.append(Problem(f"template syntax error: {exc.message}{where}", path))
-        return
+        return False
     canonical = {p.name for p in defn.parameters}
     by_lower = {p.name.lower(): p.name for p in defn.parameters}
+    fine = True
     for name in sorted(names):
         if name in canonical:
             continue
+        fine = False
         if name.lower() in by_lower:
             hint = (
                 f": did you mean '{by_lower[name.lower()]}'? "
@@ -166,35 +308,252 @@ def _check_template(defn: JourneyDefinition, source: str, path: str, problems: l
             hint = _suggestion(name, sorted(canonical))
             hint = hint or (f" (parameters: {', '.join(sorted(canonical))})" if canonical else "")
         problems.append(Problem(f"template uses unknown variable '{name}'{hint}", path))
+    return fine
 
 
-def _successors(defn: JourneyDefinition, ids: dict[int, Position]) -> dict[Position, Position | None]:
-    """Where each step goes next: its `next`, else the following step; None ends or completes."""
-    result: dict[Position, Position | None] = {}
+def _check_json_templates(defn: JourneyDefinition, value: Any, path: str, problems: list[Problem]) -> None:
+    """Every string inside an http_request body is a template."""
+    if isinstance(value, str):
+        _check_template(defn, value, path, problems)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_json_templates(defn, item, f"{path}[{i}]", problems)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_json_templates(defn, item, f"{path}.{key}", problems)
+
+
+# --- step kinds ------------------------------------------------------------------------------
+
+
+def _check_http_request(
+    defn: JourneyDefinition, step: HttpRequestStep, ids: dict[int, Position], path: str, problems: list[Problem]
+) -> None:
+    if _check_template(defn, step.url, f"{path}.url", problems):
+        fixed = step.url.split("{", 1)[0]  # the text before any template syntax
+        schemes = ("http://", "https://")
+        if not any(fixed.startswith(s) or s.startswith(fixed) for s in schemes):
+            problems.append(
+                Problem("the url must start with http:// or https:// (lower case)", f"{path}.url")
+            )
+    for name, value in step.headers.items():
+        _check_template(defn, value, f"{path}.headers.{name}", problems)
+    if step.body is not None and step.method == "GET":
+        problems.append(
+            Problem(
+                "a GET request is sent without a body, so 'body' has no effect (remove it or use POST)",
+                f"{path}.body",
+            )
+        )
+    _check_json_templates(defn, step.body, f"{path}.body", problems)
+    _check_settable_keys(defn, list(step.save), f"{path}.save", problems)
+    for name, dotted in step.save.items():
+        if not dotted.strip() or any(part.strip() == "" for part in dotted.split(".")):
+            problems.append(
+                Problem(
+                    f"{dotted!r} is not a dotted path into the JSON response (e.g. 'data.status', "
+                    "'items.0.id')",
+                    f"{path}.save.{name}",
+                )
+            )
+    if step.on_failure is not None:
+        _check_step_ref(step.on_failure, ids, f"{path}.on_failure", problems)
+
+
+def _check_wait_for_reply(
+    defn: JourneyDefinition, step: WaitForReplyStep, ids: dict[int, Position], path: str, problems: list[Problem]
+) -> None:
+    _check_parameter_ref(defn, step.to, "phone", f"{path}.to", problems)
+    if step.save_reply_to is not None:
+        _check_settable(defn, step.save_reply_to, f"{path}.save_reply_to", problems)
+    first_outcome: dict[str, int] = {}
+    keyword_owner: dict[str, int] = {}
+    for i, route in enumerate(step.replies):
+        route_path = f"{path}.replies[{i}]"
+        if route.outcome in RESERVED_OUTCOMES:
+            problems.append(
+                Problem(
+                    f"'{route.outcome}' is a reserved outcome ({RESERVED_OUTCOMES[route.outcome]})",
+                    f"{route_path}.outcome",
+                )
+            )
+        elif route.outcome in first_outcome:
+            problems.append(
+                Problem(
+                    f"duplicate outcome '{route.outcome}' ({path}.replies[{first_outcome[route.outcome]}] "
+                    "has the same outcome)",
+                    f"{route_path}.outcome",
+                )
+            )
+        else:
+            first_outcome[route.outcome] = i
+        if route.match is None and route.outcome not in DEFAULT_REPLY_KEYWORDS:
+            defaults = " and ".join(f"'{o}'" for o in DEFAULT_REPLY_KEYWORDS)
+            problems.append(
+                Problem(
+                    f"reply outcome '{route.outcome}' needs 'match' (a list of keywords; only {defaults} "
+                    "have default keywords)",
+                    route_path,
+                )
+            )
+        elif route.match is not None and not route.match:
+            problems.append(
+                Problem("'match' is empty, so this reply can never be chosen", f"{route_path}.match")
+            )
+        for j, keyword in enumerate(route.keywords()):
+            where = f"{route_path}.match[{j}]" if route.match is not None else route_path
+            if keyword == "":
+                problems.append(
+                    Problem(
+                        f"keyword {route.match[j]!r} is only spaces and punctuation, which replies "
+                        "are compared without"
+                        if route.match is not None
+                        else "empty keyword",
+                        where,
+                    )
+                )
+            elif keyword in keyword_owner and keyword_owner[keyword] != i:
+                owner = keyword_owner[keyword]
+                problems.append(
+                    Problem(
+                        f"keyword '{keyword}' is already matched by {path}.replies[{owner}] "
+                        f"('{step.replies[owner].outcome}'), which is tried first",
+                        where,
+                    )
+                )
+            else:
+                keyword_owner.setdefault(keyword, i)
+        if route.next is not None:
+            _check_step_ref(route.next, ids, f"{route_path}.next", problems)
+    if step.on_other is not None:
+        _check_step_ref(step.on_other, ids, f"{path}.on_other", problems)
+    if step.on_timeout is not None:
+        _check_step_ref(step.on_timeout, ids, f"{path}.on_timeout", problems)
+
+
+def _check_set_parameters(
+    defn: JourneyDefinition, step: SetParametersStep, path: str, problems: list[Problem]
+) -> None:
+    params = _check_settable_keys(defn, list(step.values), f"{path}.values", problems)
+    for name, source in step.values.items():
+        value_path = f"{path}.values.{name}"
+        if not _check_template(defn, source, value_path, problems):
+            continue
+        target = params.get(name)
+        bare = _BARE_VARIABLE.match(source)
+        source_param = defn.parameter(bare.group(1)) if bare else None
+        if target is not None and target.type == "datetime" and source_param is not None:
+            if source_param.type == "datetime":
+                problems.append(
+                    Problem(
+                        f"'{source.strip()}' renders as friendly text (e.g. 'Friday, December 1, 2023 at "
+                        "8:00 AM'), which is not a datetime value; write "
+                        f"\"{{{{ {source_param.name} | date('{_DATETIME_FORMAT}') }}}}\"",
+                        value_path,
+                    )
+                )
+
+
+# --- conditions ------------------------------------------------------------------------------
+
+
+def _reply_outcomes(defn: JourneyDefinition) -> set[str] | None:
+    """Every outcome a wait_for_reply step can record; None when the journey has none."""
+    outcomes: set[str] | None = None
+    for flow in defn.flows:
+        for step in flow.steps:
+            if isinstance(step, WaitForReplyStep):
+                outcomes = (outcomes or set()) | set(RESERVED_OUTCOMES)
+                outcomes |= {route.outcome for route in step.replies}
+    return outcomes
+
+
+def _check_condition(
+    defn: JourneyDefinition, cond: Condition, path: str, outcomes: set[str] | None, problems: list[Problem]
+) -> None:
+    for key, children in (("all", cond.all), ("any", cond.any)):
+        if children is None:
+            continue
+        if not children:
+            problems.append(Problem(f"'{key}' needs at least one condition", f"{path}.{key}"))
+        for i, child in enumerate(children):
+            _check_condition(defn, child, f"{path}.{key}[{i}]", outcomes, problems)
+    if cond.not_ is not None:
+        _check_condition(defn, cond.not_, f"{path}.not", outcomes, problems)
+    if cond.reply is not None:
+        _check_reply_condition(cond.reply, f"{path}.reply", outcomes, problems)
+    if cond.parameter is None:
+        return
+    if cond.before is not None or cond.after is not None:
+        _check_parameter_ref(defn, cond.parameter, "datetime", f"{path}.parameter", problems)
+        key, bound = ("before", cond.before) if cond.before is not None else ("after", cond.after)
+        assert bound is not None
+        if not bound.startswith("now"):
+            _check_parameter_ref(defn, bound, "datetime", f"{path}.{key}", problems)
+    else:
+        _find_parameter(defn, cond.parameter, f"{path}.parameter", problems)
+    if cond.in_ is not None and not cond.in_:
+        problems.append(Problem("'in' needs at least one value", f"{path}.in"))
+
+
+def _check_reply_condition(reply: str, path: str, outcomes: set[str] | None, problems: list[Problem]) -> None:
+    if outcomes is None:
+        problems.append(
+            Problem("the journey has no wait_for_reply step, so a 'reply' condition never holds", path)
+        )
+    elif reply not in outcomes:
+        known = sorted(outcomes)
+        hint = _suggestion(reply, known) or f" (outcomes: {', '.join(known)})"
+        problems.append(Problem(f"no wait_for_reply step has the outcome '{reply}'{hint}", path))
+
+
+# --- the step graph --------------------------------------------------------------------------
+
+
+def _targets(step: Any, default_next: int | None) -> list[int | None]:
+    """Every step id `step` can go on to; None completes the instance (falling off the end)."""
+    if isinstance(step, EndStep):
+        return []
+    if isinstance(step, GotoStep):
+        return [step.target]
+    if isinstance(step, BranchStep):
+        return [case.next for case in step.cases] + [step.else_ if step.else_ is not None else default_next]
+    if isinstance(step, WaitForReplyStep):
+        routes = [route.next if route.next is not None else default_next for route in step.replies]
+        others = [step.on_other, step.on_timeout]
+        return routes + [target if target is not None else default_next for target in others]
+    if isinstance(step, HttpRequestStep):
+        return [default_next] + ([step.on_failure] if step.on_failure is not None else [])
+    return [default_next]
+
+
+def _successors(defn: JourneyDefinition, ids: dict[int, Position]) -> dict[Position, list[Position]]:
+    """Where each step can go next (a step ending the instance, or failing it, has no successor)."""
+    result: dict[Position, list[Position]] = {}
     for fi, flow in enumerate(defn.flows):
         for si, step in enumerate(flow.steps):
-            target: Position | None
-            if isinstance(step, EndStep):
-                target = None
-            elif step.next is not None:
-                target = ids.get(step.next)
-            elif si + 1 < len(flow.steps):
-                target = (fi, si + 1)
-            else:
-                target = None  # falling off the end of a flow completes the instance
-            result[(fi, si)] = target
+            following = flow.steps[si + 1].id if si + 1 < len(flow.steps) else None
+            default_next = step.next if step.next is not None else following
+            targets: list[Position] = []
+            for target in _targets(step, default_next):
+                pos = ids.get(target) if target is not None else None  # None: falling off the end
+                if pos is not None and pos not in targets:
+                    targets.append(pos)
+            result[(fi, si)] = targets
     return result
 
 
 def _check_reachable(
-    defn: JourneyDefinition, successors: dict[Position, Position | None], problems: list[Problem]
+    defn: JourneyDefinition, successors: dict[Position, list[Position]], problems: list[Problem]
 ) -> None:
     reached: set[Position] = set()
-    for fi in range(len(defn.flows)):
-        pos: Position | None = (fi, 0)
-        while pos is not None and pos not in reached:
-            reached.add(pos)
-            pos = successors[pos]
+    queue: deque[Position] = deque((fi, 0) for fi in range(len(defn.flows)))
+    while queue:
+        pos = queue.popleft()
+        if pos in reached:
+            continue
+        reached.add(pos)
+        queue.extend(p for p in successors[pos] if p not in reached)
     for pos in successors:
         if pos not in reached:
             step = defn.flows[pos[0]].steps[pos[1]]
@@ -202,32 +561,92 @@ def _check_reachable(
 
 
 def _check_loops(
-    defn: JourneyDefinition, successors: dict[Position, Position | None], problems: list[Problem]
+    defn: JourneyDefinition, successors: dict[Position, list[Position]], problems: list[Problem]
 ) -> None:
-    """Find loops made only of steps that do not wait (each step has at most one successor)."""
+    """Find loops made only of steps that do not wait: each is reported once, at its first step,
+    with the shortest cycle through that step as the example."""
 
     def waits(pos: Position) -> bool:
-        return defn.flows[pos[0]].steps[pos[1]].type in ("wait", "wait_until")
+        return defn.flows[pos[0]].steps[pos[1]].type in WAITING_STEP_TYPES
 
-    state: dict[Position, int] = {}  # 1: on the current walk, 2: done
-    for start in successors:
-        walk: list[Position] = []
-        pos: Position | None = start
-        while pos is not None and not waits(pos) and pos not in state:
-            state[pos] = 1
-            walk.append(pos)
-            pos = successors[pos]
-        if pos is not None and state.get(pos) == 1:
-            loop = walk[walk.index(pos) :]
-            first = loop.index(min(loop))
-            loop = loop[first:] + loop[:first]
-            ids = [str(defn.flows[p[0]].steps[p[1]].id) for p in loop + [loop[0]]]
-            problems.append(
-                Problem(
-                    f"steps {' -> '.join(ids)} form a loop with no wait or wait_until step, "
-                    "so it would repeat without pause",
-                    _step_path(loop[0]),
-                )
+    graph = {
+        pos: [p for p in targets if not waits(p)] for pos, targets in successors.items() if not waits(pos)
+    }
+    for component in _strongly_connected(graph):
+        start = min(component)
+        if len(component) == 1 and start not in graph[start]:
+            continue
+        cycle = _shortest_cycle(graph, start, component)
+        ids = " -> ".join(str(defn.flows[p[0]].steps[p[1]].id) for p in cycle + [start])
+        problems.append(
+            Problem(
+                f"steps {ids} form a loop with no wait, wait_until or wait_for_reply step, "
+                "so it would repeat without pause",
+                _step_path(start),
             )
-        for p in walk:
-            state[p] = 2
+        )
+
+
+def _strongly_connected(graph: dict[Position, list[Position]]) -> list[set[Position]]:
+    """Tarjan's algorithm, iteratively; components in order of their smallest position."""
+    index: dict[Position, int] = {}
+    low: dict[Position, int] = {}
+    on_stack: set[Position] = set()
+    stack: list[Position] = []
+    components: list[set[Position]] = []
+    counter = 0
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work: list[tuple[Position, int]] = [(root, 0)]
+        while work:
+            node, i = work.pop()
+            if i == 0:
+                index[node] = low[node] = counter
+                counter += 1
+                stack.append(node)
+                on_stack.add(node)
+            edges = graph[node]
+            if i < len(edges):
+                work.append((node, i + 1))
+                child = edges[i]
+                if child not in index:
+                    work.append((child, 0))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+            if low[node] == index[node]:
+                component: set[Position] = set()
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.add(member)
+                    if member == node:
+                        break
+                components.append(component)
+    return sorted(components, key=min)
+
+
+def _shortest_cycle(graph: dict[Position, list[Position]], start: Position, within: set[Position]) -> list[Position]:
+    """The shortest path start -> ... -> start inside `within` (without repeating start)."""
+    parent: dict[Position, Position] = {}
+    queue: deque[Position] = deque([start])
+    seen = {start}
+    while queue:
+        node = queue.popleft()
+        for child in graph[node]:
+            if child not in within:
+                continue
+            if child == start:
+                path = [node]
+                while path[-1] != start:
+                    path.append(parent[path[-1]])
+                return path[::-1]
+            if child not in seen:
+                seen.add(child)
+                parent[child] = node
+                queue.append(child)
+    return [start]  # pragma: no cover - a component with a cycle always has one through start

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 
 from journeys.catalog import load_version
 from journeys.channels.outbox import OutboxProvider
+from journeys.channels.phone import normalise_phone
 from journeys.clock import Clock
 from journeys.engine.http import perform_http
 from journeys.engine.interpreter import Effects, Instance, StepFailed, advance, load_state
@@ -70,6 +71,7 @@ class Worker:
             rows = work.claim_due(conn, now, self.batch_size)
             result.claimed = len(rows)
             ledger = work.SmsLedger(conn)
+            ledger.prefetch(self._phones(conn, rows), now)
             updates: list[dict[str, Any]] = []
             events: list[dict[str, Any]] = []
             messages: list[dict[str, Any]] = []
@@ -109,6 +111,25 @@ class Worker:
         with transaction(self.engine) as conn:
             result.delivered = self.provider.deliver_due(conn, self.clock.now())
         return result
+
+    @staticmethod
+    def _phones(conn: Any, rows: list[dict[str, Any]]) -> set[tuple[str, str]]:
+        """(org, normalised phone) of every phone parameter of the claimed instances."""
+        pairs: set[tuple[str, str]] = set()
+        for row in rows:
+            try:
+                defn = load_version(conn, row["org_id"], row["journey_id"], int(row["version"]))
+            except LookupError:
+                continue
+            phone_params = [p.name for p in defn.parameters if p.type == "phone"]
+            if not phone_params:
+                continue
+            params = json.loads(row["parameters"])
+            for name in phone_params:
+                phone = normalise_phone(params.get(name) or "")
+                if phone:
+                    pairs.add((row["org_id"], phone))
+        return pairs
 
     def _http(self, key: dict[str, Any], call: dict[str, Any]) -> None:
         outcome = perform_http(call)

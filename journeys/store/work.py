@@ -172,6 +172,28 @@ class SmsLedger:
             self._times[key] = times
         return times
 
+    def prefetch(self, pairs: set[tuple[str, str]], now: datetime) -> None:
+        """Load the last 8 days of SMS for many (org, phone) pairs at once: one query per org
+        and chunk, instead of one per phone."""
+        by_org: dict[str, list[str]] = {}
+        for org_id, phone in pairs:
+            if (org_id, phone) not in self._times:
+                by_org.setdefault(org_id, []).append(phone)
+        for org_id, phones in by_org.items():
+            for start in range(0, len(phones), 500):
+                chunk = phones[start : start + 500]
+                for phone in chunk:
+                    self._times[(org_id, phone)] = []
+                q = sa.select(outbox.c.to_address, outbox.c.created_at).where(
+                    outbox.c.org_id == org_id,
+                    outbox.c.to_address.in_(chunk),
+                    outbox.c.created_at >= now - timedelta(days=8),
+                    outbox.c.channel == "sms",
+                    outbox.c.status.in_(("queued", "sent")),
+                )
+                for phone, created in self.conn.execute(q):
+                    self._times[(org_id, phone)].append(created)
+
     def count(self, org_id: str, phone: str, since: datetime) -> int:
         return sum(1 for t in self._load(org_id, phone, since) if t >= since)
 
