@@ -457,8 +457,8 @@ def test_validate_unknown_step_type(cli: Cli, tmp_path: Path) -> None:
 def test_validate_send_sms_to_unknown_parameter(cli: Cli, tmp_path: Path) -> None:
     text = replace_once(
         example_text(),
-        "        to: phoneNumber\n        body: >-",
-        "        to: mobileNumber\n        body: >-",
+        "        to: phoneNumber\n        frequency_cap: false  # transactional: confirms",
+        "        to: mobileNumber\n        frequency_cap: false  # transactional: confirms",
     )
     path = write(tmp_path, "unknown-param.yaml", text)
     proc, problems = validate(cli, path)
@@ -489,8 +489,8 @@ def test_validate_reports_every_problem_on_its_own_line(cli: Cli, tmp_path: Path
     # file's shape is right, so an unknown step type alone would hide them: a design choice).
     text = replace_once(
         example_text(),
-        "        to: phoneNumber\n        body: >-",
-        "        to: mobileNumber\n        body: >-",
+        "        to: phoneNumber\n        frequency_cap: false  # transactional: confirms",
+        "        to: mobileNumber\n        frequency_cap: false  # transactional: confirms",
     )
     text = replace_once(
         text,

@@ -18,7 +18,7 @@ from journeys.definitions import (
     load_definition_text,
     validate_graph,
 )
-from journeys.definitions.model import parse_duration, split_duration
+from journeys.definitions.model import STEP_TYPES, parse_duration, split_duration
 from journeys.definitions.schema import definition_json_schema, definition_json_schema_text
 from journeys.definitions.templates import LocalDateTime, TemplateRenderError, render, template_variables
 
@@ -315,7 +315,9 @@ def test_loop_without_wait() -> None:
     problems = problems_of(text)
     loop = [p for p in problems if "loop" in p.message]
     assert [(p.path, p.line) for p in loop] == [("flows[0].steps[0]", 16)]
-    assert loop[0].message.startswith("steps 10 -> 15 -> 10 form a loop with no wait or wait_until step")
+    assert loop[0].message.startswith(
+        "steps 10 -> 15 -> 10 form a loop with no wait, wait_until or wait_for_reply step"
+    )
 
 
 def test_loop_through_a_wait_is_fine() -> None:
@@ -344,6 +346,452 @@ def test_validate_graph_gives_paths_without_lines() -> None:
         }
     )
     assert validate_graph(defn) == [Problem("no step with id 7", "flows[0].steps[0].next", None)]
+
+
+# --- the control-flow steps: send_email, http_request, wait_for_reply, branch, set_parameters, goto
+
+# Line numbers below refer to this text (line 1 is "name: Everything").
+FULL = """\
+name: Everything
+parameters:
+  - name: appointmentId
+    identifier: true
+  - name: patientName
+  - name: phone
+    type: phone
+    required: false
+  - name: email
+    type: email
+    required: false
+  - name: when
+    type: datetime
+  - name: status
+    required: false
+  - name: replyText
+    required: false
+  - name: followUp
+    type: datetime
+    required: false
+send_window:
+  start: "08:00"
+  end: "20:00"
+frequency_cap:
+  per_day: 2
+  per_7_days: null
+flows:
+  - id: main
+    name: Main
+    main: true
+    steps:
+      - id: 10
+        type: send_sms
+        to: phone
+        body: "Hi {{ patientName }}, reply C to confirm {{ when | date }}."
+        frequency_cap: false
+      - id: 20
+        type: wait_for_reply
+        to: phone
+        timeout: 24h
+        save_reply_to: replyText
+        replies:
+          - outcome: confirmed
+          - outcome: reschedule
+            next: 70
+          - outcome: cancel
+            match: [cancel, "stop visit"]
+            next: 80
+        on_other: 40
+        on_timeout: 30
+      - id: 30
+        type: send_email
+        to: email
+        subject: "Your appointment on {{ when | date('%b %-d') }}"
+        body: "Hi {{ patientName }}, please confirm."
+        html: "<p>Hi {{ patientName }}</p>"
+        send_window: true
+      - id: 40
+        type: http_request
+        method: POST
+        url: "https://ehr.example.com/appointments/{{ appointmentId }}/status"
+        headers:
+          Authorization: "Bearer {{ appointmentId }}"
+        body:
+          reply: "{{ replyText }}"
+          tags: [journey, "{{ patientName }}"]
+          count: 1
+        timeout: 15s
+        save:
+          status: data.status
+          followUp: data.followUp
+        on_failure: 90
+      - id: 50
+        type: branch
+        cases:
+          - when: {parameter: status, equals: confirmed}
+            next: 90
+          - when:
+              all:
+                - reply: confirmed
+                - not: {parameter: email, empty: true}
+                - parameter: when
+                  after: now+2d
+            next: 60
+          - when:
+              any:
+                - reply: no_reply
+                - parameter: followUp
+                  before: when
+                - parameter: status
+                  in: [new, pending]
+            next: 60
+        else: 90
+      - id: 60
+        type: set_parameters
+        values:
+          status: "pending-{{ patientName }}"
+          followUp: "{{ when | date('%Y-%m-%d %H:%M') }}"
+        next: 90
+      - id: 70
+        type: goto
+        target: 100
+      - id: 80
+        type: wait
+        duration: 1h
+      - id: 90
+        type: end
+        outcome: done
+  - id: rescheduled
+    name: Rescheduled
+    steps:
+      - id: 100
+        type: wait_until
+        parameter: when
+        before: 1d
+        next: 10
+"""
+
+
+def full_problem(old: str, new: str) -> Problem:
+    return only_problem(edit(old, new, FULL))
+
+
+def test_every_step_type_validates_cleanly() -> None:
+    defn = load_definition_text(FULL)
+    assert validate_graph(defn) == []
+    assert {step.type for flow in defn.flows for step in flow.steps} == set(STEP_TYPES)
+    stored = json.loads(defn.model_dump_json(by_alias=True))
+    assert stored["flows"][0]["steps"][4]["else"] == 90
+    assert definition_from_stored(stored) == defn
+
+
+def test_send_email_to_must_be_an_email_parameter() -> None:
+    problem = full_problem("        to: email\n", "        to: phone\n")
+    assert (problem.path, problem.line) == ("flows[0].steps[2].to", 53)
+    assert problem.message == "parameter 'phone' is of type phone, not email"
+    problem = full_problem("        to: email\n", "        to: emial\n")
+    assert problem.message == "no parameter named 'emial' (did you mean 'email'?)"
+
+
+def test_wait_for_reply_to_must_be_a_phone_parameter() -> None:
+    problem = full_problem(
+        "type: wait_for_reply\n        to: phone\n", "type: wait_for_reply\n        to: email\n"
+    )
+    assert (problem.path, problem.line) == ("flows[0].steps[1].to", 39)
+    assert problem.message == "parameter 'email' is of type email, not phone"
+
+
+def test_save_reply_to_must_name_a_parameter_that_is_not_an_identifier() -> None:
+    problem = full_problem("save_reply_to: replyText", "save_reply_to: replyTxt")
+    assert (problem.path, problem.line) == ("flows[0].steps[1].save_reply_to", 41)
+    assert problem.message == "no parameter named 'replyTxt' (did you mean 'replyText'?)"
+    problem = full_problem("save_reply_to: replyText", "save_reply_to: appointmentId")
+    assert (problem.path, problem.line) == ("flows[0].steps[1].save_reply_to", 41)
+    assert problem.message.startswith("cannot set identifier parameter 'appointmentId'")
+
+
+def test_http_save_cannot_set_an_identifier_parameter() -> None:
+    problem = full_problem("          status: data.status\n", "          APPOINTMENTID: data.id\n")
+    assert (problem.path, problem.line) == ("flows[0].steps[3].save.APPOINTMENTID", 70)
+    assert problem.message == (
+        "cannot set identifier parameter 'appointmentId' "
+        "(instances are found by their identifier values, so they must not change)"
+    )
+
+
+def test_http_save_path_must_be_dotted() -> None:
+    problem = full_problem("status: data.status", "status: data..status")
+    assert (problem.path, problem.line) == ("flows[0].steps[3].save.status", 70)
+    assert problem.message.startswith("'data..status' is not a dotted path into the JSON response")
+
+
+def test_set_parameters_keys_must_be_settable_parameters() -> None:
+    problem = full_problem('          status: "pending', '          stauts: "pending')
+    assert (problem.path, problem.line) == ("flows[0].steps[5].values.stauts", 97)
+    assert problem.message == "no parameter named 'stauts' (did you mean 'status'?)"
+    problem = full_problem('          status: "pending', '          appointmentId: "pending')
+    assert (problem.path, problem.line) == ("flows[0].steps[5].values.appointmentId", 97)
+    assert problem.message.startswith("cannot set identifier parameter 'appointmentId'")
+    problem = full_problem("        values:\n", "        values:\n          STATUS: x\n")
+    assert (problem.path, problem.line) == ("flows[0].steps[5].values.status", 98)
+    assert problem.message == (
+        "parameter 'status' is set twice (also as 'STATUS'; parameter names are case-insensitive)"
+    )
+
+
+def test_set_parameters_datetime_needs_a_machine_readable_value() -> None:
+    problem = full_problem("{{ when | date('%Y-%m-%d %H:%M') }}", "{{ when }}")
+    assert (problem.path, problem.line) == ("flows[0].steps[5].values.followUp", 98)
+    assert problem.message.startswith("'{{ when }}' renders as friendly text")
+    assert "{{ when | date('%Y-%m-%d %H:%M') }}" in problem.message
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path", "line"),
+    [
+        ("target: 100", "target: 999", "flows[0].steps[6].target", 102),
+        ("on_failure: 90", "on_failure: 999", "flows[0].steps[3].on_failure", 72),
+        ("on_other: 40", "on_other: 999", "flows[0].steps[1].on_other", 49),
+        ("on_timeout: 30", "on_timeout: 999", "flows[0].steps[1].on_timeout", 50),
+        ("next: 70\n", "next: 999\n", "flows[0].steps[1].replies[1].next", 45),
+        ("            next: 80\n", "            next: 999\n", "flows[0].steps[1].replies[2].next", 48),
+        ("            next: 90\n", "            next: 999\n", "flows[0].steps[4].cases[0].next", 77),
+        ("else: 90", "else: 999", "flows[0].steps[4].else", 93),
+    ],
+)
+def test_step_references_must_exist(old: str, new: str, path: str, line: int) -> None:
+    problems = problems_of(edit(old, new, FULL))
+    assert Problem("no step with id 999", path, line) in problems
+    assert all("no step" not in p.message or p.path == path for p in problems)
+
+
+def test_goto_and_branch_with_else_ignore_next() -> None:
+    problem = full_problem("        target: 100\n", "        target: 100\n        next: 80\n")
+    assert (problem.path, problem.line) == ("flows[0].steps[6].next", 103)
+    assert (
+        problem.message == "a goto step always continues at its 'target', so 'next' has no effect (remove it)"
+    )
+    problem = full_problem("        else: 90\n", "        else: 90\n        next: 60\n")
+    assert (problem.path, problem.line) == ("flows[0].steps[4].next", 94)
+    assert problem.message == "this branch has 'else', so 'next' has no effect (remove one of them)"
+
+
+def test_reply_outcomes_unique_within_a_step() -> None:
+    problem = full_problem("          - outcome: cancel\n", "          - outcome: reschedule\n")
+    assert (problem.path, problem.line) == ("flows[0].steps[1].replies[2].outcome", 46)
+    assert problem.message == (
+        "duplicate outcome 'reschedule' (flows[0].steps[1].replies[1] has the same outcome)"
+    )
+
+
+@pytest.mark.parametrize("outcome", ["other", "no_reply"])
+def test_reserved_reply_outcomes(outcome: str) -> None:
+    problem = full_problem("outcome: cancel", f"outcome: {outcome}")
+    assert (problem.path, problem.line) == ("flows[0].steps[1].replies[2].outcome", 46)
+    assert problem.message.startswith(f"'{outcome}' is a reserved outcome (")
+
+
+def test_reply_route_without_default_keywords_needs_match() -> None:
+    problem = full_problem('            match: [cancel, "stop visit"]\n', "")
+    assert (problem.path, problem.line) == ("flows[0].steps[1].replies[2]", 46)
+    assert problem.message == (
+        "reply outcome 'cancel' needs 'match' (a list of keywords; only 'confirmed' and 'reschedule' "
+        "have default keywords)"
+    )
+
+
+def test_reply_match_must_not_be_empty_or_shadowed() -> None:
+    problem = full_problem('[cancel, "stop visit"]', "[]")
+    assert (problem.path, problem.line) == ("flows[0].steps[1].replies[2].match", 47)
+    assert problem.message == "'match' is empty, so this reply can never be chosen"
+    problem = full_problem('[cancel, "stop visit"]', '[cancel, " Yes!"]')
+    assert (problem.path, problem.line) == ("flows[0].steps[1].replies[2].match[1]", 47)
+    assert problem.message == (
+        "keyword 'yes' is already matched by flows[0].steps[1].replies[0] ('confirmed'), which is tried first"
+    )
+
+
+def test_condition_parameter_must_exist() -> None:
+    problem = full_problem("{parameter: status, equals: confirmed}", "{parameter: stat, equals: confirmed}")
+    assert (problem.path, problem.line) == ("flows[0].steps[4].cases[0].when.parameter", 76)
+    assert problem.message == "no parameter named 'stat' (did you mean 'status'?)"
+    problem = full_problem("{parameter: email, empty: true}", "{parameter: mail, empty: true}")
+    assert (problem.path, problem.line) == ("flows[0].steps[4].cases[1].when.all[1].not.parameter", 81)
+    problem = full_problem("{parameter: email, empty: true}", "{parameter: fax, empty: true}")
+    assert problem.message.startswith("no parameter named 'fax' (parameters: appointmentId, patientName,")
+
+
+def test_condition_case_insensitive_parameter_is_fine() -> None:
+    text = edit("{parameter: status, equals: confirmed}", "{parameter: STATUS, equals: confirmed}", FULL)
+    assert load_definition_text(text)
+
+
+def test_before_and_after_need_datetime_parameters() -> None:
+    problem = full_problem(
+        "                - parameter: when\n                  after: now+2d\n",
+        "                - parameter: patientName\n                  after: now+2d\n",
+    )
+    assert (problem.path, problem.line) == ("flows[0].steps[4].cases[1].when.all[2].parameter", 82)
+    assert problem.message == "parameter 'patientName' is of type string, not datetime"
+    problem = full_problem("before: when", "before: status")
+    assert (problem.path, problem.line) == ("flows[0].steps[4].cases[2].when.any[1].before", 89)
+    assert problem.message == "parameter 'status' is of type string, not datetime"
+    problem = full_problem("before: when", "before: whn")
+    assert problem.message == "no parameter named 'whn' (did you mean 'when'?)"
+
+
+def test_before_now_offset_is_checked_by_the_model() -> None:
+    problem = full_problem("after: now+2d", "after: now+2 weeks")
+    assert (problem.path, problem.line) == ("flows[0].steps[4].cases[1].when.all[2]", 82)
+    assert "is not a duration" in problem.message
+
+
+def test_reply_condition_needs_an_outcome_a_step_can_produce() -> None:
+    problem = full_problem("- reply: confirmed", "- reply: confirm")
+    assert (problem.path, problem.line) == ("flows[0].steps[4].cases[1].when.all[0].reply", 80)
+    assert problem.message == "no wait_for_reply step has the outcome 'confirm' (did you mean 'confirmed'?)"
+    problem = full_problem("- reply: confirmed", "- reply: maybe")
+    assert problem.message == (
+        "no wait_for_reply step has the outcome 'maybe' "
+        "(outcomes: cancel, confirmed, no_reply, other, reschedule)"
+    )
+
+
+def test_reply_condition_without_any_wait_for_reply_step() -> None:
+    branch = "        type: branch\n        cases:\n          - when: {reply: other}\n            next: 10\n"
+    problem = only_problem(edit("        type: end\n", branch))
+    assert (problem.path, problem.line) == ("flows[0].steps[2].cases[0].when.reply", 27)
+    assert problem.message == "the journey has no wait_for_reply step, so a 'reply' condition never holds"
+
+
+def test_empty_in_and_all() -> None:
+    problem = full_problem("in: [new, pending]", "in: []")
+    assert (problem.path, problem.line) == ("flows[0].steps[4].cases[2].when.any[2].in", 91)
+    assert problem.message == "'in' needs at least one value"
+    problem = full_problem("{parameter: status, equals: confirmed}", "{all: []}")
+    assert (problem.path, problem.line) == ("flows[0].steps[4].cases[0].when.all", 76)
+    assert problem.message == "'all' needs at least one condition"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path", "line", "message"),
+    [
+        (
+            "{{ when | date('%b %-d') }}",
+            "{{ whn }}",
+            "flows[0].steps[2].subject",
+            54,
+            "unknown variable 'whn'",
+        ),
+        ("please confirm.", "{{ doctor }}", "flows[0].steps[2].body", 55, "unknown variable 'doctor'"),
+        ("<p>Hi {{ patientName }}</p>", "<p>{{ patientName }</p>", "flows[0].steps[2].html", 56, "syntax"),
+        ("/{{ appointmentId }}/", "/{{ appointmentID }}/", "flows[0].steps[3].url", 61, "'appointmentId'?"),
+        (
+            "Bearer {{ appointmentId }}",
+            "Bearer {{ token }}",
+            "flows[0].steps[3].headers.Authorization",
+            63,
+            "",
+        ),
+        ('reply: "{{ replyText }}"', 'reply: "{{ reply }}"', "flows[0].steps[3].body.reply", 65, ""),
+        ('"{{ patientName }}"]', '"{{ patient }}"]', "flows[0].steps[3].body.tags[1]", 66, "'patient'"),
+        (
+            "pending-{{ patientName }}",
+            "{{ patientName | nope }}",
+            "flows[0].steps[5].values.status",
+            97,
+            "nope",
+        ),
+    ],
+)
+def test_templates_of_new_steps_are_checked(old: str, new: str, path: str, line: int, message: str) -> None:
+    problem = full_problem(old, new)
+    assert (problem.path, problem.line) == (path, line)
+    assert problem.message.startswith("template ") and message in problem.message
+
+
+def test_http_url_must_be_http() -> None:
+    problem = full_problem('url: "https://ehr', 'url: "ftp://ehr')
+    assert (problem.path, problem.line) == ("flows[0].steps[3].url", 61)
+    assert problem.message == "the url must start with http:// or https:// (lower case)"
+    assert load_definition_text(edit('url: "https://ehr.example.com', 'url: "{{ status }}', FULL))
+
+
+def test_http_get_has_no_body() -> None:
+    problem = full_problem("method: POST", "method: GET")
+    assert (problem.path, problem.line) == ("flows[0].steps[3].body", 64)
+    assert problem.message.startswith("a GET request is sent without a body")
+
+
+def test_goto_does_not_fall_through() -> None:
+    problem = full_problem("            next: 80\n", "            next: 90\n")
+    assert (problem.path, problem.line) == ("flows[0].steps[7]", 103)
+    assert problem.message == "step 80 is unreachable"
+
+
+def test_fully_routed_wait_for_reply_does_not_fall_through() -> None:
+    text = edit(
+        "          - outcome: confirmed\n", "          - outcome: confirmed\n            next: 40\n", FULL
+    )
+    problem = only_problem(edit("on_timeout: 30", "on_timeout: 40", text))
+    assert (problem.path, problem.line) == ("flows[0].steps[2]", 52)
+    assert problem.message == "step 30 is unreachable"
+    problems = problems_of(
+        edit("        on_timeout: 30\n", "        on_timeout: 40\n        next: 90\n", text)
+    )
+    assert [(p.path, p.line) for p in problems] == [("flows[0].steps[1].next", 52), ("flows[0].steps[2]", 53)]
+    assert problems[0].message.startswith("every reply route, on_other and on_timeout name their step")
+
+
+def test_loop_through_branch_without_wait() -> None:
+    problem = full_problem("        next: 90\n      - id: 70\n", "        next: 50\n      - id: 70\n")
+    assert (problem.path, problem.line) == ("flows[0].steps[4]", 73)
+    assert problem.message == (
+        "steps 50 -> 60 -> 50 form a loop with no wait, wait_until or wait_for_reply step, "
+        "so it would repeat without pause"
+    )
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path", "line", "loop"),
+    [
+        ("on_failure: 90", "on_failure: 40", "flows[0].steps[3]", 58, "40 -> 40"),
+        ("target: 100", "target: 70", "flows[0].steps[6]", 100, "70 -> 70"),
+    ],
+)
+def test_loops_through_new_steps(old: str, new: str, path: str, line: int, loop: str) -> None:
+    problems = problems_of(edit(old, new, FULL))
+    loops = [p for p in problems if "loop" in p.message]
+    assert [(p.path, p.line) for p in loops] == [(path, line)]
+    assert loops[0].message.startswith(f"steps {loop} form a loop")
+
+
+def test_loop_through_wait_for_reply_is_fine() -> None:
+    assert load_definition_text(edit("on_other: 40", "on_other: 10", FULL))
+
+
+def test_new_steps_unknown_fields_suggest_names() -> None:
+    problem = full_problem("        save_reply_to: replyText\n", "        save_reply: replyText\n")
+    assert (problem.path, problem.line) == ("flows[0].steps[1].save_reply", 41)
+    assert problem.message == "unknown field (did you mean 'save_reply_to'?)"
+    problem = full_problem("{parameter: status, equals: confirmed}", "{parameter: status, equal: confirmed}")
+    assert (problem.path, problem.line) == ("flows[0].steps[4].cases[0].when.equal", 76)
+    assert problem.message == "unknown field (did you mean 'equals'?)"
+    problem = full_problem("        else: 90\n", "        els: 90\n")
+    assert problem.message == "unknown field (did you mean 'else'?)"
+
+
+def test_new_steps_value_hints() -> None:
+    problem = full_problem("timeout: 24h", "timeout: 24")
+    assert (problem.path, problem.line) == ("flows[0].steps[1].timeout", 40)
+    assert problem.message == "expected text, got a number (a duration needs a unit, e.g. '30m', '24h', '2d')"
+    problem = full_problem("equals: confirmed}", "equals: 5}")
+    assert (problem.path, problem.line) == ("flows[0].steps[4].cases[0].when.equals", 76)
+    assert problem.message.endswith("(conditions compare parameter values as text: quote the value)")
+    problem = full_problem('  start: "08:00"\n', "  start: 8\n")
+    assert (problem.path, problem.line) == ("send_window.start", 22)
+    problem = full_problem('  end: "20:00"\n', '  end: "07:00"\n')
+    assert (problem.path, problem.line) == ("send_window", 21)
+    assert problem.message == "the send window's start must be before its end"
 
 
 # --- templates -------------------------------------------------------------------------------
@@ -438,3 +886,23 @@ def test_schema_file_is_current() -> None:
     schema = definition_json_schema()
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert schema["$id"] == "https://journeys.dev/schema/journey-definition.json"
+
+
+def test_journeys_in_the_definitions_doc_validate() -> None:
+    doc = (ROOT / "docs" / "definitions.md").read_text(encoding="utf-8")
+    blocks = [b.split("```", 1)[0] for b in doc.split("```yaml\n")[1:]]
+    journeys = [b for b in blocks if b.startswith("name:")]
+    assert len(journeys) >= 2
+    for block in journeys:
+        assert validate_graph(load_definition_text(block, "definitions.md")) == []
+
+
+def test_reply_outcome_spelling() -> None:
+    problem = full_problem("outcome: cancel", "outcome: Cancel")
+    assert (problem.path, problem.line) == ("flows[0].steps[1].replies[2].outcome", 46)
+    assert problem.message == (
+        "'Cancel' is not allowed "
+        "(an outcome uses lower-case letters, digits and '_' and starts with a letter)"
+    )
+    problem = only_problem(edit("  - id: sub\n", "  - id: -sub\n"))
+    assert problem.message.startswith("'-sub' is not allowed (a flow id uses letters")

@@ -21,23 +21,41 @@ from pydantic_core import ErrorDetails
 
 from journeys.definitions.model import (
     STEP_TYPES,
+    BranchCase,
+    BranchStep,
+    Condition,
     EndStep,
     Flow,
+    FrequencyCap,
+    GotoStep,
+    HttpRequestStep,
     JourneyDefinition,
     Parameter,
+    ReplyRoute,
+    SendEmailStep,
     SendSmsStep,
+    SendWindow,
+    SetParametersStep,
+    WaitForReplyStep,
     WaitStep,
     WaitUntilStep,
 )
 
 _STEP_MODELS: dict[str, type[BaseModel]] = {
     "send_sms": SendSmsStep,
+    "send_email": SendEmailStep,
+    "http_request": HttpRequestStep,
     "wait": WaitStep,
     "wait_until": WaitUntilStep,
+    "wait_for_reply": WaitForReplyStep,
+    "branch": BranchStep,
+    "set_parameters": SetParametersStep,
+    "goto": GotoStep,
     "end": EndStep,
 }
 _LAST_PART = re.compile(r"(\.[^.\[\]]*|\[\d+\])$")
-_DURATION_FIELDS = ("duration", "before", "after")
+_DURATION_FIELDS = ("duration", "before", "after", "timeout")
+_CONDITION_VALUE_FIELDS = ("equals", "not_equals", "in")
 
 
 @dataclass(frozen=True)
@@ -208,11 +226,32 @@ def _model_at(parts: list[str | int], data: Any) -> type[BaseModel] | None:
         return JourneyDefinition
     if shape == ["parameters", 0]:
         return Parameter
+    if shape == ["send_window"]:
+        return SendWindow
+    if shape == ["frequency_cap"]:
+        return FrequencyCap
     if shape == ["flows", 0]:
         return Flow
     if shape == ["flows", 0, "steps", 0] and isinstance(data, dict):
         return _STEP_MODELS.get(str(data.get("type")))
+    if shape[:4] != ["flows", 0, "steps", 0]:
+        return None
+    inner = shape[4:]
+    if inner == ["replies", 0]:
+        return ReplyRoute
+    if inner == ["cases", 0]:
+        return BranchCase
+    if inner[:3] == ["cases", 0, "when"]:
+        rest = inner[3:]  # e.g. [], ["not"], ["all", 0], ["any", 0, "not"]
+        while rest[:1] == ["not"] or (rest[:1] in (["all"], ["any"]) and rest[1:2] == [0]):
+            rest = rest[1:] if rest[0] == "not" else rest[2:]
+        return Condition if not rest else None
     return None
+
+
+def _field_names(model: type[BaseModel]) -> list[str]:
+    """The names a definition spells the model's fields with (``else``, not ``else_``)."""
+    return [info.alias or name for name, info in model.model_fields.items()]
 
 
 def _locate(loc: tuple[str | int, ...], data: Any) -> tuple[list[str | int], Any, Any]:
@@ -261,7 +300,7 @@ def _error_problem(err: ErrorDetails, data: Any) -> Problem:
         return Problem(f"missing field '{field}'", _path(parts[:-1]))
     if kind == "extra_forbidden":
         model = _model_at(parts[:-1], parent)
-        close = difflib.get_close_matches(str(field), list(model.model_fields), n=1) if model else []
+        close = difflib.get_close_matches(str(field), _field_names(model), n=1) if model else []
         return Problem("unknown field" + (f" (did you mean '{close[0]}'?)" if close else ""), path)
     if kind == "union_tag_invalid":
         return Problem(
@@ -277,8 +316,12 @@ def _error_problem(err: ErrorDetails, data: Any) -> Problem:
         hint = ""
         if field in _DURATION_FIELDS and isinstance(value, int | float):
             hint = " (a duration needs a unit, e.g. '30m', '24h', '2d')"
-        elif field == "at":
-            hint = ' (write the time of day in quotes, e.g. at: "09:00")'
+        elif field == "at" or (parts[:1] == ["send_window"] and field in ("start", "end")):
+            hint = f' (write the time of day in quotes, e.g. {field}: "09:00")'
+        elif isinstance(value, int | float | bool) and (
+            field in _CONDITION_VALUE_FIELDS or (len(parts) > 1 and parts[-2] in _CONDITION_VALUE_FIELDS)
+        ):
+            hint = " (conditions compare parameter values as text: quote the value)"
         return Problem(f"expected text, got {_describe(value)}{hint}", path)
     if kind in ("int_type", "int_parsing", "int_from_float"):
         return Problem(f"expected a whole number, got {_describe(value)}", path)
@@ -291,8 +334,10 @@ def _error_problem(err: ErrorDetails, data: Any) -> Problem:
     if kind == "string_pattern_mismatch":
         if parts[:1] == ["parameters"]:
             rule = "a parameter name uses letters, digits and '_' and does not start with a digit"
-        elif parts[:1] == ["flows"]:
+        elif len(parts) == 3 and parts[0] == "flows" and field == "id":
             rule = "a flow id uses letters, digits, '_', '.' and '-' and starts with a letter or digit"
+        elif field == "outcome":
+            rule = "an outcome uses lower-case letters, digits and '_' and starts with a letter"
         else:
             rule = f"expected to match {ctx.get('pattern')}"
         return Problem(f"{value!r} is not allowed ({rule})", path)

@@ -120,7 +120,8 @@ class HttpRequestStep(_Step):
     @field_validator("timeout")
     @classmethod
     def _check_timeout(cls, v: str) -> str:
-        parse_duration(v)
+        if not timedelta(seconds=1) <= parse_duration(v) <= timedelta(seconds=60):
+            raise ValueError("an http_request timeout must be from 1s to 60s")
         return v
 
 

@@ -18,7 +18,8 @@ SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 SCHEMA_ID = "https://journeys.dev/schema/journey-definition.json"
 SCHEMA_TITLE = "Journey definition"
 SCHEMA_DESCRIPTION = (
-    "A patient journey: its parameters and its flows of steps (send_sms, wait, wait_until, end). "
+    "A patient journey: its parameters and its flows of steps (send_sms, send_email, http_request, "
+    "wait, wait_until, wait_for_reply, branch, set_parameters, goto, end). "
     "Cross-references (step ids, parameter names, template variables) are checked by "
     "`journeys journey validate`, not by this schema."
 )

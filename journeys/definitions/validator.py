@@ -33,7 +33,6 @@ from journeys.definitions.model import (
     SetParametersStep,
     WaitForReplyStep,
     WaitUntilStep,
-    normalise_reply,
 )
 from journeys.definitions.templates import compile_template, template_variables
 
@@ -200,8 +199,7 @@ def _check_next(step: Any, ids: dict[int, Position], path: str, problems: list[P
         message = "this branch has 'else', so 'next' has no effect (remove one of them)"
     elif isinstance(step, WaitForReplyStep) and not _uses_default_next(step):
         message = (
-            "every reply route, on_other and on_timeout name their step, so 'next' has no effect "
-            "(remove it)"
+            "every reply route, on_other and on_timeout name their step, so 'next' has no effect (remove it)"
         )
     else:
         _check_step_ref(step.next, ids, f"{path}.next", problems)
@@ -229,7 +227,9 @@ def _check_parameter_ref(
     return param
 
 
-def _find_parameter(defn: JourneyDefinition, name: str, path: str, problems: list[Problem]) -> Parameter | None:
+def _find_parameter(
+    defn: JourneyDefinition, name: str, path: str, problems: list[Problem]
+) -> Parameter | None:
     """A parameter of any type, by case-insensitive name; a problem (with a hint) if there is none."""
     param = defn.parameter(name)
     if param is None:
@@ -241,7 +241,9 @@ def _find_parameter(defn: JourneyDefinition, name: str, path: str, problems: lis
     return param
 
 
-def _check_settable(defn: JourneyDefinition, name: str, path: str, problems: list[Problem]) -> Parameter | None:
+def _check_settable(
+    defn: JourneyDefinition, name: str, path: str, problems: list[Problem]
+) -> Parameter | None:
     """A parameter a step may change: declared, and not an identifier parameter."""
     param = _find_parameter(defn, name, path, problems)
     if param is not None and param.identifier:
@@ -327,7 +329,11 @@ def _check_json_templates(defn: JourneyDefinition, value: Any, path: str, proble
 
 
 def _check_http_request(
-    defn: JourneyDefinition, step: HttpRequestStep, ids: dict[int, Position], path: str, problems: list[Problem]
+    defn: JourneyDefinition,
+    step: HttpRequestStep,
+    ids: dict[int, Position],
+    path: str,
+    problems: list[Problem],
 ) -> None:
     if _check_template(defn, step.url, f"{path}.url", problems):
         fixed = step.url.split("{", 1)[0]  # the text before any template syntax
@@ -361,7 +367,11 @@ def _check_http_request(
 
 
 def _check_wait_for_reply(
-    defn: JourneyDefinition, step: WaitForReplyStep, ids: dict[int, Position], path: str, problems: list[Problem]
+    defn: JourneyDefinition,
+    step: WaitForReplyStep,
+    ids: dict[int, Position],
+    path: str,
+    problems: list[Problem],
 ) -> None:
     _check_parameter_ref(defn, step.to, "phone", f"{path}.to", problems)
     if step.save_reply_to is not None:
@@ -405,14 +415,11 @@ def _check_wait_for_reply(
             if keyword == "":
                 problems.append(
                     Problem(
-                        f"keyword {route.match[j]!r} is only spaces and punctuation, which replies "
-                        "are compared without"
-                        if route.match is not None
-                        else "empty keyword",
+                        "this keyword is only spaces and punctuation, which are ignored in replies",
                         where,
                     )
                 )
-            elif keyword in keyword_owner and keyword_owner[keyword] != i:
+            elif keyword_owner.get(keyword, i) != i:
                 owner = keyword_owner[keyword]
                 problems.append(
                     Problem(
@@ -630,7 +637,9 @@ def _strongly_connected(graph: dict[Position, list[Position]]) -> list[set[Posit
     return sorted(components, key=min)
 
 
-def _shortest_cycle(graph: dict[Position, list[Position]], start: Position, within: set[Position]) -> list[Position]:
+def _shortest_cycle(
+    graph: dict[Position, list[Position]], start: Position, within: set[Position]
+) -> list[Position]:
     """The shortest path start -> ... -> start inside `within` (without repeating start)."""
     parent: dict[Position, Position] = {}
     queue: deque[Position] = deque([start])

@@ -20,6 +20,10 @@ _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _PHONE = re.compile(r"^\+?[0-9 ().\-]{7,20}$")
 
+# Parameter values are indexed for search; PostgreSQL caps a B-tree entry at about 2.7 kB.
+MAX_VALUE_CHARS = 1000
+MAX_VALUE_BYTES = 2000
+
 _zone_cache: dict[str, ZoneInfo] = {}
 
 

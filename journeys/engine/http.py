@@ -12,7 +12,8 @@ MAX_SAVED_BODY = 256 * 1024
 def perform_http(call: dict[str, Any]) -> dict[str, Any]:
     """Make the call; return {"ok", "status", "json", "error"}. Never raises. The error text
     names the kind of failure only (no URL, no body: they may hold patient data)."""
-    headers = {"Idempotency-Key": call["idempotencyKey"], **call.get("headers", {})}
+    headers = httpx.Headers(call.get("headers", {}))
+    headers.setdefault("Idempotency-Key", call["idempotencyKey"])  # a designer's own key wins
     try:
         with httpx.Client(timeout=call["timeout"], follow_redirects=False) as client:
             response = client.request(

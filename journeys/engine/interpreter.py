@@ -33,7 +33,7 @@ from journeys.definitions.model import (
     parse_duration,
 )
 from journeys.definitions.templates import TemplateRenderError, render, render_html
-from journeys.definitions.values import get_zone, parse_datetime
+from journeys.definitions.values import MAX_VALUE_BYTES, MAX_VALUE_CHARS, get_zone, parse_datetime
 from journeys.engine.rules import evaluate, next_window_opening, wait_until_target
 from journeys.engine.timeline import event_row, new_event_id
 from journeys.ids import new_id
@@ -144,6 +144,9 @@ class _Run:
         return self.params.get(p.name if p else name, "") or ""
 
     def set_param(self, name: str, value: str) -> None:
+        """Change a parameter. Values are cut to the limit the API accepts (they are indexed for
+        search); the full text of a reply stays in the inbound message."""
+        value = _fit(value)
         p = self.defn.parameter(name)
         canonical = p.name if p else name
         if self.params.get(canonical) != value:
@@ -247,6 +250,8 @@ class _Run:
         raise StepFailed(f"unknown step type {type(step).__name__}")  # pragma: no cover
 
     def wait_then(self, flow: Flow, wait_step: int, next_step: int | None, due: datetime) -> Effects | object:
+        # Time really passes here, so a send skipped for lateness before this wait is not this one's.
+        self.fx.state.pop("skipNextSend", None)
         if next_step is None:
             self.wait_here(flow, wait_step, due)
             return _WAIT_AT_END
@@ -305,8 +310,10 @@ class _Run:
                 self.record(flow, step.id, "sms_capped", {"limit": f"{cap.per_7_days} per 7 days"})
                 return default_next
         body = self.render(step.body, step.id)
-        self.queue(flow, step.id, "sms", to, None, body, None)
-        self.ledger.add(self.inst.org_id, to, self.now)
+        capped = bool(step.frequency_cap and cap is not None)
+        self.queue(flow, step.id, "sms", to, None, body, None, capped=capped)
+        if capped:
+            self.ledger.add(self.inst.org_id, to, self.now)
         return default_next
 
     def send_email(self, flow: Flow, step: SendEmailStep, default_next: int | None) -> int | None | Effects:
@@ -339,6 +346,8 @@ class _Run:
         subject: str | None,
         body: str,
         html: str | None,
+        *,
+        capped: bool = False,
     ) -> None:
         message_id = new_id()
         self.fx.state.pop("held", None)
@@ -356,6 +365,7 @@ class _Run:
                 "subject": subject,
                 "body": body,
                 "html": html,
+                "capped": capped,
                 "status": "queued",
                 "idempotency_key": f"{self.inst.instance_id}:{eid}",
                 "send_after": self.now,
@@ -388,9 +398,12 @@ class _Run:
         if not awaiting or awaiting.get("step") != step.id:
             phone = normalise_phone(self.param(step.to))
             if phone is None:
-                self.record(flow, step.id, "reply_skipped", {"reason": f"parameter {step.to} is empty"})
+                state["lastReply"] = "no_reply"
+                reason = "is empty" if not self.param(step.to).strip() else "is not a phone number"
+                self.record(flow, step.id, "reply_skipped", {"reason": f"parameter {step.to} {reason}"})
                 return step.on_timeout if step.on_timeout is not None else default_next
             until = self.now + parse_duration(step.timeout)
+            state.pop("skipNextSend", None)
             state["awaiting"] = {"step": step.id, "until": _iso(until)}
             state.pop("reply", None)
             self.record(flow, step.id, "waiting_for_reply", {"until": _iso(until)})
@@ -485,6 +498,13 @@ class _Run:
 
 
 _WAIT_AT_END = object()
+
+
+def _fit(value: str) -> str:
+    value = value[:MAX_VALUE_CHARS]
+    while len(value.encode("utf-8")) > MAX_VALUE_BYTES:
+        value = value[:-1]
+    return value
 
 
 def _dig(data: Any, path: str) -> Any:

@@ -50,7 +50,7 @@ def receive_reply(
         raise ReplyError(errors)
     assert phone is not None and isinstance(body, str)
     message_id = new_id()
-    waiting = repo.find_waiting(conn, org_id, phone)
+    waiting = repo.find_waiting(conn, org_id, phone, now)
     instance_id = None
     if waiting is not None:
         state = json.loads(waiting["state"] or "{}")

@@ -18,16 +18,19 @@ from sqlalchemy.engine import Connection
 
 from journeys.catalog import JourneyVersion, load_version
 from journeys.definitions.model import JourneyDefinition, Parameter
-from journeys.definitions.values import check_value, get_zone, parse_datetime
+from journeys.definitions.values import (
+    MAX_VALUE_BYTES,
+    MAX_VALUE_CHARS,
+    check_value,
+    get_zone,
+    parse_datetime,
+)
 from journeys.engine.timeline import event_row
 from journeys.ids import new_id, new_ids
 from journeys.store import instances as repo
 from journeys.store.tables import ACTIVE, instance_events, instance_parameters, journey_instances
 
 MAX_ERRORS = 1000
-# Values are indexed for search; PostgreSQL caps a B-tree entry at about 2.7 kB.
-MAX_VALUE_CHARS = 1000
-MAX_VALUE_BYTES = 2000
 
 
 class TriggerError(ValueError):

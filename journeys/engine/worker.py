@@ -89,7 +89,7 @@ class Worker:
                             "instance_id": row["instance_id"],
                             "journey_id": row["journey_id"],
                             "name": name.lower(),
-                            "value": fx.parameters[name][:1000],
+                            "value": fx.parameters[name],
                         }
                         for name in sorted(fx.changed)
                     )

@@ -12,11 +12,17 @@ from journeys.store.tables import ACTIVE_LITERAL, inbound_messages, journey_inst
 ji = journey_instances
 
 
-def find_waiting(conn: Connection, org_id: str, phone: str) -> dict[str, Any] | None:
-    """The instance of the org that most recently started waiting for a reply from `phone`."""
+def find_waiting(conn: Connection, org_id: str, phone: str, now: Any) -> dict[str, Any] | None:
+    """The instance of the org that most recently started waiting for a reply from `phone`, and
+    whose wait has not timed out (a reply after the deadline does not count as the answer)."""
     q = (
         sa.select(ji.c.instance_id, ji.c.journey_id, ji.c.state, ji.c.rev)
-        .where(ji.c.org_id == org_id, ji.c.waiting_reply_phone == phone, ji.c.status == ACTIVE_LITERAL)
+        .where(
+            ji.c.org_id == org_id,
+            ji.c.waiting_reply_phone == phone,
+            ji.c.status == ACTIVE_LITERAL,
+            ji.c.due_at > now,
+        )
         .order_by(ji.c.last_event_at.desc(), ji.c.instance_id.desc())
         .limit(1)
         .with_for_update()

@@ -200,6 +200,8 @@ outbox = sa.Table(
     sa.Column("subject", sa.Text, nullable=True),
     sa.Column("body", sa.Text, nullable=False),
     sa.Column("html", sa.Text, nullable=True),
+    # Sent under the frequency cap (transactional sends are neither limited nor counted).
+    sa.Column("capped", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("status", sa.String(16), nullable=False),  # queued | sent | dropped | failed
     sa.Column("idempotency_key", sa.String(128), nullable=False),
     sa.Column("provider", sa.String(32), nullable=True),

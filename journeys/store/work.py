@@ -150,8 +150,8 @@ def store_http_result(
 
 
 class SmsLedger:
-    """SMS per (org, phone) for frequency caps: the outbox rows of the last 7 days (queued or
-    sent), read once per phone per batch, plus what this batch adds."""
+    """SMS per (org, phone) for frequency caps: the capped outbox rows of the last 8 days (queued
+    or sent), read once per phone per batch, plus what this batch adds."""
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -165,7 +165,7 @@ class SmsLedger:
                 outbox.c.org_id == org_id,
                 outbox.c.to_address == phone,
                 outbox.c.created_at >= since - timedelta(days=8),
-                outbox.c.channel == "sms",
+                outbox.c.capped.is_(True),
                 outbox.c.status.in_(("queued", "sent")),
             )
             times = [r[0] for r in self.conn.execute(q)]
@@ -188,7 +188,7 @@ class SmsLedger:
                     outbox.c.org_id == org_id,
                     outbox.c.to_address.in_(chunk),
                     outbox.c.created_at >= now - timedelta(days=8),
-                    outbox.c.channel == "sms",
+                    outbox.c.capped.is_(True),
                     outbox.c.status.in_(("queued", "sent")),
                 )
                 for phone, created in self.conn.execute(q):
