@@ -377,6 +377,15 @@ def simulate(
             }
         except ValueError:
             _fail(f"--http {item!r}: the body is not valid JSON")
+    kinds = {step.id: step.type for flow in definition.flows for step in flow.steps}
+    for option, given_steps, kind in (
+        ("--reply", replies, "wait_for_reply"),
+        ("--http", answers, "http_request"),
+    ):
+        for step_id in given_steps:
+            if kinds.get(step_id) != kind:
+                have = ", ".join(str(i) for i, k in kinds.items() if k == kind) or "none"
+                _fail(f"{option}: step {step_id} is not a {kind} step ({kind} steps: {have})")
     try:
         timeline = run_simulation(
             definition,

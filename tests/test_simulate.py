@@ -1,0 +1,1257 @@
+"""`journeys simulate` on the example journeys: the exact timeline a patient would get.
+
+Each example is run through the simulator on at least one path by the CLI (`journeys simulate
+… --json`, as a subprocess) and on the others through `journeys.engine.simulate.simulate`.
+The timelines are asserted exactly: event types in order, step ids, UTC times (across the
+America/Chicago DST changes of 2026-03-08 and 2026-11-01), rendered bodies, send-window holds,
+frequency caps, every reply branch, http_request success and failure, and the past-time policy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from journeys.definitions import load_definition_file, load_definition_text
+from journeys.definitions.model import JourneyDefinition, SendWindow
+from journeys.engine.simulate import Reply, simulate
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+APPOINTMENT_FULL = EXAMPLES / "appointment-full.yaml"
+APPOINTMENT_REMINDER = EXAMPLES / "appointment-reminder.yaml"
+SURVEY = EXAMPLES / "post-visit-survey.yaml"
+PRE_PROCEDURE = EXAMPLES / "pre-procedure.yaml"
+TZ = "America/Chicago"
+CHICAGO = ZoneInfo(TZ)
+TIMEOUT = 60  # seconds, for any single CLI run
+
+_ENTRY_POINT = Path(sys.executable).parent / "journeys"
+JOURNEYS = [str(_ENTRY_POINT)] if _ENTRY_POINT.exists() else [sys.executable, "-m", "journeys.cli"]
+
+PHONE = "(312) 555-0100"
+PHONE_E164 = "+13125550100"
+SEND_KINDS = ("sms_queued", "email_queued")
+Event = dict[str, Any]
+
+
+# ---------------------------------------------------------------------------- helpers
+def local(text: str) -> datetime:
+    """'YYYY-MM-DD HH:MM' in America/Chicago, as an aware datetime."""
+    return datetime.strptime(text, "%Y-%m-%d %H:%M").replace(tzinfo=CHICAGO)
+
+
+def run(
+    path: Path,
+    params: dict[str, str],
+    start: str,
+    replies: dict[int, list[Reply]] | None = None,
+    http: dict[int, dict[str, Any]] | None = None,
+    definition: JourneyDefinition | None = None,
+) -> list[Event]:
+    """Simulate through the Python function (parameters must use their declared names)."""
+    defn = definition or load_definition_file(path)
+    return simulate(defn, params, TZ, local(start), replies=replies, http=http)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEYS_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def cli(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*JOURNEYS, "simulate", *args],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        cwd=cwd or ROOT,
+        env=env or clean_env(),
+        check=False,
+    )
+
+
+def cli_json(path: Path, params: dict[str, str], start: str, *extra: str) -> list[Event]:
+    """Simulate through `journeys simulate --json`; the run must succeed."""
+    result = cli(str(path), "--params", json.dumps(params), "--tz", TZ, "--start", start, *extra, "--json")
+    assert result.returncode == 0, result.stderr
+    events = json.loads(result.stdout)
+    assert isinstance(events, list)
+    return events
+
+
+def timeline(events: list[Event]) -> list[tuple[str, int | None, str]]:
+    return [(e["time"], e["stepId"], e["type"]) for e in events]
+
+
+def sends(events: list[Event]) -> list[tuple[str, int, str, str, str]]:
+    return [
+        (e["time"], e["stepId"], e["channel"], e["to"], e["body"]) for e in events if e["type"] in SEND_KINDS
+    ]
+
+
+def detail(events: list[Event], step: int, kind: str) -> dict[str, Any]:
+    found = [e["detail"] for e in events if e["stepId"] == step and e["type"] == kind]
+    assert len(found) == 1, f"expected one {kind} at step {step}, got {len(found)}"
+    return found[0]
+
+
+def bodies(events: list[Event]) -> list[str]:
+    return [e["body"] for e in events if e["type"] in SEND_KINDS]
+
+
+# ============================================================================ appointment-full
+APPOINTMENT = {
+    "patientId": "p-100",
+    "patientName": "Ana",
+    "appointmentId": "a-100",
+    "appointmentDateTime": "2026-11-03 10:00",  # Tue, two days after the fall-back
+    "phoneNumber": PHONE,
+    "location": "Lakeview Clinic, 2nd floor",
+}
+
+CONFIRMATION_NOV3 = (
+    "Hi Ana, your appointment is booked for Tuesday, November 3 at 10:00 AM at Lakeview Clinic, "
+    "2nd floor. We'll text you reminders before your visit."
+)
+WEEK_NOV3 = "Reminder: Ana, your appointment is in one week, on Tuesday, November 3 at 10:00 AM."
+QUESTION_NOV3 = (
+    "Hi Ana, your appointment is in 2 days: Tuesday, November 3 at 10:00 AM. Reply C to confirm or R "
+    "to reschedule."
+)
+THANKS = "Thank you, Ana: your appointment is confirmed. See you then!"
+SORRY = "Sorry, we didn't understand. Please reply C to confirm or R to reschedule."
+DAY_OF_10AM = "See you today at 10:00 AM, Ana! We're at Lakeview Clinic, 2nd floor."
+NO_SHOW = "We missed you today, Ana. Reply R and we'll call you to rebook, or call us at (312) 555-0199."
+CALL_YOU_NOV3 = (
+    "Thanks, Ana. We've cancelled your November 3 slot and our scheduling team will call you within "
+    "one business day to find a new time."
+)
+FALLBACK = (
+    "If we haven't called you by tomorrow evening, please call us at (312) 555-0199 to pick a new time."
+)
+
+
+def test_appointment_examples_validate() -> None:
+    for path in (APPOINTMENT_FULL, APPOINTMENT_REMINDER, SURVEY, PRE_PROCEDURE):
+        result = subprocess.run(
+            [*JOURNEYS, "journey", "validate", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            cwd=ROOT,
+            env=clean_env(),
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout == ""
+        assert result.stderr.strip() == f"{path}: ok"
+
+
+def test_full_journey_confirmed_across_the_fall_back_by_cli() -> None:
+    """Booked two weeks ahead; the 7-day reminder is before the 2026-11-01 fall-back (CDT), the
+    2-day question on the day of it (CST); the patient confirms with C and does not show up."""
+    params = {**APPOINTMENT, "email": "ana@example.org"}
+    events = cli_json(APPOINTMENT_FULL, params, "2026-10-20 10:00", "--reply", "60=C")
+    assert timeline(events) == [
+        ("2026-10-20T15:00:00Z", 10, "sms_queued"),
+        ("2026-10-20T15:00:00Z", 15, "email_queued"),
+        ("2026-10-20T15:00:00Z", 20, "wait"),
+        # 7 days before at 09:00 local: 09:00 CDT = 14:00Z
+        ("2026-10-27T14:00:00Z", 30, "sms_queued"),
+        ("2026-10-27T14:00:00Z", 40, "wait"),
+        # 2 days before at 09:00 local, on the fall-back day itself: 09:00 CST = 15:00Z
+        ("2026-11-01T15:00:00Z", 45, "branch"),
+        ("2026-11-01T15:00:00Z", 50, "sms_queued"),
+        ("2026-11-01T15:00:00Z", 60, "waiting_for_reply"),
+        ("2026-11-01T15:05:00Z", 60, "reply_received"),
+        ("2026-11-01T15:05:00Z", 70, "sms_queued"),
+        ("2026-11-01T15:05:00Z", 120, "wait"),
+        # 08:00 CST on the day
+        ("2026-11-03T14:00:00Z", 130, "sms_queued"),
+        ("2026-11-03T14:00:00Z", 140, "wait"),
+        # 2 hours after 10:00 CST
+        ("2026-11-03T18:00:00Z", 150, "branch"),
+        ("2026-11-03T18:00:00Z", 170, "sms_queued"),
+        ("2026-11-03T18:00:00Z", 180, "waiting_for_reply"),
+        ("2026-11-05T18:00:00Z", 180, "reply_timeout"),
+        ("2026-11-05T18:00:00Z", 190, "end"),
+    ]
+    assert detail(events, 20, "wait") == {"until": "2026-10-27T14:00:00Z"}
+    assert detail(events, 40, "wait") == {"until": "2026-11-01T15:00:00Z"}
+    assert detail(events, 45, "branch") == {"case": "else", "next": 50}
+    assert detail(events, 60, "waiting_for_reply") == {"until": "2026-11-02T15:00:00Z"}
+    assert detail(events, 60, "reply_received") == {"outcome": "confirmed"}
+    assert detail(events, 120, "wait") == {"until": "2026-11-03T14:00:00Z"}
+    assert detail(events, 140, "wait") == {"until": "2026-11-03T18:00:00Z"}
+    assert detail(events, 150, "branch") == {"case": "else", "next": 170}
+    assert detail(events, 180, "reply_timeout") == {"outcome": "no_reply"}
+    assert detail(events, 190, "end") == {"outcome": "no-show"}
+    by_step = {(e["stepId"], e["type"]): e for e in events}
+    assert by_step[(30, "sms_queued")]["localTime"] == "2026-10-27T09:00:00-05:00"
+    assert by_step[(50, "sms_queued")]["localTime"] == "2026-11-01T09:00:00-06:00"
+    assert all(e["flowId"] == "main" and e["flowName"] == "Main Flow" for e in events)
+    assert sends(events) == [
+        ("2026-10-20T15:00:00Z", 10, "sms", PHONE_E164, CONFIRMATION_NOV3),
+        (
+            "2026-10-20T15:00:00Z",
+            15,
+            "email",
+            "ana@example.org",
+            "Hi Ana,\n\nYour appointment is booked for Tuesday, November 3, 2026 at 10:00 AM.\n"
+            "Location: Lakeview Clinic, 2nd floor\n\n"
+            "To reschedule, reply R to any of our text reminders or call us.",
+        ),
+        ("2026-10-27T14:00:00Z", 30, "sms", PHONE_E164, WEEK_NOV3),
+        ("2026-11-01T15:00:00Z", 50, "sms", PHONE_E164, QUESTION_NOV3),
+        ("2026-11-01T15:05:00Z", 70, "sms", PHONE_E164, THANKS),
+        ("2026-11-03T14:00:00Z", 130, "sms", PHONE_E164, DAY_OF_10AM),
+        ("2026-11-03T18:00:00Z", 170, "sms", PHONE_E164, NO_SHOW),
+    ]
+    email = by_step[(15, "email_queued")]
+    assert email["subject"] == "Your appointment on November 3"
+    assert "subject" not in by_step[(10, "sms_queued")]
+
+
+def test_full_journey_across_the_spring_forward_without_a_reply_by_cli() -> None:
+    """Appointment Tue 2026-03-10 10:00 CDT: the 7-day reminder is in CST, the 2-day question on
+    the spring-forward day (2026-03-08) in CDT; no reply, so the day-of reminder follows."""
+    params = {**APPOINTMENT, "appointmentDateTime": "2026-03-10 10:00"}
+    del params["location"]
+    events = cli_json(APPOINTMENT_FULL, params, "2026-03-01 10:00")
+    assert timeline(events) == [
+        ("2026-03-01T16:00:00Z", 10, "sms_queued"),
+        ("2026-03-01T16:00:00Z", 15, "email_skipped"),
+        ("2026-03-01T16:00:00Z", 20, "wait"),
+        ("2026-03-03T15:00:00Z", 30, "sms_queued"),  # 09:00 CST
+        ("2026-03-03T15:00:00Z", 40, "wait"),
+        ("2026-03-08T14:00:00Z", 45, "branch"),  # 09:00 CDT, hours after the clocks moved
+        ("2026-03-08T14:00:00Z", 50, "sms_queued"),
+        ("2026-03-08T14:00:00Z", 60, "waiting_for_reply"),
+        ("2026-03-09T14:00:00Z", 60, "reply_timeout"),
+        ("2026-03-09T14:00:00Z", 120, "wait"),
+        ("2026-03-10T13:00:00Z", 130, "sms_queued"),  # 08:00 CDT
+        ("2026-03-10T13:00:00Z", 140, "wait"),
+        ("2026-03-10T17:00:00Z", 150, "branch"),  # 12:00 CDT
+        ("2026-03-10T17:00:00Z", 170, "sms_queued"),
+        ("2026-03-10T17:00:00Z", 180, "waiting_for_reply"),
+        ("2026-03-12T17:00:00Z", 180, "reply_timeout"),
+        ("2026-03-12T17:00:00Z", 190, "end"),
+    ]
+    assert detail(events, 15, "email_skipped") == {"reason": "parameter email is empty"}
+    assert detail(events, 60, "reply_timeout") == {"outcome": "no_reply"}
+    locals_ = {(e["stepId"], e["type"]): e["localTime"] for e in events}
+    assert locals_[(30, "sms_queued")] == "2026-03-03T09:00:00-06:00"
+    assert locals_[(50, "sms_queued")] == "2026-03-08T09:00:00-05:00"
+    assert locals_[(130, "sms_queued")] == "2026-03-10T08:00:00-05:00"
+    assert bodies(events) == [
+        "Hi Ana, your appointment is booked for Tuesday, March 10 at 10:00 AM. We'll text you reminders "
+        "before your visit.",
+        "Reminder: Ana, your appointment is in one week, on Tuesday, March 10 at 10:00 AM.",
+        "Hi Ana, your appointment is in 2 days: Tuesday, March 10 at 10:00 AM. Reply C to confirm or R to "
+        "reschedule.",
+        "See you today at 10:00 AM, Ana!",
+        NO_SHOW,
+    ]
+
+
+def test_text_output_shows_local_and_utc_times_and_the_rendered_messages() -> None:
+    params = {**APPOINTMENT, "appointmentDateTime": "2026-03-10 10:00"}
+    result = cli(
+        str(APPOINTMENT_FULL), "--params", json.dumps(params), "--tz", TZ, "--start", "2026-03-01 10:00"
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "Sun 2026-03-01 10:00 CST (2026-03-01T16:00:00Z)  main/10          sms_queued"
+    assert lines[1] == (
+        "        -> sms to +13125550100: Hi Ana, your appointment is booked for Tuesday, March 10 at "
+        "10:00 AM at Lakeview Clinic, 2nd floor. We'll text you reminders before your visit."
+    )
+    assert (
+        "Sun 2026-03-08 09:00 CDT (2026-03-08T14:00:00Z)  main/60          waiting_for_reply  "
+        "until=2026-03-09T14:00:00Z"
+    ) in lines
+    assert "Tue 2026-03-10 08:00 CDT (2026-03-10T13:00:00Z)  main/130         sms_queued" in lines
+    assert (
+        lines[-1] == "Thu 2026-03-12 12:00 CDT (2026-03-12T17:00:00Z)  main/190         end                "
+        "outcome=no-show"
+    )
+    assert "messageId" not in result.stdout
+
+
+def test_booking_at_night_is_held_to_the_send_window_opening() -> None:
+    """Booked at 22:00: the confirmation waits for 08:00; the 7-day reminder's time has passed
+    (skipped); the patient confirms with "yes"."""
+    events = run(APPOINTMENT_FULL, APPOINTMENT, "2026-10-30 22:00", replies={60: [Reply("yes")]})
+    assert timeline(events) == [
+        ("2026-10-31T03:00:00Z", 10, "send_held"),
+        ("2026-10-31T13:00:00Z", 10, "sms_queued"),  # 08:00 CDT
+        ("2026-10-31T13:00:00Z", 15, "email_skipped"),
+        ("2026-10-31T13:00:00Z", 20, "wait_skipped"),
+        ("2026-10-31T13:00:00Z", 30, "sms_skipped"),
+        ("2026-10-31T13:00:00Z", 40, "wait"),
+        ("2026-11-01T15:00:00Z", 45, "branch"),
+        ("2026-11-01T15:00:00Z", 50, "sms_queued"),
+        ("2026-11-01T15:00:00Z", 60, "waiting_for_reply"),
+        ("2026-11-01T15:05:00Z", 60, "reply_received"),
+        ("2026-11-01T15:05:00Z", 70, "sms_queued"),
+        ("2026-11-01T15:05:00Z", 120, "wait"),
+        ("2026-11-03T14:00:00Z", 130, "sms_queued"),
+        ("2026-11-03T14:00:00Z", 140, "wait"),
+        ("2026-11-03T18:00:00Z", 150, "branch"),
+        ("2026-11-03T18:00:00Z", 170, "sms_queued"),
+        ("2026-11-03T18:00:00Z", 180, "waiting_for_reply"),
+        ("2026-11-05T18:00:00Z", 180, "reply_timeout"),
+        ("2026-11-05T18:00:00Z", 190, "end"),
+    ]
+    assert events[0]["localTime"] == "2026-10-30T22:00:00-05:00"
+    assert detail(events, 10, "send_held") == {
+        "until": "2026-10-31T13:00:00Z",
+        "reason": "outside the send window",
+    }
+    assert detail(events, 20, "wait_skipped") == {"until": "2026-10-27T14:00:00Z", "policy": "skip"}
+    assert detail(events, 30, "sms_skipped") == {"reason": "its time had passed (wait_until policy skip)"}
+    assert detail(events, 60, "reply_received") == {"outcome": "confirmed"}
+    assert bodies(events) == [CONFIRMATION_NOV3, QUESTION_NOV3, THANKS, DAY_OF_10AM, NO_SHOW]
+
+
+@pytest.mark.parametrize("text", ["C", "yes", " Confirm. ", "y", "CONFIRMED!"])
+def test_confirming_replies(text: str) -> None:
+    events = run(APPOINTMENT_FULL, APPOINTMENT, "2026-10-20 10:00", replies={60: [Reply(text)]})
+    assert detail(events, 60, "reply_received") == {"outcome": "confirmed"}
+    after = [(e["stepId"], e["type"]) for e in events if e["time"] >= "2026-11-01T15:05:00Z"]
+    assert after[:3] == [(60, "reply_received"), (70, "sms_queued"), (120, "wait")]
+    assert [e["body"] for e in events if e["stepId"] == 70] == [THANKS]
+
+
+def test_attended_patient_gets_no_no_show_text() -> None:
+    """checkedIn is normally set by the checked-in subflow; given here, the 2-hours-after branch
+    ends the journey as attended."""
+    events = run(
+        APPOINTMENT_FULL,
+        {**APPOINTMENT, "checkedIn": "yes"},
+        "2026-10-20 10:00",
+        replies={60: [Reply("C", timedelta(hours=3))]},
+    )
+    assert timeline(events)[-6:] == [
+        ("2026-11-01T18:00:00Z", 70, "sms_queued"),
+        ("2026-11-01T18:00:00Z", 120, "wait"),
+        ("2026-11-03T14:00:00Z", 130, "sms_queued"),
+        ("2026-11-03T14:00:00Z", 140, "wait"),
+        ("2026-11-03T18:00:00Z", 150, "branch"),
+        ("2026-11-03T18:00:00Z", 160, "end"),
+    ]
+    assert detail(events, 60, "reply_received") == {"outcome": "confirmed"}
+    assert detail(events, 150, "branch") == {"case": 0, "next": 160}
+    assert detail(events, 160, "end") == {"outcome": "attended"}
+    assert NO_SHOW not in bodies(events)
+
+
+def test_reschedule_reply_calls_the_scheduling_webhook() -> None:
+    events = run(
+        APPOINTMENT_FULL,
+        APPOINTMENT,
+        "2026-10-20 10:00",
+        replies={60: [Reply("R")]},
+        http={110: {"status": 201, "json": {"requestId": "rq-1"}}},
+    )
+    assert timeline(events)[-5:] == [
+        ("2026-11-01T15:00:00Z", 60, "waiting_for_reply"),
+        ("2026-11-01T15:05:00Z", 60, "reply_received"),
+        ("2026-11-01T15:05:00Z", 100, "sms_queued"),
+        ("2026-11-01T15:05:00Z", 110, "http_request"),
+        ("2026-11-01T15:05:00Z", 112, "end"),
+    ]
+    assert detail(events, 60, "reply_received") == {"outcome": "reschedule"}
+    assert detail(events, 110, "http_request") == {"status": 201, "ok": True, "saved": []}
+    assert detail(events, 112, "end") == {"outcome": "reschedule-requested"}
+    assert bodies(events)[-1] == CALL_YOU_NOV3
+    assert FALLBACK not in bodies(events)
+
+
+def test_reschedule_reply_when_the_webhook_fails_by_cli() -> None:
+    events = cli_json(
+        APPOINTMENT_FULL, APPOINTMENT, "2026-10-20 10:00", "--reply", "60=reschedule", "--http", "110=500"
+    )
+    assert timeline(events)[-6:] == [
+        ("2026-11-01T15:00:00Z", 60, "waiting_for_reply"),
+        ("2026-11-01T15:05:00Z", 60, "reply_received"),
+        ("2026-11-01T15:05:00Z", 100, "sms_queued"),
+        ("2026-11-01T15:05:00Z", 110, "http_failed"),
+        ("2026-11-01T15:05:00Z", 115, "sms_queued"),
+        ("2026-11-01T15:05:00Z", 112, "end"),
+    ]
+    assert detail(events, 60, "reply_received") == {"outcome": "reschedule"}
+    assert detail(events, 110, "http_failed") == {"status": 500, "ok": False, "error": "HTTP 500"}
+    assert detail(events, 112, "end") == {"outcome": "reschedule-requested"}
+    assert sends(events)[-2:] == [
+        ("2026-11-01T15:05:00Z", 100, "sms", PHONE_E164, CALL_YOU_NOV3),
+        ("2026-11-01T15:05:00Z", 115, "sms", PHONE_E164, FALLBACK),
+    ]
+
+
+def test_unknown_reply_gets_a_sorry_and_another_chance() -> None:
+    """'maybe' is no keyword: 'other' sends the sorry text and waits again (a fresh 24 hours);
+    the second reply confirms."""
+    replies = {60: [Reply("maybe"), Reply("c", timedelta(hours=1))]}
+    events = run(APPOINTMENT_FULL, APPOINTMENT, "2026-10-20 10:00", replies=replies)
+    assert timeline(events)[5:14] == [
+        ("2026-11-01T15:00:00Z", 45, "branch"),
+        ("2026-11-01T15:00:00Z", 50, "sms_queued"),
+        ("2026-11-01T15:00:00Z", 60, "waiting_for_reply"),
+        ("2026-11-01T15:05:00Z", 60, "reply_received"),
+        ("2026-11-01T15:05:00Z", 90, "sms_queued"),
+        ("2026-11-01T15:05:00Z", 60, "waiting_for_reply"),
+        ("2026-11-01T16:05:00Z", 60, "reply_received"),
+        ("2026-11-01T16:05:00Z", 70, "sms_queued"),
+        ("2026-11-01T16:05:00Z", 120, "wait"),
+    ]
+    outcomes = [e["detail"]["outcome"] for e in events if e["type"] == "reply_received"]
+    assert outcomes == ["other", "confirmed"]
+    waits = [e["detail"]["until"] for e in events if e["type"] == "waiting_for_reply" and e["stepId"] == 60]
+    assert waits == ["2026-11-02T15:00:00Z", "2026-11-02T15:05:00Z"]
+    assert bodies(events)[2:5] == [QUESTION_NOV3, SORRY, THANKS]
+
+
+def test_unknown_reply_then_silence_times_out_to_the_day_of_reminder() -> None:
+    events = run(APPOINTMENT_FULL, APPOINTMENT, "2026-10-20 10:00", replies={60: [Reply("what is this?")]})
+    assert timeline(events)[8:13] == [
+        ("2026-11-01T15:05:00Z", 60, "reply_received"),
+        ("2026-11-01T15:05:00Z", 90, "sms_queued"),
+        ("2026-11-01T15:05:00Z", 60, "waiting_for_reply"),
+        ("2026-11-02T15:05:00Z", 60, "reply_timeout"),
+        ("2026-11-02T15:05:00Z", 120, "wait"),
+    ]
+    assert detail(events, 60, "reply_received") == {"outcome": "other"}
+
+
+def test_no_show_patient_asks_to_rebook() -> None:
+    replies = {180: [Reply("R", timedelta(hours=1))]}
+    events = run(APPOINTMENT_FULL, APPOINTMENT, "2026-10-20 10:00", replies=replies)
+    assert timeline(events)[-7:] == [
+        ("2026-11-03T18:00:00Z", 150, "branch"),
+        ("2026-11-03T18:00:00Z", 170, "sms_queued"),
+        ("2026-11-03T18:00:00Z", 180, "waiting_for_reply"),
+        ("2026-11-03T19:00:00Z", 180, "reply_received"),
+        ("2026-11-03T19:00:00Z", 100, "sms_queued"),
+        ("2026-11-03T19:00:00Z", 110, "http_request"),
+        ("2026-11-03T19:00:00Z", 112, "end"),
+    ]
+    assert detail(events, 180, "reply_received") == {"outcome": "reschedule"}
+    assert detail(events, 180, "waiting_for_reply") == {"until": "2026-11-05T18:00:00Z"}
+
+
+def test_appointment_in_three_hours_gets_no_reminders_meant_for_earlier() -> None:
+    """Booked at 10:00 for 13:00 the same day: no "in one week", no "in 2 days" (the question is
+    not asked less than a day ahead), no "see you today" (08:00 has passed)."""
+    params = {**APPOINTMENT, "appointmentDateTime": "2026-11-02 13:00"}
+    events = run(APPOINTMENT_FULL, params, "2026-11-02 10:00")
+    assert timeline(events) == [
+        ("2026-11-02T16:00:00Z", 10, "sms_queued"),
+        ("2026-11-02T16:00:00Z", 15, "email_skipped"),
+        ("2026-11-02T16:00:00Z", 20, "wait_skipped"),
+        ("2026-11-02T16:00:00Z", 30, "sms_skipped"),
+        ("2026-11-02T16:00:00Z", 40, "wait_skipped"),
+        ("2026-11-02T16:00:00Z", 45, "branch"),
+        ("2026-11-02T16:00:00Z", 120, "wait_skipped"),
+        ("2026-11-02T16:00:00Z", 130, "sms_skipped"),
+        ("2026-11-02T16:00:00Z", 140, "wait"),
+        ("2026-11-02T21:00:00Z", 150, "branch"),
+        ("2026-11-02T21:00:00Z", 170, "sms_queued"),
+        ("2026-11-02T21:00:00Z", 180, "waiting_for_reply"),
+        ("2026-11-04T21:00:00Z", 180, "reply_timeout"),
+        ("2026-11-04T21:00:00Z", 190, "end"),
+    ]
+    assert detail(events, 20, "wait_skipped") == {"until": "2026-10-26T14:00:00Z", "policy": "skip"}
+    assert detail(events, 30, "sms_skipped") == {"reason": "its time had passed (wait_until policy skip)"}
+    assert detail(events, 40, "wait_skipped") == {"until": "2026-10-31T14:00:00Z", "policy": "run_now"}
+    assert detail(events, 45, "branch") == {"case": 0, "next": 120}
+    assert detail(events, 120, "wait_skipped") == {"until": "2026-11-02T14:00:00Z", "policy": "skip"}
+    assert detail(events, 130, "sms_skipped") == {"reason": "its time had passed (wait_until policy skip)"}
+    assert detail(events, 140, "wait") == {"until": "2026-11-02T21:00:00Z"}
+    assert bodies(events) == [
+        "Hi Ana, your appointment is booked for Monday, November 2 at 1:00 PM at Lakeview Clinic, 2nd "
+        "floor. We'll text you reminders before your visit.",
+        NO_SHOW,
+    ]
+    assert not any("in 2 days" in b or "one week" in b for b in bodies(events))
+
+
+def test_booked_after_the_two_day_mark_is_asked_at_once() -> None:
+    """Booked Sunday 11:00 for Tuesday 10:00 (47 hours ahead): 09:00 two days before has just
+    passed, but the appointment is more than a day away, so the question goes at once."""
+    events = run(APPOINTMENT_FULL, APPOINTMENT, "2026-11-01 11:00", replies={60: [Reply("C")]})
+    assert timeline(events)[:9] == [
+        ("2026-11-01T17:00:00Z", 10, "sms_queued"),
+        ("2026-11-01T17:00:00Z", 15, "email_skipped"),
+        ("2026-11-01T17:00:00Z", 20, "wait_skipped"),
+        ("2026-11-01T17:00:00Z", 30, "sms_skipped"),
+        ("2026-11-01T17:00:00Z", 40, "wait_skipped"),
+        ("2026-11-01T17:00:00Z", 45, "branch"),
+        ("2026-11-01T17:00:00Z", 50, "sms_queued"),
+        ("2026-11-01T17:00:00Z", 60, "waiting_for_reply"),
+        ("2026-11-01T17:05:00Z", 60, "reply_received"),
+    ]
+    assert detail(events, 40, "wait_skipped") == {"until": "2026-11-01T15:00:00Z", "policy": "run_now"}
+    assert detail(events, 45, "branch") == {"case": "else", "next": 50}
+    assert bodies(events)[:3] == [CONFIRMATION_NOV3, QUESTION_NOV3, THANKS]
+
+
+def test_transactional_sends_do_not_use_up_the_cap() -> None:
+    """The confirmation, thank-you and sorry texts are `frequency_cap: false` ("count against
+    and obey the journey's frequency cap (false: transactional)"): the 7-day reminder, the
+    2-day question and the day-of reminder are the three capped texts of the week, so the
+    day-of reminder goes out even after a "sorry" and a thank-you."""
+    replies = {60: [Reply("?"), Reply("C")]}
+    events = run(APPOINTMENT_FULL, APPOINTMENT, "2026-10-20 10:00", replies=replies)
+    assert [e["type"] for e in events if e["stepId"] == 130] == ["sms_queued"]
+    assert [e for e in events if e["type"] == "sms_capped"] == []
+
+
+def test_booking_confirmation_does_not_use_up_the_days_text() -> None:
+    """Booked a week ahead at 08:30: the confirmation is transactional, so the 7-day reminder at
+    09:00 the same day is still the day's first capped text and goes out."""
+    events = run(APPOINTMENT_FULL, APPOINTMENT, "2026-10-27 08:30")
+    assert timeline(events)[:5] == [
+        ("2026-10-27T13:30:00Z", 10, "sms_queued"),
+        ("2026-10-27T13:30:00Z", 15, "email_skipped"),
+        ("2026-10-27T13:30:00Z", 20, "wait"),
+        ("2026-10-27T14:00:00Z", 30, "sms_queued"),
+        ("2026-10-27T14:00:00Z", 40, "wait"),
+    ]
+    assert bodies(events)[:2] == [CONFIRMATION_NOV3, WEEK_NOV3]
+    assert not any(e["type"] == "sms_capped" for e in events)
+
+
+# ============================================================================ appointment-reminder
+REMINDER_PARAMS = {
+    "patientId": "100000",
+    "patientName": "John Smith",
+    "appointmentId": "40-XYZ-11123",
+    "appointmentDateTime": "2026-11-01 14:00",  # Sun, the fall-back day
+    "phoneNumber": "312-555-0100",
+}
+
+
+def test_reminder_24h_before_is_exact_elapsed_time_across_the_fall_back_by_cli() -> None:
+    """ "before: 24h" is 24 real hours: for 14:00 CST on 2026-11-01 that is 15:00 CDT the day
+    before (a 25-hour day lies in between)."""
+    events = cli_json(APPOINTMENT_REMINDER, REMINDER_PARAMS, "2026-10-28 10:00")
+    assert timeline(events) == [
+        ("2026-10-28T15:00:00Z", 10, "sms_queued"),
+        ("2026-10-28T15:00:00Z", 20, "wait"),
+        ("2026-10-31T20:00:00Z", 30, "sms_queued"),
+        ("2026-10-31T20:00:00Z", 40, "wait"),
+        ("2026-11-01T22:00:00Z", 50, "end"),
+    ]
+    assert events[2]["localTime"] == "2026-10-31T15:00:00-05:00"
+    assert events[4]["localTime"] == "2026-11-01T16:00:00-06:00"
+    assert detail(events, 50, "end") == {"outcome": "visit-time-passed"}
+    assert sends(events) == [
+        (
+            "2026-10-28T15:00:00Z",
+            10,
+            "sms",
+            PHONE_E164,
+            "Hi John Smith, your appointment is booked for Sunday, November 1, 2026 at 2:00 PM. "
+            "We'll remind you the day before.",
+        ),
+        (
+            "2026-10-31T20:00:00Z",
+            30,
+            "sms",
+            PHONE_E164,
+            "Reminder: John Smith, your appointment is tomorrow, Sunday, November 1, 2026 at 2:00 PM.",
+        ),
+    ]
+
+
+def test_reminder_across_the_spring_forward() -> None:
+    params = {**REMINDER_PARAMS, "appointmentDateTime": "2026-03-09 09:00"}  # Mon, CDT
+    events = run(APPOINTMENT_REMINDER, params, "2026-03-02 12:00")
+    assert timeline(events) == [
+        ("2026-03-02T18:00:00Z", 10, "sms_queued"),
+        ("2026-03-02T18:00:00Z", 20, "wait"),
+        ("2026-03-08T14:00:00Z", 30, "sms_queued"),  # 24h before 14:00Z = 09:00 CDT on 03-08
+        ("2026-03-08T14:00:00Z", 40, "wait"),
+        ("2026-03-09T16:00:00Z", 50, "end"),
+    ]
+
+
+def test_reminder_without_a_phone_records_why_nothing_was_sent() -> None:
+    params = {k: v for k, v in REMINDER_PARAMS.items() if k != "phoneNumber"}
+    events = run(APPOINTMENT_REMINDER, params, "2026-10-28 10:00")
+    assert [(e["stepId"], e["type"]) for e in events] == [
+        (10, "sms_skipped"),
+        (20, "wait"),
+        (30, "sms_skipped"),
+        (40, "wait"),
+        (50, "end"),
+    ]
+    assert detail(events, 10, "sms_skipped") == {"reason": "parameter phoneNumber is empty"}
+
+
+def test_reminder_booked_three_hours_ahead_skips_the_day_before_text() -> None:
+    params = {**REMINDER_PARAMS, "appointmentDateTime": "2026-11-02 13:00"}
+    events = run(APPOINTMENT_REMINDER, params, "2026-11-02 10:00")
+    assert timeline(events) == [
+        ("2026-11-02T16:00:00Z", 10, "sms_queued"),
+        ("2026-11-02T16:00:00Z", 20, "wait_skipped"),
+        ("2026-11-02T16:00:00Z", 30, "sms_skipped"),
+        ("2026-11-02T16:00:00Z", 40, "wait"),
+        ("2026-11-02T21:00:00Z", 50, "end"),
+    ]
+    assert detail(events, 20, "wait_skipped") == {"until": "2026-11-01T19:00:00Z", "policy": "skip"}
+    assert not any("tomorrow" in b for b in bodies(events))
+
+
+def test_reminder_booked_at_night_is_held_until_eight() -> None:
+    events = run(APPOINTMENT_REMINDER, REMINDER_PARAMS, "2026-10-28 22:30")
+    assert timeline(events)[:3] == [
+        ("2026-10-29T03:30:00Z", 10, "send_held"),
+        ("2026-10-29T13:00:00Z", 10, "sms_queued"),
+        ("2026-10-29T13:00:00Z", 20, "wait"),
+    ]
+    assert detail(events, 10, "send_held")["until"] == "2026-10-29T13:00:00Z"
+
+
+# ============================================================================ post-visit survey
+SURVEY_PARAMS = {
+    "patientId": "p-200",
+    "patientName": "Ana",
+    "visitId": "v-200",
+    "visitDateTime": "2026-11-02 10:30",
+    "phoneNumber": PHONE,
+    "email": "ana@example.org",
+}
+SURVEY_TEXT = (
+    "Hi Ana, thank you for visiting us on Monday. How likely are you to recommend us to a friend? "
+    "Reply 1 (not at all) to 5 (very likely)."
+)
+REVIEW = (
+    "Thanks again, Ana! If you have a minute, a review helps other patients find us: "
+    "https://reviews.example.org/lakeview"
+)
+SURVEY_REMINDER = (
+    "Ana, we'd love your feedback on your visit: how likely are you to recommend us? Reply 1 to 5."
+)
+
+
+def test_survey_promoter_by_cli() -> None:
+    events = cli_json(SURVEY, SURVEY_PARAMS, "2026-11-02 09:00", "--reply", "30=5")
+    assert timeline(events) == [
+        ("2026-11-02T15:00:00Z", 10, "wait"),
+        ("2026-11-02T18:30:00Z", 20, "sms_queued"),  # 12:30 CST, 2 hours after the visit
+        ("2026-11-02T18:30:00Z", 30, "waiting_for_reply"),
+        ("2026-11-02T18:35:00Z", 30, "reply_received"),
+        ("2026-11-02T18:35:00Z", 100, "wait"),
+        ("2026-11-03T16:00:00Z", 110, "sms_queued"),  # 10:00 CST the next day
+        ("2026-11-03T16:00:00Z", 120, "end"),
+    ]
+    assert detail(events, 30, "waiting_for_reply") == {"until": "2026-11-03T18:30:00Z"}
+    assert detail(events, 30, "reply_received") == {"outcome": "promoter"}
+    assert detail(events, 120, "end") == {"outcome": "promoter"}
+    assert sends(events) == [
+        ("2026-11-02T18:30:00Z", 20, "sms", PHONE_E164, SURVEY_TEXT),
+        ("2026-11-03T16:00:00Z", 110, "sms", PHONE_E164, REVIEW),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "outcome"),
+    [("5", "promoter"), ("4", "promoter"), (" Five! ", "promoter"), ("3", "passive"), ("three.", "passive")]
+    + [("2", "detractor"), ("1", "detractor"), ("ONE", "detractor"), ("10", "other"), ("4 stars", "other")],
+)
+def test_survey_reply_matching(text: str, outcome: str) -> None:
+    events = run(SURVEY, SURVEY_PARAMS, "2026-11-02 09:00", replies={30: [Reply(text)]})
+    assert detail(events, 30, "reply_received") == {"outcome": outcome}
+
+
+def test_survey_passive() -> None:
+    events = run(SURVEY, SURVEY_PARAMS, "2026-11-02 09:00", replies={30: [Reply(" 3 ", timedelta(hours=2))]})
+    assert timeline(events)[3:] == [
+        ("2026-11-02T20:30:00Z", 30, "reply_received"),
+        ("2026-11-02T20:30:00Z", 200, "sms_queued"),
+        ("2026-11-02T20:30:00Z", 210, "end"),
+    ]
+    assert bodies(events)[-1] == "Thank you for your feedback, Ana. We're always working to do better."
+    assert detail(events, 210, "end") == {"outcome": "passive"}
+
+
+def test_survey_detractor_gets_an_apology_email_and_the_crm_is_told() -> None:
+    events = run(SURVEY, SURVEY_PARAMS, "2026-11-02 09:00", replies={30: [Reply("2")]})
+    assert timeline(events)[3:] == [
+        ("2026-11-02T18:35:00Z", 30, "reply_received"),
+        ("2026-11-02T18:35:00Z", 300, "branch"),
+        ("2026-11-02T18:35:00Z", 302, "email_queued"),
+        ("2026-11-02T18:35:00Z", 310, "http_request"),
+        ("2026-11-02T18:35:00Z", 320, "end"),
+    ]
+    assert detail(events, 300, "branch") == {"case": "else", "next": 302}
+    assert detail(events, 310, "http_request") == {"status": 200, "ok": True, "saved": []}
+    assert detail(events, 320, "end") == {"outcome": "detractor"}
+    [email] = [e for e in events if e["type"] == "email_queued"]
+    assert email["to"] == "ana@example.org"
+    assert email["subject"] == "We're sorry about your visit, Ana"
+    assert email["body"].startswith(
+        "Dear Ana,\n\nThank you for telling us about your visit on Monday, November 2.\n"
+    )
+    assert email["body"].endswith("\n\nLakeview Clinic")
+
+
+def test_survey_detractor_without_email_when_the_crm_is_down_by_cli() -> None:
+    params = {k: v for k, v in SURVEY_PARAMS.items() if k != "email"}
+    events = cli_json(SURVEY, params, "2026-11-02 09:00", "--reply", "30=1@1h", "--http", "310=503")
+    assert timeline(events)[3:] == [
+        ("2026-11-02T19:30:00Z", 30, "reply_received"),
+        ("2026-11-02T19:30:00Z", 300, "branch"),
+        ("2026-11-02T19:30:00Z", 305, "sms_queued"),
+        ("2026-11-02T19:30:00Z", 310, "http_failed"),
+        ("2026-11-02T19:30:00Z", 330, "sms_queued"),
+        ("2026-11-02T19:30:00Z", 320, "end"),
+    ]
+    assert detail(events, 300, "branch") == {"case": 0, "next": 305}
+    assert detail(events, 310, "http_failed") == {"status": 503, "ok": False, "error": "HTTP 503"}
+    assert bodies(events)[1:] == [
+        "We're sorry your visit wasn't what you expected, Ana. Our patient advocate will call you within "
+        "two business days.",
+        "Ana, to be sure we reach you, please call our patient advocate at (312) 555-0142, weekdays 8 AM "
+        "to 5 PM.",
+    ]
+
+
+def test_survey_unreadable_answer_gets_one_more_chance() -> None:
+    replies = {30: [Reply("it was ok")], 60: [Reply("4", timedelta(minutes=30))]}
+    events = run(SURVEY, SURVEY_PARAMS, "2026-11-02 09:00", replies=replies)
+    assert timeline(events)[3:] == [
+        ("2026-11-02T18:35:00Z", 30, "reply_received"),
+        ("2026-11-02T18:35:00Z", 40, "sms_queued"),
+        ("2026-11-02T18:35:00Z", 60, "waiting_for_reply"),
+        ("2026-11-02T19:05:00Z", 60, "reply_received"),
+        ("2026-11-02T19:05:00Z", 100, "wait"),
+        ("2026-11-03T16:00:00Z", 110, "sms_queued"),
+        ("2026-11-03T16:00:00Z", 120, "end"),
+    ]
+    assert [e["detail"]["outcome"] for e in events if e["type"] == "reply_received"] == ["other", "promoter"]
+    assert bodies(events) == [
+        SURVEY_TEXT,
+        "Sorry, we didn't get that. Please reply with a number from 1 to 5.",
+        REVIEW,
+    ]
+
+
+def test_survey_no_reply_gets_one_reminder_then_ends() -> None:
+    events = run(SURVEY, SURVEY_PARAMS, "2026-11-02 09:00")
+    assert timeline(events) == [
+        ("2026-11-02T15:00:00Z", 10, "wait"),
+        ("2026-11-02T18:30:00Z", 20, "sms_queued"),
+        ("2026-11-02T18:30:00Z", 30, "waiting_for_reply"),
+        ("2026-11-03T18:30:00Z", 30, "reply_timeout"),
+        ("2026-11-03T18:30:00Z", 50, "sms_queued"),
+        ("2026-11-03T18:30:00Z", 60, "waiting_for_reply"),
+        ("2026-11-04T18:30:00Z", 60, "reply_timeout"),
+        ("2026-11-04T18:30:00Z", 70, "end"),
+    ]
+    assert detail(events, 70, "end") == {"outcome": "no-score"}
+    assert bodies(events) == [SURVEY_TEXT, SURVEY_REMINDER]
+
+
+def test_survey_promoter_answering_the_reminder_is_capped_the_same_day() -> None:
+    """The reminder went out at 12:30 on 11-03; the promoter answers at 17:30, after 10:00 on
+    the day after the visit, so the review request is due at once: the second SMS that day
+    (1 per day) is capped and recorded, not sent."""
+    events = run(SURVEY, SURVEY_PARAMS, "2026-11-02 09:00", replies={60: [Reply("5", timedelta(hours=5))]})
+    assert timeline(events)[3:] == [
+        ("2026-11-03T18:30:00Z", 30, "reply_timeout"),
+        ("2026-11-03T18:30:00Z", 50, "sms_queued"),
+        ("2026-11-03T18:30:00Z", 60, "waiting_for_reply"),
+        ("2026-11-03T23:30:00Z", 60, "reply_received"),
+        ("2026-11-03T23:30:00Z", 100, "wait_skipped"),
+        ("2026-11-03T23:30:00Z", 110, "sms_capped"),
+        ("2026-11-03T23:30:00Z", 120, "end"),
+    ]
+    assert detail(events, 100, "wait_skipped") == {"until": "2026-11-03T16:00:00Z", "policy": "run_now"}
+    assert detail(events, 110, "sms_capped") == {"limit": "1 per day"}
+    assert bodies(events) == [SURVEY_TEXT, SURVEY_REMINDER]
+
+
+def test_survey_triggered_late_asks_at_once() -> None:
+    events = run(SURVEY, SURVEY_PARAMS, "2026-11-02 16:00", replies={30: [Reply("3")]})
+    assert timeline(events)[:3] == [
+        ("2026-11-02T22:00:00Z", 10, "wait_skipped"),
+        ("2026-11-02T22:00:00Z", 20, "sms_queued"),
+        ("2026-11-02T22:00:00Z", 30, "waiting_for_reply"),
+    ]
+    assert detail(events, 10, "wait_skipped") == {"until": "2026-11-02T18:30:00Z", "policy": "run_now"}
+
+
+# ============================================================================ pre-procedure
+PROCEDURE = {
+    "patientId": "p-300",
+    "patientName": "Ana",
+    "procedureId": "x-300",
+    "procedureName": "colonoscopy",
+    "procedureDateTime": "2026-11-12 07:30",
+    "phoneNumber": PHONE,
+    "email": "ana@example.org",
+}
+FASTING_730 = (
+    "Ana, a reminder for your colonoscopy tomorrow at 7:30 AM: nothing to eat after midnight tonight. "
+    "Sips of water are fine until 2 hours before."
+)
+MORNING_730 = (
+    "Good morning Ana. Your colonoscopy is today at 7:30 AM. Nothing to eat, no water from 2 hours "
+    "before, and bring your driver."
+)
+
+
+def test_pre_procedure_by_cli() -> None:
+    events = cli_json(
+        PRE_PROCEDURE, {**PROCEDURE, "location": "Lakeview Endoscopy Suite"}, "2026-11-02 10:00"
+    )
+    assert timeline(events) == [
+        ("2026-11-02T16:00:00Z", 10, "wait"),
+        ("2026-11-05T15:00:00Z", 20, "email_queued"),  # 09:00 CST, 7 days before
+        ("2026-11-05T15:00:00Z", 30, "wait"),
+        ("2026-11-12T00:00:00Z", 40, "sms_queued"),  # 18:00 CST the day before
+        ("2026-11-12T00:00:00Z", 50, "wait"),
+        ("2026-11-12T12:00:00Z", 60, "sms_queued"),  # 06:00 CST: not held (window opens 06:00)
+        ("2026-11-12T12:00:00Z", 70, "end"),
+    ]
+    assert detail(events, 70, "end") == {"outcome": "instructions-sent"}
+    [email] = [e for e in events if e["type"] == "email_queued"]
+    assert email["channel"] == "email" and email["to"] == "ana@example.org"
+    assert email["subject"] == "Preparing for your colonoscopy on Thursday, November 12 at 7:30 AM"
+    assert email["body"].startswith(
+        "Dear Ana,\n\nYour colonoscopy is on Thursday, November 12, 2026 at 7:30 AM at Lakeview Endoscopy "
+        "Suite.\n\nTo prepare:\n- From 5 days before: stop iron tablets and fibre supplements.\n"
+    )
+    assert "- You will be sedated: an adult must drive you home." in email["body"]
+    assert email["body"].endswith("To change the date, call us at (312) 555-0199.")
+    assert sends(events)[1:] == [
+        ("2026-11-12T00:00:00Z", 40, "sms", PHONE_E164, FASTING_730),
+        (
+            "2026-11-12T12:00:00Z",
+            60,
+            "sms",
+            PHONE_E164,
+            "Good morning Ana. Your colonoscopy is today at 7:30 AM at Lakeview Endoscopy Suite. Nothing to "
+            "eat, no water from 2 hours before, and bring your driver.",
+        ),
+    ]
+    assert not any(e["type"] == "send_held" for e in events)
+
+
+def test_pre_procedure_across_the_fall_back() -> None:
+    """Procedure Mon 2026-11-02 07:30 CST: the email 7 days before at 09:00 is in CDT, the
+    fasting text on the fall-back evening and the morning text in CST."""
+    params = {**PROCEDURE, "procedureDateTime": "2026-11-02 07:30"}
+    events = run(PRE_PROCEDURE, params, "2026-10-20 10:00")
+    assert timeline(events) == [
+        ("2026-10-20T15:00:00Z", 10, "wait"),
+        ("2026-10-26T14:00:00Z", 20, "email_queued"),  # 09:00 CDT
+        ("2026-10-26T14:00:00Z", 30, "wait"),
+        ("2026-11-02T00:00:00Z", 40, "sms_queued"),  # 18:00 CST on 11-01
+        ("2026-11-02T00:00:00Z", 50, "wait"),
+        ("2026-11-02T12:00:00Z", 60, "sms_queued"),  # 06:00 CST
+        ("2026-11-02T12:00:00Z", 70, "end"),
+    ]
+
+
+def test_pre_procedure_across_the_spring_forward() -> None:
+    params = {**PROCEDURE, "procedureDateTime": "2026-03-09 07:30"}
+    events = run(PRE_PROCEDURE, params, "2026-02-20 10:00")
+    assert timeline(events) == [
+        ("2026-02-20T16:00:00Z", 10, "wait"),
+        ("2026-03-02T15:00:00Z", 20, "email_queued"),  # 09:00 CST
+        ("2026-03-02T15:00:00Z", 30, "wait"),
+        ("2026-03-08T23:00:00Z", 40, "sms_queued"),  # 18:00 CDT on the spring-forward day
+        ("2026-03-08T23:00:00Z", 50, "wait"),
+        ("2026-03-09T11:00:00Z", 60, "sms_queued"),  # 06:00 CDT
+        ("2026-03-09T11:00:00Z", 70, "end"),
+    ]
+
+
+def test_pre_procedure_booked_late_gets_the_email_at_once() -> None:
+    events = run(PRE_PROCEDURE, PROCEDURE, "2026-11-09 15:00")
+    assert timeline(events) == [
+        ("2026-11-09T21:00:00Z", 10, "wait_skipped"),
+        ("2026-11-09T21:00:00Z", 20, "email_queued"),
+        ("2026-11-09T21:00:00Z", 30, "wait"),
+        ("2026-11-12T00:00:00Z", 40, "sms_queued"),
+        ("2026-11-12T00:00:00Z", 50, "wait"),
+        ("2026-11-12T12:00:00Z", 60, "sms_queued"),
+        ("2026-11-12T12:00:00Z", 70, "end"),
+    ]
+    assert detail(events, 10, "wait_skipped") == {"until": "2026-11-05T15:00:00Z", "policy": "run_now"}
+    assert bodies(events)[1:] == [FASTING_730, MORNING_730]
+
+
+def test_pre_procedure_booked_the_evening_before_skips_the_midnight_text() -> None:
+    """Booked at 19:30 the evening before: the email goes at once (emails ignore the send
+    window), "nothing to eat after midnight tonight" is past its 18:00 and skipped."""
+    events = run(PRE_PROCEDURE, PROCEDURE, "2026-11-11 19:30")
+    assert timeline(events) == [
+        ("2026-11-12T01:30:00Z", 10, "wait_skipped"),
+        ("2026-11-12T01:30:00Z", 20, "email_queued"),
+        ("2026-11-12T01:30:00Z", 30, "wait_skipped"),
+        ("2026-11-12T01:30:00Z", 40, "sms_skipped"),
+        ("2026-11-12T01:30:00Z", 50, "wait"),
+        ("2026-11-12T12:00:00Z", 60, "sms_queued"),
+        ("2026-11-12T12:00:00Z", 70, "end"),
+    ]
+    assert detail(events, 30, "wait_skipped") == {"until": "2026-11-12T00:00:00Z", "policy": "skip"}
+    assert bodies(events)[1:] == [MORNING_730]
+
+
+def test_pre_procedure_with_the_default_window_would_text_too_late() -> None:
+    """Why the journey sets its own send window: under the default 08:00-21:00 the 06:00
+    morning text is held to 08:00, half an hour after a 07:30 procedure began."""
+    defn = load_definition_file(PRE_PROCEDURE)
+    assert defn.send_window == SendWindow(start="06:00", end="21:00")
+    default = defn.model_copy(update={"send_window": SendWindow()})
+    events = run(PRE_PROCEDURE, PROCEDURE, "2026-11-02 10:00", definition=default)
+    assert timeline(events)[-4:] == [
+        ("2026-11-12T00:00:00Z", 50, "wait"),
+        ("2026-11-12T12:00:00Z", 60, "send_held"),
+        ("2026-11-12T14:00:00Z", 60, "sms_queued"),
+        ("2026-11-12T14:00:00Z", 70, "end"),
+    ]
+
+
+# ============================================================================ engine rules
+STICKY_SKIP = """
+name: Sticky skip
+parameters:
+  - {name: when, type: datetime}
+  - {name: phone, type: phone}
+flows:
+  - id: main
+    name: Main
+    steps:
+      - {id: 10, type: wait_until, parameter: when, before: 2d, at: "09:00", if_past: skip}
+      - id: 20
+        type: branch
+        cases:
+          - when: {parameter: when, before: now+2d}
+            next: 40
+        else: 30
+      - {id: 30, type: send_sms, to: phone, body: "in two days"}
+      - {id: 40, type: wait_until, parameter: when, at: "08:00"}
+      - {id: 50, type: send_sms, to: phone, body: "today"}
+"""
+
+
+def test_a_skipped_wait_only_skips_a_send_reached_without_waiting_again() -> None:
+    """`if_past: skip` skips "the next send … meant for that time". Here the branch leads past
+    the send meant for the skipped time; the next send is reached only after a later wait_until
+    that really waited, so it is on time and must go out."""
+    defn = load_definition_text(STICKY_SKIP)
+    events = simulate(defn, {"when": "2026-11-03 10:00", "phone": PHONE}, TZ, local("2026-11-02 10:00"))
+    assert [(e["stepId"], e["type"]) for e in events] == [
+        (10, "wait_skipped"),
+        (20, "branch"),
+        (40, "wait"),
+        (50, "sms_queued"),
+        (None, "completed"),
+    ]
+    assert sends(events) == [("2026-11-03T14:00:00Z", 50, "sms", PHONE_E164, "today")]
+
+
+# ============================================================================ the CLI itself
+def test_cli_json_events_have_the_documented_fields() -> None:
+    events = cli_json(PRE_PROCEDURE, PROCEDURE, "2026-11-02 10:00")
+    for e in events:
+        assert {"time", "localTime", "flowId", "flowName", "stepId", "type", "detail"} <= set(e)
+        assert e["time"].endswith("Z") and datetime.fromisoformat(e["time"].replace("Z", "+00:00")).tzinfo
+        moment = datetime.fromisoformat(e["time"].replace("Z", "+00:00"))
+        assert datetime.fromisoformat(e["localTime"]) == moment
+        assert datetime.fromisoformat(e["localTime"]).utcoffset() == moment.astimezone(CHICAGO).utcoffset()
+    for e in events:
+        if e["type"] in SEND_KINDS:
+            assert {"channel", "to", "body"} <= set(e)
+            assert ("subject" in e) == (e["channel"] == "email")
+        else:
+            assert not {"channel", "to", "body", "subject"} & set(e)
+
+
+def test_cli_touches_no_database(tmp_path: Path) -> None:
+    db = tmp_path / "should-not-exist.db"
+    result = cli(
+        str(APPOINTMENT_FULL),
+        "--params",
+        json.dumps(APPOINTMENT),
+        "--tz",
+        TZ,
+        "--start",
+        "2026-10-20 10:00",
+        "--json",
+        cwd=tmp_path,
+        env=clean_env(JOURNEYS_DATABASE_URL=f"sqlite:///{db}"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_parameter_names_are_case_insensitive() -> None:
+    params = {k.upper(): v for k, v in APPOINTMENT.items()}
+    events = cli_json(APPOINTMENT_FULL, params, "2026-10-20 10:00")
+    assert events[0]["body"] == CONFIRMATION_NOV3
+
+
+def test_cli_reply_delay() -> None:
+    events = cli_json(APPOINTMENT_FULL, APPOINTMENT, "2026-10-20 10:00", "--reply", "60=C@3h")
+    assert ("2026-11-01T18:00:00Z", 60, "reply_received") in timeline(events)
+    # A reply later than the timeout is never seen: the wait times out.
+    events = cli_json(APPOINTMENT_FULL, APPOINTMENT, "2026-10-20 10:00", "--reply", "60=C@2d")
+    assert ("2026-11-02T15:00:00Z", 60, "reply_timeout") in timeline(events)
+    assert not any(e["type"] == "reply_received" for e in events)
+
+
+def simulate_args(params: str = json.dumps(APPOINTMENT), *extra: str, tz: str = TZ) -> list[str]:
+    return [str(APPOINTMENT_FULL), "--params", params, "--tz", tz, "--start", "2026-10-20 10:00", *extra]
+
+
+def assert_fails(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
+    assert result.stdout == ""
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_rejects_invalid_params_json() -> None:
+    assert_fails(cli(*simulate_args("{not json")), "--params: not valid JSON")
+    assert_fails(cli(*simulate_args('["a list"]')), "--params: must be a JSON object")
+
+
+def test_cli_rejects_a_missing_required_parameter() -> None:
+    params = {k: v for k, v in APPOINTMENT.items() if k != "phoneNumber"}
+    assert_fails(cli(*simulate_args(json.dumps(params))), "phoneNumber", "required parameter is missing")
+
+
+def test_cli_rejects_a_bad_parameter_value() -> None:
+    params = {**APPOINTMENT, "appointmentDateTime": "next Tuesday"}
+    assert_fails(cli(*simulate_args(json.dumps(params))), "appointmentDateTime", "is not a valid datetime")
+    params = {**APPOINTMENT, "doctor": "Dr Who"}
+    assert_fails(cli(*simulate_args(json.dumps(params))), "doctor: unknown parameter")
+
+
+def test_cli_rejects_an_unknown_time_zone() -> None:
+    assert_fails(
+        cli(*simulate_args(tz="Mars/Olympus_Mons")), "--tz", "'Mars/Olympus_Mons' is not an IANA time zone"
+    )
+
+
+@pytest.mark.parametrize("reply", ["C", "sixty=C", "=C", "60=C@soon"])
+def test_cli_rejects_bad_reply_syntax(reply: str) -> None:
+    assert_fails(cli(*simulate_args(json.dumps(APPOINTMENT), "--reply", reply)), f"--reply {reply!r}")
+
+
+@pytest.mark.parametrize("answer", ["110", "110=ok", "x=500", "110=200:{not json"])
+def test_cli_rejects_bad_http_syntax(answer: str) -> None:
+    assert_fails(cli(*simulate_args(json.dumps(APPOINTMENT), "--http", answer)), f"--http {answer!r}")
+
+
+def test_cli_rejects_a_bad_start() -> None:
+    result = cli(
+        str(APPOINTMENT_FULL), "--params", json.dumps(APPOINTMENT), "--tz", TZ, "--start", "tomorrow"
+    )
+    assert_fails(result, "--start")
+
+
+def test_cli_rejects_an_invalid_definition_with_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: Bad\n"
+        "parameters:\n"
+        "  - {name: phone, type: phone}\n"
+        "flows:\n"
+        "  - id: main\n"
+        "    name: Main\n"
+        "    steps:\n"
+        "      - id: 10\n"
+        "        type: send_sms\n"
+        "        to: phone\n"
+        "      - id: 20\n"
+        "        type: wait\n"
+        "        duration: 30\n",
+        encoding="utf-8",
+    )
+    result = cli(str(bad), "--tz", TZ, "--start", "2026-11-02 10:00", "--params", '{"phone": "3125550100"}')
+    assert_fails(result)
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        f"{bad}:8: flows[0].steps[0]: missing field 'body'",
+        f"{bad}:13: flows[0].steps[1].duration: expected text, got a number (a duration needs a unit, "
+        "e.g. '30m', '24h', '2d')",
+    ]
+
+
+def test_cli_missing_file() -> None:
+    result = cli("/nonexistent/journey.yaml", "--tz", TZ, "--start", "2026-11-02 10:00")
+    assert_fails(result, "/nonexistent/journey.yaml", "cannot read file")
+
+
+def test_function_and_cli_agree() -> None:
+    """The CLI is a thin wrapper: the same run gives the same events (message ids aside)."""
+    replies = {60: [Reply("R", timedelta(hours=2))]}
+    from_function = run(
+        APPOINTMENT_FULL, APPOINTMENT, "2026-10-20 10:00", replies=replies, http={110: {"status": 500}}
+    )
+    from_cli = cli_json(
+        APPOINTMENT_FULL, APPOINTMENT, "2026-10-20 10:00", "--reply", "60=R@2h", "--http", "110=500"
+    )
+
+    def strip(events: list[Event]) -> list[Event]:
+        return [{**e, "detail": {k: v for k, v in e["detail"].items() if k != "messageId"}} for e in events]
+
+    assert strip(from_function) == strip(from_cli)
+    assert all(isinstance(e["detail"].get("messageId"), str) for e in from_cli if e["type"] in SEND_KINDS)
+
+
+def test_parameters_are_read_in_the_simulation_zone() -> None:
+    """A local appointmentDateTime means local to the instance's zone (here UTC)."""
+    defn = load_definition_file(APPOINTMENT_REMINDER)
+    utc_run = simulate(defn, REMINDER_PARAMS, "UTC", datetime(2026, 10, 28, 15, 0, tzinfo=UTC))
+    assert utc_run[0]["time"] == "2026-10-28T15:00:00Z"
+    assert utc_run[0]["localTime"] == "2026-10-28T15:00:00+00:00"
+    # appointmentDateTime is read in the instance's zone: 14:00 UTC, 24h before is 10-31 14:00Z.
+    assert utc_run[1]["detail"] == {"until": "2026-10-31T14:00:00Z"}
+
+
+# ============================================================================ simulator == engine
+ORACLE_CASES = {
+    "appointment-sorry-then-confirm": (
+        APPOINTMENT_FULL,
+        APPOINTMENT,
+        "2026-10-20 10:00",
+        {60: [("maybe", timedelta(minutes=5)), ("C", timedelta(hours=1))]},
+    ),
+    "appointment-booked-at-night": (APPOINTMENT_FULL, APPOINTMENT, "2026-10-30 22:00", {}),
+    "survey-promoter-after-reminder": (
+        SURVEY,
+        SURVEY_PARAMS,
+        "2026-11-02 09:00",
+        {60: [("5", timedelta(hours=5))]},
+    ),
+    "pre-procedure": (PRE_PROCEDURE, PROCEDURE, "2026-11-02 10:00", {}),
+}
+
+
+def _without_message_ids(detail: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in detail.items() if k != "messageId"}
+
+
+def _parse(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _iso(value: datetime) -> str:
+    if value.tzinfo is None:  # SQLite hands back naive UTC
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.mark.parametrize("case", sorted(ORACLE_CASES))
+def test_the_engine_does_what_the_simulator_shows(server: Any, http: Any, case: str) -> None:
+    """The simulator is the engine's oracle: the same instance, run by the real server and
+    worker on the test clock (replies injected through the API), records the same events at
+    the same times and queues the same messages."""
+    import sqlalchemy as sa
+
+    from journeys.store.tables import journey_instances, outbox
+
+    path, params, start, reply_plan = ORACLE_CASES[case]
+    expected = run(
+        path,
+        params,
+        start,
+        replies={step: [Reply(text, delay) for text, delay in plan] for step, plan in reply_plan.items()},
+    )
+
+    t = server.tenant(path)
+    server.clock.set(local(start).astimezone(UTC))
+    body = {"flowId": None, "timeZone": TZ, "instances": [{"parameters": params}]}
+    r = http.post(t.url("/bulk"), json=body, headers=t.headers)
+    assert r.status_code == 204, r.text
+    server.run_worker()
+    pending = {step: list(plan) for step, plan in reply_plan.items()}
+    ji = journey_instances
+    for _ in range(200):
+        with server.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(
+                    ji.c.instance_id, ji.c.status, ji.c.step_id, ji.c.due_at, ji.c.waiting_reply_phone
+                ).where(ji.c.org_id == t.org_id)
+            ).one()
+        if row.status != "InProgress":
+            break
+        now = server.clock.now()
+        due = row.due_at if row.due_at.tzinfo else row.due_at.replace(tzinfo=UTC)
+        if row.waiting_reply_phone and pending.get(row.step_id):
+            text, delay = pending[row.step_id].pop(0)
+            if now + delay < due:
+                server.clock.set(now + delay)
+                answer = http.post(
+                    f"/api/orgs/{t.org_id}/replies", json={"from": PHONE, "body": text}, headers=t.headers
+                )
+                assert answer.status_code == 200, answer.text
+                assert answer.json()["matched"] is True
+                server.run_worker()
+                continue
+        server.clock.set(max(now, due))
+        server.run_worker()
+    else:
+        pytest.fail("the instance did not finish")
+    assert row.status == "Completed"
+
+    r = http.get(t.url(f"/{row.instance_id}"), headers=t.headers)
+    assert r.status_code == 200, r.text
+    # 'started' and 'reply_arrived' are written by the API (the trigger, the inbound SMS), not
+    # by the interpreter, so the simulator does not show them.
+    recorded = [e for e in r.json()["events"] if e["type"] not in ("started", "reply_arrived")]
+    assert [
+        (
+            _iso(_parse(e["eventDateTime"])),
+            e["flowId"],
+            e["stepId"],
+            e["type"],
+            _without_message_ids(e["detail"] or {}),
+        )
+        for e in recorded
+    ] == [
+        (e["time"], e["flowId"], e["stepId"], e["type"], _without_message_ids(e["detail"])) for e in expected
+    ]
+
+    with server.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(
+                outbox.c.created_at,
+                outbox.c.step_id,
+                outbox.c.channel,
+                outbox.c.to_address,
+                outbox.c.subject,
+                outbox.c.body,
+            )
+            .where(outbox.c.org_id == t.org_id)
+            .order_by(outbox.c.created_at, outbox.c.step_id)
+        ).all()
+    assert [(_iso(m.created_at), m.step_id, m.channel, m.to_address, m.subject, m.body) for m in rows] == [
+        (e["time"], e["stepId"], e["channel"], e["to"], e.get("subject"), e["body"])
+        for e in expected
+        if e["type"] in SEND_KINDS
+    ]
+    assert server.count("outbox", t.org_id) == len(rows)
