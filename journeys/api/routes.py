@@ -197,7 +197,7 @@ async def cancel(
         jv = _journey(request, orgId, chatBotId)
         with transaction(state.engine) as conn:
             try:
-                instance_service.cancel(conn, jv, journeyInstanceId, state.clock.now())
+                instance_service.cancel(conn, jv, journeyInstanceId, state.clock.now)
             except instance_service.NotFound:
                 raise ApiError(404, [f"instance {journeyInstanceId} not found"]) from None
             except instance_service.Conflict as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -35,10 +36,10 @@ def get(
     return row, repo.events(conn, jv.org_id, instance_id)
 
 
-def cancel(conn: Connection, jv: JourneyVersion, instance_id: str, now: datetime) -> bool:
+def cancel(conn: Connection, jv: JourneyVersion, instance_id: str, clock: Callable[[], datetime]) -> bool:
     """Cancel an instance. True if this call cancelled it, False if it already was cancelled.
     Raises NotFound, or Conflict when it already completed or failed."""
-    before = repo.cancel(conn, jv.org_id, jv.journey_id, instance_id, now)
+    before, now = repo.cancel(conn, jv.org_id, jv.journey_id, instance_id, clock)
     if before is None:
         raise NotFound(instance_id)
     if before == ACTIVE:

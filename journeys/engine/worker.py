@@ -44,7 +44,7 @@ class BatchResult:
 
 
 def retry_delay(attempt: int) -> timedelta:
-    """Exponential backoff with full jitter: up to base * 2**(attempt-1), capped."""
+    """Exponential backoff with jitter: between half and all of base * 2**(attempt-1), capped."""
     ceiling = min(BACKOFF_BASE * (2 ** min(max(attempt - 1, 0), 20)), BACKOFF_MAX)
     return timedelta(seconds=random.uniform(ceiling.total_seconds() / 2, ceiling.total_seconds()))
 

@@ -6,7 +6,7 @@ insertmanyvalues batches on PostgreSQL) per table per request, and IN-list look-
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -283,9 +283,19 @@ def count(conn: Connection, table: sa.Table, org_id: str | None = None) -> int:
 
 
 # ---------------------------------------------------------------- cancel
-def cancel(conn: Connection, org_id: str, journey_id: str, instance_id: str, now: datetime) -> str | None:
+def cancel(
+    conn: Connection, org_id: str, journey_id: str, instance_id: str, clock: Callable[[], datetime]
+) -> tuple[str | None, datetime]:
     """Cancel an active instance. Returns the status it had before ('InProgress' when this call
-    cancelled it), or None when there is no such instance. The conditional UPDATE is the guard."""
+    cancelled it; None when there is no such instance) and the cancel time. The row is locked
+    first and the clock read after, so a step that was running finishes before the cancel's
+    time; the conditional UPDATE is the guard."""
+    conn.execute(
+        sa.select(ji.c.instance_id)
+        .where(ji.c.org_id == org_id, ji.c.journey_id == journey_id, ji.c.instance_id == instance_id)
+        .with_for_update()
+    ).first()
+    now = clock()
     changed = conn.execute(
         ji.update()
         .where(
@@ -294,24 +304,18 @@ def cancel(conn: Connection, org_id: str, journey_id: str, instance_id: str, now
             ji.c.instance_id == instance_id,
             ji.c.status == ACTIVE,
         )
-        .values(status="Cancelled", due_at=None, ended_at=now, rev=ji.c.rev + 1)
+        .values(status="Cancelled", due_at=None, ended_at=now, waiting_reply_phone=None, rev=ji.c.rev + 1)
         .returning(ji.c.instance_id)
     ).first()
     if changed is not None:
-        conn.execute(
-            outbox.update()
-            .where(
-                outbox.c.org_id == org_id, outbox.c.instance_id == instance_id, outbox.c.status == "queued"
-            )
-            .values(status="dropped", last_error="instance cancelled")
-        )
-        return ACTIVE
+        drop_queued_messages(conn, org_id, [instance_id], "instance cancelled")
+        return ACTIVE, now
     row = conn.execute(
         sa.select(ji.c.status).where(
             ji.c.org_id == org_id, ji.c.journey_id == journey_id, ji.c.instance_id == instance_id
         )
     ).first()
-    return row[0] if row else None
+    return (row[0] if row else None), now
 
 
 def drop_queued_messages(conn: Connection, org_id: str, instance_ids: Sequence[str], reason: str) -> None:

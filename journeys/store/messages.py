@@ -21,8 +21,21 @@ _DELIVER_TO_OUTBOX = sa.text(
 ).bindparams(sa.bindparam("now", type_=UTCDateTime()))
 
 
+# PostgreSQL: the instance rows are read FOR SHARE, so delivery waits for a cancel that is in
+# flight and then sees its result (rows are locked instance-then-outbox, as a cancel does).
+_DELIVER_TO_OUTBOX_PG = sa.text(
+    "UPDATE outbox SET status = 'sent', sent_at = :now, provider = 'outbox' "
+    "WHERE status = 'queued' AND (org_id, message_id) IN ("
+    "SELECT o.org_id, o.message_id FROM outbox o JOIN journey_instances i "
+    "ON i.org_id = o.org_id AND i.instance_id = o.instance_id "
+    "WHERE o.status = 'queued' AND o.send_after <= :now AND i.status IN ('InProgress', 'Completed') "
+    "FOR SHARE OF i)"
+).bindparams(sa.bindparam("now", type_=UTCDateTime()))
+
+
 def deliver_to_outbox(conn: Connection, now: datetime) -> int:
-    return int(conn.execute(_DELIVER_TO_OUTBOX, {"now": now}).rowcount or 0)
+    sql = _DELIVER_TO_OUTBOX_PG if conn.dialect.name == "postgresql" else _DELIVER_TO_OUTBOX
+    return int(conn.execute(sql, {"now": now}).rowcount or 0)
 
 
 def list_messages(
