@@ -754,3 +754,73 @@ def test_demo_then_serve_end_to_end(cli: Cli, tmp_path: Path) -> None:
     assert logs.strip(), "expected the server to log something"
     for secret in [*PHI, token]:
         assert secret not in logs, f"{secret!r} appears in the server logs:\n{logs}"
+
+
+REPLY_JOURNEY = """
+name: Ask
+frequency_cap: null
+send_window: null
+parameters:
+  - {name: key, identifier: true}
+  - {name: phone, type: phone}
+  - {name: answer, required: false}
+flows:
+  - id: main
+    name: Main
+    steps:
+      - {id: 10, type: send_sms, to: phone, body: "Reply C to confirm"}
+      - id: 20
+        type: wait_for_reply
+        to: phone
+        timeout: 1d
+        save_reply_to: answer
+        replies: [{outcome: confirmed, next: 30}]
+      - {id: 25, type: end, outcome: other}
+      - {id: 30, type: end, outcome: confirmed}
+"""
+
+
+def test_reply_command_hands_the_reply_to_the_waiting_instance(cli: Cli, tmp_path: Path) -> None:
+    org = cli.org()
+    secret = cli.token(org)["token"]
+    bot = cli.json(
+        "journey", "publish", str(write(tmp_path, "ask.yaml", REPLY_JOURNEY)), "--org", org, "--json"
+    )["id"]
+    # Nobody waits yet: stored as unmatched.
+    out = cli.json("reply", "--org", org, "--from", "(555) 555-0100", "--body", "C", "--json")
+    assert out["matched"] is False and out["instanceId"] is None
+    assert cli.count("inbound_messages", org) == 1
+    with serve(cli) as server:
+        base = f"{server.base_url}/chatbotapi/external/orgs/{org}/journeys/{bot}/instances"
+        headers = {"Authorization": f"Bearer {secret}"}
+        body = {"timeZone": "UTC", "instances": [{"parameters": {"key": "k1", "phone": "+15555550100"}}]}
+        assert httpx.post(f"{base}/bulk", json=body, headers=headers).status_code == 204
+        deadline = time.monotonic() + 15
+        while cli.count("outbox", org) == 0:
+            assert time.monotonic() < deadline, "the worker never sent the question"
+            time.sleep(0.1)
+        time.sleep(0.3)  # the instance is now waiting for the reply
+        out = cli.json("reply", "--org", org, "--from", "5555550100", "--body", " yes ", "--json")
+        assert out["matched"] is True and out["instanceId"]
+        deadline = time.monotonic() + 15
+        while True:
+            got = httpx.get(f"{base}/{out['instanceId']}", headers=headers).json()
+            if got["status"] == "Completed":
+                break
+            assert time.monotonic() < deadline, got
+            time.sleep(0.1)
+        assert got["parameters"]["answer"] == " yes "
+        assert [e["detail"] for e in got["events"] if e["type"] == "reply_received"] == [
+            {"outcome": "confirmed"}
+        ]
+
+
+def test_reply_command_rejects_bad_input(cli: Cli) -> None:
+    org = cli.org()
+    proc = cli.run("reply", "--org", org, "--from", "not a number", "--body", "C")
+    assert proc.returncode != 0
+    assert "from: must be a phone number" in proc.stderr
+    proc = cli.run("reply", "--org", org, "--from", "+15555550100", "--body", "x" * 1601)
+    assert proc.returncode != 0
+    assert "body: at most 1600 characters" in proc.stderr
+    assert cli.count("inbound_messages", org) == 0
