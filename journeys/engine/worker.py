@@ -1,18 +1,24 @@
 """The worker: claims due instances in batches and runs them through the interpreter.
 
-One batch is one transaction: claim (locking the rows), run every instance's steps in memory,
+A batch is claimed with a lease (one statement, committed), then run and written in one
+transaction: lock the rows still leased to the batch, run every instance's steps in memory,
 write all events, outbox messages and new cursors set-based, commit. A crash anywhere before
-the commit loses nothing and repeats nothing: the rows are simply due again. Delivery of
-queued messages happens after the commit, from the outbox.
+that commit loses nothing and repeats nothing: when the lease expires the instances are simply
+due again, for any worker. Delivery of queued messages and HTTP calls happen after the commit.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import random
+import socket
 import threading
+import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,12 +32,15 @@ from journeys.clock import Clock
 from journeys.engine.http import perform_http
 from journeys.engine.interpreter import Effects, Instance, StepFailed, advance, load_state
 from journeys.engine.timeline import event_row
+from journeys.ids import new_id
 from journeys.store import work
 from journeys.store.db import read_only, transaction
 
 log = logging.getLogger("journeys.worker")
 
 MAX_ATTEMPTS = 5
+DEFAULT_LEASE = timedelta(seconds=30)
+HEARTBEAT_EVERY = 5.0  # seconds
 BACKOFF_BASE = timedelta(seconds=5)
 BACKOFF_MAX = timedelta(minutes=30)
 
@@ -51,12 +60,25 @@ def retry_delay(attempt: int) -> timedelta:
 
 class Worker:
     def __init__(
-        self, engine: Engine, clock: Clock, *, batch_size: int = 200, poll_interval: float = 1.0
+        self,
+        engine: Engine,
+        clock: Clock,
+        *,
+        batch_size: int = 200,
+        poll_interval: float = 1.0,
+        lease: timedelta = DEFAULT_LEASE,
     ) -> None:
         self.engine = engine
         self.clock = clock
         self.batch_size = batch_size
         self.poll_interval = poll_interval
+        self.lease = lease
+        self.worker_id = f"{socket.gethostname()[:24]}-{os.getpid()}-{new_id()[-8:]}"
+        self.started_at: datetime | None = None  # set when the loop starts
+        self._batch_seq = 0
+        self.batches = 0
+        self.steps = 0
+        self._last_heartbeat = 0.0
         self.provider = OutboxProvider()
         self.wake = threading.Event()
         self._stop = threading.Event()
@@ -64,53 +86,88 @@ class Worker:
 
     # ------------------------------------------------------------------ one batch
     def run_batch(self) -> BatchResult:
+        """Claim a batch (short transaction), run and write it (second transaction), make its
+        HTTP calls (no transaction), deliver due messages."""
         now = self.clock.now()
         result = BatchResult()
-        calls: list[tuple[dict[str, Any], dict[str, Any]]] = []  # (instance key, call)
+        self._batch_seq += 1
+        token = f"{self.worker_id}:{self._batch_seq}"
         with transaction(self.engine) as conn:
-            rows = work.claim_due(conn, now, self.batch_size)
-            result.claimed = len(rows)
-            ledger = work.SmsLedger(conn)
-            ledger.prefetch(self._phones(conn, rows), now)
-            updates: list[dict[str, Any]] = []
-            events: list[dict[str, Any]] = []
-            messages: list[dict[str, Any]] = []
-            param_rows: list[dict[str, Any]] = []
-            for row in rows:
-                fx, update = self._run_one(conn, row, now, ledger)
-                result.steps += fx.steps_run
-                events.extend(fx.events)
-                messages.extend(fx.messages)
-                updates.append(update)
-                if fx.parameters is not None and fx.changed:
-                    param_rows.extend(
-                        {
-                            "org_id": row["org_id"],
-                            "instance_id": row["instance_id"],
-                            "journey_id": row["journey_id"],
-                            "name": name.lower(),
-                            "value": fx.parameters[name],
-                        }
-                        for name in sorted(fx.changed)
-                    )
-                if fx.http_call is not None:
-                    key = {
-                        "org_id": row["org_id"],
-                        "instance_id": row["instance_id"],
-                        "rev": int(row["rev"]) + 1,
-                    }
-                    calls.append((key, fx.http_call))
-            work.insert_events(conn, events)
-            work.insert_messages(conn, messages)
-            changed = work.write_instance_updates(conn, updates)
-            if changed != len(updates):  # pragma: no cover - rows are locked for this transaction
-                raise RuntimeError(f"batch lost {len(updates) - changed} instance(s) to a concurrent change")
-            work.replace_parameters(conn, param_rows)
+            rows = work.claim_due(conn, now, self.batch_size, token, self.lease)
+        result.claimed = len(rows)
+        calls: list[tuple[dict[str, Any], dict[str, Any]]] = []  # (instance key, call)
+        if rows:
+            with self._renewing(token):
+                with transaction(self.engine) as conn:
+                    calls = self._execute(conn, token, rows, now, result)
         for key, call in calls:  # outside any transaction: the network is slow and may fail
             self._http(key, call)
         with transaction(self.engine) as conn:
             result.delivered = self.provider.deliver_due(conn, self.clock.now())
+        self.batches += 1
+        self.steps += result.steps
         return result
+
+    def _execute(
+        self, conn: Any, token: str, rows: list[dict[str, Any]], now: datetime, result: BatchResult
+    ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        kept = work.lock_leased(conn, token, rows)
+        rows = [r for r in rows if (r["org_id"], r["instance_id"]) in kept]
+        ledger = work.SmsLedger(conn)
+        ledger.prefetch(self._phones(conn, rows), now)
+        updates: list[dict[str, Any]] = []
+        events: list[dict[str, Any]] = []
+        messages: list[dict[str, Any]] = []
+        param_rows: list[dict[str, Any]] = []
+        calls: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        for row in rows:
+            fx, update = self._run_one(conn, row, now, ledger)
+            result.steps += fx.steps_run
+            events.extend(fx.events)
+            messages.extend(fx.messages)
+            updates.append(update)
+            if fx.parameters is not None and fx.changed:
+                param_rows.extend(
+                    {
+                        "org_id": row["org_id"],
+                        "instance_id": row["instance_id"],
+                        "journey_id": row["journey_id"],
+                        "name": name.lower(),
+                        "value": fx.parameters[name],
+                    }
+                    for name in sorted(fx.changed)
+                )
+            if fx.http_call is not None:
+                key = {"org_id": row["org_id"], "instance_id": row["instance_id"], "rev": int(row["rev"]) + 1}
+                calls.append((key, fx.http_call))
+        work.insert_events(conn, events)
+        work.insert_messages(conn, messages)
+        changed = work.write_instance_updates(conn, updates)
+        if changed != len(updates):  # pragma: no cover - the rows are locked by lock_leased
+            raise RuntimeError(f"batch lost {len(updates) - changed} instance(s) to a concurrent change")
+        work.replace_parameters(conn, param_rows)
+        return calls
+
+    @contextmanager
+    def _renewing(self, token: str) -> Iterator[None]:
+        """Renew the batch's lease every third of its length until the batch is written."""
+        done = threading.Event()
+
+        def renew() -> None:
+            while not done.wait(self.lease.total_seconds() / 3):
+                try:
+                    with transaction(self.engine) as conn:
+                        work.renew_lease(conn, token, self.clock.now() + self.lease)
+                except Exception as exc:  # the write will find out; never crash the worker here
+                    log.warning("lease renewal failed: %s", type(exc).__name__)
+
+        thread = threading.Thread(target=renew, name="journeys-lease", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join(5)
 
     @staticmethod
     def _phones(conn: Any, rows: list[dict[str, Any]]) -> set[tuple[str, str]]:
@@ -248,10 +305,14 @@ class Worker:
         if self._thread is not None:
             return
         self._stop.clear()
+        self.started_at = self.clock.now()
         self._thread = threading.Thread(target=self._loop, name="journeys-worker", daemon=True)
         self._thread.start()
+        if self.engine.dialect.name == "postgresql":
+            threading.Thread(target=self._listen, name="journeys-listen", daemon=True).start()
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop after the batch in progress is written (a batch is never abandoned half-done)."""
         self._stop.set()
         self.wake.set()
         if self._thread is not None:
@@ -259,12 +320,18 @@ class Worker:
             self._thread = None
 
     def _loop(self) -> None:
-        log.info("worker started (batch size %d, poll interval %.1fs)", self.batch_size, self.poll_interval)
+        log.info(
+            "worker %s started (batch size %d, poll interval %.1fs)",
+            self.worker_id,
+            self.batch_size,
+            self.poll_interval,
+        )
         failures = 0
         while not self._stop.is_set():
             try:
                 r = self.run_batch()
                 failures = 0
+                self._heartbeat()
                 if r.claimed >= self.batch_size:
                     continue  # more is due right now
                 timeout = self._sleep_time()
@@ -274,7 +341,44 @@ class Worker:
                 timeout = min(30.0, 0.5 * 2**failures) * random.uniform(0.5, 1.0)
             self.wake.wait(timeout)
             self.wake.clear()
-        log.info("worker stopped")
+        self._heartbeat(stopped=True)
+        log.info("worker %s stopped", self.worker_id)
+
+    def _heartbeat(self, stopped: bool = False) -> None:
+        if not stopped and time.monotonic() - self._last_heartbeat < HEARTBEAT_EVERY:
+            return
+        self._last_heartbeat = time.monotonic()
+        try:
+            with transaction(self.engine) as conn:
+                work.heartbeat(
+                    conn,
+                    self.worker_id,
+                    socket.gethostname(),
+                    os.getpid(),
+                    self.started_at or self.clock.now(),
+                    self.clock.now(),
+                    self.batches,
+                    self.steps,
+                    stopped,
+                )
+        except Exception as exc:
+            log.warning("heartbeat failed: %s", type(exc).__name__)
+
+    def _listen(self) -> None:
+        """PostgreSQL LISTEN: wake up at once when work is triggered (a hint; polling still runs)."""
+        import psycopg
+
+        url = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(url, autocommit=True) as conn:
+                    conn.execute("LISTEN journeys_due")
+                    while not self._stop.is_set():
+                        for _ in conn.notifies(timeout=1.0, stop_after=1):
+                            self.wake.set()
+            except Exception as exc:
+                log.warning("LISTEN connection lost (%s); polling meanwhile", type(exc).__name__)
+                self._stop.wait(random.uniform(1.0, 3.0))
 
     def _sleep_time(self) -> float:
         jittered = self.poll_interval * random.uniform(0.8, 1.2)

@@ -183,6 +183,7 @@ def apply_subflow_updates(conn: Connection, org_id: str, updates: Sequence[dict[
             state="{}",
             attempts=0,
             waiting_reply_phone=None,
+            lease_owner=None,
             rev=ji.c.rev + 1,
         )
     )
@@ -304,7 +305,14 @@ def cancel(
             ji.c.instance_id == instance_id,
             ji.c.status == ACTIVE,
         )
-        .values(status="Cancelled", due_at=None, ended_at=now, waiting_reply_phone=None, rev=ji.c.rev + 1)
+        .values(
+            status="Cancelled",
+            due_at=None,
+            ended_at=now,
+            waiting_reply_phone=None,
+            lease_owner=None,
+            rev=ji.c.rev + 1,
+        )
         .returning(ji.c.instance_id)
     ).first()
     if changed is not None:

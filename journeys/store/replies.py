@@ -38,7 +38,7 @@ def deliver_reply(
     result = conn.execute(
         ji.update()
         .where(ji.c.org_id == org_id, ji.c.instance_id == instance_id, ji.c.rev == rev)
-        .values(state=state_json, due_at=now, waiting_reply_phone=None, rev=ji.c.rev + 1)
+        .values(state=state_json, due_at=now, waiting_reply_phone=None, lease_owner=None, rev=ji.c.rev + 1)
     )
     return bool(result.rowcount)
 

@@ -130,6 +130,8 @@ journey_instances = sa.Table(
     sa.Column("ended_at", UTCDateTime, nullable=True),
     # Set while the instance waits for an SMS reply from this (normalised) number.
     sa.Column("waiting_reply_phone", sa.String(20), nullable=True),
+    # The claim token of the worker batch holding the instance; due_at is then the lease's expiry.
+    sa.Column("lease_owner", sa.String(64), nullable=True),
     sa.PrimaryKeyConstraint("org_id", "instance_id"),
     sa.Index("ix_journey_instances_org_journey_created", "org_id", "journey_id", "created_at"),
     sa.Index("ix_journey_instances_org_journey_status", "org_id", "journey_id", "status", "created_at"),
@@ -234,6 +236,20 @@ inbound_messages = sa.Table(
     sa.Column("source", sa.String(16), nullable=False),  # api | cli | provider
     sa.PrimaryKeyConstraint("org_id", "message_id"),
     sa.Index("ix_inbound_messages_org_received", "org_id", "received_at"),
+)
+
+# Operational, not tenant data: one row per worker process (a Citus reference table).
+worker_heartbeats = sa.Table(
+    "worker_heartbeats",
+    metadata,
+    sa.Column("worker_id", sa.String(64), primary_key=True),
+    sa.Column("hostname", sa.Text, nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("last_seen_at", UTCDateTime, nullable=False),
+    sa.Column("stopped_at", UTCDateTime, nullable=True),
+    sa.Column("batches", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("steps", sa.BigInteger, nullable=False, server_default="0"),
 )
 
 # Use this literal (not a bound parameter) in queries that must match the partial indexes'

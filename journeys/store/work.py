@@ -1,9 +1,15 @@
 """Claiming due work and writing a batch's effects: one claim statement per dialect.
 
-SQLite: the claim runs inside the worker's `BEGIN IMMEDIATE` transaction, so the worker is
-the only writer until it commits. PostgreSQL: `FOR UPDATE SKIP LOCKED` lets many workers
-claim disjoint batches; the rows stay locked until the batch commits, so a cancel or subflow
-either waits for the step to finish or (if it came first) makes the worker's `rev` guard fail.
+A batch is claimed by one statement that stamps the batch's token into `lease_owner` and moves
+`due_at` to the lease's expiry, and commits. The instances are then invisible to other
+workers' claims until the lease expires — so a worker that dies simply lets its lease run out,
+and the same claim statement recovers the work. While a batch runs its lease is renewed. The
+batch's effects are written in a second transaction that first locks the claimed rows and
+keeps only those still leased to this batch at the revision it read (a cancel, subflow or
+reply in between bumps `rev` and clears the lease, so it wins).
+
+PostgreSQL: the claim's subquery takes `FOR UPDATE SKIP LOCKED`, so concurrent workers claim
+disjoint batches without waiting on each other. SQLite: transactions are exclusive writers.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from journeys.store.tables import (
     instance_parameters,
     journey_instances,
     outbox,
+    worker_heartbeats,
 )
 
 ji = journey_instances
@@ -31,24 +38,84 @@ ji = journey_instances
 _CLAIM_COLUMNS = (
     "org_id, instance_id, journey_id, version, flow_id, step_id, time_zone, parameters, state, rev, attempts"
 )
-
-_CLAIM_WHERE = (
-    "WHERE status = 'InProgress' AND due_at IS NOT NULL AND due_at <= :now ORDER BY due_at LIMIT :limit"
+_DUE = "status = 'InProgress' AND due_at IS NOT NULL AND due_at <= :now ORDER BY due_at LIMIT :limit"
+_BINDS = (
+    sa.bindparam("now", type_=UTCDateTime()),
+    sa.bindparam("lease_until", type_=UTCDateTime()),
+    sa.bindparam("token", type_=sa.String()),
+    sa.bindparam("limit", type_=sa.Integer()),
 )
-_BINDS = (sa.bindparam("now", type_=UTCDateTime()), sa.bindparam("limit", type_=sa.Integer()))
 
 CLAIM_SQL = {
-    "sqlite": sa.text(f"SELECT {_CLAIM_COLUMNS} FROM journey_instances {_CLAIM_WHERE}").bindparams(*_BINDS),
+    "sqlite": sa.text(
+        "UPDATE journey_instances SET lease_owner = :token, due_at = :lease_until "
+        f"WHERE (org_id, instance_id) IN (SELECT org_id, instance_id FROM journey_instances WHERE {_DUE}) "
+        f"RETURNING {_CLAIM_COLUMNS}"
+    ).bindparams(*_BINDS),
     "postgresql": sa.text(
-        f"SELECT {_CLAIM_COLUMNS} FROM journey_instances {_CLAIM_WHERE} FOR UPDATE SKIP LOCKED"
+        "UPDATE journey_instances AS j SET lease_owner = :token, due_at = :lease_until "
+        f"FROM (SELECT org_id, instance_id FROM journey_instances WHERE {_DUE} FOR UPDATE SKIP LOCKED) AS c "
+        "WHERE j.org_id = c.org_id AND j.instance_id = c.instance_id "
+        "RETURNING " + ", ".join(f"j.{c.strip()}" for c in _CLAIM_COLUMNS.split(","))
     ).bindparams(*_BINDS),
 }
 
 
-def claim_due(conn: Connection, now: datetime, limit: int) -> list[dict[str, Any]]:
-    """Lock and return up to `limit` due instances, earliest first."""
+def claim_due(
+    conn: Connection, now: datetime, limit: int, token: str, lease: timedelta
+) -> list[dict[str, Any]]:
+    """Lease up to `limit` due instances (earliest due first) to the batch `token`."""
     sql = CLAIM_SQL["postgresql" if conn.dialect.name == "postgresql" else "sqlite"]
-    return [dict(r) for r in conn.execute(sql, {"now": now, "limit": limit}).mappings()]
+    params = {"now": now, "lease_until": now + lease, "token": token, "limit": limit}
+    return [dict(r) for r in conn.execute(sql, params).mappings()]
+
+
+def renew_lease(conn: Connection, token: str, until: datetime) -> int:
+    """Push the expiry of every instance still leased to `token`."""
+    return int(conn.execute(ji.update().where(ji.c.lease_owner == token).values(due_at=until)).rowcount or 0)
+
+
+def lock_leased(conn: Connection, token: str, rows: Sequence[dict[str, Any]]) -> set[tuple[str, str]]:
+    """Lock the claimed rows and return those still leased to `token` at the revision claimed."""
+    wanted = {(r["org_id"], r["instance_id"]): int(r["rev"]) for r in rows}
+    kept: set[tuple[str, str]] = set()
+    keys = list(wanted)
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        q = (
+            sa.select(ji.c.org_id, ji.c.instance_id, ji.c.rev)
+            .where(ji.c.lease_owner == token, sa.tuple_(ji.c.org_id, ji.c.instance_id).in_(chunk))
+            .with_for_update()
+        )
+        for org_id, instance_id, rev in conn.execute(q):
+            if wanted.get((org_id, instance_id)) == int(rev):
+                kept.add((org_id, instance_id))
+    return kept
+
+
+def notify_due(conn: Connection) -> None:
+    """A wake-up hint for idle workers (PostgreSQL NOTIFY, delivered at commit)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("NOTIFY journeys_due")
+
+
+def heartbeat(conn: Connection, worker_id: str, hostname: str, pid: int, started: datetime, now: datetime,
+              batches: int, steps: int, stopped: bool = False) -> None:  # fmt: skip
+    values = {"last_seen_at": now, "batches": batches, "steps": steps, "stopped_at": now if stopped else None}
+    changed = conn.execute(
+        worker_heartbeats.update().where(worker_heartbeats.c.worker_id == worker_id).values(**values)
+    ).rowcount
+    if not changed:
+        conn.execute(
+            worker_heartbeats.insert().values(
+                worker_id=worker_id, hostname=hostname, pid=pid, started_at=started, **values
+            )
+        )
+
+
+def list_workers(conn: Connection) -> list[dict[str, Any]]:
+    q = sa.select(worker_heartbeats).order_by(worker_heartbeats.c.started_at)
+    return [dict(r) for r in conn.execute(q).mappings()]
 
 
 def next_due(conn: Connection) -> datetime | None:
@@ -88,6 +155,7 @@ def write_instance_updates(conn: Connection, updates: Sequence[dict[str, Any]]) 
             last_step_id=sa.func.coalesce(sa.bindparam("last_step_id", type_=sa.Integer), ji.c.last_step_id),
             ended_at=sa.bindparam("ended_at"),
             waiting_reply_phone=sa.bindparam("waiting_reply_phone"),
+            lease_owner=None,
             rev=ji.c.rev + 1,
         )
     )
@@ -144,7 +212,9 @@ def store_http_result(
             ji.c.rev == rev,
             ji.c.status == "InProgress",
         )
-        .values(state=json.dumps(state, separators=(",", ":")), due_at=now, rev=ji.c.rev + 1)
+        .values(
+            state=json.dumps(state, separators=(",", ":")), due_at=now, lease_owner=None, rev=ji.c.rev + 1
+        )
     ).rowcount
     return bool(changed)
 
