@@ -444,6 +444,41 @@ def serve(
 
 
 @app.command()
+def workers(as_json: bool = typer.Option(False, "--json")) -> None:
+    """List worker processes from their heartbeats (stale ones have stopped or died)."""
+    from journeys.store.work import list_workers
+
+    with read_only(_engine()) as conn:
+        rows = [
+            {
+                "id": r["worker_id"],
+                "hostname": r["hostname"],
+                "pid": r["pid"],
+                "startedDateTime": r["started_at"],
+                "lastSeenDateTime": r["last_seen_at"],
+                "stoppedDateTime": r["stopped_at"],
+                "batches": r["batches"],
+                "steps": r["steps"],
+            }
+            for r in list_workers(conn)
+        ]
+    if as_json:
+        _print_json(rows)
+        return
+    now = _now()
+    for r in rows:
+        seen = r["lastSeenDateTime"]
+        state = (
+            "stopped"
+            if r["stoppedDateTime"]
+            else ("alive" if (now - seen).total_seconds() < 30 else "silent")
+        )
+        typer.echo(
+            f"{r['id']}  {state:<7} last seen {iso_z(seen)}  batches {r['batches']}  steps {r['steps']}"
+        )
+
+
+@app.command()
 def worker() -> None:
     """Run a worker only (no HTTP)."""
     import signal
@@ -459,6 +494,7 @@ def worker() -> None:
         SystemClock(),
         batch_size=settings.worker_batch_size,
         poll_interval=settings.worker_poll_interval,
+        lease=timedelta(seconds=settings.worker_lease_seconds),
     )
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     worker_enabled: bool = True
     worker_batch_size: int = Field(default=200, ge=1)
     worker_poll_interval: float = Field(default=1.0, gt=0)
+    worker_lease_seconds: float = Field(default=30.0, ge=1)
 
     # Database pool (PostgreSQL)
     pool_size: int = Field(default=10, ge=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI
@@ -35,7 +36,11 @@ def create_app(
     )
     upgrade(engine)
     worker = Worker(
-        engine, clock, batch_size=settings.worker_batch_size, poll_interval=settings.worker_poll_interval
+        engine,
+        clock,
+        batch_size=settings.worker_batch_size,
+        poll_interval=settings.worker_poll_interval,
+        lease=timedelta(seconds=settings.worker_lease_seconds),
     )
     start_worker = settings.worker_enabled if run_worker is None else run_worker
 

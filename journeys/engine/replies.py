@@ -15,6 +15,7 @@ from journeys.ids import new_id
 from journeys.store import replies as repo
 from journeys.store.instances import insert_rows
 from journeys.store.tables import instance_events
+from journeys.store.work import notify_due
 
 MAX_REPLY_CHARS = 1600  # ten SMS segments
 
@@ -57,6 +58,7 @@ def receive_reply(
         state["reply"] = {"text": body, "at": iso_z(now), "messageId": message_id}
         if repo.deliver_reply(conn, org_id, waiting["instance_id"], waiting["rev"], json.dumps(state), now):
             instance_id = waiting["instance_id"]
+            notify_due(conn)
             insert_rows(
                 conn,
                 instance_events,
