@@ -1,8 +1,9 @@
 """Set-based writes, one path per dialect.
 
 SQLite: `executemany` of one prepared INSERT inside the transaction (in-process, no round
-trips: the fastest path SQLite has). PostgreSQL: multi-row `INSERT … VALUES (…), (…)`
-statements, each within the 65,535-bind-parameter limit of the wire protocol.
+trips: the fastest path SQLite has). PostgreSQL: one `INSERT … SELECT * FROM unnest(…)` per
+table and call — every column travels as one array parameter, so a batch of any size is a
+single statement with a fixed SQL text (no bind-parameter limit, nothing to re-compile).
 """
 
 from __future__ import annotations
@@ -13,8 +14,22 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-PG_MAX_BINDS = 65_535
-PG_MAX_ROWS = 2_000
+PG_CHUNK_ROWS = 20_000
+
+
+def pg_array_type(type_: Any) -> str:
+    """The PostgreSQL array type to send a column's values as."""
+    if isinstance(type_, sa.types.TypeDecorator):
+        type_ = type_.impl
+    if isinstance(type_, sa.BigInteger):
+        return "int8[]"
+    if isinstance(type_, sa.Integer):
+        return "int4[]"
+    if isinstance(type_, sa.Boolean):
+        return "bool[]"
+    if isinstance(type_, sa.DateTime):
+        return "timestamptz[]"
+    return "text[]"
 
 
 def insert_many(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
@@ -23,6 +38,9 @@ def insert_many(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]
     if conn.dialect.name != "postgresql":
         conn.execute(table.insert(), list(rows))
         return
-    per_statement = max(1, min(PG_MAX_ROWS, PG_MAX_BINDS // max(1, len(rows[0]))))
-    for start in range(0, len(rows), per_statement):
-        conn.execute(table.insert().values(list(rows[start : start + per_statement])))
+    cols = list(rows[0].keys())
+    arrays = ", ".join(f"%s::{pg_array_type(table.c[c].type)}" for c in cols)
+    sql = f"INSERT INTO {table.name} ({', '.join(cols)}) SELECT * FROM unnest({arrays})"
+    for start in range(0, len(rows), PG_CHUNK_ROWS):
+        chunk = rows[start : start + PG_CHUNK_ROWS]
+        conn.exec_driver_sql(sql, tuple([r.get(c) for r in chunk] for c in cols))

@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from journeys.store.bulk import insert_many
+from journeys.store.bulk import insert_many, pg_array_type
 from journeys.store.tables import (
     ACTIVE_LITERAL,
     UTCDateTime,
@@ -126,10 +126,40 @@ def next_due(conn: Connection) -> datetime | None:
     return conn.execute(q).scalar()
 
 
+# Columns of a cursor update, with the types PostgreSQL needs to read them from VALUES.
+_UPDATE_COLUMNS: tuple[tuple[str, Any], ...] = (
+    ("b_org_id", sa.String()),
+    ("b_instance_id", sa.String()),
+    ("b_rev", sa.Integer()),
+    ("status", sa.String()),
+    ("flow_id", sa.String()),
+    ("step_id", sa.Integer()),
+    ("due_at", UTCDateTime()),
+    ("state", sa.Text()),
+    ("parameters", sa.Text()),
+    ("attempts", sa.Integer()),
+    ("last_error", sa.Text()),
+    ("last_event_at", UTCDateTime()),
+    ("last_flow_name", sa.Text()),
+    ("last_step_id", sa.Integer()),
+    ("ended_at", UTCDateTime()),
+    ("waiting_reply_phone", sa.String()),
+)
+PG_UPDATE_ROWS = 5_000
+
+
 def write_instance_updates(conn: Connection, updates: Sequence[dict[str, Any]]) -> int:
-    """Apply the new cursors in one executemany, guarded by `rev`. Returns rows changed."""
+    """Apply the new cursors, guarded by `rev`, and clear the leases. Returns rows changed.
+
+    PostgreSQL: `UPDATE … FROM unnest(…)`, one statement per 5,000 rows. SQLite: one executemany.
+    """
     if not updates:
         return 0
+    if conn.dialect.name == "postgresql":
+        changed = 0
+        for start in range(0, len(updates), PG_UPDATE_ROWS):
+            changed += _pg_update(conn, updates[start : start + PG_UPDATE_ROWS])
+        return changed
     stmt = (
         ji.update()
         .where(
@@ -160,6 +190,28 @@ def write_instance_updates(conn: Connection, updates: Sequence[dict[str, Any]]) 
         )
     )
     return int(conn.execute(stmt, list(updates)).rowcount or 0)
+
+
+_PG_SET = (
+    "status = v.status, flow_id = v.flow_id, step_id = v.step_id, due_at = v.due_at, state = v.state, "
+    "parameters = v.parameters, attempts = v.attempts, last_error = v.last_error, "
+    "last_event_at = coalesce(v.last_event_at, j.last_event_at), "
+    "last_flow_name = coalesce(v.last_flow_name, j.last_flow_name), "
+    "last_step_id = coalesce(v.last_step_id, j.last_step_id), ended_at = v.ended_at, "
+    "waiting_reply_phone = v.waiting_reply_phone, lease_owner = NULL, rev = j.rev + 1"
+)
+_PG_UPDATE_SQL = (
+    f"UPDATE journey_instances AS j SET {_PG_SET} "
+    f"FROM unnest({', '.join(f'%s::{pg_array_type(t)}' for _, t in _UPDATE_COLUMNS)}) "
+    f"AS v({', '.join(name for name, _ in _UPDATE_COLUMNS)}) "
+    "WHERE j.org_id = v.b_org_id AND j.instance_id = v.b_instance_id AND j.rev = v.b_rev"
+)
+
+
+def _pg_update(conn: Connection, updates: Sequence[dict[str, Any]]) -> int:
+    """One `UPDATE … FROM unnest(…)`: each column is one array parameter."""
+    params = tuple([u[name] for u in updates] for name, _ in _UPDATE_COLUMNS)
+    return int(conn.exec_driver_sql(_PG_UPDATE_SQL, params).rowcount or 0)
 
 
 def insert_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
