@@ -190,6 +190,16 @@ def journey_validate(file: Path) -> None:
     typer.echo(f"{file}: ok", err=True)
 
 
+def _load_or_exit(file: Path) -> Any:
+    """Load a definition, or print its problems (FILE:LINE: path: message) on stderr and exit 1."""
+    try:
+        return load_definition_file(file)
+    except DefinitionError as exc:
+        for p in exc.problems:
+            typer.echo(p.format(str(file)), err=True)
+        raise typer.Exit(1) from None
+
+
 @journey_app.command("publish")
 def journey_publish(
     file: Path,
@@ -197,12 +207,7 @@ def journey_publish(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Publish a definition as a new version of the org's journey with that name."""
-    try:
-        definition = load_definition_file(file)
-    except DefinitionError as exc:
-        for p in exc.problems:
-            typer.echo(p.format(str(file)), err=True)
-        raise typer.Exit(1) from None
+    definition = _load_or_exit(file)
     engine = _engine()
     with transaction(engine) as conn:
         from journeys.store import accounts as repo
@@ -327,12 +332,7 @@ def simulate(
     from journeys.engine.simulate import simulate as run_simulation
     from journeys.engine.trigger import validate_parameters
 
-    try:
-        definition = load_definition_file(file)
-    except DefinitionError as exc:
-        for p in exc.problems:
-            typer.echo(p.format(str(file)), err=True)
-        raise typer.Exit(1) from None
+    definition = _load_or_exit(file)
     zone = get_zone(tz)
     if zone is None:
         _fail(f"--tz: {tz!r} is not an IANA time zone")

@@ -163,6 +163,7 @@ class Deployment:
             "worker",
             JOURNEYS_WORKER_BATCH_SIZE=str(batch_size),
             JOURNEYS_WORKER_POLL_INTERVAL="0.1",
+            JOURNEYS_WORKER_LEASE_SECONDS="5",  # short leases: a killed worker's batch returns quickly
         )
 
     def instances_url(self, path: str = "") -> str:

@@ -400,7 +400,7 @@ def _start_subflow(
     changed_rows = repo.apply_subflow_updates(conn, jv.org_id, updates)
     if changed_rows != len(updates):
         raise ConcurrentChange("an instance changed while the subflow was being started; retry the request")
-    repo.replace_parameters(conn, jv.org_id, param_rows)
+    repo.replace_parameters(conn, param_rows)
     repo.insert_rows(conn, instance_events, event_rows)
     # Anything queued but unsent was rendered from the old parameters (e.g. the old time).
     repo.drop_queued_messages(conn, jv.org_id, ids, "superseded by a subflow")

@@ -35,6 +35,7 @@ from journeys.engine.timeline import event_row
 from journeys.ids import new_id
 from journeys.store import work
 from journeys.store.db import read_only, transaction
+from journeys.store.instances import replace_parameters
 
 log = logging.getLogger("journeys.worker")
 
@@ -145,7 +146,7 @@ class Worker:
         changed = work.write_instance_updates(conn, updates)
         if changed != len(updates):  # pragma: no cover - the rows are locked by lock_leased
             raise RuntimeError(f"batch lost {len(updates) - changed} instance(s) to a concurrent change")
-        work.replace_parameters(conn, param_rows)
+        replace_parameters(conn, param_rows)
         return calls
 
     @contextmanager
@@ -342,7 +343,7 @@ class Worker:
             self.wake.wait(timeout)
             self.wake.clear()
         self._heartbeat(stopped=True)
-        log.info("worker %s stopped", self.worker_id)
+        log.info("worker stopped (%s)", self.worker_id)
 
     def _heartbeat(self, stopped: bool = False) -> None:
         if not stopped and time.monotonic() - self._last_heartbeat < HEARTBEAT_EVERY:

@@ -191,17 +191,17 @@ def apply_subflow_updates(conn: Connection, org_id: str, updates: Sequence[dict[
     return int(result.rowcount or 0)
 
 
-def replace_parameters(conn: Connection, org_id: str, rows: Sequence[dict[str, Any]]) -> None:
-    """Upsert searchable parameter rows (delete by key, then one multi-row insert)."""
+def replace_parameters(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Upsert searchable parameter rows (one executemany delete by key, then one multi-row insert)."""
     if not rows:
         return
     conn.execute(
         ip.delete().where(
-            ip.c.org_id == org_id,
+            ip.c.org_id == sa.bindparam("b_org_id"),
             ip.c.instance_id == sa.bindparam("b_instance_id"),
             ip.c.name == sa.bindparam("b_name"),
         ),
-        [{"b_instance_id": r["instance_id"], "b_name": r["name"]} for r in rows],
+        [{"b_org_id": r["org_id"], "b_instance_id": r["instance_id"], "b_name": r["name"]} for r in rows],
     )
     insert_rows(conn, ip, rows)
 

@@ -27,7 +27,6 @@ from journeys.store.tables import (
     ACTIVE_LITERAL,
     UTCDateTime,
     instance_events,
-    instance_parameters,
     journey_instances,
     outbox,
     worker_heartbeats,
@@ -220,22 +219,6 @@ def insert_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
 
 def insert_messages(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     insert_many(conn, outbox, rows)
-
-
-def replace_parameters(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Upsert searchable parameter rows changed by steps (delete by key, then insert)."""
-    if not rows:
-        return
-    ip = instance_parameters
-    conn.execute(
-        ip.delete().where(
-            ip.c.org_id == sa.bindparam("b_org_id"),
-            ip.c.instance_id == sa.bindparam("b_instance_id"),
-            ip.c.name == sa.bindparam("b_name"),
-        ),
-        [{"b_org_id": r["org_id"], "b_instance_id": r["instance_id"], "b_name": r["name"]} for r in rows],
-    )
-    insert_many(conn, ip, rows)
 
 
 def store_http_result(
