@@ -28,7 +28,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check journeys tests bench
 
 test-sqlite: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not postgres_only"
 
 test-postgres: $(STAMP)
 	JOURNEYS_TEST_DATABASE=postgresql $(BIN)/python -m pytest -q

@@ -33,6 +33,8 @@ import pytest
 import sqlalchemy as sa
 from conftest import make_postgres_database, require_postgres
 
+pytestmark = pytest.mark.postgres_only
+
 JOURNEYS = str(Path(sys.executable).with_name("journeys"))
 POLL_S = 0.2  # how often the tests look at the database while they wait
 
