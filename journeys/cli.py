@@ -23,9 +23,13 @@ app = typer.Typer(
     help="journeys: a self-hostable patient-journey engine.", no_args_is_help=True, add_completion=False
 )
 org_app = typer.Typer(help="Organisations.", no_args_is_help=True)
+channel_app = typer.Typer(
+    help="Delivery providers per org and channel (credentials stored encrypted).", no_args_is_help=True
+)
 token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
 journey_app = typer.Typer(help="Journey definitions.", no_args_is_help=True)
 app.add_typer(org_app, name="org")
+app.add_typer(channel_app, name="channel")
 app.add_typer(token_app, name="token")
 app.add_typer(journey_app, name="journey")
 
@@ -118,6 +122,78 @@ def org_list(as_json: bool = typer.Option(False, "--json")) -> None:
     else:
         for r in rows:
             typer.echo(f"{r['id']}  {r['name']}")
+
+
+# ------------------------------------------------------------------ channels
+@channel_app.command("set")
+def channel_set(
+    org: str = typer.Option(..., "--org", help="Org id"),
+    channel: str = typer.Option(..., "--channel", help="sms or email"),
+    provider: str = typer.Option(..., "--provider", help="twilio (sms) or smtp (email)"),
+    setting: list[str] = typer.Option(
+        [], "--set", help="KEY=VALUE of the provider's configuration (repeatable)"
+    ),
+) -> None:
+    """Configure an org's provider for a channel. Needs JOURNEYS_SECRET_KEY; secrets are never printed."""
+    from journeys.channels import registry
+    from journeys.channels.secrets import SecretBox, SecretKeyMissing
+    from journeys.store import accounts as accounts_repo
+    from journeys.store import channels as channels_repo
+
+    config: dict[str, Any] = {}
+    for item in setting:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            _fail(f"--set {key!r}: use KEY=VALUE")
+        config[key.strip()] = value
+    try:
+        config = registry.check_config(provider, channel, config)
+        sealed = SecretBox(_settings().secret_key).seal(config)
+    except (registry.ProviderConfigError, SecretKeyMissing) as exc:
+        _fail(str(exc))
+    engine = _engine()
+    with transaction(engine) as conn:
+        if accounts_repo.get_org(conn, org) is None:
+            _fail(f"unknown org {org}")
+        channels_repo.set_channel(conn, org, channel, provider, sealed, _now())
+    typer.echo(f"{channel} for org {org} now goes through {provider}", err=True)
+
+
+@channel_app.command("list")
+def channel_list(
+    org: str = typer.Option(None, "--org"), as_json: bool = typer.Option(False, "--json")
+) -> None:
+    """List configured providers (never their credentials)."""
+    from journeys.store import channels as channels_repo
+
+    with read_only(_engine()) as conn:
+        rows = [
+            {
+                "orgId": r["org_id"],
+                "channel": r["channel"],
+                "provider": r["provider"],
+                "updatedDateTime": r["updated_at"],
+            }
+            for r in channels_repo.list_channels(conn, org)
+        ]
+    if as_json:
+        _print_json(rows)
+        return
+    for r in rows:
+        typer.echo(f"{r['orgId']}  {r['channel']:<6} {r['provider']}")
+
+
+@channel_app.command("remove")
+def channel_remove(
+    org: str = typer.Option(..., "--org"), channel: str = typer.Option(..., "--channel")
+) -> None:
+    """Remove an org's provider for a channel (its messages go back to the built-in outbox)."""
+    from journeys.store import channels as channels_repo
+
+    with transaction(_engine()) as conn:
+        if not channels_repo.remove_channel(conn, org, channel):
+            _fail(f"org {org} has no provider for {channel}")
+    typer.echo(f"removed the {channel} provider of org {org}", err=True)
 
 
 # ------------------------------------------------------------------ tokens
@@ -489,12 +565,17 @@ def worker() -> None:
     settings = _settings()
     _configure_logging(settings.log_level)
     engine = _engine()
+    from journeys.channels.dispatch import Dispatcher, check_secret_key
+
+    check_secret_key(engine, settings)
+    clock = SystemClock()
     w = Worker(
         engine,
-        SystemClock(),
+        clock,
         batch_size=settings.worker_batch_size,
         poll_interval=settings.worker_poll_interval,
         lease=timedelta(seconds=settings.worker_lease_seconds),
+        dispatcher=Dispatcher(engine, clock, settings, batch_size=settings.send_batch_size),
     )
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -30,3 +30,12 @@ class Settings(BaseSettings):
     max_overflow: int = Field(default=10, ge=0)
 
     log_level: str = "INFO"
+
+    # Channels: provider credentials are encrypted with a key derived from this secret.
+    secret_key: str | None = None
+    public_base_url: str | None = Field(
+        default=None, description="This server's public URL, for provider status callbacks"
+    )
+    twilio_api_base: str = "https://api.twilio.com"
+    default_phone_region: str = "US"
+    send_batch_size: int = Field(default=50, ge=1)

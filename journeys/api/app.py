@@ -15,6 +15,7 @@ from starlette.responses import Response
 from journeys import __version__
 from journeys.api import errors, extensions, routes
 from journeys.api.schemas import component_schemas
+from journeys.channels.dispatch import Dispatcher, check_secret_key
 from journeys.clock import Clock, SystemClock
 from journeys.config import Settings
 from journeys.engine.worker import Worker
@@ -35,12 +36,14 @@ def create_app(
         settings.database_url, pool_size=settings.pool_size, max_overflow=settings.max_overflow
     )
     upgrade(engine)
+    check_secret_key(engine, settings)
     worker = Worker(
         engine,
         clock,
         batch_size=settings.worker_batch_size,
         poll_interval=settings.worker_poll_interval,
         lease=timedelta(seconds=settings.worker_lease_seconds),
+        dispatcher=Dispatcher(engine, clock, settings, batch_size=settings.send_batch_size),
     )
     start_worker = settings.worker_enabled if run_worker is None else run_worker
 

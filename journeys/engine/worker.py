@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from journeys.catalog import load_version
-from journeys.channels.outbox import OutboxProvider
+from journeys.channels.dispatch import Dispatcher
 from journeys.channels.phone import normalise_phone
 from journeys.clock import Clock
 from journeys.engine.http import perform_http
@@ -68,6 +68,7 @@ class Worker:
         batch_size: int = 200,
         poll_interval: float = 1.0,
         lease: timedelta = DEFAULT_LEASE,
+        dispatcher: Dispatcher | None = None,
     ) -> None:
         self.engine = engine
         self.clock = clock
@@ -80,7 +81,7 @@ class Worker:
         self.batches = 0
         self.steps = 0
         self._last_heartbeat = 0.0
-        self.provider = OutboxProvider()
+        self.dispatcher = dispatcher or Dispatcher(engine, clock)
         self.wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -103,8 +104,7 @@ class Worker:
                     calls = self._execute(conn, token, rows, now, result)
         for key, call in calls:  # outside any transaction: the network is slow and may fail
             self._http(key, call)
-        with transaction(self.engine) as conn:
-            result.delivered = self.provider.deliver_due(conn, self.clock.now())
+        result.delivered = self.dispatcher.deliver_due()
         self.batches += 1
         self.steps += result.steps
         return result

@@ -16,6 +16,8 @@ from journeys.store.tables import UTCDateTime, outbox
 _DELIVER_TO_OUTBOX = sa.text(
     "UPDATE outbox SET status = 'sent', sent_at = :now, provider = 'outbox' "
     "WHERE status = 'queued' AND send_after <= :now "
+    "AND NOT EXISTS (SELECT 1 FROM org_channels c "
+    "WHERE c.org_id = outbox.org_id AND c.channel = outbox.channel) "
     "AND EXISTS (SELECT 1 FROM journey_instances i WHERE i.org_id = outbox.org_id "
     "AND i.instance_id = outbox.instance_id AND i.status IN ('InProgress', 'Completed'))"
 ).bindparams(sa.bindparam("now", type_=UTCDateTime()))
@@ -29,6 +31,7 @@ _DELIVER_TO_OUTBOX_PG = sa.text(
     "SELECT o.org_id, o.message_id FROM outbox o JOIN journey_instances i "
     "ON i.org_id = o.org_id AND i.instance_id = o.instance_id "
     "WHERE o.status = 'queued' AND o.send_after <= :now AND i.status IN ('InProgress', 'Completed') "
+    "AND NOT EXISTS (SELECT 1 FROM org_channels c WHERE c.org_id = o.org_id AND c.channel = o.channel) "
     "FOR SHARE OF i)"
 ).bindparams(sa.bindparam("now", type_=UTCDateTime()))
 

@@ -211,15 +211,27 @@ outbox = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("sent_at", UTCDateTime, nullable=True),
     sa.Column("last_error", sa.Text, nullable=True),
+    # Delivery through a network provider: attempts so far, the provider's id and error code.
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("provider_message_id", sa.String(64), nullable=True),
+    sa.Column("error_code", sa.String(32), nullable=True),
     sa.PrimaryKeyConstraint("org_id", "message_id"),
     sa.UniqueConstraint("org_id", "idempotency_key"),
     sa.Index("ix_outbox_org_instance", "org_id", "instance_id"),
+    sa.Index("ix_outbox_org_provider_id", "org_id", "provider_message_id"),  # status callbacks
     sa.Index("ix_outbox_org_to_created", "org_id", "to_address", "created_at"),  # frequency caps
     sa.Index(
         "ix_outbox_queued",
         "send_after",
         sqlite_where=sa.text("status = 'queued'"),
         postgresql_where=sa.text("status = 'queued'"),
+    ),
+    # Messages being sent through a provider: send_after is then the sending lease's expiry.
+    sa.Index(
+        "ix_outbox_sending",
+        "send_after",
+        sqlite_where=sa.text("status = 'sending'"),
+        postgresql_where=sa.text("status = 'sending'"),
     ),
 )
 
@@ -236,6 +248,19 @@ inbound_messages = sa.Table(
     sa.Column("source", sa.String(16), nullable=False),  # api | cli | provider
     sa.PrimaryKeyConstraint("org_id", "message_id"),
     sa.Index("ix_inbound_messages_org_received", "org_id", "received_at"),
+)
+
+# A channel's provider for an org (e.g. sms -> twilio); its configuration is encrypted at rest.
+org_channels = sa.Table(
+    "org_channels",
+    metadata,
+    sa.Column("org_id", Id, nullable=False),
+    sa.Column("channel", sa.String(16), nullable=False),  # sms | email
+    sa.Column("provider", sa.String(32), nullable=False),  # twilio | smtp
+    sa.Column("config_encrypted", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.PrimaryKeyConstraint("org_id", "channel"),
 )
 
 # Operational, not tenant data: one row per worker process (a Citus reference table).

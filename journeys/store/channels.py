@@ -1,0 +1,131 @@
+"""Org channel providers and network delivery of the outbox (SQL only)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from journeys.store.tables import UTCDateTime, org_channels, outbox
+
+
+def set_channel(
+    conn: Connection, org_id: str, channel: str, provider: str, sealed: str, now: datetime
+) -> None:
+    changed = conn.execute(
+        org_channels.update()
+        .where(org_channels.c.org_id == org_id, org_channels.c.channel == channel)
+        .values(provider=provider, config_encrypted=sealed, updated_at=now)
+    ).rowcount
+    if not changed:
+        conn.execute(
+            org_channels.insert().values(
+                org_id=org_id,
+                channel=channel,
+                provider=provider,
+                config_encrypted=sealed,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+
+
+def remove_channel(conn: Connection, org_id: str, channel: str) -> bool:
+    q = org_channels.delete().where(org_channels.c.org_id == org_id, org_channels.c.channel == channel)
+    return bool(conn.execute(q).rowcount)
+
+
+def list_channels(conn: Connection, org_id: str | None = None) -> list[dict[str, Any]]:
+    q = sa.select(org_channels).order_by(org_channels.c.org_id, org_channels.c.channel)
+    if org_id is not None:
+        q = q.where(org_channels.c.org_id == org_id)
+    return [dict(r) for r in conn.execute(q).mappings()]
+
+
+def any_channels(conn: Connection) -> bool:
+    return conn.execute(sa.select(org_channels.c.org_id).limit(1)).first() is not None
+
+
+_CLAIM_WHERE = (
+    "o.status IN ('queued', 'sending') AND o.send_after <= :now "
+    "AND EXISTS (SELECT 1 FROM org_channels c WHERE c.org_id = o.org_id AND c.channel = o.channel) "
+    "AND i.status IN ('InProgress', 'Completed')"
+)
+_BINDS = (
+    sa.bindparam("now", type_=UTCDateTime()),
+    sa.bindparam("lease_until", type_=UTCDateTime()),
+    sa.bindparam("limit", type_=sa.Integer()),
+)
+_RETURNING = (
+    "org_id, message_id, channel, to_address, subject, body, html, idempotency_key, attempts, instance_id, "
+    "flow_id, step_id"
+)
+CLAIM_SQL = {
+    "sqlite": sa.text(
+        "UPDATE outbox SET status = 'sending', send_after = :lease_until, attempts = attempts + 1 "
+        "WHERE (org_id, message_id) IN (SELECT o.org_id, o.message_id FROM outbox o JOIN journey_instances i "
+        f"ON i.org_id = o.org_id AND i.instance_id = o.instance_id WHERE {_CLAIM_WHERE} "
+        f"ORDER BY o.send_after LIMIT :limit) RETURNING {_RETURNING}"
+    ).bindparams(*_BINDS),
+    "postgresql": sa.text(
+        "UPDATE outbox SET status = 'sending', send_after = :lease_until, attempts = attempts + 1 "
+        "WHERE (org_id, message_id) IN (SELECT o.org_id, o.message_id FROM outbox o JOIN journey_instances i "
+        f"ON i.org_id = o.org_id AND i.instance_id = o.instance_id WHERE {_CLAIM_WHERE} "
+        f"ORDER BY o.send_after LIMIT :limit FOR UPDATE OF o SKIP LOCKED) RETURNING {_RETURNING}"
+    ).bindparams(*_BINDS),
+}
+
+
+def claim_for_sending(
+    conn: Connection, now: datetime, lease_until: datetime, limit: int
+) -> list[dict[str, Any]]:
+    """Lease queued messages of orgs with a configured provider (and expired leases: a sender
+    that died mid-send is retried — at least once)."""
+    sql = CLAIM_SQL["postgresql" if conn.dialect.name == "postgresql" else "sqlite"]
+    params = {"now": now, "lease_until": lease_until, "limit": limit}
+    return [dict(r) for r in conn.execute(sql, params).mappings()]
+
+
+def record_result(
+    conn: Connection, org_id: str, message_id: str, attempts: int, values: dict[str, Any]
+) -> bool:
+    """Write a send's outcome, if the message is still this sender's (same attempt)."""
+    q = (
+        outbox.update()
+        .where(
+            outbox.c.org_id == org_id,
+            outbox.c.message_id == message_id,
+            outbox.c.status == "sending",
+            outbox.c.attempts == attempts,
+        )
+        .values(**values)
+    )
+    return bool(conn.execute(q).rowcount)
+
+
+def update_delivery_status(
+    conn: Connection, org_id: str, provider_message_id: str, status: str, error_code: str | None
+) -> dict[str, Any] | None:
+    """A provider's status callback; returns the message row (for the timeline) or None."""
+    row = (
+        conn.execute(
+            sa.select(
+                outbox.c.message_id, outbox.c.instance_id, outbox.c.flow_id, outbox.c.step_id, outbox.c.status
+            ).where(outbox.c.org_id == org_id, outbox.c.provider_message_id == provider_message_id)
+        )
+        .mappings()
+        .first()
+    )
+    if row is None:
+        return None
+    values: dict[str, Any] = {"status": status}
+    if error_code:
+        values["error_code"] = error_code
+    conn.execute(
+        outbox.update()
+        .where(outbox.c.org_id == org_id, outbox.c.message_id == row["message_id"])
+        .values(**values)
+    )
+    return dict(row)
