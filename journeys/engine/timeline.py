@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import threading
 import time
 from datetime import datetime
 from typing import Any
+
+import orjson
 
 _counter = itertools.count()
 _lock = threading.Lock()
@@ -43,5 +44,5 @@ def event_row(
         "flow_name": flow_name,
         "step_id": step_id,
         "kind": kind,
-        "detail": json.dumps(detail or {}, separators=(",", ":")),
+        "detail": orjson.dumps(detail).decode("utf-8") if detail else "{}",
     }

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
 from sqlalchemy.engine import Connection
 
 from journeys.catalog import JourneyVersion, load_version
@@ -63,7 +64,7 @@ def identifier_key(defn: JourneyDefinition, params: dict[str, str]) -> str | Non
     ids = defn.identifier_parameters
     if not ids:
         return None
-    text = json.dumps([params.get(p.name, "") for p in ids], ensure_ascii=False, separators=(",", ":"))
+    text = orjson.dumps([params.get(p.name, "") for p in ids]).decode("utf-8")
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -265,7 +266,7 @@ def _start_main(
                 "batch_id": batch_id,
                 "status": ACTIVE,
                 "time_zone": tz,
-                "parameters": json.dumps(e.params, ensure_ascii=False, separators=(",", ":")),
+                "parameters": orjson.dumps(e.params).decode("utf-8"),
                 "identifier_key": e.key,
                 "flow_id": main.id,
                 "step_id": first_step,
