@@ -80,10 +80,10 @@ class Dispatcher:
         row = next(r for r in rows if r["channel"] == channel)
         key = (org_id, channel)
         cached = self._providers.get(key)
-        if cached is not None and cached[0] == row["updated_at"]:
+        if cached is not None and cached[0] == row["config_encrypted"]:  # a new seal differs every time
             return cached[1]
         provider = registry.build(row["provider"], self.box.open(row["config_encrypted"]), self.settings)
-        self._providers[key] = (row["updated_at"], provider)
+        self._providers[key] = (row["config_encrypted"], provider)
         return provider
 
     def _send(self, row: dict[str, Any]) -> bool:
