@@ -13,7 +13,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.responses import Response
 
 from journeys import __version__
-from journeys.api import errors, extensions, routes
+from journeys.api import errors, extensions, routes, twilio_routes
 from journeys.api.schemas import component_schemas
 from journeys.channels.dispatch import Dispatcher, check_secret_key
 from journeys.clock import Clock, SystemClock
@@ -71,6 +71,7 @@ def create_app(
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(extensions.router)
+    app.include_router(twilio_routes.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:

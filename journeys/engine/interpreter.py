@@ -61,6 +61,8 @@ class Ledger(Protocol):
 
     def add(self, org_id: str, phone: str, at: datetime) -> None: ...
 
+    def opted_out(self, org_id: str, phone: str) -> bool: ...
+
 
 class NoLedger:
     def count(self, org_id: str, phone: str, since: datetime) -> int:
@@ -68,6 +70,9 @@ class NoLedger:
 
     def add(self, org_id: str, phone: str, at: datetime) -> None:
         return None
+
+    def opted_out(self, org_id: str, phone: str) -> bool:
+        return False
 
 
 @dataclass
@@ -291,6 +296,9 @@ class _Run:
             self.record(
                 flow, step.id, "sms_skipped", {"reason": f"parameter {step.to} is not a phone number"}
             )
+            return default_next
+        if self.ledger.opted_out(self.inst.org_id, to):
+            self.record(flow, step.id, "sms_skipped", {"reason": "the number opted out"})
             return default_next
         held = self.held_by_window(flow, step.id, step.send_window)
         if held is not None:

@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection
 
 from journeys.channels.phone import normalise_phone
 from journeys.clock import iso_z
+from journeys.engine.consent import apply_keyword
 from journeys.engine.timeline import event_row
 from journeys.ids import new_id
 from journeys.store import replies as repo
@@ -51,7 +52,8 @@ def receive_reply(
         raise ReplyError(errors)
     assert phone is not None and isinstance(body, str)
     message_id = new_id()
-    waiting = repo.find_waiting(conn, org_id, phone, now)
+    keyword = apply_keyword(conn, org_id, phone, body, now)  # STOP / START / HELP: not a reply
+    waiting = None if keyword else repo.find_waiting(conn, org_id, phone, now)
     instance_id = None
     if waiting is not None:
         state = json.loads(waiting["state"] or "{}")

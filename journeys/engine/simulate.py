@@ -41,6 +41,9 @@ class MemoryLedger:
     def add(self, org_id: str, phone: str, at: datetime) -> None:
         self.sent.append((org_id, phone, at))
 
+    def opted_out(self, org_id: str, phone: str) -> bool:
+        return False
+
 
 def simulate(
     defn: JourneyDefinition,

@@ -277,6 +277,18 @@ worker_heartbeats = sa.Table(
     sa.Column("steps", sa.BigInteger, nullable=False, server_default="0"),
 )
 
+# SMS consent per org and number (STOP / START keywords): no SMS goes to an opted-out number.
+sms_consent = sa.Table(
+    "sms_consent",
+    metadata,
+    sa.Column("org_id", Id, nullable=False),
+    sa.Column("phone", sa.String(32), nullable=False),  # normalised: "+<digits>"
+    sa.Column("status", sa.String(16), nullable=False),  # opted_out | opted_in
+    sa.Column("keyword", sa.String(16), nullable=False),  # the keyword that set it, e.g. STOP
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.PrimaryKeyConstraint("org_id", "phone"),
+)
+
 # Use this literal (not a bound parameter) in queries that must match the partial indexes'
 # `status = 'InProgress'` predicate: SQLite only uses a partial index when it can prove it.
 ACTIVE_LITERAL = sa.literal_column("'InProgress'")

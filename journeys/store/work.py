@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from journeys.store.bulk import insert_many, pg_array_type
+from journeys.store.consent import OptOutCache
 from journeys.store.tables import (
     ACTIVE_LITERAL,
     UTCDateTime,
@@ -261,6 +262,7 @@ class SmsLedger:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self._times: dict[tuple[str, str], list[datetime]] = {}
+        self.consent = OptOutCache(conn)
 
     def _load(self, org_id: str, phone: str, since: datetime) -> list[datetime]:
         key = (org_id, phone)
@@ -279,7 +281,8 @@ class SmsLedger:
 
     def prefetch(self, pairs: set[tuple[str, str]], now: datetime) -> None:
         """Load the last 8 days of SMS for many (org, phone) pairs at once: one query per org
-        and chunk, instead of one per phone."""
+        and chunk, instead of one per phone. Their opt-outs too."""
+        self.consent.prefetch(pairs)
         by_org: dict[str, list[str]] = {}
         for org_id, phone in pairs:
             if (org_id, phone) not in self._times:
@@ -304,3 +307,6 @@ class SmsLedger:
 
     def add(self, org_id: str, phone: str, at: datetime) -> None:
         self._load(org_id, phone, at).append(at)
+
+    def opted_out(self, org_id: str, phone: str) -> bool:
+        return self.consent.opted_out(org_id, phone)

@@ -1,0 +1,113 @@
+"""Twilio delivery-status callbacks: POST /channels/twilio/{orgId}/status.
+
+Twilio signs each callback (X-Twilio-Signature: base64 HMAC-SHA1, keyed by the account's auth
+token, over the full URL it called followed by the sorted form parameters as key+value). The URL
+is rebuilt as JOURNEYS_PUBLIC_BASE_URL + the request path, so JOURNEYS_PUBLIC_BASE_URL must be
+exactly the base URL Twilio calls (scheme, host, port and any path prefix, as Twilio sees them
+through proxies). Unsigned, badly signed, and callbacks for orgs without a Twilio configuration
+get 403 and change nothing.
+
+Only final statuses change the outbox row (delivered, undelivered, failed): intermediate ones
+(queued, sending, sent, …) are acknowledged and ignored, so that a late or out-of-order callback
+never re-queues a message or undoes a delivery.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from journeys.api.errors import ApiError
+from journeys.channels.secrets import SecretBox, SecretKeyMissing
+from journeys.engine.timeline import event_row
+from journeys.store import channels as channels_repo
+from journeys.store.db import read_only, transaction
+from journeys.store.instances import insert_rows
+from journeys.store.tables import instance_events
+
+log = logging.getLogger("journeys.api.twilio")
+
+router = APIRouter()
+
+FINAL_STATUSES = {"delivered", "undelivered", "failed"}
+MAX_CALLBACK_BYTES = 64 * 1024
+_FORBIDDEN = ["the request is not signed by this org's Twilio account"]
+
+
+def twilio_signature(auth_token: str, url: str, params: list[tuple[str, str]]) -> str:
+    """Twilio's X-Twilio-Signature for a form-encoded request (repeated keys: values sorted)."""
+    by_key: dict[str, set[str]] = {}
+    for key, value in params:
+        by_key.setdefault(key, set()).add(value)
+    payload = url + "".join(k + v for k in sorted(by_key) for v in sorted(by_key[k]))
+    digest = hmac.new(auth_token.encode("utf-8"), payload.encode("utf-8"), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def _auth_token(request: Request, org_id: str) -> str | None:
+    state = request.app.state
+    with read_only(state.engine) as conn:
+        rows = channels_repo.list_channels(conn, org_id)
+    row = next((r for r in rows if r["channel"] == "sms" and r["provider"] == "twilio"), None)
+    if row is None:
+        return None
+    try:
+        token = SecretBox(getattr(state.settings, "secret_key", None)).open(row["config_encrypted"])
+    except SecretKeyMissing:
+        log.warning("twilio callback for org %s: its credentials cannot be opened", org_id)
+        return None
+    value = token.get("auth_token")
+    return str(value) if value else None
+
+
+@router.post(
+    "/channels/twilio/{orgId}/status",
+    summary="Twilio message status callback (verified with X-Twilio-Signature)",
+    status_code=204,
+    include_in_schema=False,
+)
+async def twilio_status(orgId: str, request: Request) -> Response:  # noqa: N803
+    state = request.app.state
+    public = getattr(state.settings, "public_base_url", None)
+    raw = await request.body()
+    signature = request.headers.get("X-Twilio-Signature", "")
+    if not public or not signature or len(raw) > MAX_CALLBACK_BYTES:
+        if not public:
+            log.warning("twilio callback refused: JOURNEYS_PUBLIC_BASE_URL is not set")
+        raise ApiError(403, _FORBIDDEN)
+    params = parse_qsl(raw.decode("utf-8", errors="replace"), keep_blank_values=True)
+    url = str(public).rstrip("/") + request.url.path
+    if request.url.query:
+        url += "?" + request.url.query
+
+    def work() -> None:
+        token = _auth_token(request, orgId)
+        expected = twilio_signature(token, url, params) if token else ""
+        if not token or not hmac.compare_digest(expected.encode("ascii"), signature.encode("utf-8")):
+            raise ApiError(403, _FORBIDDEN)
+        form = dict(params)
+        sid, status = form.get("MessageSid", ""), form.get("MessageStatus", "").lower()
+        if not sid or status not in FINAL_STATUSES:
+            return
+        error_code = (form.get("ErrorCode") or "").strip()[:32] or None
+        now = state.clock.now()
+        with transaction(state.engine) as conn:
+            row = channels_repo.update_delivery_status(conn, orgId, sid, status, error_code)
+            if row is None:
+                log.info("twilio callback for org %s: no message with that sid", orgId)
+                return
+            detail = {"messageId": row["message_id"], "status": status, "errorCode": error_code}
+            event = event_row(
+                orgId, row["instance_id"], now, row["flow_id"], None, row["step_id"], "sms_status", detail
+            )
+            insert_rows(conn, instance_events, [event])
+
+    await run_in_threadpool(work)
+    return Response(status_code=204)

@@ -1,0 +1,96 @@
+"""SMS consent per org and number (SQL only)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from journeys.store.tables import outbox, sms_consent
+
+OPTED_OUT = "opted_out"
+OPTED_IN = "opted_in"
+CHUNK = 500
+
+
+def set_status(conn: Connection, org_id: str, phone: str, status: str, keyword: str, now: datetime) -> None:
+    """Record the number's consent (an upsert: concurrent keywords from one number do not collide)."""
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    values = {"status": status, "keyword": keyword, "updated_at": now}
+    q = insert(sms_consent).values(org_id=org_id, phone=phone, **values)
+    conn.execute(q.on_conflict_do_update(index_elements=["org_id", "phone"], set_=values))
+
+
+def get(conn: Connection, org_id: str, phone: str) -> dict[str, Any] | None:
+    row = (
+        conn.execute(
+            sa.select(sms_consent).where(sms_consent.c.org_id == org_id, sms_consent.c.phone == phone)
+        )
+        .mappings()
+        .first()
+    )
+    return dict(row) if row else None
+
+
+def opted_out_among(conn: Connection, org_id: str, phones: Iterable[str]) -> set[str]:
+    """Which of `phones` opted out of the org's SMS."""
+    phones = sorted(set(phones))
+    out: set[str] = set()
+    for start in range(0, len(phones), CHUNK):
+        q = sa.select(sms_consent.c.phone).where(
+            sms_consent.c.org_id == org_id,
+            sms_consent.c.phone.in_(phones[start : start + CHUNK]),
+            sms_consent.c.status == OPTED_OUT,
+        )
+        out.update(r[0] for r in conn.execute(q))
+    return out
+
+
+def drop_queued_sms(conn: Connection, org_id: str, phone: str, reason: str) -> list[dict[str, Any]]:
+    """SMS to `phone` queued but not yet handed to a provider will not go out; returns them."""
+    where = (
+        outbox.c.org_id == org_id,
+        outbox.c.channel == "sms",
+        outbox.c.to_address == phone,
+        outbox.c.status == "queued",
+    )
+    rows = [
+        dict(r)
+        for r in conn.execute(
+            sa.select(outbox.c.message_id, outbox.c.instance_id, outbox.c.flow_id, outbox.c.step_id)
+            .where(*where)
+            .with_for_update()
+        ).mappings()
+    ]
+    if rows:
+        conn.execute(outbox.update().where(*where).values(status="dropped", last_error=reason))
+    return rows
+
+
+class OptOutCache:
+    """Opted-out numbers for a worker batch: one query per org and chunk for the batch's phones
+    (`prefetch`), one per number for any other."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._known: dict[tuple[str, str], bool] = {}
+
+    def prefetch(self, pairs: Iterable[tuple[str, str]]) -> None:
+        by_org: dict[str, list[str]] = {}
+        for org_id, phone in pairs:
+            if (org_id, phone) not in self._known:
+                by_org.setdefault(org_id, []).append(phone)
+        for org_id, phones in by_org.items():
+            out = opted_out_among(self.conn, org_id, phones)
+            for phone in phones:
+                self._known[(org_id, phone)] = phone in out
+
+    def opted_out(self, org_id: str, phone: str) -> bool:
+        key = (org_id, phone)
+        if key not in self._known:
+            self._known[key] = bool(opted_out_among(self.conn, org_id, [phone]))
+        return self._known[key]

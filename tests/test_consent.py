@@ -1,0 +1,507 @@
+"""Inbound SMS over Twilio's webhook and SMS consent (STOP / START / HELP), end to end: a real
+server with its own database, Twilio's signed form posts over real HTTP (signatures computed
+with Twilio's own library), a fake Twilio REST server for the sends, `run_worker()`, the
+timeline and the tables."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+import uvicorn
+from conftest import Tenant, make_postgres_database, require_postgres
+from fake_twilio import FakeTwilio
+from twilio.request_validator import RequestValidator
+
+from journeys import accounts, catalog
+from journeys.api import inbound_routes
+from journeys.api.app import create_app
+from journeys.channels.secrets import SecretBox
+from journeys.clock import ManualClock
+from journeys.config import Settings
+from journeys.definitions import load_definition_text
+from journeys.engine import interpreter
+from journeys.engine.worker import Worker
+from journeys.store import channels
+from journeys.store.db import transaction
+
+START = datetime(2026, 11, 2, 16, 0, tzinfo=UTC)  # Monday 10:00 in Chicago
+ACCOUNT_SID = "AC" + "0" * 32
+AUTH_TOKEN = "inbound-test-auth-token"
+PHONE = "+13125550100"
+OTHER_PHONE = "+13125550177"
+EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+
+INTERPRETER_HONOURS_OPT_OUT = hasattr(interpreter.NoLedger, "opted_out")
+needs_interpreter_edit = pytest.mark.skipif(
+    not INTERPRETER_HONOURS_OPT_OUT,
+    reason="the interpreter's send_sms does not check opt-outs yet (Ledger.opted_out)",
+)
+
+
+class ConsentServer:
+    """A real uvicorn server (own database, secret key, public URL), manual clock, on-demand worker."""
+
+    def __init__(self, database_url: str, twilio_url: str) -> None:
+        self.clock = ManualClock(START)
+        self.settings = Settings(
+            database_url=database_url,
+            worker_enabled=False,
+            secret_key="consent-test-secret",
+            twilio_api_base=twilio_url,
+        )
+        self.app = create_app(self.settings, clock=self.clock, run_worker=False)
+        if not any(getattr(r, "path", "") == "/channels/twilio/{orgId}/inbound" for r in self.app.routes):
+            self.app.include_router(inbound_routes.router)  # until app.py includes it
+        self.engine = self.app.state.engine
+        self.worker: Worker = self.app.state.worker
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 20
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("test server did not start")
+            time.sleep(0.01)
+        port = self._server.servers[0].sockets[0].getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{port}"
+        # The URL Twilio calls (and signs) is the public one: here, the server's own.
+        self.settings.public_base_url = self.base_url
+        self.http = httpx.Client(base_url=self.base_url, timeout=60)
+
+    def stop(self) -> None:
+        self.http.close()
+        self._server.should_exit = True
+        self._thread.join(20)
+
+    def tenant(self, definition: str, sms_config: dict[str, Any] | None = None) -> Tenant:
+        now = self.clock.now()
+        with transaction(self.engine) as conn:
+            org = str(accounts.create_org(conn, "Consent Clinic", now)["id"])
+            scopes = [accounts.SCOPE_CREATE, accounts.SCOPE_READ]
+            token = str(accounts.create_token(conn, org, "test", scopes, now, None)["token"])
+            journey = catalog.publish(conn, org, load_definition_text(definition), now)
+            if sms_config is not None:
+                sealed = SecretBox(self.settings.secret_key).seal(sms_config)
+                channels.set_channel(conn, org, "sms", "twilio", sealed, now)
+        return Tenant(org, token, str(journey["id"]), {"Authorization": f"Bearer {token}"})
+
+    def publish(self, t: Tenant, definition: str) -> Tenant:
+        with transaction(self.engine) as conn:
+            journey = catalog.publish(conn, t.org_id, load_definition_text(definition), self.clock.now())
+        return Tenant(t.org_id, t.token, str(journey["id"]), t.headers)
+
+    def rows(self, sql: str, org_id: str, **params: str) -> list[Any]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(sa.text(sql), {"o": org_id, **params}).all())
+
+    def run_worker(self) -> None:
+        self.worker.run_until_idle()
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeTwilio]:
+    with FakeTwilio(ACCOUNT_SID, AUTH_TOKEN) as f:
+        yield f
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory, fake: FakeTwilio) -> Iterator[ConsentServer]:
+    drop = None
+    if os.environ.get("JOURNEYS_TEST_DATABASE", "sqlite") == "postgresql":
+        require_postgres()
+        url, drop = make_postgres_database()
+    else:
+        url = f"sqlite:///{Path(tmp_path_factory.mktemp('consent')) / 'journeys.db'}"
+    server = ConsentServer(url, fake.url)
+    yield server
+    server.stop()
+    server.engine.dispose()
+    if drop is not None:
+        drop()
+
+
+@pytest.fixture(autouse=True)
+def _start_clock(srv: ConsentServer) -> None:
+    srv.clock.set(START)
+
+
+TWILIO = {"account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN, "from": "+13125550999"}
+
+REPLY = """
+name: Reply
+parameters:
+  - {name: key, identifier: true}
+  - {name: phone, type: phone}
+  - {name: answer, required: false}
+frequency_cap: null
+flows:
+  - id: main
+    name: Main
+    steps:
+      - {id: 10, type: send_sms, to: phone, body: "Reply C to confirm or R to reschedule"}
+      - id: 20
+        type: wait_for_reply
+        to: phone
+        timeout: 2d
+        save_reply_to: answer
+        replies:
+          - {outcome: confirmed, next: 30}
+          - {outcome: reschedule, next: 40}
+        on_other: 50
+        on_timeout: 60
+      - {id: 30, type: end, outcome: confirmed}
+      - {id: 40, type: end, outcome: reschedule}
+      - {id: 50, type: end, outcome: other}
+      - {id: 60, type: end, outcome: no_reply}
+"""
+
+TWO_SENDS = """
+name: Two sends
+parameters:
+  - {name: key, identifier: true}
+  - {name: phone, type: phone}
+frequency_cap: null
+flows:
+  - id: main
+    name: Main
+    steps:
+      - {id: 10, type: send_sms, to: phone, body: "first"}
+      - {id: 20, type: wait, duration: 1d}
+      - {id: 30, type: send_sms, to: phone, body: "second"}
+      - {id: 40, type: end, outcome: done}
+"""
+
+OTHER_JOURNEY = """
+name: Other journey
+parameters:
+  - {name: key, identifier: true}
+  - {name: phone, type: phone}
+frequency_cap: null
+flows:
+  - id: main
+    name: Main
+    steps:
+      - {id: 10, type: send_sms, to: phone, body: "from the other journey"}
+      - {id: 20, type: end, outcome: done}
+"""
+
+
+# ---------------------------------------------------------------- helpers
+def inbound_url(srv: ConsentServer, org_id: str) -> str:
+    return f"{srv.base_url}/channels/twilio/{org_id}/inbound"
+
+
+def form(from_: str, body: str) -> dict[str, str]:
+    return {
+        "MessageSid": "SM" + "1" * 32,
+        "AccountSid": ACCOUNT_SID,
+        "From": from_,
+        "To": "+13125550999",
+        "Body": body,
+        "NumMedia": "0",
+    }
+
+
+def post_inbound(
+    srv: ConsentServer,
+    org_id: str,
+    from_: str,
+    body: str,
+    *,
+    token: str = AUTH_TOKEN,
+    signature: str | None = None,
+) -> httpx.Response:
+    """POST as Twilio does: form-encoded, signed with the auth token over the public URL."""
+    params = form(from_, body)
+    url = inbound_url(srv, org_id)
+    sig = RequestValidator(token).compute_signature(url, params) if signature is None else signature
+    headers = {"X-Twilio-Signature": sig} if sig else {}
+    return srv.http.post(url, data=params, headers=headers)
+
+
+def start(srv: ConsentServer, t: Tenant, *params: dict[str, str]) -> list[str]:
+    body = {"flowId": None, "timeZone": "America/Chicago", "instances": [{"parameters": p} for p in params]}
+    r = srv.http.post(t.url("/bulk"), json=body, headers=t.headers)
+    assert r.status_code == 204, r.text
+    r = srv.http.post(t.url("/search"), json={"includeParameters": True, "take": 1000}, headers=t.headers)
+    assert r.status_code == 200, r.text
+    by_key = {i["parameters"]["key"]: i["id"] for i in r.json()}
+    return [by_key[p["key"]] for p in params]
+
+
+def events(srv: ConsentServer, t: Tenant, iid: str) -> list[dict[str, Any]]:
+    r = srv.http.get(t.url(f"/{iid}"), headers=t.headers)
+    assert r.status_code == 200, r.text
+    return list(r.json()["events"])
+
+
+DELIVERY = {"sms_sent", "sms_retry", "sms_failed", "sms_delivered", "sms_undelivered"}
+
+
+def kinds(srv: ConsentServer, t: Tenant, iid: str) -> list[tuple[int | None, str]]:
+    """The instance's steps (delivery outcomes, recorded when the provider answers, left out)."""
+    return [(e["stepId"], e["type"]) for e in events(srv, t, iid) if e["type"] not in DELIVERY]
+
+
+def inbound(srv: ConsentServer, org_id: str) -> list[Any]:
+    return srv.rows(
+        "SELECT from_address, body, instance_id, source FROM inbound_messages WHERE org_id = :o "
+        "ORDER BY received_at, message_id",
+        org_id,
+    )
+
+
+def consent(srv: ConsentServer, org_id: str) -> list[Any]:
+    return srv.rows("SELECT phone, status, keyword FROM sms_consent WHERE org_id = :o ORDER BY phone", org_id)
+
+
+def sms_to(srv: ConsentServer, org_id: str, phone: str) -> list[Any]:
+    return srv.rows(
+        "SELECT body, status, last_error FROM outbox WHERE org_id = :o AND to_address = :p "
+        "ORDER BY created_at, message_id",
+        org_id,
+        p=phone,
+    )
+
+
+def reply_api(srv: ConsentServer, t: Tenant, from_: str, body: str) -> dict[str, Any]:
+    r = srv.http.post(f"/api/orgs/{t.org_id}/replies", json={"from": from_, "body": body}, headers=t.headers)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+# ---------------------------------------------------------------- the signature
+def test_our_signature_check_agrees_with_twilios_library() -> None:
+    url = "https://journeys.example/channels/twilio/org-1/inbound"
+    params = form(PHONE, "C & more ü")
+    sig = RequestValidator(AUTH_TOKEN).compute_signature(url, params)
+    as_lists = {k: [v] for k, v in params.items()}
+    assert inbound_routes.verify_twilio_signature(AUTH_TOKEN, url, as_lists, sig)
+    assert not inbound_routes.verify_twilio_signature("another-token", url, as_lists, sig)
+    assert not inbound_routes.verify_twilio_signature(AUTH_TOKEN, url + "x", as_lists, sig)
+    assert not inbound_routes.verify_twilio_signature(AUTH_TOKEN, url, {**as_lists, "Body": ["D"]}, sig)
+    assert not inbound_routes.verify_twilio_signature(AUTH_TOKEN, url, as_lists, "")
+
+
+# ---------------------------------------------------------------- replies
+def test_an_inbound_reply_goes_to_the_waiting_instance_which_takes_its_branch(srv: ConsentServer) -> None:
+    t = srv.tenant(REPLY, TWILIO)
+    [iid] = start(srv, t, {"key": "k1", "phone": PHONE})
+    srv.run_worker()
+    assert kinds(srv, t, iid)[-1] == (20, "waiting_for_reply")
+    r = post_inbound(srv, t.org_id, "+1 (312) 555-0100", "C")
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/xml")
+    assert r.text == EMPTY
+    [row] = inbound(srv, t.org_id)
+    assert (row.from_address, row.body, row.instance_id, row.source) == (PHONE, "C", iid, "provider")
+    srv.run_worker()
+    assert kinds(srv, t, iid)[-3:] == [(None, "reply_arrived"), (20, "reply_received"), (30, "end")]
+
+
+def test_an_inbound_message_nobody_waits_for_is_stored_unmatched(srv: ConsentServer) -> None:
+    t = srv.tenant(REPLY, TWILIO)
+    [iid] = start(srv, t, {"key": "k1", "phone": PHONE})
+    srv.run_worker()
+    r = post_inbound(srv, t.org_id, OTHER_PHONE, "hello?")
+    assert r.status_code == 200 and r.text == EMPTY
+    assert [tuple(x) for x in inbound(srv, t.org_id)] == [(OTHER_PHONE, "hello?", None, "provider")]
+    srv.run_worker()
+    assert kinds(srv, t, iid)[-1] == (20, "waiting_for_reply")
+
+
+@pytest.mark.parametrize(
+    "signature", ["", "bm90IGEgc2lnbmF0dXJl", "wrong-token"], ids=["missing", "bad", "other-token"]
+)
+def test_a_request_whose_signature_does_not_verify_is_refused_and_nothing_recorded(
+    srv: ConsentServer, signature: str
+) -> None:
+    t = srv.tenant(REPLY, TWILIO)
+    [iid] = start(srv, t, {"key": "k1", "phone": PHONE})
+    srv.run_worker()
+    if signature == "wrong-token":
+        r = post_inbound(srv, t.org_id, PHONE, "STOP", token="not-the-org-token")
+    else:
+        r = post_inbound(srv, t.org_id, PHONE, "STOP", signature=signature)
+    assert r.status_code == 403
+    assert r.headers["content-type"].startswith("application/json")
+    messages = r.json()
+    assert isinstance(messages, list) and messages and all(isinstance(m, str) for m in messages)
+    assert PHONE not in r.text and "STOP" not in r.text
+    assert inbound(srv, t.org_id) == []
+    assert consent(srv, t.org_id) == []
+    srv.run_worker()
+    assert kinds(srv, t, iid)[-1] == (20, "waiting_for_reply")
+
+
+def test_a_signature_over_another_url_is_refused(srv: ConsentServer) -> None:
+    t = srv.tenant(REPLY, TWILIO)
+    other = srv.tenant(REPLY, TWILIO)  # same auth token, but the URL names the other org
+    params = form(PHONE, "C")
+    sig = RequestValidator(AUTH_TOKEN).compute_signature(inbound_url(srv, other.org_id), params)
+    r = srv.http.post(inbound_url(srv, t.org_id), data=params, headers={"X-Twilio-Signature": sig})
+    assert r.status_code == 403
+    assert inbound(srv, t.org_id) == [] and inbound(srv, other.org_id) == []
+
+
+def test_an_unknown_org_or_one_without_twilio_is_refused(srv: ConsentServer) -> None:
+    r = post_inbound(srv, "no-such-org", PHONE, "C")
+    assert r.status_code == 403 and isinstance(r.json(), list)
+    plain = srv.tenant(REPLY)  # no sms channel configured
+    r = post_inbound(srv, plain.org_id, PHONE, "C")
+    assert r.status_code == 403
+    assert inbound(srv, plain.org_id) == []
+
+
+def test_an_oversized_request_is_refused(srv: ConsentServer) -> None:
+    t = srv.tenant(REPLY, TWILIO)
+    r = post_inbound(srv, t.org_id, PHONE, "x" * (inbound_routes.MAX_INBOUND_BYTES + 1))
+    assert r.status_code == 413 and isinstance(r.json(), list)
+    assert inbound(srv, t.org_id) == []
+
+
+# ---------------------------------------------------------------- consent keywords
+@pytest.mark.parametrize("text", ["STOP", " stop ", "Unsubscribe", "quit", "END", "cancel", "StopAll"])
+def test_stop_keywords_opt_the_number_out_and_are_not_a_reply(srv: ConsentServer, text: str) -> None:
+    t = srv.tenant(REPLY, TWILIO)
+    [iid] = start(srv, t, {"key": "k1", "phone": PHONE})
+    srv.run_worker()
+    r = post_inbound(srv, t.org_id, PHONE, text)
+    assert r.status_code == 200 and r.text == EMPTY
+    assert [tuple(x) for x in consent(srv, t.org_id)] == [(PHONE, "opted_out", text.strip().upper())]
+    # Recorded as an inbound message, but not handed to the waiting instance as its reply.
+    assert [tuple(x) for x in inbound(srv, t.org_id)] == [(PHONE, text, None, "provider")]
+    srv.run_worker()
+    assert kinds(srv, t, iid)[-1] == (20, "waiting_for_reply")
+    assert "reply_arrived" not in [e["type"] for e in events(srv, t, iid)]
+
+
+@pytest.mark.parametrize("text", ["STOP please", "stopp", "YES", "start now"])
+def test_a_keyword_must_be_the_whole_message(srv: ConsentServer, text: str) -> None:
+    t = srv.tenant(REPLY, TWILIO)
+    [iid] = start(srv, t, {"key": "k1", "phone": PHONE})
+    srv.run_worker()
+    assert post_inbound(srv, t.org_id, PHONE, text).status_code == 200
+    assert consent(srv, t.org_id) == []
+    assert inbound(srv, t.org_id)[0].instance_id == iid  # an ordinary reply
+
+
+def test_start_opts_back_in(srv: ConsentServer) -> None:
+    t = srv.tenant(REPLY, TWILIO)
+    assert post_inbound(srv, t.org_id, PHONE, "STOP").status_code == 200
+    assert post_inbound(srv, t.org_id, PHONE, "start").status_code == 200
+    assert [tuple(x) for x in consent(srv, t.org_id)] == [(PHONE, "opted_in", "START")]
+    assert post_inbound(srv, t.org_id, PHONE, "quit").status_code == 200
+    assert post_inbound(srv, t.org_id, PHONE, " Unstop").status_code == 200
+    assert [tuple(x) for x in consent(srv, t.org_id)] == [(PHONE, "opted_in", "UNSTOP")]
+    assert len(inbound(srv, t.org_id)) == 4
+
+
+def test_consent_is_per_org(srv: ConsentServer) -> None:
+    t = srv.tenant(REPLY, TWILIO)
+    other = srv.tenant(REPLY, TWILIO)
+    assert post_inbound(srv, t.org_id, PHONE, "STOP").status_code == 200
+    assert len(consent(srv, t.org_id)) == 1
+    assert consent(srv, other.org_id) == []
+
+
+def test_help_answers_with_the_orgs_help_text(srv: ConsentServer) -> None:
+    default = srv.tenant(REPLY, TWILIO)
+    r = post_inbound(srv, default.org_id, PHONE, " help ")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/xml")
+    assert r.text == (
+        '<?xml version="1.0" encoding="UTF-8"?><Response><Message>'
+        "Reply STOP to opt out. For help call your clinic.</Message></Response>"
+    )
+    custom = srv.tenant(
+        REPLY, {**TWILIO, "help_text": "Acme Clinic: call 555-0100 <weekdays> & reply STOP to stop."}
+    )
+    r = post_inbound(srv, custom.org_id, PHONE, "HELP")
+    assert r.text == (
+        '<?xml version="1.0" encoding="UTF-8"?><Response><Message>'
+        "Acme Clinic: call 555-0100 &lt;weekdays&gt; &amp; reply STOP to stop.</Message></Response>"
+    )
+    assert consent(srv, custom.org_id) == []
+    assert [tuple(x) for x in inbound(srv, custom.org_id)] == [(PHONE, "HELP", None, "provider")]
+
+
+def test_stop_through_the_replies_api_opts_out_too(srv: ConsentServer) -> None:
+    t = srv.tenant(REPLY)  # the replies API needs no provider
+    [iid] = start(srv, t, {"key": "k1", "phone": PHONE})
+    srv.run_worker()
+    got = reply_api(srv, t, "(312) 555-0100", "Stop")
+    assert got["matched"] is False and got["instanceId"] is None
+    assert [tuple(x) for x in consent(srv, t.org_id)] == [(PHONE, "opted_out", "STOP")]
+    assert [tuple(x) for x in inbound(srv, t.org_id)] == [(PHONE, "Stop", None, "api")]
+    srv.run_worker()
+    assert kinds(srv, t, iid)[-1] == (20, "waiting_for_reply")
+    reply_api(srv, t, PHONE, "START")
+    assert [tuple(x) for x in consent(srv, t.org_id)] == [(PHONE, "opted_in", "START")]
+
+
+def test_sms_already_queued_to_a_number_that_opts_out_is_dropped(
+    srv: ConsentServer, fake: FakeTwilio
+) -> None:
+    t = srv.tenant(TWO_SENDS, TWILIO)
+    [iid] = start(srv, t, {"key": "k1", "phone": PHONE})
+    fake.fail_next(1, status=500)  # the first send is retried later: still queued at the STOP
+    srv.run_worker()
+    [row] = sms_to(srv, t.org_id, PHONE)
+    assert (row.body, row.status) == ("first", "queued")
+    assert post_inbound(srv, t.org_id, PHONE, "STOP").status_code == 200
+    [row] = sms_to(srv, t.org_id, PHONE)
+    assert (row.status, row.last_error) == ("dropped", "the number opted out")
+    skipped = [e for e in events(srv, t, iid) if e["type"] == "sms_skipped"]
+    assert [(e["stepId"], e["detail"]["reason"]) for e in skipped] == [(10, "the number opted out")]
+    srv.clock.set(START + timedelta(minutes=30))
+    sent = len(fake.requests)
+    srv.run_worker()
+    assert len(fake.requests) == sent  # never retried
+
+
+# ---------------------------------------------------------------- opted-out numbers get no SMS
+@needs_interpreter_edit
+def test_no_sms_goes_to_an_opted_out_number_from_any_journey_until_start(srv: ConsentServer) -> None:
+    t = srv.tenant(TWO_SENDS, TWILIO)
+    other = srv.publish(t, OTHER_JOURNEY)
+    [iid] = start(srv, t, {"key": "k1", "phone": PHONE})
+    srv.run_worker()
+    assert [r.body for r in sms_to(srv, t.org_id, PHONE)] == ["first"]
+    assert post_inbound(srv, t.org_id, PHONE, "STOP").status_code == 200
+    # The instance goes on (opting out cancels nothing), but its next SMS is skipped ...
+    srv.clock.set(START + timedelta(days=1))
+    srv.run_worker()
+    assert kinds(srv, t, iid)[-3:] == [(20, "wait"), (30, "sms_skipped"), (40, "end")]
+    assert events(srv, t, iid)[-2]["detail"] == {"reason": "the number opted out"}
+    # ... and so is any other journey's, while other numbers still get theirs.
+    [o1, o2] = start(srv, other, {"key": "o1", "phone": PHONE}, {"key": "o2", "phone": OTHER_PHONE})
+    srv.run_worker()
+    assert kinds(srv, other, o1)[-2:] == [(10, "sms_skipped"), (20, "end")]
+    assert kinds(srv, other, o2)[-2:] == [(10, "sms_queued"), (20, "end")]
+    assert [r.body for r in sms_to(srv, t.org_id, PHONE)] == ["first"]
+    # START: sends resume.
+    assert post_inbound(srv, t.org_id, PHONE, "START").status_code == 200
+    [o3] = start(srv, other, {"key": "o3", "phone": PHONE})
+    srv.run_worker()
+    assert kinds(srv, other, o3)[-2:] == [(10, "sms_queued"), (20, "end")]
+    assert [r.body for r in sms_to(srv, t.org_id, PHONE)] == ["first", "from the other journey"]
+
+
+@needs_interpreter_edit
+def test_an_opt_out_through_the_replies_api_stops_sends_too(srv: ConsentServer) -> None:
+    t = srv.tenant(OTHER_JOURNEY)
+    reply_api(srv, t, PHONE, "unsubscribe")
+    [iid] = start(srv, t, {"key": "k1", "phone": PHONE})
+    srv.run_worker()
+    assert kinds(srv, t, iid)[-2:] == [(10, "sms_skipped"), (20, "end")]
+    assert sms_to(srv, t.org_id, PHONE) == []

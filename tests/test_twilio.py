@@ -1,0 +1,484 @@
+"""SMS through Twilio, end to end: a journey triggered over HTTP, the worker's delivery pass
+against a small real HTTP server speaking Twilio's Messages API (tests/fake_twilio.py), status
+callbacks signed as Twilio signs them, and the `journeys channel` CLI in subprocesses."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+import uvicorn
+from conftest import Server
+from fake_twilio import FakeTwilio
+from twilio.request_validator import RequestValidator
+
+from journeys.api.app import create_app
+from journeys.channels.base import OutboundMessage
+from journeys.channels.registry import ProviderConfigError
+from journeys.channels.secrets import SecretBox
+from journeys.channels.twilio import TwilioProvider, check_config
+from journeys.clock import ManualClock
+from journeys.config import Settings
+from journeys.store import channels
+from journeys.store.db import transaction
+
+START = datetime(2026, 11, 2, 16, 0, tzinfo=UTC)  # Monday 10:00 in Chicago
+SID = "AC" + "0123456789abcdef" * 2
+TOKEN = "twilio-auth-token-for-tests"
+FROM = "+13125550100"
+RAW_PHONE = "(312) 555-0142"
+PHONE = "+13125550142"
+BAD_PHONE = "+1 000 555 0100"  # passes the engine's light check, not phonenumbers
+SECRET_KEY = "test-secret-key-for-twilio"
+
+SMS = """
+name: Twilio SMS
+parameters:
+  - {name: key, identifier: true}
+  - {name: patientName}
+  - {name: phone, type: phone}
+flows:
+  - id: main
+    name: Main
+    steps:
+      - id: 10
+        type: send_sms
+        to: phone
+        frequency_cap: false
+        body: "Hi {{ patientName }}, your appointment is booked."
+      - {id: 20, type: end, outcome: sent}
+"""
+
+ROOT = Path(__file__).resolve().parent.parent
+_ENTRY_POINT = Path(sys.executable).parent / "journeys"
+JOURNEYS = [str(_ENTRY_POINT)] if _ENTRY_POINT.exists() else [sys.executable, "-m", "journeys.cli"]
+
+
+class TwilioServer(Server):
+    """The conftest Server, with a secret key, the fake's API base and a public base URL."""
+
+    def __init__(self, database_url: str, api_base: str) -> None:  # noqa: D401 - same shape as Server
+        self.clock = ManualClock(START)
+        self.settings = Settings(
+            database_url=database_url,
+            worker_enabled=False,
+            secret_key=SECRET_KEY,
+            twilio_api_base=api_base,
+        )
+        self.app = create_app(self.settings, clock=self.clock, run_worker=False)
+        self.engine = self.app.state.engine
+        self.worker = self.app.state.worker
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 20
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("test server did not start")
+            time.sleep(0.01)
+        port = self._server.servers[0].sockets[0].getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.settings.public_base_url = self.base_url  # the URL "Twilio" calls back
+        self.http = httpx.Client(base_url=self.base_url, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeTwilio]:
+    with FakeTwilio(SID, TOKEN) as f:
+        yield f
+
+
+@pytest.fixture(scope="module")
+def tw(fake: FakeTwilio, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwilioServer]:
+    srv = TwilioServer(f"sqlite:///{tmp_path_factory.mktemp('twilio') / 'journeys.db'}", fake.url)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh(tw: TwilioServer, fake: FakeTwilio) -> None:
+    tw.clock.set(START)
+    fake.reset()
+
+
+# ---------------------------------------------------------------- helpers
+def configured_tenant(tw: TwilioServer, config: dict[str, str] | None = None) -> Any:
+    t = tw.tenant(SMS)
+    config = check_config(config or {"account_sid": SID, "auth_token": TOKEN, "from": FROM})
+    with transaction(tw.engine) as conn:
+        channels.set_channel(
+            conn, t.org_id, "sms", "twilio", SecretBox(SECRET_KEY).seal(config), tw.clock.now()
+        )
+    return t
+
+
+def trigger(tw: TwilioServer, t: Any, phone: str = RAW_PHONE, name: str = "Ann") -> str:
+    key = uuid.uuid4().hex[:8]
+    body = {
+        "flowId": None,
+        "timeZone": "America/Chicago",
+        "instances": [{"parameters": {"key": key, "patientName": name, "phone": phone}}],
+    }
+    r = tw.http.post(t.url("/bulk"), json=body, headers=t.headers)
+    assert r.status_code == 204, r.text
+    r = tw.http.post(t.url("/search"), json={"includeParameters": True}, headers=t.headers)
+    assert r.status_code == 200, r.text
+    [iid] = [i["id"] for i in r.json() if i["parameters"]["key"] == key]
+    return str(iid)
+
+
+def events(tw: TwilioServer, t: Any, iid: str) -> list[dict[str, Any]]:
+    r = tw.http.get(t.url(f"/{iid}"), headers=t.headers)
+    assert r.status_code == 200, r.text
+    return list(r.json()["events"])
+
+
+def of_kind(tw: TwilioServer, t: Any, iid: str, kind: str) -> list[dict[str, Any]]:
+    return [e for e in events(tw, t, iid) if e["type"] == kind]
+
+
+def outbox_row(tw: TwilioServer, org_id: str) -> Any:
+    with tw.engine.connect() as conn:
+        [row] = conn.execute(
+            sa.text(
+                "SELECT message_id, status, provider, provider_message_id, error_code, last_error, attempts, "
+                "idempotency_key, to_address FROM outbox WHERE org_id = :o"
+            ),
+            {"o": org_id},
+        ).all()
+    return row
+
+
+def sent_to_fake(fake: FakeTwilio) -> list[Any]:
+    return [r for r in fake.requests if r.path == fake.messages_path]
+
+
+def sign(url: str, params: dict[str, str], token: str = TOKEN) -> str:
+    return str(RequestValidator(token).compute_signature(url, params))
+
+
+def callback(tw: TwilioServer, org_id: str, params: dict[str, str], signature: str | None) -> httpx.Response:
+    headers = {} if signature is None else {"X-Twilio-Signature": signature}
+    return tw.http.post(f"/channels/twilio/{org_id}/status", data=params, headers=headers)
+
+
+def delivered(tw: TwilioServer, fake: FakeTwilio) -> tuple[Any, str, str]:
+    """A tenant with one SMS sent through the fake; returns (tenant, instance id, sid)."""
+    t = configured_tenant(tw)
+    iid = trigger(tw, t)
+    tw.run_worker()
+    row = outbox_row(tw, t.org_id)
+    assert row.status == "sent"
+    return t, iid, str(row.provider_message_id)
+
+
+# ---------------------------------------------------------------- sending
+def test_an_sms_step_is_sent_through_twilio_once_with_auth_e164_and_the_idempotency_key(
+    tw: TwilioServer, fake: FakeTwilio
+) -> None:
+    t = configured_tenant(tw)
+    iid = trigger(tw, t)
+    tw.run_worker()
+    tw.run_worker()  # nothing more to do: exactly one request
+    [req] = fake.requests
+    assert req.path == f"/2010-04-01/Accounts/{SID}/Messages.json"
+    assert req.response_status == 201
+    assert req.headers["Authorization"] == "Basic " + base64.b64encode(f"{SID}:{TOKEN}".encode()).decode()
+    row = outbox_row(tw, t.org_id)
+    assert req.form == {
+        "To": PHONE,
+        "From": FROM,
+        "Body": "Hi Ann, your appointment is booked.",
+        "StatusCallback": f"{tw.base_url}/channels/twilio/{t.org_id}/status",
+    }
+    assert req.headers["I-Twilio-Idempotency-Token"] == row.idempotency_key
+    assert (row.status, row.provider, row.provider_message_id) == ("sent", "twilio", req.sid)
+    assert req.sid and req.sid.startswith("SM") and len(req.sid) == 34
+    [sent] = of_kind(tw, t, iid, "sms_sent")
+    assert sent["detail"]["messageId"] == row.message_id
+    assert sent["detail"]["provider"] == "twilio"
+
+
+def test_a_messaging_service_is_used_instead_of_from(tw: TwilioServer, fake: FakeTwilio) -> None:
+    service = "MG" + "f" * 32
+    t = configured_tenant(tw, {"account_sid": SID, "auth_token": TOKEN, "messaging_service_sid": service})
+    trigger(tw, t)
+    tw.run_worker()
+    [req] = fake.requests
+    assert req.form["MessagingServiceSid"] == service and "From" not in req.form
+    assert outbox_row(tw, t.org_id).status == "sent"
+
+
+def test_a_twilio_500_is_retried_after_the_backoff_with_the_same_idempotency_key(
+    tw: TwilioServer, fake: FakeTwilio
+) -> None:
+    t = configured_tenant(tw)
+    iid = trigger(tw, t)
+    fake.fail_next(1, status=500)
+    tw.run_worker()
+    row = outbox_row(tw, t.org_id)
+    assert (row.status, row.error_code, row.last_error) == ("queued", "20500", "Twilio error 20500")
+    [retry] = of_kind(tw, t, iid, "sms_retry")
+    assert retry["detail"]["errorCode"] == "20500"
+    assert 2 <= retry["detail"]["retryInSeconds"] <= 5  # the dispatcher's first backoff: 2.5-5 s
+    assert len(sent_to_fake(fake)) == 1
+    tw.run_worker()  # not due yet
+    assert len(sent_to_fake(fake)) == 1
+    tw.clock.advance(timedelta(seconds=6))
+    tw.run_worker()
+    first, second = sent_to_fake(fake)
+    assert (first.response_status, second.response_status) == (500, 201)
+    key = first.headers["I-Twilio-Idempotency-Token"]
+    assert key and second.headers["I-Twilio-Idempotency-Token"] == key
+    row = outbox_row(tw, t.org_id)
+    assert (row.status, row.provider_message_id, row.attempts) == ("sent", second.sid, 2)
+    assert len(of_kind(tw, t, iid, "sms_retry")) == 1
+    assert len(of_kind(tw, t, iid, "sms_sent")) == 1
+
+
+def test_a_twilio_429_is_retried_only_after_its_retry_after(tw: TwilioServer, fake: FakeTwilio) -> None:
+    t = configured_tenant(tw)
+    iid = trigger(tw, t)
+    fake.fail_next(1, status=429, retry_after=120)
+    tw.run_worker()
+    [retry] = of_kind(tw, t, iid, "sms_retry")
+    assert retry["detail"]["retryInSeconds"] == 120
+    tw.clock.advance(timedelta(seconds=119))
+    tw.run_worker()
+    assert len(sent_to_fake(fake)) == 1
+    assert outbox_row(tw, t.org_id).status == "queued"
+    tw.clock.advance(timedelta(seconds=2))
+    tw.run_worker()
+    assert [r.response_status for r in sent_to_fake(fake)] == [429, 201]
+    assert outbox_row(tw, t.org_id).status == "sent"
+
+
+def test_a_twilio_400_fails_the_message_permanently_with_twilios_code(
+    tw: TwilioServer, fake: FakeTwilio
+) -> None:
+    t = configured_tenant(tw)
+    iid = trigger(tw, t)
+    fake.reject_next(1, status=400, code=21211)
+    tw.run_worker()
+    tw.clock.advance(timedelta(hours=2))
+    tw.run_worker()
+    assert len(sent_to_fake(fake)) == 1  # never retried
+    row = outbox_row(tw, t.org_id)
+    assert (row.status, row.error_code, row.last_error) == ("failed", "21211", "Twilio error 21211")
+    [failed] = of_kind(tw, t, iid, "sms_failed")
+    assert failed["detail"]["errorCode"] == "21211"
+    assert PHONE not in json.dumps(events(tw, t, iid))  # Twilio's message echoes the number: not kept
+
+
+def test_wrong_credentials_fail_permanently_with_20003(tw: TwilioServer, fake: FakeTwilio) -> None:
+    t = configured_tenant(tw, {"account_sid": SID, "auth_token": "wrong", "from": FROM})
+    iid = trigger(tw, t)
+    tw.run_worker()
+    assert [r.response_status for r in fake.requests] == [401]
+    assert outbox_row(tw, t.org_id).error_code == "20003"
+    assert len(of_kind(tw, t, iid, "sms_failed")) == 1
+
+
+def test_a_number_phonenumbers_rejects_fails_without_calling_twilio(
+    tw: TwilioServer, fake: FakeTwilio
+) -> None:
+    t = configured_tenant(tw)
+    iid = trigger(tw, t, phone=BAD_PHONE)
+    tw.run_worker()
+    assert fake.requests == []
+    row = outbox_row(tw, t.org_id)
+    assert (row.status, row.error_code, row.last_error) == (
+        "failed",
+        "invalid_number",
+        "invalid phone number",
+    )
+    [failed] = of_kind(tw, t, iid, "sms_failed")
+    assert failed["detail"]["errorCode"] == "invalid_number"
+
+
+def test_a_timeout_is_a_transient_failure(fake: FakeTwilio) -> None:
+    settings = Settings(twilio_api_base=fake.url, public_base_url=None)
+    provider = TwilioProvider({"account_sid": SID, "auth_token": TOKEN, "from": FROM}, settings, timeout=0.3)
+    message = OutboundMessage("org", "msg-1", "sms", PHONE, None, "Hello", None, "idem-1")
+    fake.sleep_next(1, seconds=1.0)
+    result = provider.send(message)
+    assert (result.ok, result.permanent, result.error_code) == (False, False, "timeout")
+    assert result.error == "Twilio timeout"
+    ok = provider.send(message)
+    assert ok.ok and ok.provider_message_id and "StatusCallback" not in fake.requests[-1].form
+    provider.close()
+
+
+def test_an_unreachable_twilio_is_a_transient_failure() -> None:
+    settings = Settings(twilio_api_base="http://127.0.0.1:9", public_base_url=None)
+    provider = TwilioProvider({"account_sid": SID, "auth_token": TOKEN, "from": FROM}, settings, timeout=2)
+    result = provider.send(OutboundMessage("org", "m", "sms", PHONE, None, "Hello", None, "k"))
+    assert (result.ok, result.permanent, result.error_code) == (False, False, "network")
+    assert PHONE not in (result.error or "")
+
+
+# ---------------------------------------------------------------- status callbacks
+def test_a_signed_delivered_callback_updates_the_outbox_and_the_timeline(
+    tw: TwilioServer, fake: FakeTwilio
+) -> None:
+    t, iid, sid = delivered(tw, fake)
+    url = f"{tw.base_url}/channels/twilio/{t.org_id}/status"
+    params = {"MessageSid": sid, "MessageStatus": "delivered", "AccountSid": SID, "To": PHONE}
+    r = callback(tw, t.org_id, params, sign(url, params))
+    assert r.status_code == 204, r.text
+    assert outbox_row(tw, t.org_id).status == "delivered"
+    [status] = of_kind(tw, t, iid, "sms_status")
+    assert status["detail"] == {
+        "messageId": outbox_row(tw, t.org_id).message_id,
+        "status": "delivered",
+        "errorCode": None,
+    }
+
+
+def test_an_undelivered_callback_records_twilios_error_code(tw: TwilioServer, fake: FakeTwilio) -> None:
+    t, iid, sid = delivered(tw, fake)
+    url = f"{tw.base_url}/channels/twilio/{t.org_id}/status"
+    params = {"MessageSid": sid, "MessageStatus": "undelivered", "ErrorCode": "30003"}
+    assert callback(tw, t.org_id, params, sign(url, params)).status_code == 204
+    row = outbox_row(tw, t.org_id)
+    assert (row.status, row.error_code) == ("undelivered", "30003")
+    [status] = of_kind(tw, t, iid, "sms_status")
+    assert status["detail"]["errorCode"] == "30003"
+
+
+def test_an_intermediate_status_never_requeues_the_message(tw: TwilioServer, fake: FakeTwilio) -> None:
+    t, iid, sid = delivered(tw, fake)
+    url = f"{tw.base_url}/channels/twilio/{t.org_id}/status"
+    params = {"MessageSid": sid, "MessageStatus": "queued"}
+    assert callback(tw, t.org_id, params, sign(url, params)).status_code == 204
+    tw.run_worker()
+    assert outbox_row(tw, t.org_id).status == "sent"
+    assert len(sent_to_fake(fake)) == 1
+    assert of_kind(tw, t, iid, "sms_status") == []
+
+
+@pytest.mark.parametrize("case", ["bad signature", "no signature", "other token", "tampered"])
+def test_an_unverified_callback_is_refused_and_changes_nothing(
+    tw: TwilioServer, fake: FakeTwilio, case: str
+) -> None:
+    t, iid, sid = delivered(tw, fake)
+    url = f"{tw.base_url}/channels/twilio/{t.org_id}/status"
+    params = {"MessageSid": sid, "MessageStatus": "delivered"}
+    signature = {
+        "bad signature": "bm90IGEgc2lnbmF0dXJl",
+        "no signature": None,
+        "other token": sign(url, params, token="someone-else"),
+        "tampered": sign(url, {**params, "MessageStatus": "failed"}),
+    }[case]
+    r = callback(tw, t.org_id, params, signature)
+    assert r.status_code == 403
+    assert isinstance(r.json(), list) and r.json()
+    assert outbox_row(tw, t.org_id).status == "sent"
+    assert of_kind(tw, t, iid, "sms_status") == []
+
+
+def test_a_callback_for_an_unknown_org_or_an_org_without_twilio_is_refused(
+    tw: TwilioServer, fake: FakeTwilio
+) -> None:
+    for org_id in ("no-such-org", tw.tenant(SMS).org_id):
+        url = f"{tw.base_url}/channels/twilio/{org_id}/status"
+        params = {"MessageSid": "SM" + "0" * 32, "MessageStatus": "delivered"}
+        r = callback(tw, org_id, params, sign(url, params))
+        assert r.status_code == 403
+        assert isinstance(r.json(), list)
+
+
+def test_a_callback_signed_for_another_org_is_refused(tw: TwilioServer, fake: FakeTwilio) -> None:
+    t, iid, sid = delivered(tw, fake)
+    other = configured_tenant(tw)
+    url = f"{tw.base_url}/channels/twilio/{other.org_id}/status"  # signed for the other org's URL
+    params = {"MessageSid": sid, "MessageStatus": "delivered"}
+    assert callback(tw, t.org_id, params, sign(url, params)).status_code == 403
+    assert outbox_row(tw, t.org_id).status == "sent"
+
+
+# ---------------------------------------------------------------- configuration and the CLI
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ({"auth_token": TOKEN, "from": FROM}, "account_sid is required"),
+        ({"account_sid": "XX123", "auth_token": TOKEN, "from": FROM}, "starting with 'AC'"),
+        ({"account_sid": SID, "from": FROM}, "auth_token is required"),
+        ({"account_sid": SID, "auth_token": TOKEN}, "one of from"),
+        ({"account_sid": SID, "auth_token": TOKEN, "from": FROM, "messaging_service_sid": "MG1"}, "not both"),
+        ({"account_sid": SID, "auth_token": TOKEN, "messaging_service_sid": "XY1"}, "starting with 'MG'"),
+        ({"account_sid": SID, "auth_token": TOKEN, "from": "12"}, "valid phone number"),
+        ({"account_sid": SID, "auth_token": TOKEN, "from": FROM, "colour": "red"}, "unknown key(s) colour"),
+    ],
+)
+def test_check_config_rejects_bad_configurations(config: dict[str, str], expected: str) -> None:
+    with pytest.raises(ProviderConfigError) as info:
+        check_config(config)
+    assert expected in str(info.value)
+    assert TOKEN not in str(info.value)
+
+
+def test_check_config_normalises_from_to_e164() -> None:
+    config = check_config({"account_sid": SID, "auth_token": TOKEN, "from": "+1 (312) 555-0100"})
+    assert config == {"account_sid": SID, "auth_token": TOKEN, "from": FROM}
+
+
+def run_cli(tmp_path: Path, *args: str, secret: str | None = SECRET_KEY) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEYS_")}
+    if secret is not None:
+        env["JOURNEYS_SECRET_KEY"] = secret
+    return subprocess.run(
+        [*JOURNEYS, "--db", f"sqlite:///{tmp_path / 'cli.db'}", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_cli_configures_twilio_validates_and_never_prints_secrets(tmp_path: Path) -> None:
+    created = run_cli(tmp_path, "org", "create", "Clinic", "--json")
+    assert created.returncode == 0, created.stderr
+    org = json.loads(created.stdout)["id"]
+    base = ["channel", "set", "--org", org, "--channel", "sms", "--provider", "twilio"]
+
+    missing = run_cli(tmp_path, *base, "--set", f"account_sid={SID}", "--set", f"from={FROM}")
+    assert missing.returncode != 0
+    assert "auth_token is required" in missing.stderr
+
+    bad_sid = run_cli(
+        tmp_path, *base, "--set", "account_sid=XY1", "--set", f"auth_token={TOKEN}", "--set", f"from={FROM}"
+    )
+    assert bad_sid.returncode != 0
+    assert "account_sid must be a Twilio Account SID" in bad_sid.stderr
+    assert TOKEN not in bad_sid.stderr + bad_sid.stdout
+
+    good = [*base, "--set", f"account_sid={SID}", "--set", f"auth_token={TOKEN}", "--set", f"from={FROM}"]
+    no_key = run_cli(tmp_path, *good, secret=None)
+    assert no_key.returncode != 0
+    assert "JOURNEYS_SECRET_KEY is not set" in no_key.stderr
+    assert TOKEN not in no_key.stderr + no_key.stdout
+
+    ok = run_cli(tmp_path, *good)
+    assert ok.returncode == 0, ok.stderr
+    for args in (["channel", "list"], ["channel", "list", "--json"]):
+        listed = run_cli(tmp_path, *args)
+        assert listed.returncode == 0, listed.stderr
+        assert "twilio" in listed.stdout
+        for secret in (TOKEN, SID, SECRET_KEY):
+            assert secret not in listed.stdout + listed.stderr
