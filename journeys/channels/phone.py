@@ -1,7 +1,8 @@
 """Phone numbers: a normalised form used to match replies, count sends and address messages.
 
-This is a light normaliser (digits with a leading +, 10-digit numbers taken as North American);
-full E.164 handling per region arrives with the SMS provider.
+This is a light normaliser (digits with a leading +, 10-digit numbers taken as North American)
+used for matching and counting; the Twilio provider validates and formats numbers to E.164
+with `phonenumbers` when it sends (journeys.channels.twilio.to_e164).
 """
 
 from __future__ import annotations
