@@ -99,9 +99,12 @@ class Tenant:
 class Server:
     """A real uvicorn server in a thread, with a manual clock and an on-demand worker."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, *, public_url_is_own: bool = False, **settings: Any) -> None:
+        """`settings` override Settings fields (e.g. secret_key, twilio_api_base); with
+        `public_url_is_own`, JOURNEYS_PUBLIC_BASE_URL is this server's own URL (what a provider
+        calls back and signs)."""
         self.clock = ManualClock(START)
-        self.settings = Settings(database_url=database_url, worker_enabled=False)
+        self.settings = Settings(database_url=database_url, worker_enabled=False, **settings)
         self.app = create_app(self.settings, clock=self.clock, run_worker=False)
         self.engine = self.app.state.engine
         self.worker: Worker = self.app.state.worker
@@ -116,6 +119,8 @@ class Server:
             time.sleep(0.01)
         port = self._server.servers[0].sockets[0].getsockname()[1]
         self.base_url = f"http://127.0.0.1:{port}"
+        if public_url_is_own:
+            self.settings.public_base_url = self.base_url
         self.http = httpx.Client(base_url=self.base_url, timeout=60)
 
     def stop(self) -> None:

@@ -6,8 +6,6 @@ timeline and the tables."""
 from __future__ import annotations
 
 import os
-import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,20 +14,15 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-import uvicorn
-from conftest import Tenant, make_postgres_database, require_postgres
+from conftest import Server, Tenant, make_postgres_database, require_postgres
 from fake_twilio import FakeTwilio
 from twilio.request_validator import RequestValidator
 
 from journeys import accounts, catalog
 from journeys.api import inbound_routes
-from journeys.api.app import create_app
 from journeys.channels.secrets import SecretBox
-from journeys.clock import ManualClock
-from journeys.config import Settings
 from journeys.definitions import load_definition_text
 from journeys.engine import interpreter
-from journeys.engine.worker import Worker
 from journeys.store import channels
 from journeys.store.db import transaction
 
@@ -47,41 +40,14 @@ needs_interpreter_edit = pytest.mark.skipif(
 )
 
 
-class ConsentServer:
-    """A real uvicorn server (own database, secret key, public URL), manual clock, on-demand worker."""
+class ConsentServer(Server):
+    """The conftest Server with its own database, a secret key, the fake Twilio's API base and
+    its own URL as the public one (what Twilio calls and signs)."""
 
     def __init__(self, database_url: str, twilio_url: str) -> None:
-        self.clock = ManualClock(START)
-        self.settings = Settings(
-            database_url=database_url,
-            worker_enabled=False,
-            secret_key="consent-test-secret",
-            twilio_api_base=twilio_url,
+        super().__init__(
+            database_url, public_url_is_own=True, secret_key="consent-test-secret", twilio_api_base=twilio_url
         )
-        self.app = create_app(self.settings, clock=self.clock, run_worker=False)
-        if not any(getattr(r, "path", "") == "/channels/twilio/{orgId}/inbound" for r in self.app.routes):
-            self.app.include_router(inbound_routes.router)  # until app.py includes it
-        self.engine = self.app.state.engine
-        self.worker: Worker = self.app.state.worker
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 20
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("test server did not start")
-            time.sleep(0.01)
-        port = self._server.servers[0].sockets[0].getsockname()[1]
-        self.base_url = f"http://127.0.0.1:{port}"
-        # The URL Twilio calls (and signs) is the public one: here, the server's own.
-        self.settings.public_base_url = self.base_url
-        self.http = httpx.Client(base_url=self.base_url, timeout=60)
-
-    def stop(self) -> None:
-        self.http.close()
-        self._server.should_exit = True
-        self._thread.join(20)
 
     def tenant(self, definition: str, sms_config: dict[str, Any] | None = None) -> Tenant:
         now = self.clock.now()

@@ -12,32 +12,25 @@ import email.policy
 import ipaddress
 import socket
 import ssl
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import sqlalchemy as sa
-import uvicorn
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from conftest import START, Server, Tenant
+from conftest import Server, Tenant
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from journeys.api.app import create_app
 from journeys.channels import registry
 from journeys.channels.base import OutboundMessage, SendResult
 from journeys.channels.secrets import SecretBox
-from journeys.clock import ManualClock
-from journeys.config import Settings
 from journeys.store import channels
 from journeys.store.db import transaction
 
@@ -48,27 +41,9 @@ REFUSED = "nobody@example.com"
 
 
 # ---------------------------------------------------------------- our server, with a secret key
-class SmtpTestServer(Server):
+def SmtpTestServer(database_url: str) -> Server:  # noqa: N802 - reads like the class it was
     """conftest.Server with JOURNEYS_SECRET_KEY set (the session server has none)."""
-
-    def __init__(self, database_url: str) -> None:  # noqa: D107 - same as conftest.Server
-        self.clock = ManualClock(START)
-        self.settings = Settings(database_url=database_url, worker_enabled=False, secret_key=SECRET)
-        self.app = create_app(self.settings, clock=self.clock, run_worker=False)
-        self.engine = self.app.state.engine
-        self.worker = self.app.state.worker
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 20
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("test server did not start")
-            time.sleep(0.01)
-        port = self._server.servers[0].sockets[0].getsockname()[1]
-        self.base_url = f"http://127.0.0.1:{port}"
-        self.http = httpx.Client(base_url=self.base_url, timeout=60)
+    return Server(database_url, secret_key=SECRET)
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -20,17 +18,14 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-import uvicorn
 from conftest import Server
 from fake_twilio import FakeTwilio
 from twilio.request_validator import RequestValidator
 
-from journeys.api.app import create_app
 from journeys.channels.base import OutboundMessage
 from journeys.channels.registry import ProviderConfigError
 from journeys.channels.secrets import SecretBox
 from journeys.channels.twilio import TwilioProvider, check_config
-from journeys.clock import ManualClock
 from journeys.config import Settings
 from journeys.store import channels
 from journeys.store.db import transaction
@@ -67,33 +62,9 @@ _ENTRY_POINT = Path(sys.executable).parent / "journeys"
 JOURNEYS = [str(_ENTRY_POINT)] if _ENTRY_POINT.exists() else [sys.executable, "-m", "journeys.cli"]
 
 
-class TwilioServer(Server):
-    """The conftest Server, with a secret key, the fake's API base and a public base URL."""
-
-    def __init__(self, database_url: str, api_base: str) -> None:  # noqa: D401 - same shape as Server
-        self.clock = ManualClock(START)
-        self.settings = Settings(
-            database_url=database_url,
-            worker_enabled=False,
-            secret_key=SECRET_KEY,
-            twilio_api_base=api_base,
-        )
-        self.app = create_app(self.settings, clock=self.clock, run_worker=False)
-        self.engine = self.app.state.engine
-        self.worker = self.app.state.worker
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 20
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("test server did not start")
-            time.sleep(0.01)
-        port = self._server.servers[0].sockets[0].getsockname()[1]
-        self.base_url = f"http://127.0.0.1:{port}"
-        self.settings.public_base_url = self.base_url  # the URL "Twilio" calls back
-        self.http = httpx.Client(base_url=self.base_url, timeout=60)
+def TwilioServer(database_url: str, api_base: str) -> Server:  # noqa: N802 - reads like the class it was
+    """The conftest Server, with a secret key, the fake's API base and its own public URL."""
+    return Server(database_url, public_url_is_own=True, secret_key=SECRET_KEY, twilio_api_base=api_base)
 
 
 @pytest.fixture(scope="module")
