@@ -22,7 +22,6 @@ from journeys import accounts, catalog
 from journeys.api import inbound_routes
 from journeys.channels.secrets import SecretBox
 from journeys.definitions import load_definition_text
-from journeys.engine import interpreter
 from journeys.store import channels
 from journeys.store.db import transaction
 
@@ -33,11 +32,6 @@ PHONE = "+13125550100"
 OTHER_PHONE = "+13125550177"
 EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
-INTERPRETER_HONOURS_OPT_OUT = hasattr(interpreter.NoLedger, "opted_out")
-needs_interpreter_edit = pytest.mark.skipif(
-    not INTERPRETER_HONOURS_OPT_OUT,
-    reason="the interpreter's send_sms does not check opt-outs yet (Ledger.opted_out)",
-)
 
 
 class ConsentServer(Server):
@@ -436,7 +430,6 @@ def test_sms_already_queued_to_a_number_that_opts_out_is_dropped(
 
 
 # ---------------------------------------------------------------- opted-out numbers get no SMS
-@needs_interpreter_edit
 def test_no_sms_goes_to_an_opted_out_number_from_any_journey_until_start(srv: ConsentServer) -> None:
     t = srv.tenant(TWO_SENDS, TWILIO)
     other = srv.publish(t, OTHER_JOURNEY)
@@ -463,7 +456,6 @@ def test_no_sms_goes_to_an_opted_out_number_from_any_journey_until_start(srv: Co
     assert [r.body for r in sms_to(srv, t.org_id, PHONE)] == ["first", "from the other journey"]
 
 
-@needs_interpreter_edit
 def test_an_opt_out_through_the_replies_api_stops_sends_too(srv: ConsentServer) -> None:
     t = srv.tenant(OTHER_JOURNEY)
     reply_api(srv, t, PHONE, "unsubscribe")
