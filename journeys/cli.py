@@ -32,6 +32,8 @@ app.add_typer(org_app, name="org")
 app.add_typer(channel_app, name="channel")
 app.add_typer(token_app, name="token")
 app.add_typer(journey_app, name="journey")
+webhook_app = typer.Typer(help="Event webhooks to the org's own systems.", no_args_is_help=True)
+app.add_typer(webhook_app, name="webhook")
 
 _state: dict[str, Any] = {}
 
@@ -251,6 +253,110 @@ def token_revoke(token_id: str) -> None:
     except accounts.AccountError as exc:
         _fail(str(exc))
     typer.echo(f"revoked {token_id}", err=True)
+
+
+# ------------------------------------------------------------------ webhooks
+def _webhook_call(fn: Any) -> Any:
+    from journeys.engine.webhooks import WebhookError
+
+    try:
+        return fn()
+    except WebhookError as exc:
+        _fail("; ".join(exc.errors))
+
+
+def _webhook_org(engine: Any, org: str) -> None:
+    from journeys.store import accounts as accounts_repo
+
+    with read_only(engine) as conn:
+        if accounts_repo.get_org(conn, org) is None:
+            _fail(f"unknown org {org}")
+
+
+@webhook_app.command("create")
+def webhook_create(
+    org: str = typer.Option(..., "--org", help="Org id"),
+    url: str = typer.Option(..., "--url", help="http(s) URL receiving the events"),
+    secret: str = typer.Option(..., "--secret", help="Shared secret (16+ characters); never printed"),
+    events: str = typer.Option("*", "--events", help="Comma-separated event types, or * for all"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Subscribe an endpoint; it is challenged at once (needs JOURNEYS_SECRET_KEY)."""
+    from journeys.engine import webhooks as service
+
+    engine = _engine()
+    _webhook_org(engine, org)
+    types = service.parse_event_types(events)
+    out = _webhook_call(
+        lambda: service.create(engine, _settings().secret_key, org, url, secret, list(types), _now())
+    )
+    if as_json:
+        _print_json(out)
+    else:
+        typer.echo(f"created webhook {out['id']} (verified)")
+
+
+@webhook_app.command("list")
+def webhook_list(
+    org: str = typer.Option(..., "--org"), as_json: bool = typer.Option(False, "--json")
+) -> None:
+    """List the org's webhook subscriptions."""
+    from journeys.engine import webhooks as service
+
+    engine = _engine()
+    _webhook_org(engine, org)
+    rows = service.list_all(engine, org)
+    if as_json:
+        _print_json(rows)
+        return
+    for r in rows:
+        state = "verified" if r["verified"] else "unverified"
+        typer.echo(f"{r['id']}  {state:<10} {r['url']}  {','.join(r['eventTypes'])}")
+
+
+@webhook_app.command("delete")
+def webhook_delete(webhook_id: str, org: str = typer.Option(..., "--org")) -> None:
+    """Delete (disable) a subscription; its undelivered events are dropped."""
+    from journeys.engine import webhooks as service
+
+    engine = _engine()
+    _webhook_call(lambda: service.delete(engine, org, webhook_id, _now()))
+    typer.echo(f"deleted webhook {webhook_id}", err=True)
+
+
+@webhook_app.command("verify")
+def webhook_verify(webhook_id: str, org: str = typer.Option(..., "--org")) -> None:
+    """Challenge the endpoint again (events flow only to verified subscriptions)."""
+    from journeys.engine import webhooks as service
+
+    engine = _engine()
+    _webhook_call(lambda: service.verify(engine, _settings().secret_key, org, webhook_id, _now()))
+    typer.echo(f"webhook {webhook_id} verified", err=True)
+
+
+@webhook_app.command("deliveries")
+def webhook_deliveries(
+    org: str = typer.Option(..., "--org"),
+    webhook: str = typer.Option(None, "--webhook", help="Only this subscription"),
+    status: str = typer.Option(None, "--status", help="pending, sending, delivered or failed"),
+    limit: int = typer.Option(100, "--limit"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Recent deliveries, newest first, with attempts and the last status code."""
+    from journeys.engine import webhooks as service
+
+    engine = _engine()
+    _webhook_org(engine, org)
+    rows = _webhook_call(lambda: service.deliveries(engine, org, webhook, status, limit))
+    if as_json:
+        _print_json(rows)
+        return
+    for r in rows:
+        code = r["lastStatusCode"] if r["lastStatusCode"] is not None else "-"
+        typer.echo(
+            f"{r['id']}  {r['type']:<24} {r['status']:<9} attempts={r['attempts']} last={code}"
+            f"  {r['lastError'] or ''}".rstrip()
+        )
 
 
 # ------------------------------------------------------------------ journeys

@@ -33,7 +33,6 @@ OTHER_PHONE = "+13125550177"
 EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
 
-
 class ConsentServer(Server):
     """The conftest Server with its own database, a secret key, the fake Twilio's API base and
     its own URL as the public one (what Twilio calls and signs)."""

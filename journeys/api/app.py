@@ -13,7 +13,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.responses import Response
 
 from journeys import __version__
-from journeys.api import errors, extensions, inbound_routes, routes, twilio_routes
+from journeys.api import errors, extensions, inbound_routes, routes, twilio_routes, webhook_routes
 from journeys.api.schemas import component_schemas
 from journeys.channels.dispatch import Dispatcher, check_secret_key
 from journeys.clock import Clock, SystemClock
@@ -72,6 +72,7 @@ def create_app(
     app.include_router(routes.router)
     app.include_router(extensions.router)
     app.include_router(twilio_routes.router)
+    app.include_router(webhook_routes.router)
     app.include_router(inbound_routes.router)
 
     @app.get("/healthz", include_in_schema=False)

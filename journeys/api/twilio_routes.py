@@ -29,8 +29,7 @@ from journeys.channels.secrets import SecretBox, SecretKeyMissing
 from journeys.engine.timeline import event_row
 from journeys.store import channels as channels_repo
 from journeys.store.db import read_only, transaction
-from journeys.store.instances import insert_rows
-from journeys.store.tables import instance_events
+from journeys.store.events import insert_events
 
 log = logging.getLogger("journeys.api.twilio")
 
@@ -107,7 +106,7 @@ async def twilio_status(orgId: str, request: Request) -> Response:  # noqa: N803
             event = event_row(
                 orgId, row["instance_id"], now, row["flow_id"], None, row["step_id"], "sms_status", detail
             )
-            insert_rows(conn, instance_events, [event])
+            insert_events(conn, [event])
 
     await run_in_threadpool(work)
     return Response(status_code=204)

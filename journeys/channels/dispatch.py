@@ -26,8 +26,7 @@ from journeys.engine.timeline import event_row
 from journeys.store import channels as repo
 from journeys.store import messages
 from journeys.store.db import read_only, transaction
-from journeys.store.instances import insert_rows
-from journeys.store.tables import instance_events
+from journeys.store.events import insert_events
 
 log = logging.getLogger("journeys.channels")
 
@@ -144,9 +143,8 @@ class Dispatcher:
             )
         with transaction(self.engine) as conn:
             if repo.record_result(conn, row["org_id"], row["message_id"], attempt, values):
-                insert_rows(
+                insert_events(
                     conn,
-                    instance_events,
                     [
                         event_row(
                             row["org_id"],

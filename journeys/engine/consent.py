@@ -16,8 +16,7 @@ from sqlalchemy.engine import Connection
 
 from journeys.engine.timeline import event_row
 from journeys.store import consent as repo
-from journeys.store.instances import insert_rows
-from journeys.store.tables import instance_events
+from journeys.store.events import insert_events
 
 OPT_OUT = "opt_out"
 OPT_IN = "opt_in"
@@ -50,11 +49,11 @@ def apply_keyword(conn: Connection, org_id: str, phone: str, body: str, now: dat
     keyword, an ordinary reply)."""
     action = classify(body)
     if action == OPT_OUT:
-        repo.set_status(conn, org_id, phone, repo.OPTED_OUT, body.strip().upper(), now)
+        keyword = body.strip().upper()
+        repo.set_status(conn, org_id, phone, repo.OPTED_OUT, keyword, now)
         dropped = repo.drop_queued_sms(conn, org_id, phone, OPTED_OUT_REASON)
-        insert_rows(
+        insert_events(
             conn,
-            instance_events,
             [
                 event_row(
                     org_id,
@@ -67,6 +66,12 @@ def apply_keyword(conn: Connection, org_id: str, phone: str, body: str, now: dat
                     {"messageId": row["message_id"], "reason": OPTED_OUT_REASON},
                 )
                 for row in dropped
+            ]
+            # One opted_out event per instance that had messages queued to the number (the
+            # webhook `opted_out` comes from it); instances with nothing queued get none.
+            + [
+                event_row(org_id, instance_id, now, None, None, None, "opted_out", {"keyword": keyword})
+                for instance_id in dict.fromkeys(row["instance_id"] for row in dropped)
             ],
         )
     elif action == OPT_IN:

@@ -12,7 +12,8 @@ from journeys.catalog import JourneyVersion
 from journeys.engine.search import SearchQuery
 from journeys.engine.timeline import event_row
 from journeys.store import instances as repo
-from journeys.store.tables import ACTIVE, instance_events
+from journeys.store.events import insert_events
+from journeys.store.tables import ACTIVE
 
 
 class NotFound(LookupError):
@@ -43,9 +44,8 @@ def cancel(conn: Connection, jv: JourneyVersion, instance_id: str, clock: Callab
     if before is None:
         raise NotFound(instance_id)
     if before == ACTIVE:
-        repo.insert_rows(
+        insert_events(
             conn,
-            instance_events,
             [event_row(jv.org_id, instance_id, now, None, None, None, "cancelled", {"by": "api"})],
         )
         return True

@@ -14,8 +14,7 @@ from journeys.engine.consent import apply_keyword
 from journeys.engine.timeline import event_row
 from journeys.ids import new_id
 from journeys.store import replies as repo
-from journeys.store.instances import insert_rows
-from journeys.store.tables import instance_events
+from journeys.store.events import insert_events
 from journeys.store.work import notify_due
 
 MAX_REPLY_CHARS = 1600  # ten SMS segments
@@ -61,9 +60,8 @@ def receive_reply(
         if repo.deliver_reply(conn, org_id, waiting["instance_id"], waiting["rev"], json.dumps(state), now):
             instance_id = waiting["instance_id"]
             notify_due(conn)
-            insert_rows(
+            insert_events(
                 conn,
-                instance_events,
                 [
                     event_row(
                         org_id, instance_id, now, None, None, None, "reply_arrived", {"messageId": message_id}

@@ -29,7 +29,8 @@ from journeys.definitions.values import (
 from journeys.engine.timeline import event_row
 from journeys.ids import new_id, new_ids
 from journeys.store import instances as repo
-from journeys.store.tables import ACTIVE, instance_events, instance_parameters, journey_instances
+from journeys.store.events import insert_events
+from journeys.store.tables import ACTIVE, instance_parameters, journey_instances
 from journeys.store.work import notify_due
 
 MAX_ERRORS = 1000
@@ -302,7 +303,7 @@ def _start_main(
         )
     repo.insert_rows(conn, journey_instances, inst_rows)
     repo.insert_rows(conn, instance_parameters, param_rows)
-    repo.insert_rows(conn, instance_events, event_rows)
+    insert_events(conn, event_rows)
     notify_due(conn)
     return TriggerResult(batch_id, ids)
 
@@ -402,7 +403,7 @@ def _start_subflow(
     if changed_rows != len(updates):
         raise ConcurrentChange("an instance changed while the subflow was being started; retry the request")
     repo.replace_parameters(conn, param_rows)
-    repo.insert_rows(conn, instance_events, event_rows)
+    insert_events(conn, event_rows)
     # Anything queued but unsent was rendered from the old parameters (e.g. the old time).
     repo.drop_queued_messages(conn, jv.org_id, ids, "superseded by a subflow")
     notify_due(conn)

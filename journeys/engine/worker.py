@@ -28,6 +28,7 @@ from sqlalchemy.engine import Engine
 from journeys.catalog import load_version
 from journeys.channels.dispatch import Dispatcher
 from journeys.channels.phone import normalise_phone
+from journeys.channels.webhooks import WebhookSender
 from journeys.clock import Clock
 from journeys.engine.http import perform_http
 from journeys.engine.interpreter import Effects, Instance, StepFailed, advance, load_state
@@ -69,6 +70,7 @@ class Worker:
         poll_interval: float = 1.0,
         lease: timedelta = DEFAULT_LEASE,
         dispatcher: Dispatcher | None = None,
+        webhooks: WebhookSender | None = None,
     ) -> None:
         self.engine = engine
         self.clock = clock
@@ -82,6 +84,7 @@ class Worker:
         self.steps = 0
         self._last_heartbeat = 0.0
         self.dispatcher = dispatcher or Dispatcher(engine, clock)
+        self.webhooks = webhooks or WebhookSender(engine, clock, self.dispatcher.settings)
         self.wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -105,6 +108,7 @@ class Worker:
         for key, call in calls:  # outside any transaction: the network is slow and may fail
             self._http(key, call)
         result.delivered = self.dispatcher.deliver_due()
+        self.webhooks.deliver_due()
         self.batches += 1
         self.steps += result.steps
         return result

@@ -289,6 +289,54 @@ sms_consent = sa.Table(
     sa.PrimaryKeyConstraint("org_id", "phone"),
 )
 
+# Event webhooks to an org's own systems: subscriptions (secret encrypted like provider
+# credentials) and one delivery row per event and subscription (attempts, status codes).
+webhook_subscriptions = sa.Table(
+    "webhook_subscriptions",
+    metadata,
+    sa.Column("org_id", Id, nullable=False),
+    sa.Column("subscription_id", Id, nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("secret_encrypted", sa.Text, nullable=False),
+    sa.Column("event_types", sa.Text, nullable=False),  # space-separated; "*" for all
+    sa.Column("verified_at", UTCDateTime, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("disabled_at", UTCDateTime, nullable=True),
+    sa.PrimaryKeyConstraint("org_id", "subscription_id"),
+)
+
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("org_id", Id, nullable=False),
+    sa.Column("delivery_id", sa.String(32), nullable=False),  # time-ordered
+    sa.Column("subscription_id", Id, nullable=False),
+    sa.Column("instance_id", Id, nullable=False),
+    sa.Column("event_type", sa.String(48), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),  # JSON, no PHI
+    sa.Column("status", sa.String(16), nullable=False),  # pending | sending | delivered | failed
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=True),
+    sa.Column("last_status_code", sa.Integer, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("delivered_at", UTCDateTime, nullable=True),
+    sa.PrimaryKeyConstraint("org_id", "delivery_id"),
+    sa.Index(
+        "ix_webhook_deliveries_due",
+        "next_attempt_at",
+        sqlite_where=sa.text("status IN ('pending', 'sending')"),
+        postgresql_where=sa.text("status IN ('pending', 'sending')"),
+    ),
+    sa.Index(
+        "ix_webhook_deliveries_order",
+        "org_id",
+        "subscription_id",
+        "instance_id",
+        "delivery_id",
+    ),
+)
+
 # Use this literal (not a bound parameter) in queries that must match the partial indexes'
 # `status = 'InProgress'` predicate: SQLite only uses a partial index when it can prove it.
 ACTIVE_LITERAL = sa.literal_column("'InProgress'")

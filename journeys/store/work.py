@@ -22,12 +22,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from journeys.store import events
 from journeys.store.bulk import insert_many, pg_array_type
 from journeys.store.consent import OptOutCache
 from journeys.store.tables import (
     ACTIVE_LITERAL,
     UTCDateTime,
-    instance_events,
     journey_instances,
     outbox,
     worker_heartbeats,
@@ -215,7 +215,7 @@ def _pg_update(conn: Connection, updates: Sequence[dict[str, Any]]) -> int:
 
 
 def insert_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    insert_many(conn, instance_events, rows)
+    events.insert_events(conn, rows)
 
 
 def insert_messages(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:

@@ -1,0 +1,119 @@
+"""Event webhook subscriptions (beyond the MedChat API; same auth, same error style)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from journeys.accounts import SCOPE_CREATE, SCOPE_READ, Principal
+from journeys.api.auth import require
+from journeys.api.errors import ApiError
+from journeys.api.routes import read_json
+from journeys.engine import webhooks as service
+from journeys.store.events import EVENT_TYPES
+
+router = APIRouter(prefix="/api/orgs/{orgId}/webhooks", tags=["webhooks"])
+
+
+class WebhookIn(BaseModel):
+    url: str = Field(description="http(s) URL that receives the events (and the challenge GET)")
+    secret: str = Field(description="Shared secret (16+ characters) for the challenge and signatures")
+    eventTypes: list[str] = Field(description=f"Any of {', '.join(EVENT_TYPES)}, or * for all")  # noqa: N815
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+async def _call(fn: Callable[[], Any]) -> Any:
+    def work() -> Any:
+        try:
+            return fn()
+        except service.WebhookError as exc:
+            raise ApiError(exc.status, exc.errors) from None
+
+    return await run_in_threadpool(work)
+
+
+@router.post(
+    "",
+    status_code=201,
+    summary="Subscribe an endpoint to events (the endpoint is challenged first)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": WebhookIn.model_json_schema()}},
+        }
+    },
+)
+async def create_webhook(
+    orgId: str, request: Request, _: Principal = Depends(require(SCOPE_CREATE))
+) -> Response:  # noqa: N803
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise ApiError(400, ["request body: must be a JSON object with url, secret and eventTypes"])
+    state = request.app.state
+    out = await _call(
+        lambda: service.create(
+            state.engine,
+            state.settings.secret_key,
+            orgId,
+            body.get("url"),
+            body.get("secret"),
+            body.get("eventTypes"),
+            state.clock.now(),
+        )
+    )
+    return _json(out, 201)
+
+
+@router.get("", summary="List the org's webhook subscriptions")
+async def list_webhooks(
+    orgId: str, request: Request, _: Principal = Depends(require(SCOPE_READ))
+) -> Response:  # noqa: N803
+    return _json(await _call(lambda: service.list_all(request.app.state.engine, orgId)))
+
+
+@router.delete("/{webhookId}", status_code=204, summary="Delete (disable) a webhook subscription")
+async def delete_webhook(
+    orgId: str,  # noqa: N803
+    webhookId: str,  # noqa: N803
+    request: Request,
+    _: Principal = Depends(require(SCOPE_CREATE)),
+) -> Response:
+    state = request.app.state
+    await _call(lambda: service.delete(state.engine, orgId, webhookId, state.clock.now()))
+    return Response(status_code=204)
+
+
+@router.post("/{webhookId}/verify", summary="Challenge the endpoint again")
+async def verify_webhook(
+    orgId: str,  # noqa: N803
+    webhookId: str,  # noqa: N803
+    request: Request,
+    _: Principal = Depends(require(SCOPE_CREATE)),
+) -> Response:
+    state = request.app.state
+    out = await _call(
+        lambda: service.verify(state.engine, state.settings.secret_key, orgId, webhookId, state.clock.now())
+    )
+    return _json(out)
+
+
+@router.get("/{webhookId}/deliveries", summary="Recent deliveries, newest first (attempts, status codes)")
+async def list_deliveries(
+    orgId: str,  # noqa: N803
+    webhookId: str,  # noqa: N803
+    request: Request,
+    status: str | None = None,
+    limit: int = 100,
+    _: Principal = Depends(require(SCOPE_READ)),
+) -> Response:
+    engine = request.app.state.engine
+    return _json(await _call(lambda: service.deliveries(engine, orgId, webhookId, status, limit)))

@@ -1,0 +1,182 @@
+"""Webhook subscription services (used by the API and the CLI).
+
+Creating or re-verifying a subscription challenges the endpoint (outside any transaction):
+events are only recorded for verified subscriptions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy.engine import Engine
+
+from journeys.channels import webhooks as sender
+from journeys.channels.secrets import SecretBox, SecretKeyMissing
+from journeys.clock import iso_z
+from journeys.ids import new_id
+from journeys.store import webhooks as repo
+from journeys.store.db import read_only, transaction
+from journeys.store.events import EVENT_TYPES
+
+DELIVERY_STATUSES = ("pending", "sending", "delivered", "failed")
+MAX_SECRET_LENGTH = 512
+
+
+class WebhookError(Exception):
+    """`status` is the HTTP status; `errors` the messages (no secrets, no PHI)."""
+
+    def __init__(self, status: int, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.status = status
+        self.errors = errors
+
+
+def _validate(url: Any, secret: Any, event_types: Any) -> tuple[str, str, list[str]]:
+    errors: list[str] = []
+    if not isinstance(url, str) or not url.strip():
+        errors.append("url is required")
+    else:
+        parts = urlsplit(url.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            errors.append("url must be an absolute http or https URL")
+    if not isinstance(secret, str) or not secret:
+        errors.append("secret is required (a shared secret used to sign deliveries)")
+    elif len(secret) < 16 or len(secret) > MAX_SECRET_LENGTH:
+        errors.append(f"secret must be 16 to {MAX_SECRET_LENGTH} characters long")
+    types: list[str] = []
+    if (
+        not isinstance(event_types, list)
+        or not event_types
+        or not all(isinstance(t, str) for t in event_types)
+    ):
+        errors.append('eventTypes must be a non-empty list of event types (or ["*"] for all)')
+    else:
+        types = list(dict.fromkeys(t.strip() for t in event_types))
+        unknown = [t for t in types if t != "*" and t not in EVENT_TYPES]
+        if unknown:
+            errors.append(f"unknown event types: {', '.join(unknown)} (known: {', '.join(EVENT_TYPES)}, *)")
+        if "*" in types:
+            types = ["*"]
+    if errors:
+        raise WebhookError(400, errors)
+    return str(url).strip(), str(secret), types
+
+
+def subscription_json(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["subscription_id"],
+        "url": row["url"],
+        "eventTypes": str(row["event_types"]).split(),
+        "verified": row["verified_at"] is not None,
+        "verifiedDateTime": iso_z(row["verified_at"]),
+        "createdDateTime": iso_z(row["created_at"]),
+    }
+
+
+def delivery_json(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["delivery_id"],
+        "type": row["event_type"],
+        "instanceId": row["instance_id"],
+        "status": row["status"],
+        "attempts": row["attempts"],
+        "lastStatusCode": row["last_status_code"],
+        "lastError": row["last_error"],
+        "nextAttemptDateTime": iso_z(row["next_attempt_at"]) if row["status"] == "pending" else None,
+        "createdDateTime": iso_z(row["created_at"]),
+        "deliveredDateTime": iso_z(row["delivered_at"]),
+    }
+
+
+def _get(engine: Engine, org_id: str, subscription_id: str) -> dict[str, Any]:
+    with read_only(engine) as conn:
+        row = repo.get_subscription(conn, org_id, subscription_id)
+    if row is None:
+        raise WebhookError(404, [f"webhook {subscription_id} not found"])
+    return row
+
+
+def _verify(engine: Engine, box: SecretBox, row: dict[str, Any], now: datetime) -> dict[str, Any]:
+    try:
+        secret = str(box.open(row["secret_encrypted"])["secret"])
+    except SecretKeyMissing as exc:
+        raise WebhookError(503, [str(exc)]) from None
+    try:
+        sender.challenge(row["url"], secret)
+    except sender.VerificationFailed as exc:
+        raise WebhookError(
+            400, [f"webhook {row['subscription_id']} was not verified: {exc} (it is kept, unverified)"]
+        ) from None
+    with transaction(engine) as conn:
+        repo.set_verified(conn, row["org_id"], row["subscription_id"], now)
+    return {**row, "verified_at": now}
+
+
+def create(
+    engine: Engine,
+    secret_key: str | None,
+    org_id: str,
+    url: Any,
+    secret: Any,
+    event_types: Any,
+    now: datetime,
+) -> dict[str, Any]:
+    """Store the subscription, then challenge the endpoint. Raises WebhookError (400 when the
+    challenge fails; the subscription stays, unverified, with its id in the message)."""
+    url, secret, types = _validate(url, secret, event_types)
+    box = SecretBox(secret_key)
+    try:
+        sealed = box.seal({"secret": secret})
+    except SecretKeyMissing as exc:
+        raise WebhookError(503, [str(exc)]) from None
+    row = {
+        "org_id": org_id,
+        "subscription_id": new_id(),
+        "url": url,
+        "secret_encrypted": sealed,
+        "event_types": " ".join(types),
+        "verified_at": None,
+        "created_at": now,
+        "disabled_at": None,
+    }
+    with transaction(engine) as conn:
+        repo.insert_subscription(conn, row)
+    return subscription_json(_verify(engine, box, row, now))
+
+
+def verify(
+    engine: Engine, secret_key: str | None, org_id: str, subscription_id: str, now: datetime
+) -> dict[str, Any]:
+    row = _get(engine, org_id, subscription_id)
+    return subscription_json(_verify(engine, SecretBox(secret_key), row, now))
+
+
+def list_all(engine: Engine, org_id: str) -> list[dict[str, Any]]:
+    with read_only(engine) as conn:
+        return [subscription_json(r) for r in repo.list_subscriptions(conn, org_id)]
+
+
+def delete(engine: Engine, org_id: str, subscription_id: str, now: datetime) -> None:
+    with transaction(engine) as conn:
+        if not repo.disable(conn, org_id, subscription_id, now):
+            raise WebhookError(404, [f"webhook {subscription_id} not found"])
+
+
+def deliveries(
+    engine: Engine, org_id: str, subscription_id: str | None, status: str | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
+    if status is not None and status not in DELIVERY_STATUSES:
+        raise WebhookError(400, [f"status must be one of {', '.join(DELIVERY_STATUSES)}"])
+    if not 1 <= limit <= 1000:
+        raise WebhookError(400, ["limit must be between 1 and 1000"])
+    if subscription_id is not None:
+        _get(engine, org_id, subscription_id)
+    with read_only(engine) as conn:
+        return [delivery_json(r) for r in repo.list_deliveries(conn, org_id, subscription_id, status, limit)]
+
+
+def parse_event_types(text: str) -> Sequence[str]:
+    """The CLI's --events: a comma list, or *."""
+    return [t.strip() for t in text.split(",") if t.strip()]

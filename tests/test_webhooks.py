@@ -1,0 +1,501 @@
+"""Event webhooks: the challenge, signed ordered deliveries, retries, the API and the CLI.
+
+A real server (its own module-scoped one, with a secret key and a fake Twilio), and a real
+local HTTP receiver standing in for the clinic's system."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import sqlalchemy as sa
+from conftest import Server
+from fake_twilio import FakeTwilio
+
+from journeys.channels.secrets import SecretBox
+from journeys.channels.twilio import check_config
+from journeys.store import channels
+from journeys.store.db import transaction
+
+START = datetime(2026, 11, 2, 16, 0, tzinfo=UTC)  # Monday 10:00 in Chicago
+SECRET_KEY = "test-secret-key-for-webhooks"
+SID = "AC" + "0123456789abcdef" * 2
+TOKEN = "twilio-auth-token-for-tests"
+FROM = "+13125550100"
+HOOK_SECRET = "whsec-0123456789abcdef"
+REPLAY_WINDOW = 300
+_ENTRY_POINT = Path(sys.executable).parent / "journeys"
+JOURNEYS = [str(_ENTRY_POINT)] if _ENTRY_POINT.exists() else [sys.executable, "-m", "journeys.cli"]
+
+SMS = """
+name: Webhook SMS
+parameters:
+  - {name: key, identifier: true}
+  - {name: patientName}
+  - {name: phone, type: phone}
+flows:
+  - id: main
+    name: Main
+    steps:
+      - id: 10
+        type: send_sms
+        to: phone
+        frequency_cap: false
+        body: "Hi {{ patientName }}, your appointment is booked."
+      - {id: 20, type: end, outcome: sent}
+"""
+
+WAIT = """
+name: Webhook wait
+parameters:
+  - {name: key, identifier: true}
+flows:
+  - id: main
+    name: Main
+    steps:
+      - {id: 10, type: wait, duration: 1d}
+      - {id: 20, type: end}
+"""
+
+
+@dataclass
+class Receiver:
+    """The clinic's endpoint: answers the challenge (rightly, unless `wrong`), records POSTs,
+    fails the next `fail` POSTs with HTTP 500."""
+
+    secret: str = HOOK_SECRET
+    wrong: bool = False
+    fail: int = 0
+    posts: list[dict[str, Any]] = field(default_factory=list)
+    challenges: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        rec = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                code = parse_qs(urlsplit(self.path).query).get("challengeCode", [""])[0]
+                rec.challenges.append(code)
+                answer = hmac.new(rec.secret.encode(), code.encode(), hashlib.sha256).hexdigest()
+                body = ("nope" if rec.wrong else answer + "\n").encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self) -> None:  # noqa: N802
+                raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with rec.lock:
+                    failing = rec.fail > 0
+                    rec.fail -= 1 if failing else 0
+                    rec.posts.append({"headers": dict(self.headers.items()), "raw": raw, "failed": failing})
+                self.send_response(500 if failing else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hooks"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def ok_events(self, instance_id: str | None = None) -> list[dict[str, Any]]:
+        out = [json.loads(p["raw"]) for p in self.posts if not p["failed"]]
+        return [e for e in out if instance_id is None or e["instanceId"] == instance_id]
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeTwilio]:
+    with FakeTwilio(SID, TOKEN) as f:
+        yield f
+
+
+@pytest.fixture(scope="module")
+def srv(fake: FakeTwilio, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    s = Server(
+        f"sqlite:///{tmp_path_factory.mktemp('webhooks') / 'journeys.db'}",
+        secret_key=SECRET_KEY,
+        twilio_api_base=fake.url,
+    )
+    yield s
+    s.stop()
+
+
+@pytest.fixture()
+def rec() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh(srv: Server, fake: FakeTwilio) -> None:
+    srv.clock.set(START)
+    fake.reset()
+
+
+# ---------------------------------------------------------------- helpers
+def sms_tenant(srv: Server) -> Any:
+    t = srv.tenant(SMS)
+    config = check_config({"account_sid": SID, "auth_token": TOKEN, "from": FROM})
+    with transaction(srv.engine) as conn:
+        channels.set_channel(
+            conn, t.org_id, "sms", "twilio", SecretBox(SECRET_KEY).seal(config), srv.clock.now()
+        )
+    return t
+
+
+def hooks_url(t: Any, path: str = "") -> str:
+    return f"/api/orgs/{t.org_id}/webhooks{path}"
+
+
+def subscribe(srv: Server, t: Any, rec: Receiver, types: list[str] | None = None) -> dict[str, Any]:
+    body = {"url": rec.url, "secret": HOOK_SECRET, "eventTypes": types or ["*"]}
+    r = srv.http.post(hooks_url(t), json=body, headers=t.headers)
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+def trigger(srv: Server, t: Any, params: dict[str, str]) -> str:
+    key = uuid.uuid4().hex[:8]
+    body = {
+        "flowId": None,
+        "timeZone": "America/Chicago",
+        "instances": [{"parameters": {"key": key, **params}}],
+    }
+    r = srv.http.post(t.url("/bulk"), json=body, headers=t.headers)
+    assert r.status_code == 204, r.text
+    r = srv.http.post(t.url("/search"), json={"includeParameters": True}, headers=t.headers)
+    [iid] = [i["id"] for i in r.json() if i["parameters"]["key"] == key]
+    return str(iid)
+
+
+def check_signature(post: dict[str, Any], now: datetime) -> None:
+    header = post["headers"]["X-Journeys-Signature"]
+    parts = dict(p.split("=", 1) for p in header.split(","))
+    ts = int(parts["t"])
+    expected = hmac.new(HOOK_SECRET.encode(), f"{ts}.".encode() + post["raw"], hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(parts["v1"], expected)
+    assert abs(now.timestamp() - ts) <= REPLAY_WINDOW
+    event = json.loads(post["raw"])
+    assert post["headers"]["X-Journeys-Event"] == event["type"]
+    assert post["headers"]["X-Journeys-Delivery"] == event["id"]
+    assert post["headers"]["Content-Type"] == "application/json"
+
+
+def deliveries(srv: Server, t: Any, hook_id: str, status: str | None = None) -> list[dict[str, Any]]:
+    params = {"status": status} if status else {}
+    r = srv.http.get(hooks_url(t, f"/{hook_id}/deliveries"), params=params, headers=t.headers)
+    assert r.status_code == 200, r.text
+    return list(r.json())
+
+
+# ---------------------------------------------------------------- verification
+def test_create_challenges_the_endpoint_and_lists_without_the_secret(srv: Server, rec: Receiver) -> None:
+    t = srv.tenant(WAIT)
+    hook = subscribe(srv, t, rec, ["instance.started", "instance.completed"])
+    assert hook["verified"] is True and hook["eventTypes"] == ["instance.started", "instance.completed"]
+    assert len(rec.challenges) == 1 and len(rec.challenges[0]) == 32
+    r = srv.http.get(hooks_url(t), headers=t.headers)
+    assert r.status_code == 200 and [h["id"] for h in r.json()] == [hook["id"]]
+    assert HOOK_SECRET not in r.text
+    with srv.engine.connect() as conn:
+        stored = conn.execute(sa.text("SELECT secret_encrypted FROM webhook_subscriptions")).scalars().all()
+    assert all(HOOK_SECRET not in s for s in stored)
+
+
+def test_a_wrong_answer_leaves_the_subscription_unverified_and_no_events_flow(
+    srv: Server, rec: Receiver
+) -> None:
+    t = srv.tenant(WAIT)
+    rec.wrong = True
+    r = srv.http.post(
+        hooks_url(t), json={"url": rec.url, "secret": HOOK_SECRET, "eventTypes": ["*"]}, headers=t.headers
+    )
+    assert r.status_code == 400
+    assert "not verified" in r.json()[0] and "HMAC-SHA256" in r.json()[0]
+    [hook] = srv.http.get(hooks_url(t), headers=t.headers).json()
+    assert hook["verified"] is False
+    trigger(srv, t, {})
+    srv.run_worker()
+    assert srv.count("webhook_deliveries", t.org_id) == 0 and rec.posts == []
+    # Fixed endpoint: verify again, and events flow from then on.
+    rec.wrong = False
+    r = srv.http.post(hooks_url(t, f"/{hook['id']}/verify"), headers=t.headers)
+    assert r.status_code == 200 and r.json()["verified"] is True
+    iid = trigger(srv, t, {})
+    srv.run_worker()
+    assert [e["type"] for e in rec.ok_events()] == ["instance.started", "step.executed"]
+    assert {e["instanceId"] for e in rec.ok_events()} == {iid}
+
+
+def test_unreachable_endpoint_is_a_clear_400(srv: Server) -> None:
+    t = srv.tenant(WAIT)
+    body = {"url": "http://127.0.0.1:9/nothing", "secret": HOOK_SECRET, "eventTypes": ["*"]}
+    r = srv.http.post(hooks_url(t), json=body, headers=t.headers)
+    assert r.status_code == 400 and "could not be reached" in r.json()[0]
+
+
+# ---------------------------------------------------------------- deliveries
+def test_events_are_signed_and_in_order(srv: Server, rec: Receiver, fake: FakeTwilio) -> None:
+    t = sms_tenant(srv)
+    hook = subscribe(srv, t, rec)
+    iid = trigger(srv, t, {"patientName": "Ann", "phone": "(312) 555-0142"})
+    srv.run_worker()
+    events = rec.ok_events(iid)
+    assert [e["type"] for e in events] == [
+        "instance.started",
+        "step.executed",  # 10: sms queued
+        "step.executed",  # 20: end
+        "instance.completed",
+        "message.sent",  # the dispatcher hands the SMS to Twilio after the batch
+    ]
+    assert [e["stepId"] for e in events] == [None, 10, 20, 20, 10]
+    for post in rec.posts:
+        check_signature(post, srv.clock.now())
+    started = events[0]
+    assert started["orgId"] == t.org_id and started["flowId"] == "main"
+    assert started["occurredDateTime"].endswith("Z")
+    # No PHI in any payload.
+    raw = b"".join(p["raw"] for p in rec.posts)
+    assert b"Ann" not in raw and b"555" not in raw
+    listed = deliveries(srv, t, hook["id"])
+    assert len(listed) == 5 and all(d["status"] == "delivered" and d["attempts"] == 1 for d in listed)
+    assert all(d["lastStatusCode"] == 200 and d["deliveredDateTime"] for d in listed)
+
+
+def test_filtered_types_only(srv: Server, rec: Receiver) -> None:
+    t = srv.tenant(WAIT)
+    subscribe(srv, t, rec, ["instance.completed"])
+    trigger(srv, t, {})
+    srv.run_worker()
+    assert rec.posts == []
+    srv.clock.advance(timedelta(days=1, seconds=1))
+    srv.run_worker()
+    assert [e["type"] for e in rec.ok_events()] == ["instance.completed"]
+
+
+def test_failures_retry_with_backoff_and_keep_the_order(srv: Server, rec: Receiver) -> None:
+    t = srv.tenant(WAIT)
+    hook = subscribe(srv, t, rec)
+    rec.fail = 3
+    iid = trigger(srv, t, {})
+    srv.run_worker()
+    assert len(rec.posts) == 1 and rec.posts[0]["failed"]  # the second event waits for the first
+    [first] = deliveries(srv, t, hook["id"], "pending")[-1:]
+    assert first["type"] == "instance.started" and first["attempts"] == 1
+    assert first["lastStatusCode"] == 500 and first["lastError"] == "HTTP 500"
+    srv.run_worker()
+    assert len(rec.posts) == 1  # not due yet: backoff
+    for expected_posts in (2, 3):
+        srv.clock.advance(timedelta(hours=1, minutes=15))
+        srv.run_worker()
+        assert len(rec.posts) == expected_posts
+    srv.clock.advance(timedelta(hours=1, minutes=15))
+    srv.run_worker()
+    assert [e["type"] for e in rec.ok_events(iid)] == ["instance.started", "step.executed"]
+    [started] = [d for d in deliveries(srv, t, hook["id"]) if d["type"] == "instance.started"]
+    assert started["status"] == "delivered" and started["attempts"] == 4
+
+
+def test_backoff_grows(srv: Server, rec: Receiver) -> None:
+    t = srv.tenant(WAIT)
+    hook = subscribe(srv, t, rec, ["instance.started"])
+    rec.fail = 100
+    trigger(srv, t, {})
+    srv.run_worker()
+    gaps = []
+    for _ in range(4):
+        [d] = deliveries(srv, t, hook["id"])
+        due = datetime.fromisoformat(d["nextAttemptDateTime"].replace("Z", "+00:00"))
+        gaps.append((due - srv.clock.now()).total_seconds())
+        srv.clock.set(due)
+        srv.run_worker()
+    assert 20 <= gaps[0] <= 40
+    assert all(b > a for a, b in zip(gaps, gaps[1:], strict=False))
+
+
+def test_gives_up_after_24_hours_and_8_attempts(srv: Server, rec: Receiver) -> None:
+    t = srv.tenant(WAIT)
+    hook = subscribe(srv, t, rec, ["instance.started"])
+    rec.fail = 1000
+    trigger(srv, t, {})
+    srv.run_worker()
+    for _ in range(40):
+        srv.clock.advance(timedelta(hours=1, minutes=15))
+        srv.run_worker()
+    [d] = deliveries(srv, t, hook["id"], "failed")
+    assert d["attempts"] >= 8 and d["lastStatusCode"] == 500
+    sent = len(rec.posts)
+    srv.clock.advance(timedelta(hours=3))
+    srv.run_worker()
+    assert len(rec.posts) == sent  # given up: no more attempts
+
+
+def test_cancel_sends_instance_cancelled(srv: Server, rec: Receiver) -> None:
+    t = srv.tenant(WAIT)
+    subscribe(srv, t, rec, ["instance.cancelled"])
+    iid = trigger(srv, t, {})
+    srv.run_worker()
+    r = srv.http.delete(t.url(f"/{iid}/execution"), headers=t.headers)
+    assert r.status_code in (200, 204), r.text
+    srv.run_worker()
+    assert [e["type"] for e in rec.ok_events(iid)] == ["instance.cancelled"]
+
+
+def test_delete_stops_events(srv: Server, rec: Receiver) -> None:
+    t = srv.tenant(WAIT)
+    hook = subscribe(srv, t, rec)
+    r = srv.http.delete(hooks_url(t, f"/{hook['id']}"), headers=t.headers)
+    assert r.status_code == 204
+    assert srv.http.get(hooks_url(t), headers=t.headers).json() == []
+    trigger(srv, t, {})
+    srv.run_worker()
+    assert rec.posts == []
+    assert srv.http.delete(hooks_url(t, f"/{hook['id']}"), headers=t.headers).status_code == 404
+
+
+# ---------------------------------------------------------------- bad inputs and auth
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ({"url": "ftp://x.example/h", "secret": HOOK_SECRET, "eventTypes": ["*"]}, "http or https"),
+        ({"url": "not a url", "secret": HOOK_SECRET, "eventTypes": ["*"]}, "http or https"),
+        ({"url": "https://x.example/h", "eventTypes": ["*"]}, "secret is required"),
+        ({"url": "https://x.example/h", "secret": "short", "eventTypes": ["*"]}, "16 to"),
+        ({"url": "https://x.example/h", "secret": HOOK_SECRET, "eventTypes": ["sms.bogus"]}, "sms.bogus"),
+        ({"url": "https://x.example/h", "secret": HOOK_SECRET, "eventTypes": []}, "eventTypes"),
+        (["not", "an", "object"], "JSON object"),
+    ],
+)
+def test_create_rejects_bad_input(srv: Server, body: Any, needle: str) -> None:
+    t = srv.tenant(WAIT)
+    r = srv.http.post(hooks_url(t), json=body, headers=t.headers)
+    assert r.status_code == 400, r.text
+    assert any(needle in e for e in r.json()), r.json()
+    assert srv.count("webhook_subscriptions", t.org_id) == 0
+
+
+def test_unknown_ids_and_bad_status(srv: Server) -> None:
+    t = srv.tenant(WAIT)
+    for method, path in [
+        ("DELETE", "/nope"),
+        ("POST", "/nope/verify"),
+        ("GET", "/nope/deliveries"),
+    ]:
+        r = srv.http.request(method, hooks_url(t, path), headers=t.headers)
+        assert r.status_code == 404 and "not found" in r.json()[0]
+    r = srv.http.get(hooks_url(t, "/nope/deliveries"), params={"status": "weird"}, headers=t.headers)
+    assert r.status_code == 400
+
+
+def test_auth(srv: Server) -> None:
+    t = srv.tenant(WAIT)
+    other = srv.tenant(WAIT)
+    read_only = {"Authorization": f"Bearer {srv.new_token(t.org_id, ['read.journey_instances'])}"}
+    routes = [("POST", ""), ("GET", ""), ("DELETE", "/x"), ("POST", "/x/verify"), ("GET", "/x/deliveries")]
+    for method, path in routes:
+        assert srv.http.request(method, hooks_url(t, path)).status_code == 401
+        assert srv.http.request(method, hooks_url(t, path), headers=other.headers).status_code == 404
+    for method, path in [("POST", ""), ("DELETE", "/x"), ("POST", "/x/verify")]:
+        assert srv.http.request(method, hooks_url(t, path), json={}, headers=read_only).status_code == 403
+    assert srv.http.get(hooks_url(t), headers=read_only).status_code == 200
+
+
+# ---------------------------------------------------------------- CLI
+def run_cli(srv: Server, *args: str, secret_key: str | None = SECRET_KEY) -> subprocess.CompletedProcess[str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEYS_")}
+    if secret_key:
+        env["JOURNEYS_SECRET_KEY"] = secret_key
+    return subprocess.run(
+        [*JOURNEYS, "--db", srv.settings.database_url, "webhook", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_cli(srv: Server, rec: Receiver) -> None:
+    t = srv.tenant(WAIT)
+    p = run_cli(
+        srv,
+        "create",
+        "--org",
+        t.org_id,
+        "--url",
+        rec.url,
+        "--secret",
+        HOOK_SECRET,
+        "--events",
+        "instance.started,instance.completed",
+        "--json",
+    )
+    assert p.returncode == 0, p.stderr
+    hook = json.loads(p.stdout)
+    assert hook["verified"] and hook["eventTypes"] == ["instance.started", "instance.completed"]
+    assert HOOK_SECRET not in p.stdout + p.stderr
+    listed = json.loads(run_cli(srv, "list", "--org", t.org_id, "--json").stdout)
+    assert [h["id"] for h in listed] == [hook["id"]]
+    trigger(srv, t, {})
+    srv.run_worker()
+    rows = json.loads(run_cli(srv, "deliveries", "--org", t.org_id, "--json").stdout)
+    assert [(d["type"], d["status"], d["lastStatusCode"]) for d in rows] == [
+        ("instance.started", "delivered", 200)
+    ]
+    assert (
+        run_cli(srv, "deliveries", "--org", t.org_id, "--status", "failed", "--json").stdout.strip() == "[]"
+    )
+    assert run_cli(srv, "verify", hook["id"], "--org", t.org_id).returncode == 0
+    assert run_cli(srv, "delete", hook["id"], "--org", t.org_id).returncode == 0
+    assert json.loads(run_cli(srv, "list", "--org", t.org_id, "--json").stdout) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["create", "--url", "ftp://x/h", "--secret", HOOK_SECRET], "http or https"),
+        (
+            ["create", "--url", "https://x.example/h", "--secret", HOOK_SECRET, "--events", "nope"],
+            "unknown event types: nope",
+        ),
+        (["create", "--url", "https://x.example/h", "--secret", ""], "secret is required"),
+        (["delete", "missing"], "not found"),
+        (["verify", "missing"], "not found"),
+        (["deliveries", "--status", "odd"], "status must be one of"),
+        (["deliveries", "--webhook", "missing"], "not found"),
+    ],
+)
+def test_cli_bad_input(srv: Server, args: list[str], needle: str) -> None:
+    t = srv.tenant(WAIT)
+    p = run_cli(srv, *args, "--org", t.org_id)
+    assert p.returncode != 0 and needle in p.stderr, p.stderr
+
+
+def test_cli_unknown_org_and_missing_secret_key(srv: Server, rec: Receiver) -> None:
+    p = run_cli(srv, "list", "--org", "no-such-org")
+    assert p.returncode == 1 and "unknown org" in p.stderr
+    t = srv.tenant(WAIT)
+    p = run_cli(srv, "create", "--org", t.org_id, "--url", rec.url, "--secret", HOOK_SECRET, secret_key=None)
+    assert p.returncode == 1 and "JOURNEYS_SECRET_KEY" in p.stderr
