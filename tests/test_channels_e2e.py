@@ -1,0 +1,261 @@
+"""The channels, end to end over real HTTP: a trigger, the SMS question handed to a fake Twilio,
+the patient's signed inbound "C", the confirm branch with its thank-you SMS, and the signed
+webhook events the clinic's receiver gets, in order.
+
+A real server (its own database, a secret key, the fake Twilio's API base, its own URL as the
+public one that Twilio signs), the fake Twilio REST server, and a local webhook receiver."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from conftest import Server, Tenant
+from fake_twilio import FakeTwilio
+from twilio.request_validator import RequestValidator
+
+from journeys.channels.secrets import SecretBox
+from journeys.channels.twilio import check_config
+from journeys.store import channels
+from journeys.store.db import transaction
+
+START = datetime(2026, 11, 2, 16, 0, tzinfo=UTC)  # Monday 10:00 in Chicago
+SECRET_KEY = "e2e-test-secret-key"
+ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
+AUTH_TOKEN = "e2e-twilio-auth-token"
+FROM = "+13125550199"
+PATIENT = "+13125550142"
+HOOK_SECRET = "whsec-e2e-0123456789abcdef"
+REPLAY_WINDOW = 300
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+
+CONFIRM = """
+name: Confirm by SMS
+parameters:
+  - {name: key, identifier: true}
+  - {name: phone, type: phone}
+frequency_cap: null
+flows:
+  - id: main
+    name: Main
+    steps:
+      - {id: 10, type: send_sms, to: phone, body: "Reply C to confirm"}
+      - id: 20
+        type: wait_for_reply
+        to: phone
+        timeout: 2d
+        replies:
+          - {outcome: confirmed, next: 30}
+        on_timeout: 50
+      - {id: 30, type: send_sms, to: phone, body: "Thank you, your appointment is confirmed."}
+      - {id: 40, type: end, outcome: confirmed}
+      - {id: 50, type: end, outcome: no_reply}
+"""
+
+
+class Receiver:
+    """The clinic's webhook endpoint: answers the challenge, records every POST (raw body)."""
+
+    def __init__(self) -> None:
+        self.posts: list[dict[str, Any]] = []
+        rec = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                code = parse_qs(urlsplit(self.path).query).get("challengeCode", [""])[0]
+                body = hmac.new(HOOK_SECRET.encode(), code.encode(), hashlib.sha256).hexdigest().encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self) -> None:  # noqa: N802
+                raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                rec.posts.append({"headers": dict(self.headers.items()), "raw": raw})
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hooks"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeTwilio]:
+    with FakeTwilio(ACCOUNT_SID, AUTH_TOKEN) as f:
+        yield f
+
+
+@pytest.fixture(scope="module")
+def srv(fake: FakeTwilio, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    s = Server(
+        f"sqlite:///{tmp_path_factory.mktemp('channels_e2e') / 'journeys.db'}",
+        public_url_is_own=True,
+        secret_key=SECRET_KEY,
+        twilio_api_base=fake.url,
+    )
+    s.clock.set(START)
+    yield s
+    s.stop()
+    s.engine.dispose()
+
+
+@pytest.fixture()
+def rec() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.stop()
+
+
+# ---------------------------------------------------------------- helpers
+def configure_twilio(srv: Server, org_id: str) -> None:
+    config = check_config({"account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN, "from": FROM})
+    with transaction(srv.engine) as conn:
+        sealed = SecretBox(SECRET_KEY).seal(config)
+        channels.set_channel(conn, org_id, "sms", "twilio", sealed, srv.clock.now())
+
+
+def subscribe_all(srv: Server, t: Tenant, rec: Receiver) -> None:
+    body = {"url": rec.url, "secret": HOOK_SECRET, "eventTypes": ["*"]}
+    r = srv.http.post(f"/api/orgs/{t.org_id}/webhooks", json=body, headers=t.headers)
+    assert r.status_code == 201, r.text
+    assert r.json()["verified"] is True
+
+
+def trigger(srv: Server, t: Tenant, params: dict[str, str]) -> str:
+    key = uuid.uuid4().hex[:8]
+    body = {
+        "flowId": None,
+        "timeZone": "America/Chicago",
+        "instances": [{"parameters": {"key": key, **params}}],
+    }
+    r = srv.http.post(t.url("/bulk"), json=body, headers=t.headers)
+    assert r.status_code == 204, r.text
+    r = srv.http.post(t.url("/search"), json={"includeParameters": True}, headers=t.headers)
+    assert r.status_code == 200, r.text
+    [iid] = [i["id"] for i in r.json() if i["parameters"]["key"] == key]
+    return str(iid)
+
+
+def post_inbound(srv: Server, org_id: str, from_: str, body: str) -> Any:
+    """POST as Twilio does: form-encoded, signed with the auth token over the public URL."""
+    url = f"{srv.settings.public_base_url}/channels/twilio/{org_id}/inbound"
+    params = {
+        "MessageSid": "SM" + uuid.uuid4().hex,
+        "AccountSid": ACCOUNT_SID,
+        "From": from_,
+        "To": FROM,
+        "Body": body,
+        "NumMedia": "0",
+    }
+    sig = RequestValidator(AUTH_TOKEN).compute_signature(url, params)
+    return srv.http.post(url, data=params, headers={"X-Twilio-Signature": sig})
+
+
+def sent_bodies(fake: FakeTwilio) -> list[tuple[str, str, int]]:
+    return [
+        (r.form.get("To", ""), r.form.get("Body", ""), r.response_status)
+        for r in fake.requests
+        if r.path == fake.messages_path
+    ]
+
+
+def check_signature(post: dict[str, Any], now: datetime) -> dict[str, Any]:
+    header = post["headers"]["X-Journeys-Signature"]
+    parts = dict(p.split("=", 1) for p in header.split(","))
+    ts = int(parts["t"])
+    expected = hmac.new(HOOK_SECRET.encode(), f"{ts}.".encode() + post["raw"], hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(parts["v1"], expected)
+    assert abs(now.timestamp() - ts) <= REPLAY_WINDOW
+    event = dict(json.loads(post["raw"]))
+    assert post["headers"]["X-Journeys-Event"] == event["type"]
+    return event
+
+
+def in_order(types: list[str], expected: list[str]) -> bool:
+    """`expected` is a subsequence of `types`."""
+    it = iter(types)
+    return all(any(t == e for t in it) for e in expected)
+
+
+# ---------------------------------------------------------------- the journey
+def test_sms_question_signed_reply_confirm_branch_and_signed_webhooks_in_order(
+    srv: Server, fake: FakeTwilio, rec: Receiver
+) -> None:
+    t = srv.tenant(CONFIRM)
+    configure_twilio(srv, t.org_id)
+    subscribe_all(srv, t, rec)
+    fake.reset()
+
+    iid = trigger(srv, t, {"phone": "(312) 555-0142"})
+    srv.run_worker()
+    assert sent_bodies(fake) == [(PATIENT, "Reply C to confirm", 201)]
+    assert fake.requests[0].form["From"] == FROM
+
+    r = post_inbound(srv, t.org_id, PATIENT, "C")
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/xml")
+    assert r.text == EMPTY_TWIML
+
+    srv.run_worker()
+    assert sent_bodies(fake) == [
+        (PATIENT, "Reply C to confirm", 201),
+        (PATIENT, "Thank you, your appointment is confirmed.", 201),
+    ]
+    got = srv.http.get(t.url(f"/{iid}"), headers=t.headers)
+    assert got.status_code == 200, got.text
+    instance = got.json()
+    assert instance["status"] == "Completed"
+    [received] = [e for e in instance["events"] if e["type"] == "reply_received"]
+    assert received["stepId"] == 20
+    assert "confirmed" in json.dumps(received)
+    assert [e["stepId"] for e in instance["events"] if e["type"] == "end"] == [40]
+
+    # Every delivery handed over (a last pass if the dispatcher's events came after the batch).
+    srv.run_worker()
+    now = srv.clock.now()
+    events = [check_signature(p, now) for p in rec.posts]
+    mine = [e for e in events if e["instanceId"] == iid]
+    types = [e["type"] for e in mine]
+    assert types[0] == "instance.started"
+    assert types.count("instance.started") == 1 and types.count("instance.completed") == 1
+    assert types.count("reply.received") == 1 and types.count("message.sent") == 2
+    assert in_order(
+        types,
+        [
+            "instance.started",
+            "step.executed",
+            "message.sent",  # the question
+            "reply.received",
+            "instance.completed",
+        ],
+    ), types
+    [reply] = [e for e in mine if e["type"] == "reply.received"]
+    assert reply["stepId"] == 20 and reply["detail"]["outcome"] == "confirmed"
+    [completed] = [e for e in mine if e["type"] == "instance.completed"]
+    assert completed["stepId"] == 40 and completed["detail"]["outcome"] == "confirmed"
+    sent = [e for e in mine if e["type"] == "message.sent"]
+    assert [e["stepId"] for e in sent] == [10, 30]
+    assert types.index("message.sent") < types.index("reply.received")
+    # Each event delivered exactly once, and no PHI in any payload.
+    assert len({e["id"] for e in events}) == len(events)
+    raw = b"".join(p["raw"] for p in rec.posts)
+    for phi in (PATIENT[2:], "555-0142", FROM[2:], "Reply C", "Thank you"):
+        assert phi.encode() not in raw
