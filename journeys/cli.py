@@ -380,6 +380,28 @@ def simulate(
             typer.echo(f"        -> {ev['channel']} to {ev['to']}{subject}: {ev['body']}")
 
 
+@app.command()
+def replies(
+    org: str = typer.Option(..., "--org", help="Org id"),
+    unmatched: bool = typer.Option(False, "--unmatched", help="Only replies no instance was waiting for"),
+    limit: int = typer.Option(100, "--limit", min=1, max=10_000),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """List inbound SMS replies, newest first (shows message text: for staff)."""
+    from journeys.engine.replies import list_replies
+
+    with read_only(_engine()) as conn:
+        rows = list_replies(conn, org, unmatched, limit)
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        typer.echo("no replies", err=True)
+    for r in rows:
+        where = f"instance {r['instanceId']}" if r["matched"] else "UNMATCHED"
+        typer.echo(f"{r['receivedDateTime']}  from {r['from']}  {where}: {r['body']}")
+
+
 # ------------------------------------------------------------------ running
 def _configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

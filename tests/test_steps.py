@@ -1759,3 +1759,36 @@ def test_cancel_during_an_http_call_drops_its_result(server: Server, http: Clien
     assert "ehrStatus" not in inst["parameters"]
     assert server.count("outbox", t.org_id) == 0
     assert len(remote.requests) == 1
+
+
+def test_staff_can_list_replies_and_see_the_unmatched_ones(server: Server, http: Client) -> None:
+    t = server.tenant(REPLY)
+    [iid] = waiting(server, http, t, PHONE)
+    reply(http, t, PHONE, "C")
+    reply(http, t, "+1 312 555 0199", "who is this?")  # nobody waits for this number
+    url = f"/api/orgs/{t.org_id}/replies"
+    r = http.get(url, headers=t.headers)
+    assert r.status_code == 200, r.text
+    listed = r.json()
+    assert [(x["body"], x["matched"], x["instanceId"]) for x in listed] == [
+        ("who is this?", False, None),
+        ("C", True, iid),
+    ]
+    assert all(x["receivedDateTime"].endswith("Z") and x["source"] == "api" for x in listed)
+    only = http.get(url, params={"unmatched": "true"}, headers=t.headers).json()
+    assert [(x["from"], x["body"]) for x in only] == [("+13125550199", "who is this?")]
+    assert len(http.get(url, params={"limit": 1}, headers=t.headers).json()) == 1
+
+
+def test_listing_replies_checks_its_input_and_auth(server: Server, http: Client) -> None:
+    t = server.tenant(REPLY)
+    url = f"/api/orgs/{t.org_id}/replies"
+    for params in ({"limit": 0}, {"limit": 1001}, {"limit": "x"}, {"unmatched": "maybe"}):
+        r = http.get(url, params=params, headers=t.headers)
+        assert r.status_code == 400, (params, r.text)
+        assert isinstance(r.json(), list) and r.json()
+    assert http.get(url).status_code == 401
+    create_only = server.new_token(t.org_id, [accounts.SCOPE_CREATE])
+    assert http.get(url, headers={"Authorization": f"Bearer {create_only}"}).status_code == 403
+    other = server.tenant(REPLY)
+    assert http.get(url, headers=other.headers).status_code == 404

@@ -5,17 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from journeys.accounts import SCOPE_CREATE, Principal
+from journeys.accounts import SCOPE_CREATE, SCOPE_READ, Principal
 from journeys.api.auth import require
 from journeys.api.errors import ApiError
 from journeys.api.routes import read_json
+from journeys.engine import replies as replies_service
 from journeys.engine.replies import ReplyError, receive_reply
-from journeys.store.db import transaction
+from journeys.store.db import read_only, transaction
 
 router = APIRouter(prefix="/api/orgs/{orgId}")
 
@@ -52,3 +53,18 @@ async def post_reply(orgId: str, request: Request, _: Principal = Depends(requir
     out = await run_in_threadpool(work)
     state.wake_worker()
     return Response(orjson.dumps(out), status_code=200, media_type="application/json")
+
+
+@router.get("/replies", summary="Inbound SMS replies, newest first (unmatched ones need a human)")
+async def list_replies(
+    orgId: str,  # noqa: N803
+    request: Request,
+    unmatched: bool = False,
+    limit: int = Query(default=100, ge=1, le=1000),
+    _: Principal = Depends(require(SCOPE_READ)),
+) -> Response:
+    def work() -> list[dict[str, object]]:
+        with read_only(request.app.state.engine) as conn:
+            return replies_service.list_replies(conn, orgId, unmatched, limit)
+
+    return Response(orjson.dumps(await run_in_threadpool(work)), media_type="application/json")

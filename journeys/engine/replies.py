@@ -80,3 +80,19 @@ def receive_reply(
         source=source,
     )
     return ReplyResult(message_id, instance_id is not None, instance_id)
+
+
+def list_replies(conn: Connection, org_id: str, unmatched_only: bool, limit: int) -> list[dict[str, object]]:
+    """Inbound SMS of the org, newest first (for staff: unmatched ones need a human)."""
+    return [
+        {
+            "id": r["message_id"],
+            "from": r["from_address"],
+            "body": r["body"],
+            "receivedDateTime": iso_z(r["received_at"]),
+            "instanceId": r["instance_id"],
+            "matched": r["instance_id"] is not None,
+            "source": r["source"],
+        }
+        for r in repo.list_inbound(conn, org_id, unmatched_only, limit)
+    ]
