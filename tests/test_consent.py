@@ -341,7 +341,10 @@ def test_stop_keywords_opt_the_number_out_and_are_not_a_reply(srv: ConsentServer
     # Recorded as an inbound message, but not handed to the waiting instance as its reply.
     assert [tuple(x) for x in inbound(srv, t.org_id)] == [(PHONE, text, None, "provider")]
     srv.run_worker()
-    assert kinds(srv, t, iid)[-1] == (20, "waiting_for_reply")
+    # The waiting instance is told (timeline event `opted_out`, hence the `opted_out` webhook)
+    # and keeps waiting: opting out is not cancelling.
+    assert kinds(srv, t, iid)[-2:] == [(20, "waiting_for_reply"), (None, "opted_out")]
+    assert events(srv, t, iid)[-1]["detail"] == {"keyword": text.strip().upper()}
     assert "reply_arrived" not in [e["type"] for e in events(srv, t, iid)]
 
 
@@ -403,7 +406,7 @@ def test_stop_through_the_replies_api_opts_out_too(srv: ConsentServer) -> None:
     assert [tuple(x) for x in consent(srv, t.org_id)] == [(PHONE, "opted_out", "STOP")]
     assert [tuple(x) for x in inbound(srv, t.org_id)] == [(PHONE, "Stop", None, "api")]
     srv.run_worker()
-    assert kinds(srv, t, iid)[-1] == (20, "waiting_for_reply")
+    assert kinds(srv, t, iid)[-2:] == [(20, "waiting_for_reply"), (None, "opted_out")]
     reply_api(srv, t, PHONE, "START")
     assert [tuple(x) for x in consent(srv, t.org_id)] == [(PHONE, "opted_in", "START")]
 

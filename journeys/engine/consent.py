@@ -67,11 +67,13 @@ def apply_keyword(conn: Connection, org_id: str, phone: str, body: str, now: dat
                 )
                 for row in dropped
             ]
-            # One opted_out event per instance that had messages queued to the number (the
-            # webhook `opted_out` comes from it); instances with nothing queued get none.
+            # One opted_out event (and so one `opted_out` webhook) per instance that had SMS
+            # queued to the number or is waiting for a reply from it.
             + [
                 event_row(org_id, instance_id, now, None, None, None, "opted_out", {"keyword": keyword})
-                for instance_id in dict.fromkeys(row["instance_id"] for row in dropped)
+                for instance_id in dict.fromkeys(
+                    [row["instance_id"] for row in dropped] + repo.instances_waiting_on(conn, org_id, phone)
+                )
             ],
         )
     elif action == OPT_IN:

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from journeys.store.tables import outbox, sms_consent
+from journeys.store.tables import ACTIVE_LITERAL, journey_instances, outbox, sms_consent
 
 OPTED_OUT = "opted_out"
 OPTED_IN = "opted_in"
@@ -69,6 +69,16 @@ def drop_queued_sms(conn: Connection, org_id: str, phone: str, reason: str) -> l
     if rows:
         conn.execute(outbox.update().where(*where).values(status="dropped", last_error=reason))
     return rows
+
+
+def instances_waiting_on(conn: Connection, org_id: str, phone: str) -> list[str]:
+    """Active instances of the org waiting for a reply from `phone`."""
+    q = sa.select(journey_instances.c.instance_id).where(
+        journey_instances.c.org_id == org_id,
+        journey_instances.c.waiting_reply_phone == phone,
+        journey_instances.c.status == ACTIVE_LITERAL,
+    )
+    return [r[0] for r in conn.execute(q)]
 
 
 class OptOutCache:
