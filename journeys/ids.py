@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -34,3 +35,15 @@ def new_id() -> str:
 
 def new_ids(n: int) -> list[str]:
     return [new_id() for _ in range(n)]
+
+
+_event_counter = itertools.count()
+_event_lock = threading.Lock()
+_node = os.urandom(2).hex()
+
+
+def new_event_id() -> str:
+    """A time-ordered event id: ns timestamp, process-local sequence, random node (32 chars)."""
+    with _event_lock:
+        seq = next(_event_counter) & 0xFFFFFF
+    return f"{time.time_ns():020d}{seq:06x}{_node}"[:32]

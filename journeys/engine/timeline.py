@@ -3,25 +3,14 @@
 
 from __future__ import annotations
 
-import itertools
-import os
-import threading
-import time
 from datetime import datetime
 from typing import Any
 
 import orjson
 
-_counter = itertools.count()
-_lock = threading.Lock()
-_node = os.urandom(2).hex()
+from journeys.ids import new_event_id
 
-
-def new_event_id() -> str:
-    """A time-ordered id: ns timestamp, process-local sequence, random node (32 chars)."""
-    with _lock:
-        seq = next(_counter) & 0xFFFFFF
-    return f"{time.time_ns():020d}{seq:06x}{_node}"[:32]
+__all__ = ["event_row", "new_event_id"]
 
 
 def event_row(

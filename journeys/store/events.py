@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from journeys.ids import new_event_id
 from journeys.store.bulk import insert_many
 from journeys.store.tables import instance_events, webhook_deliveries, webhook_subscriptions
 
@@ -110,8 +111,6 @@ def insert_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     subs = active_subscriptions(conn, sorted({r["org_id"] for r in rows}))
     if not subs:
         return
-    from journeys.engine.timeline import new_event_id  # the engine imports the store, not back
-
     deliveries: list[dict[str, Any]] = []
     for row in sorted(rows, key=lambda r: r["event_id"]):
         org_subs = subs.get(row["org_id"])
