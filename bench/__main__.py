@@ -1,252 +1,153 @@
 """Benchmarks: `make bench` (or `python -m bench`). Prints a table and writes bench/results/latest.json.
 
-Figures (each run several times; median, min, max):
-- bulk trigger: 10,000-instance requests over real HTTP to a running server, until committed;
-- raw insert: the same rows (instances + parameters + events) inserted directly in one
-  transaction with executemany — the ceiling the bulk path is compared with;
-- engine: due steps executed by one worker (send to outbox + event per step);
-- search: p50/p99 of parameter `equals` searches over HTTP.
-PostgreSQL figures are added when JOURNEYS_BENCH_POSTGRES_URL is set.
+Every figure runs against the real processes (`journeys serve --no-worker`, `journeys worker`)
+over real HTTP, on a fresh SQLite file and — when JOURNEYS_BENCH_POSTGRES_URL points at a
+server that answers — on a fresh PostgreSQL database. See bench/README.md for the figures,
+their targets and the results.
+
+Environment:
+  JOURNEYS_BENCH_POSTGRES_URL  a PostgreSQL server to create scratch databases on (unset: SQLite only)
+  JOURNEYS_BENCH_RUNS          runs per figure (default 3; median, min and max are reported)
+  JOURNEYS_BENCH_ONLY          "sqlite" or "postgresql" to run one database
+  JOURNEYS_BENCH_FIGURES       comma-separated subset of: bulk, engine, search (default: all)
+  JOURNEYS_BENCH_SEARCH_ROWS   instances stored for search and cancel (default 1,000,000)
+  JOURNEYS_BENCH_LAG_RUNS      runs of the 30-second timer-lag figure (default 1)
 """
 
 from __future__ import annotations
 
 import json
 import os
-import statistics
+import platform
 import sys
 import tempfile
-import threading
 import time
-import uuid
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
-import uvicorn
+from bench import figures
+from bench.harness import ROOT, Database, Proc, fresh_database, postgres_reachable
 
-from journeys import accounts, catalog
-from journeys.api.app import create_app
-from journeys.clock import ManualClock
-from journeys.config import Settings
-from journeys.definitions import load_definition_file
-from journeys.engine.timeline import event_row
-from journeys.ids import new_id
-from journeys.store.bulk import insert_many
-from journeys.store.db import create_db_engine, transaction
-from journeys.store.tables import instance_events, instance_parameters, journey_instances
-
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "examples" / "appointment-reminder.yaml"
 RUNS = int(os.environ.get("JOURNEYS_BENCH_RUNS", "3"))
-N = int(os.environ.get("JOURNEYS_BENCH_INSTANCES", "10000"))
-START = datetime(2026, 11, 2, 16, 0, tzinfo=UTC)
+FIGURES = [
+    f.strip() for f in os.environ.get("JOURNEYS_BENCH_FIGURES", "bulk,engine,search").split(",") if f.strip()
+]
+SEARCH_ROWS = int(os.environ.get("JOURNEYS_BENCH_SEARCH_ROWS", "1000000"))
+LAG_RUNS = int(os.environ.get("JOURNEYS_BENCH_LAG_RUNS", "1"))
 
 
-class _Server:
-    def __init__(self, url: str) -> None:
-        self.clock = ManualClock(START)
-        self.app = create_app(
-            Settings(database_url=url, worker_enabled=False), clock=self.clock, run_worker=False
-        )
-        self.engine = self.app.state.engine
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        while not self.server.started:
-            time.sleep(0.01)
-        self.base = f"http://127.0.0.1:{self.server.servers[0].sockets[0].getsockname()[1]}"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-
-
-def _tenant(srv: _Server) -> tuple[str, str, str]:
-    now = srv.clock.now()
-    with transaction(srv.engine) as conn:
-        org = str(accounts.create_org(conn, "bench", now)["id"])
-        token = str(accounts.create_token(conn, org, "bench", list(accounts.KNOWN_SCOPES), now)["token"])
-        journey = catalog.publish(conn, org, load_definition_file(EXAMPLE), now)
-    return org, token, str(journey["id"])
-
-
-def _body(n: int, tag: str, days: int = 3) -> dict[str, Any]:
-    when = (START + timedelta(days=days)).strftime("%Y-%m-%d %H:%M:%S")
+def machine() -> dict[str, Any]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f"{kb / 1024 / 1024:.0f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
     return {
-        "flowId": None,
-        "timeZone": "America/Chicago",
-        "instances": [
-            {
-                "parameters": {
-                    "patientId": str(i),
-                    "patientName": f"Patient {i}",
-                    "appointmentId": f"{tag}-{i}",
-                    "appointmentDateTime": when,
-                    "phoneNumber": f"+1555{i % 10_000_000:07d}",
-                }
-            }
-            for i in range(n)
-        ],
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "memory": mem,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
     }
 
 
-def _stats(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
-def bench_database(label: str, url: str) -> list[dict[str, Any]]:
-    srv = _Server(url)
+def run_database(label: str, base: str) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    try:
-        org, token, bot = _tenant(srv)
-        base = f"{srv.base}/chatbotapi/external/orgs/{org}/journeys/{bot}/instances"
-        headers = {"Authorization": f"Bearer {token}"}
-        client = httpx.Client(timeout=300)
-        # bulk trigger over HTTP
-        rates = []
-        for run in range(RUNS):
-            payload = json.dumps(_body(N, f"b{run}-{uuid.uuid4().hex[:6]}")).encode()
-            t0 = time.perf_counter()
-            r = client.post(
-                f"{base}/bulk", content=payload, headers={**headers, "Content-Type": "application/json"}
+    procs: list[Proc] = []
+    groups = {
+        "bulk": lambda db: figures.bulk(db, RUNS),
+        "engine": lambda db: figures.engine(db, RUNS, lag_runs=LAG_RUNS),
+        "search": lambda db: figures.search_and_cancel(db, RUNS, total=SEARCH_ROWS),
+    }
+    for name in FIGURES:
+        if name not in groups:
+            raise SystemExit(f"unknown figure group {name!r} (known: {', '.join(groups)})")
+        t0 = time.monotonic()
+        db: Database = fresh_database(label, base, name)
+        try:
+            got, used = groups[name](db)
+        finally:
+            db.close()
+        rows += got
+        procs += used
+        print(f"  {label} {name}: done in {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
+    servers = [p.peak_rss_mb for p in procs if p.name == "server"]
+    workers = [p.peak_rss_mb for p in procs if p.name.startswith("worker")]
+    if servers:
+        rows.append(figures.result(label, "peak RSS: server process", "MB", servers))
+    if workers:
+        rows.append(figures.result(label, "peak RSS: worker process", "MB", workers))
+    if servers and workers:
+        rows.append(
+            figures.result(
+                label, "peak RSS: server + worker", "MB", [max(servers) + max(workers)], 300, "lower"
             )
-            elapsed = time.perf_counter() - t0
-            assert r.status_code == 204, r.text[:500]
-            rates.append(N / elapsed)
-        rows.append({"db": label, "figure": "bulk trigger (instances/s)", **_stats(rates)})
-        # raw insert limit: the same rows, inserted directly in one transaction with the fastest
-        # path we have per dialect (the driver's executemany on SQLite; unnest arrays on PostgreSQL)
-        raw = []
-        for _ in range(RUNS):
-            inst, params, events = _raw_rows(org, bot, N)
-            t0 = time.perf_counter()
-            with transaction(srv.engine) as conn:
-                insert_many(conn, journey_instances, inst)
-                insert_many(conn, instance_parameters, params)
-                insert_many(conn, instance_events, events)
-            raw.append(N / (time.perf_counter() - t0))
-        rows.append({"db": label, "figure": "raw insert limit (instances/s)", **_stats(raw)})
-        rows.append(
-            {
-                "db": label,
-                "figure": "bulk / raw ratio",
-                "median": statistics.median(rates) / statistics.median(raw),
-                "min": min(rates) / max(raw),
-                "max": max(rates) / min(raw),
-            }
         )
-        # engine: run everything due (each instance: send + wait = 2 steps)
-        t0 = time.perf_counter()
-        result = srv.app.state.worker.run_until_idle()
-        elapsed = time.perf_counter() - t0
-        rows.append({"db": label, "figure": "engine (steps/s, 1 worker)", **_stats([result.steps / elapsed])})
-        # search latency (PostgreSQL: with fresh statistics, as autovacuum keeps them in steady state)
-        if srv.engine.dialect.name == "postgresql":
-            with srv.engine.connect() as conn:
-                conn.exec_driver_sql("ANALYZE")
-        lat = []
-        for i in range(200):
-            body = {
-                "filterSpecification": {
-                    "type": "JourneyParameterSpecification",
-                    "parameterName": "patientId",
-                    "operator": "equals",
-                    "rightOperand": str(i * 37 % N),
-                }
-            }
-            t0 = time.perf_counter()
-            r = client.post(f"{base}/search", json=body, headers=headers)
-            lat.append((time.perf_counter() - t0) * 1000)
-            assert r.status_code == 200
-        lat.sort()
-        rows.append(
-            {
-                "db": label,
-                "figure": "search equals (ms): p50 / p99 / max",
-                "median": lat[len(lat) // 2],
-                "min": lat[int(len(lat) * 0.99) - 1],
-                "max": lat[-1],
-            }
-        )
-    finally:
-        srv.stop()
     return rows
 
 
-def _raw_rows(
-    org: str, bot: str, n: int
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    now = START
-    batch = new_id()
-    inst, params, events = [], [], []
-    for i in range(n):
-        iid = new_id()
-        p = {"patientId": str(i), "appointmentId": f"raw-{i}-{uuid.uuid4().hex[:4]}"}
-        inst.append(
-            {
-                "org_id": org,
-                "instance_id": iid,
-                "journey_id": bot,
-                "version": 1,
-                "batch_id": batch,
-                "status": "Completed",
-                "time_zone": "UTC",
-                "parameters": json.dumps(p),
-                "identifier_key": None,
-                "flow_id": "main",
-                "step_id": 10,
-                "due_at": None,
-                "state": "{}",
-                "rev": 0,
-                "attempts": 0,
-                "created_at": now,
-                "start_at": now,
-            }
-        )
-        for k, v in p.items():
-            params.append(
-                {"org_id": org, "instance_id": iid, "journey_id": bot, "name": k.lower(), "value": v}
-            )
-        events.append(event_row(org, iid, now, "main", "Main Flow", None, "started"))
-    return inst, params, events
-
-
-def main() -> None:
-    targets = []
-    with tempfile.TemporaryDirectory() as tmp:
-        targets.append(("sqlite", f"sqlite:///{tmp}/bench.db"))
-        pg = os.environ.get("JOURNEYS_BENCH_POSTGRES_URL")
-        rows: list[dict[str, Any]] = []
-        drop = None
-        if pg:
-            name = f"journeys_bench_{uuid.uuid4().hex[:8]}"
-            admin = create_db_engine(pg).execution_options(isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-            targets.append(("postgresql", pg.rsplit("/", 1)[0] + f"/{name}"))
-
-            def drop() -> None:
-                with admin.connect() as conn:
-                    conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-        try:
-            for label, url in targets:
-                rows.extend(bench_database(label, url))
-        finally:
-            if drop:
-                drop()
-    print(f"\njourneys benchmarks — {N} instances per request, {RUNS} runs, {os.cpu_count()} cores\n")
-    print(f"{'db':<11} {'figure':<38} {'median':>12} {'min':>12} {'max':>12}")
+def print_table(rows: list[dict[str, Any]]) -> None:
+    head = f"{'db':<10} {'figure':<48} {'unit':<12} {'median':>10} {'min':>10} {'max':>10} {'target':>9}  ok"
+    print(head)
+    print("-" * len(head))
     for r in rows:
-        print(f"{r['db']:<11} {r['figure']:<38} {r['median']:>12.2f} {r['min']:>12.2f} {r['max']:>12.2f}")
+        target = "" if r["target"] is None else ("≥" if r["better"] == "higher" else "≤") + f"{r['target']:g}"
+        ok = "" if r["ok"] is None else ("yes" if r["ok"] else "NO")
+        print(
+            f"{r['db']:<10} {r['figure']:<48} {r['unit']:<12} "
+            f"{_fmt(r['median']):>10} {_fmt(r['min']):>10} {_fmt(r['max']):>10} {target:>9}  {ok}"
+        )
+
+
+def _fmt(v: float) -> str:
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}" if abs(v) < 1 else f"{v:.1f}"
+
+
+def main() -> int:
+    t0 = time.monotonic()
+    targets: list[tuple[str, str]] = []
+    only = os.environ.get("JOURNEYS_BENCH_ONLY")
+    notes = []
+    with tempfile.TemporaryDirectory(prefix="journeys-bench-") as tmp:
+        if only in (None, "", "sqlite"):
+            targets.append(("sqlite", tmp))
+        pg = os.environ.get("JOURNEYS_BENCH_POSTGRES_URL")
+        if only in (None, "", "postgresql"):
+            if not pg:
+                notes.append("PostgreSQL: skipped (JOURNEYS_BENCH_POSTGRES_URL is not set)")
+            elif (why := postgres_reachable(pg)) is not None:
+                notes.append(f"PostgreSQL: skipped ({why})")
+            else:
+                targets.append(("postgresql", pg))
+        rows: list[dict[str, Any]] = []
+        for label, base in targets:
+            rows += run_database(label, base)
+    info = machine()
+    elapsed = time.monotonic() - t0
+    print(
+        f"\njourneys benchmarks — {RUNS} run(s) per figure (median, min, max) — "
+        f"{info['cpus']} cores, {info['cpu']}, {info['memory']}, Python {info['python']} — {elapsed:.0f} s\n"
+    )
+    print_table(rows)
+    for note in notes:
+        print(note)
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "latest.json").write_text(
-        json.dumps({"instances": N, "runs": RUNS, "rows": rows}, indent=2) + "\n"
+        json.dumps({"machine": info, "runs": RUNS, "seconds": round(elapsed), "rows": rows}, indent=2) + "\n"
     )
     print(f"\nwritten to {out / 'latest.json'}")
+    missed = [r for r in rows if r["ok"] is False]
+    return 1 if missed and os.environ.get("JOURNEYS_BENCH_STRICT") else 0
 
 
 if __name__ == "__main__":

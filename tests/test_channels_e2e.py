@@ -13,20 +13,23 @@ import json
 import threading
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import sqlalchemy as sa
 from conftest import Server, Tenant
 from fake_twilio import FakeTwilio
 from twilio.request_validator import RequestValidator
 
 from journeys.channels.secrets import SecretBox
 from journeys.channels.twilio import check_config
+from journeys.engine.worker import Worker
 from journeys.store import channels
-from journeys.store.db import transaction
+from journeys.store.db import read_only, transaction
+from journeys.store.tables import outbox
 
 START = datetime(2026, 11, 2, 16, 0, tzinfo=UTC)  # Monday 10:00 in Chicago
 SECRET_KEY = "e2e-test-secret-key"
@@ -259,3 +262,57 @@ def test_sms_question_signed_reply_confirm_branch_and_signed_webhooks_in_order(
     raw = b"".join(p["raw"] for p in rec.posts)
     for phi in (PATIENT[2:], "555-0142", FROM[2:], "Reply C", "Thank you"):
         assert phi.encode() not in raw
+
+
+class LaggingClock:
+    """The first reading is `at`; later readings are a minute earlier. A Worker given this clock
+    runs its batch at `at` but its delivery pass sees the batch's messages as not yet due, so
+    they stay queued: a queued, unsent message that a cancel can still catch."""
+
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+        self.readings = 0
+
+    def now(self) -> datetime:
+        self.readings += 1
+        return self.at if self.readings == 1 else self.at - timedelta(minutes=1)
+
+
+def test_queued_sms_of_a_cancelled_instance_never_reaches_the_provider(srv: Server, fake: FakeTwilio) -> None:
+    t = srv.tenant(CONFIRM)
+    configure_twilio(srv, t.org_id)
+    srv.run_worker()
+    fake.reset()
+    cancelled_id = trigger(srv, t, {"phone": "(312) 555-0101"})
+    control_id = trigger(srv, t, {"phone": "(312) 555-0102"})
+    result = Worker(srv.engine, LaggingClock(srv.clock.now()), batch_size=10_000).run_batch()
+    assert result.claimed >= 2 and result.delivered == 0
+    assert sorted((m["instance_id"], m["status"]) for m in outbox_rows(srv, t.org_id)) == sorted(
+        [(cancelled_id, "queued"), (control_id, "queued")]
+    )
+
+    r = srv.http.delete(t.url(f"/{cancelled_id}/execution"), headers=t.headers)
+    assert r.status_code == 204, r.text
+    rows = {m["instance_id"]: m for m in outbox_rows(srv, t.org_id)}
+    assert rows[cancelled_id]["status"] == "dropped"
+    assert rows[cancelled_id]["last_error"] == "instance cancelled"
+    assert rows[control_id]["status"] == "queued"
+
+    srv.run_worker()  # the delivery pass sends what is queued, and only that
+    rows = {m["instance_id"]: m for m in outbox_rows(srv, t.org_id)}
+    assert rows[cancelled_id]["status"] == "dropped" and rows[cancelled_id]["sent_at"] is None
+    assert rows[control_id]["status"] == "sent"
+    assert sent_bodies(fake) == [("+13125550102", "Reply C to confirm", 201)]
+    r = srv.http.get(t.url(f"/{cancelled_id}"), headers=t.headers)
+    assert [(e["type"], e["stepId"]) for e in r.json()["events"]] == [
+        ("started", None),
+        ("sms_queued", 10),
+        ("waiting_for_reply", 20),
+        ("cancelled", None),
+    ]
+
+
+def outbox_rows(srv: Server, org_id: str) -> list[dict[str, Any]]:
+    with read_only(srv.engine) as conn:
+        q = sa.select(outbox).where(outbox.c.org_id == org_id).order_by(outbox.c.created_at, outbox.c.step_id)
+        return [dict(r) for r in conn.execute(q).mappings()]

@@ -20,7 +20,15 @@ from journeys.definitions import (
 )
 from journeys.definitions.model import STEP_TYPES, parse_duration, split_duration
 from journeys.definitions.schema import definition_json_schema, definition_json_schema_text
-from journeys.definitions.templates import LocalDateTime, TemplateRenderError, render, template_variables
+from journeys.definitions.templates import (
+    LocalDateTime,
+    TemplateRenderError,
+    build_context,
+    compile_template,
+    render,
+    simple_parts,
+    template_variables,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "appointment-reminder.yaml"
@@ -906,3 +914,46 @@ def test_reply_outcome_spelling() -> None:
     )
     problem = only_problem(edit("  - id: sub\n", "  - id: -sub\n"))
     assert problem.message.startswith("'-sub' is not allowed (a flow id uses letters")
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "Hi {{ name }}, your visit is {{ when }}.",
+        "{{name}}{{when}}",
+        "{{ name }}",
+        "plain text, no variables",
+        "braces { alone } and }} are text {{ name }}",
+        "Ünïcødé ✓ {{ name }} — 日本",
+        "line one\nline two {{ name }}",
+        "",
+    ],
+)
+def test_simple_templates_render_exactly_as_jinja_does(source: str) -> None:
+    """Templates of only text and `{{ name }}` skip Jinja2 when rendering; the output is the same."""
+    zone = ZoneInfo("America/Chicago")
+    types = {"name": "string", "when": "datetime"}
+    params = {"name": "Ana <b>&amp; {{x}}", "when": "2026-12-01 09:30:00"}
+    assert simple_parts(source) is not None
+    expected = compile_template(source).render(build_context(params, types, zone))
+    assert render(source, params, types, zone) == expected
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ name|upper }}",
+        "{% if name %}x{% endif %}",
+        "{# c #}{{ name }}",
+        "{{- name }}",
+        "a {{ name }}\n",
+        "a\r\nb",
+    ],
+)
+def test_other_templates_are_left_to_jinja(source: str) -> None:
+    assert simple_parts(source) is None
+    zone = ZoneInfo("UTC")
+    params = {"name": "ana"}
+    assert render(source, params, {"name": "string"}, zone) == compile_template(source).render(
+        build_context(params, {"name": "string"}, zone)
+    )

@@ -140,6 +140,22 @@ def compile_template(source: str) -> jinja2.Template:
     return get_environment().from_string(source)
 
 
+_SIMPLE_VAR = re.compile(r"\{\{ *([A-Za-z_][A-Za-z0-9_]*) *\}\}")
+
+
+@functools.lru_cache(maxsize=512)
+def simple_parts(source: str) -> tuple[str, ...] | None:
+    """A template made only of literal text and `{{ name }}` as [text, name, text, …, text];
+    None for anything else (filters, tags, comments, whitespace control, CR line ends, a trailing
+    newline), which Jinja2 renders."""
+    if "\r" in source or source.endswith("\n"):
+        return None
+    parts = tuple(_SIMPLE_VAR.split(source))
+    if any(marker in text for text in parts[0::2] for marker in ("{{", "{%", "{#")):
+        return None
+    return parts
+
+
 def template_variables(source: str) -> set[str]:
     """Names a template reads from its context, excluding the environment's globals."""
     env = get_environment()
@@ -198,8 +214,12 @@ def render(source: str, params: dict[str, str], types: dict[str, str], zone: Zon
     missing from `params` render as ``""``; ``datetime`` values are shown in `zone`.
     """
     try:
-        template = compile_template(source)
-        return template.render(build_context(params, types, zone))
+        context = build_context(params, types, zone)
+        parts = simple_parts(source)
+        if parts is not None and all(name in context for name in parts[1::2]):
+            # Only literal text and `{{ name }}`: what Jinja2 would output, without its machinery.
+            return "".join(part if i % 2 == 0 else str(context[part]) for i, part in enumerate(parts))
+        return compile_template(source).render(context)
     except Exception as exc:  # any failure inside Jinja2 or a filter
         raise TemplateRenderError(_safe_message(exc, source)) from None
 

@@ -1,8 +1,9 @@
 """The worker: claims due instances in batches and runs them through the interpreter.
 
 A batch is claimed with a lease (one statement, committed), then run and written in one
-transaction: lock the rows still leased to the batch, run every instance's steps in memory,
-write all events, outbox messages and new cursors set-based, commit. A crash anywhere before
+transaction: run every instance's steps in memory, write the new cursors set-based where the
+rows are still leased to the batch at the revision claimed (the guard), then the events, outbox
+messages and parameters of those instances, commit. A crash anywhere before
 that commit loses nothing and repeats nothing: when the lease expires the instances are simply
 due again, for any worker. Delivery of queued messages and HTTP calls happen after the commit.
 """
@@ -116,21 +117,22 @@ class Worker:
     def _execute(
         self, conn: Any, token: str, rows: list[dict[str, Any]], now: datetime, result: BatchResult
     ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-        kept = work.lock_leased(conn, token, rows)
-        rows = [r for r in rows if (r["org_id"], r["instance_id"]) in kept]
+        """Run the batch in memory, then write it: the cursor update (guarded by lease and `rev`)
+        first, and the events, messages and parameters of the instances it changed."""
         ledger = work.SmsLedger(conn)
         ledger.prefetch(self._phones(conn, rows), now)
-        updates: list[dict[str, Any]] = []
+        runs = [(row, *self._run_one(conn, row, now, ledger)) for row in rows]
+        kept = work.write_instance_updates(conn, token, [update for _, _, update in runs])
         events: list[dict[str, Any]] = []
         messages: list[dict[str, Any]] = []
         param_rows: list[dict[str, Any]] = []
         calls: list[tuple[dict[str, Any], dict[str, Any]]] = []
-        for row in rows:
-            fx, update = self._run_one(conn, row, now, ledger)
+        for row, fx, _ in runs:
+            if (row["org_id"], row["instance_id"]) not in kept:
+                continue  # cancelled, moved to a subflow or answered meanwhile: that change wins
             result.steps += fx.steps_run
             events.extend(fx.events)
             messages.extend(fx.messages)
-            updates.append(update)
             if fx.parameters is not None and fx.changed:
                 param_rows.extend(
                     {
@@ -147,9 +149,6 @@ class Worker:
                 calls.append((key, fx.http_call))
         work.insert_events(conn, events)
         work.insert_messages(conn, messages)
-        changed = work.write_instance_updates(conn, updates)
-        if changed != len(updates):  # pragma: no cover - the rows are locked by lock_leased
-            raise RuntimeError(f"batch lost {len(updates) - changed} instance(s) to a concurrent change")
         replace_parameters(conn, param_rows)
         return calls
 

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from journeys.store.bulk import one_of
 from journeys.store.tables import ACTIVE_LITERAL, journey_instances, outbox, sms_consent
 
 OPTED_OUT = "opted_out"
@@ -43,7 +44,7 @@ def opted_out_among(conn: Connection, org_id: str, phones: Iterable[str]) -> set
     for start in range(0, len(phones), CHUNK):
         q = sa.select(sms_consent.c.phone).where(
             sms_consent.c.org_id == org_id,
-            sms_consent.c.phone.in_(phones[start : start + CHUNK]),
+            one_of(conn, sms_consent.c.phone, phones[start : start + CHUNK]),
             sms_consent.c.status == OPTED_OUT,
         )
         out.update(r[0] for r in conn.execute(q))

@@ -4,9 +4,10 @@ A batch is claimed by one statement that stamps the batch's token into `lease_ow
 `due_at` to the lease's expiry, and commits. The instances are then invisible to other
 workers' claims until the lease expires — so a worker that dies simply lets its lease run out,
 and the same claim statement recovers the work. While a batch runs its lease is renewed. The
-batch's effects are written in a second transaction that first locks the claimed rows and
-keeps only those still leased to this batch at the revision it read (a cancel, subflow or
-reply in between bumps `rev` and clears the lease, so it wins).
+batch's effects are written in a second transaction whose cursor update is the guard: it
+changes only rows still leased to this batch at the revision it read (a cancel, subflow or
+reply in between bumps `rev` and clears the lease, so it wins), and only the instances it
+changed get their events and messages written.
 
 PostgreSQL: the claim's subquery takes `FOR UPDATE SKIP LOCKED`, so concurrent workers claim
 disjoint batches without waiting on each other. SQLite: transactions are exclusive writers.
@@ -23,17 +24,19 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from journeys.store import events
-from journeys.store.bulk import insert_many, pg_array_type
+from journeys.store.bulk import insert_many, one_of, pg_array_type, sqlite_rows
 from journeys.store.consent import OptOutCache
 from journeys.store.tables import (
     ACTIVE_LITERAL,
     UTCDateTime,
     journey_instances,
+    org_channels,
     outbox,
     worker_heartbeats,
 )
 
 ji = journey_instances
+Key = tuple[str, str]  # (org_id, instance_id)
 
 _CLAIM_COLUMNS = (
     "org_id, instance_id, journey_id, version, flow_id, step_id, time_zone, parameters, state, rev, attempts"
@@ -52,11 +55,12 @@ CLAIM_SQL = {
         f"WHERE (org_id, instance_id) IN (SELECT org_id, instance_id FROM journey_instances WHERE {_DUE}) "
         f"RETURNING {_CLAIM_COLUMNS}"
     ).bindparams(*_BINDS),
+    # The subquery locks the rows it picks, so their ctid cannot change before the UPDATE reads
+    # them: a TID scan, whatever the planner thinks of the table's size.
     "postgresql": sa.text(
-        "UPDATE journey_instances AS j SET lease_owner = :token, due_at = :lease_until "
-        f"FROM (SELECT org_id, instance_id FROM journey_instances WHERE {_DUE} FOR UPDATE SKIP LOCKED) AS c "
-        "WHERE j.org_id = c.org_id AND j.instance_id = c.instance_id "
-        "RETURNING " + ", ".join(f"j.{c.strip()}" for c in _CLAIM_COLUMNS.split(","))
+        "UPDATE journey_instances SET lease_owner = :token, due_at = :lease_until "
+        f"WHERE ctid = ANY(ARRAY(SELECT ctid FROM journey_instances WHERE {_DUE} FOR UPDATE SKIP LOCKED)) "
+        f"RETURNING {_CLAIM_COLUMNS}"
     ).bindparams(*_BINDS),
 }
 
@@ -75,21 +79,24 @@ def renew_lease(conn: Connection, token: str, until: datetime) -> int:
     return int(conn.execute(ji.update().where(ji.c.lease_owner == token).values(due_at=until)).rowcount or 0)
 
 
-def lock_leased(conn: Connection, token: str, rows: Sequence[dict[str, Any]]) -> set[tuple[str, str]]:
-    """Lock the claimed rows and return those still leased to `token` at the revision claimed."""
-    wanted = {(r["org_id"], r["instance_id"]): int(r["rev"]) for r in rows}
-    kept: set[tuple[str, str]] = set()
-    keys = list(wanted)
-    for start in range(0, len(keys), 500):
-        chunk = keys[start : start + 500]
-        q = (
-            sa.select(ji.c.org_id, ji.c.instance_id, ji.c.rev)
-            .where(ji.c.lease_owner == token, sa.tuple_(ji.c.org_id, ji.c.instance_id).in_(chunk))
-            .with_for_update()
-        )
-        for org_id, instance_id, rev in conn.execute(q):
-            if wanted.get((org_id, instance_id)) == int(rev):
-                kept.add((org_id, instance_id))
+def _sqlite_still_leased(conn: Connection, token: str, updates: Sequence[dict[str, Any]]) -> set[Key]:
+    """SQLite: which of the batch's rows are still leased to `token` at the revision claimed.
+    The write transaction is exclusive (BEGIN IMMEDIATE), so nothing changes them afterwards."""
+    wanted = {(u["b_org_id"], u["b_instance_id"]): int(u["b_rev"]) for u in updates}
+    by_org: dict[str, list[str]] = {}
+    for org_id, instance_id in wanted:
+        by_org.setdefault(org_id, []).append(instance_id)
+    kept: set[Key] = set()
+    for org_id, ids in by_org.items():
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            sql = (
+                "SELECT instance_id, rev FROM journey_instances WHERE org_id = ? AND lease_owner = ? "
+                f"AND instance_id IN ({', '.join('?' for _ in chunk)})"
+            )
+            for instance_id, rev in conn.exec_driver_sql(sql, (org_id, token, *chunk)):
+                if wanted.get((org_id, instance_id)) == int(rev):
+                    kept.add((org_id, instance_id))
     return kept
 
 
@@ -148,70 +155,65 @@ _UPDATE_COLUMNS: tuple[tuple[str, Any], ...] = (
 PG_UPDATE_ROWS = 5_000
 
 
-def write_instance_updates(conn: Connection, updates: Sequence[dict[str, Any]]) -> int:
-    """Apply the new cursors, guarded by `rev`, and clear the leases. Returns rows changed.
+def write_instance_updates(conn: Connection, token: str, updates: Sequence[dict[str, Any]]) -> set[Key]:
+    """Apply the new cursors and clear the leases — only on rows still leased to `token` at the
+    revision claimed. Returns the (org_id, instance_id) of the rows changed: the caller writes
+    events and messages for those only.
 
-    PostgreSQL: `UPDATE … FROM unnest(…)`, one statement per 5,000 rows. SQLite: one executemany.
+    PostgreSQL: `UPDATE … FROM unnest(…) … RETURNING`, one statement per 5,000 rows; the row
+    locks it takes are held to commit, so a concurrent cancel waits and then loses on `rev`.
+    SQLite: a consistent read of the leases, then one executemany.
     """
     if not updates:
-        return 0
+        return set()
     if conn.dialect.name == "postgresql":
-        changed = 0
+        kept: set[Key] = set()
+        # Probe the primary key for each row. Left to itself the planner hashes a scan of the
+        # whole table for a few hundred rows once the table is past some 10,000 rows.
+        conn.exec_driver_sql(_PG_JOIN_BY_INDEX)
         for start in range(0, len(updates), PG_UPDATE_ROWS):
-            changed += _pg_update(conn, updates[start : start + PG_UPDATE_ROWS])
-        return changed
-    stmt = (
-        ji.update()
-        .where(
-            ji.c.org_id == sa.bindparam("b_org_id"),
-            ji.c.instance_id == sa.bindparam("b_instance_id"),
-            ji.c.rev == sa.bindparam("b_rev"),  # every other change bumps rev: this is the guard
-        )
-        .values(
-            status=sa.bindparam("status"),
-            flow_id=sa.bindparam("flow_id"),
-            step_id=sa.bindparam("step_id"),
-            due_at=sa.bindparam("due_at"),
-            state=sa.bindparam("state"),
-            parameters=sa.bindparam("parameters"),
-            attempts=sa.bindparam("attempts"),
-            last_error=sa.bindparam("last_error"),
-            last_event_at=sa.func.coalesce(
-                sa.bindparam("last_event_at", type_=ji.c.last_event_at.type), ji.c.last_event_at
-            ),
-            last_flow_name=sa.func.coalesce(
-                sa.bindparam("last_flow_name", type_=sa.Text), ji.c.last_flow_name
-            ),
-            last_step_id=sa.func.coalesce(sa.bindparam("last_step_id", type_=sa.Integer), ji.c.last_step_id),
-            ended_at=sa.bindparam("ended_at"),
-            waiting_reply_phone=sa.bindparam("waiting_reply_phone"),
-            lease_owner=None,
-            rev=ji.c.rev + 1,
-        )
-    )
-    return int(conn.execute(stmt, list(updates)).rowcount or 0)
+            chunk = updates[start : start + PG_UPDATE_ROWS]
+            params = (*([u[name] for u in chunk] for name, _ in _UPDATE_COLUMNS), [token] * len(chunk))
+            kept.update((r[0], r[1]) for r in conn.exec_driver_sql(_PG_UPDATE_SQL, params))
+        conn.exec_driver_sql(_PG_JOIN_DEFAULT)
+        return kept
+    kept = _sqlite_still_leased(conn, token, updates)
+    mine = [u for u in updates if (u["b_org_id"], u["b_instance_id"]) in kept]
+    rows = sqlite_rows(_SQLITE_UPDATE_COLUMNS, mine)
+    if rows:
+        conn.exec_driver_sql(_SQLITE_UPDATE_SQL, rows)
+    return kept
 
 
-_PG_SET = (
-    "status = v.status, flow_id = v.flow_id, step_id = v.step_id, due_at = v.due_at, state = v.state, "
-    "parameters = v.parameters, attempts = v.attempts, last_error = v.last_error, "
-    "last_event_at = coalesce(v.last_event_at, j.last_event_at), "
-    "last_flow_name = coalesce(v.last_flow_name, j.last_flow_name), "
-    "last_step_id = coalesce(v.last_step_id, j.last_step_id), ended_at = v.ended_at, "
-    "waiting_reply_phone = v.waiting_reply_phone, lease_owner = NULL, rev = j.rev + 1"
+_SET = (
+    "status = {status}, flow_id = {flow_id}, step_id = {step_id}, due_at = {due_at}, state = {state}, "
+    "parameters = {parameters}, attempts = {attempts}, last_error = {last_error}, "
+    "last_event_at = coalesce({last_event_at}, j.last_event_at), "
+    "last_flow_name = coalesce({last_flow_name}, j.last_flow_name), "
+    "last_step_id = coalesce({last_step_id}, j.last_step_id), ended_at = {ended_at}, "
+    "waiting_reply_phone = {waiting_reply_phone}, lease_owner = NULL, rev = j.rev + 1"
 )
+_NAMES = [name for name, _ in _UPDATE_COLUMNS]
 _PG_UPDATE_SQL = (
-    f"UPDATE journey_instances AS j SET {_PG_SET} "
-    f"FROM unnest({', '.join(f'%s::{pg_array_type(t)}' for _, t in _UPDATE_COLUMNS)}) "
-    f"AS v({', '.join(name for name, _ in _UPDATE_COLUMNS)}) "
-    "WHERE j.org_id = v.b_org_id AND j.instance_id = v.b_instance_id AND j.rev = v.b_rev"
+    f"UPDATE journey_instances AS j SET {_SET.format(**{n: f'v.{n}' for n in _NAMES})} "
+    f"FROM unnest({', '.join(f'%b::{pg_array_type(t)}' for _, t in _UPDATE_COLUMNS)}, %b::text[]) "
+    f"AS v({', '.join(_NAMES)}, b_token) "
+    # The token is a joined column, not a constant: a constant filter on lease_owner looks
+    # selective to the planner and turns the join into a scan of the table.
+    "WHERE j.org_id = v.b_org_id AND j.instance_id = v.b_instance_id AND j.rev = v.b_rev "
+    "AND j.lease_owner = v.b_token RETURNING j.org_id, j.instance_id"
 )
-
-
-def _pg_update(conn: Connection, updates: Sequence[dict[str, Any]]) -> int:
-    """One `UPDATE … FROM unnest(…)`: each column is one array parameter."""
-    params = tuple([u[name] for u in updates] for name, _ in _UPDATE_COLUMNS)
-    return int(conn.exec_driver_sql(_PG_UPDATE_SQL, params).rowcount or 0)
+_PG_JOIN_BY_INDEX = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
+_PG_JOIN_DEFAULT = "RESET enable_hashjoin; RESET enable_mergejoin"
+# SQLite: positional parameters (SET columns, then the key), values stored as SQLAlchemy would.
+_SQLITE_UPDATE_COLUMNS = [
+    (n, "datetime" if isinstance(t, UTCDateTime) else "plain")
+    for n, t in [*_UPDATE_COLUMNS[3:], *_UPDATE_COLUMNS[:3]]
+]
+_SQLITE_UPDATE_SQL = (
+    f"UPDATE journey_instances AS j SET {_SET.format(**{n: '?' for n in _NAMES})} "
+    "WHERE j.org_id = ? AND j.instance_id = ? AND j.rev = ?"
+)
 
 
 def insert_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
@@ -219,6 +221,29 @@ def insert_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
 
 
 def insert_messages(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Write queued messages. Those of an org with no provider for the channel are handed to
+    the built-in outbox as they are written (status `sent`, provider `outbox`) — what the
+    dispatcher's delivery to the outbox would do right after the commit, without a second write."""
+    if not rows:
+        return
+    orgs = sorted({r["org_id"] for r in rows})
+    configured = set(
+        conn.execute(
+            sa.select(org_channels.c.org_id, org_channels.c.channel).where(
+                one_of(conn, org_channels.c.org_id, orgs)
+            )
+        ).all()
+    )
+    for r in rows:
+        direct = (
+            r["status"] == "queued"
+            and (r["org_id"], r["channel"]) not in configured
+            and r["send_after"] <= r["created_at"]
+        )
+        r["sent_at"] = r["created_at"] if direct else None
+        r["provider"] = "outbox" if direct else None
+        if direct:
+            r["status"] = "sent"
     insert_many(conn, outbox, rows)
 
 
@@ -294,7 +319,7 @@ class SmsLedger:
                     self._times[(org_id, phone)] = []
                 q = sa.select(outbox.c.to_address, outbox.c.created_at).where(
                     outbox.c.org_id == org_id,
-                    outbox.c.to_address.in_(chunk),
+                    one_of(self.conn, outbox.c.to_address, chunk),
                     outbox.c.created_at >= now - timedelta(days=8),
                     outbox.c.capped.is_(True),
                     outbox.c.status.in_(("queued", "sent")),

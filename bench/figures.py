@@ -1,0 +1,311 @@
+"""The figures: each function measures one group on one database and returns result rows.
+
+A result row: {"db", "figure", "unit", "median", "min", "max", "target", "better", "ok", "runs"}
+— median, min and max over the runs (for latencies, of each run's percentile).
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import orjson
+import sqlalchemy as sa
+
+from bench.harness import (
+    APPOINTMENT,
+    SEND_ONCE,
+    Database,
+    Proc,
+    Tenant,
+    make_tenant,
+    start_server,
+    start_workers,
+    utcnow,
+)
+from bench.rows import appointment_parameters, build_rows, fill, raw_insert, send_once_parameters
+from journeys.store.tables import instance_events, journey_instances, outbox
+
+Row = dict[str, Any]
+
+
+def result(
+    db: str,
+    figure: str,
+    unit: str,
+    values: list[float],
+    target: float | None = None,
+    better: str = "higher",
+) -> Row:
+    med = statistics.median(values)
+    ok = None if target is None else (med >= target if better == "higher" else med <= target)
+    return {
+        "db": db,
+        "figure": figure,
+        "unit": unit,
+        "median": med,
+        "min": min(values),
+        "max": max(values),
+        "target": target,
+        "better": better,
+        "ok": ok,
+        "runs": len(values),
+    }
+
+
+def percentile(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(p / 100 * len(s)) - 1))]
+
+
+def _notify(db: Database) -> None:
+    if db.is_pg:
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql("NOTIFY journeys_due")
+
+
+def _wait_idle(db: Database, tenant: Tenant, procs: list[Proc], timeout: float) -> None:
+    """Until no instance of the tenant's journey is InProgress (polled every 50 ms)."""
+    ji = journey_instances
+    q = sa.select(
+        sa.exists().where(
+            ji.c.org_id == tenant.org_id, ji.c.journey_id == tenant.journey_id, ji.c.status == "InProgress"
+        )
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with db.engine.connect() as conn:
+            if not conn.execute(q).scalar():
+                return
+        for p in procs:
+            p.check_alive()
+        time.sleep(0.05)
+    raise RuntimeError(f"instances still running after {timeout:.0f} s")
+
+
+# ------------------------------------------------------------------ bulk trigger vs raw insert
+def bulk(
+    db: Database, runs: int, requests: int = 10, per_request: int = 10_000
+) -> tuple[list[Row], list[Proc]]:
+    tenant = make_tenant(db, APPOINTMENT)
+    server, base = start_server(db)
+    url = tenant.instances_url(base) + "/bulk"
+    headers = {**tenant.headers, "Content-Type": "application/json"}
+    when = (utcnow() + timedelta(days=3)).strftime("%Y-%m-%d %H:%M:%S")
+    n = requests * per_request
+    rates, raw_rates = [], []
+    try:
+        with httpx.Client(timeout=600) as client:
+            for run in range(runs):
+                payloads = [
+                    orjson.dumps(
+                        {
+                            "flowId": None,
+                            "timeZone": "America/Chicago",
+                            "instances": [
+                                {"parameters": appointment_parameters(i, f"b{run}", when)}
+                                for i in range(k * per_request, (k + 1) * per_request)
+                            ],
+                        }
+                    )
+                    for k in range(requests)
+                ]
+                t0 = time.perf_counter()
+                for payload in payloads:
+                    r = client.post(url, content=payload, headers=headers)
+                    if r.status_code != 204:
+                        raise RuntimeError(f"bulk trigger answered {r.status_code}: {r.text[:300]}")
+                rates.append(n / (time.perf_counter() - t0))
+        for run in range(runs):
+            batches = [
+                build_rows(
+                    tenant,
+                    [
+                        appointment_parameters(i, f"r{run}", when)
+                        for i in range(k * per_request, (k + 1) * per_request)
+                    ],
+                    "appointmentId",
+                    utcnow(),
+                )
+                for k in range(requests)
+            ]
+            t0 = time.perf_counter()
+            for rows in batches:  # one transaction per 10,000, as the requests
+                raw_insert(db, rows)
+            raw_rates.append(n / (time.perf_counter() - t0))
+    finally:
+        server.stop()
+    ratios = [a / b for a, b in zip(rates, raw_rates, strict=True)]
+    return [
+        result(db.label, "bulk trigger over HTTP", "instances/s", rates),
+        result(db.label, "raw insert limit (same rows)", "instances/s", raw_rates),
+        result(db.label, "bulk / raw insert", "ratio", ratios, 0.5),
+    ], [server]
+
+
+# ------------------------------------------------------------------ engine throughput and timer lag
+def engine(db: Database, runs: int, n: int = 100_000, lag_runs: int = 1,
+           lag_rate: int = 1_000, lag_seconds: int = 30) -> tuple[list[Row], list[Proc]]:  # fmt: skip
+    workers = 2 if db.is_pg else 1
+    tenant = make_tenant(db, SEND_ONCE)
+    procs = start_workers(db, workers)
+    rates: list[float] = []
+    rows_out: list[Row] = []
+    try:
+        for run in range(runs):
+            rows = build_rows(
+                tenant, [send_once_parameters(i, f"e{run}") for i in range(n)], "patientId", utcnow()
+            )
+            raw_insert(db, rows)
+            _notify(db)
+            t0 = time.perf_counter()
+            _wait_idle(db, tenant, procs, timeout=600)
+            rates.append(n / (time.perf_counter() - t0))
+            _check_sent_once(db, tenant, n * (run + 1))
+        rows_out.append(
+            result(
+                db.label,
+                f"engine: due send steps, {workers} worker(s)",
+                "steps/s",
+                rates,
+                5000 if db.is_pg else 3000,
+            )
+        )
+        p50s, p99s, maxes = [], [], []
+        for run in range(lag_runs):
+            lags = _timer_lag(db, tenant, procs, f"l{run}", lag_rate, lag_seconds)
+            p50s.append(percentile(lags, 50))
+            p99s.append(percentile(lags, 99))
+            maxes.append(max(lags))
+        label = f"timer lag, {lag_rate}/s due for {lag_seconds} s"
+        rows_out.append(result(db.label, f"{label}: p50", "s", p50s))
+        rows_out.append(result(db.label, f"{label}: p99", "s", p99s, 1.0, "lower"))
+        rows_out.append(result(db.label, f"{label}: max", "s", maxes))
+    finally:
+        for p in procs:
+            p.stop()
+    return rows_out, procs
+
+
+def _check_sent_once(db: Database, tenant: Tenant, expected: int) -> None:
+    with db.engine.connect() as conn:
+        count = conn.execute(
+            sa.select(sa.func.count()).select_from(outbox).where(outbox.c.org_id == tenant.org_id)
+        ).scalar_one()
+    if count != expected:
+        raise RuntimeError(f"expected {expected} outbox messages, found {count}")
+
+
+def _timer_lag(
+    db: Database, tenant: Tenant, procs: list[Proc], tag: str, rate: int, seconds: int
+) -> list[float]:
+    """Instances due `rate` per second for `seconds`; the lag of each one's send step: the
+    time the worker ran it (its event's time) minus its due time."""
+    n = rate * seconds
+    start = utcnow() + timedelta(seconds=3)
+    due = [start + timedelta(seconds=i / rate) for i in range(n)]
+    rows = build_rows(
+        tenant, [send_once_parameters(i, tag) for i in range(n)], "patientId", utcnow(), due_at=due
+    )
+    raw_insert(db, rows)
+    _notify(db)
+    if utcnow() > start:
+        raise RuntimeError("inserting the timer-lag instances took longer than the 3 s head start")
+    time.sleep(max(0.0, (start - utcnow()).total_seconds() + seconds))
+    _wait_idle(db, tenant, procs, timeout=120)
+    due_of = {r["instance_id"]: d for r, d in zip(rows.instances, due, strict=True)}
+    ev = instance_events
+    with db.engine.connect() as conn:
+        ran = conn.execute(
+            sa.select(ev.c.instance_id, ev.c.at).where(
+                ev.c.org_id == tenant.org_id,
+                ev.c.kind == "sms_queued",
+                ev.c.at >= start - timedelta(seconds=1),
+            )
+        ).all()
+    lags = [(at - due_of[iid]).total_seconds() for iid, at in ran if iid in due_of]
+    if len(lags) != n:
+        raise RuntimeError(f"timer lag: {len(lags)} of {n} sends found")
+    return lags
+
+
+# ------------------------------------------------------------------ search and cancel at scale
+def search_and_cancel(db: Database, runs: int, total: int = 1_000_000,
+                      queries: int = 1_000) -> tuple[list[Row], list[Proc]]:  # fmt: skip
+    tenant = make_tenant(db, APPOINTMENT)
+    now = utcnow()
+    active: list[str] = []
+    t0 = time.perf_counter()
+    for rows in fill(db, tenant, total, now):
+        active.extend(r["instance_id"] for r in rows.instances if r["status"] == "InProgress")
+    fill_rate = total / (time.perf_counter() - t0)
+    if db.is_pg:  # fresh statistics, as autovacuum keeps them in steady state
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("VACUUM ANALYZE")
+    out = [result(db.label, f"fill {total:,} instances (raw path)", "instances/s", [fill_rate])]
+    server, base = start_server(db)
+    url = tenant.instances_url(base)
+    rng = random.Random(6)
+
+    def param(name: str, op: str, value: str) -> dict[str, Any]:
+        return {
+            "type": "JourneyParameterSpecification",
+            "parameterName": name,
+            "operator": op,
+            "rightOperand": value,
+        }
+
+    status = {"type": "JourneyStatusSpecification", "status": "InProgress"}
+    kinds: dict[str, Callable[[], dict[str, Any]]] = {
+        "search parameter equals": lambda: param("patientId", "equals", f"P{rng.randrange(total):07d}"),
+        # ~100 matches: a 5-digit prefix of the 7-digit ids
+        "search parameter startsWith": lambda: param(
+            "patientId", "startsWith", f"P{rng.randrange(total // 100):05d}"
+        ),
+        "search status InProgress": lambda: status,
+        "search equals AND status (seed shape)": lambda: {
+            "type": "AndSpecification",
+            "specifications": [param("appointmentId", "equals", f"fill-{rng.randrange(total):07d}"), status],
+        },
+    }
+    try:
+        with httpx.Client(timeout=60, headers=tenant.headers) as client:
+            for name, make in kinds.items():
+                p50s, p99s = [], []
+                for _ in range(runs):
+                    lat = []
+                    for _ in range(queries):
+                        body = orjson.dumps({"filterSpecification": make()})
+                        t = time.perf_counter()
+                        r = client.post(
+                            f"{url}/search", content=body, headers={"Content-Type": "application/json"}
+                        )
+                        lat.append((time.perf_counter() - t) * 1000)
+                        if r.status_code != 200:
+                            raise RuntimeError(f"search answered {r.status_code}: {r.text[:300]}")
+                    p50s.append(percentile(lat, 50))
+                    p99s.append(percentile(lat, 99))
+                out.append(result(db.label, f"{name}: p50", "ms", p50s))
+                out.append(result(db.label, f"{name}: p99", "ms", p99s, 20.0, "lower"))
+            rng.shuffle(active)
+            p50s, p99s = [], []
+            for run in range(runs):
+                lat = []
+                for iid in active[run * queries : (run + 1) * queries]:
+                    t = time.perf_counter()
+                    r = client.delete(f"{url}/{iid}/execution")
+                    lat.append((time.perf_counter() - t) * 1000)
+                    if r.status_code != 204:
+                        raise RuntimeError(f"cancel answered {r.status_code}: {r.text[:300]}")
+                p50s.append(percentile(lat, 50))
+                p99s.append(percentile(lat, 99))
+            out.append(result(db.label, "cancel: p50", "ms", p50s))
+            out.append(result(db.label, "cancel: p99", "ms", p99s, 20.0, "lower"))
+    finally:
+        server.stop()
+    return out, [server]
