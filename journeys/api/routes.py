@@ -97,7 +97,14 @@ async def bulk(
             try:
                 with transaction(state.engine) as conn:
                     trigger(
-                        conn, jv, body, state.clock.now(), max_instances=state.settings.max_bulk_instances
+                        conn,
+                        jv,
+                        body,
+                        state.clock.now(),
+                        max_instances=state.settings.max_bulk_instances,
+                        # First try: the unique index is the only duplicate check; after a
+                        # conflict, look the identifiers up to name every one of them.
+                        optimistic=attempt == 0,
                     )
                 return
             except TriggerError as exc:
@@ -107,7 +114,7 @@ async def bulk(
                     raise ApiError(409, ["instances changed while the request ran; retry it"]) from None
             except Exception as exc:
                 if _is_unique_violation(exc) and attempt < 2:
-                    continue  # a concurrent trigger took an identifier: re-validate to name it
+                    continue  # an identifier is taken: look them up to name every conflict
                 raise
 
     await run_in_threadpool(work)

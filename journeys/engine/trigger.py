@@ -204,9 +204,20 @@ def _check_top_level(
 
 
 def trigger(
-    conn: Connection, jv: JourneyVersion, body: Any, now: datetime, *, max_instances: int
+    conn: Connection,
+    jv: JourneyVersion,
+    body: Any,
+    now: datetime,
+    *,
+    max_instances: int,
+    optimistic: bool = False,
 ) -> TriggerResult:
-    """Validate and write a bulk trigger. Raises TriggerError (nothing written) on any problem."""
+    """Validate and write a bulk trigger. Raises TriggerError (nothing written) on any problem.
+
+    With `optimistic`, starting the main flow does not look for active instances with the same
+    identifiers first: the partial unique index is the guard, and a conflict raises the
+    database's IntegrityError — the caller rolls back and calls again without `optimistic`,
+    which names every conflicting instance."""
     flow_id, tz_name, raw_instances, top_errors = _check_top_level(body, jv, max_instances)
     defn = jv.definition
     zone = get_zone(tz_name) if tz_name else None
@@ -233,17 +244,26 @@ def trigger(
     if flow_id is not None and subflow is None:
         raise TriggerError(v.errors)
     if flow_id is None:
-        return _start_main(conn, jv, entries, v, tz_name, now)
+        return _start_main(conn, jv, entries, v, tz_name, now, check_active=not optimistic)
     assert subflow is not None
     return _start_subflow(conn, jv, flow_id, entries, v, zone, now)
 
 
 def _start_main(
-    conn: Connection, jv: JourneyVersion, entries: list[_Entry], v: _Validator, tz: str, now: datetime
+    conn: Connection,
+    jv: JourneyVersion,
+    entries: list[_Entry],
+    v: _Validator,
+    tz: str,
+    now: datetime,
+    *,
+    check_active: bool = True,
 ) -> TriggerResult:
     defn = jv.definition
     keys = [e.key for e in entries if e.key is not None]
-    active = repo.find_active_by_identifier(conn, jv.org_id, jv.journey_id, keys) if keys else {}
+    active = {}
+    if keys and (check_active or v.errors):  # a failing request lists every problem at once
+        active = repo.find_active_by_identifier(conn, jv.org_id, jv.journey_id, keys)
     for e in entries:
         if e.key is not None and e.key in active:
             v.error(
