@@ -33,8 +33,10 @@ test-sqlite: $(STAMP)
 test-postgres: $(STAMP)
 	JOURNEYS_TEST_DATABASE=postgresql $(BIN)/python -m pytest -q
 
+## Benchmarks (bench/README.md): SQLite, and PostgreSQL at JOURNEYS_BENCH_POSTGRES_URL (skipped if unreachable).
+JOURNEYS_BENCH_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	JOURNEYS_BENCH_POSTGRES_URL=$(JOURNEYS_BENCH_POSTGRES_URL) $(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .demo journeys.db journeys.db-wal journeys.db-shm .pytest_cache .ruff_cache

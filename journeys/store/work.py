@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from journeys.store import events
@@ -280,6 +281,20 @@ def store_http_result(
     return bool(changed)
 
 
+_PG_LEDGER = (
+    sa.text(
+        "SELECT p.phone, o.created_at FROM unnest(CAST(:phones AS text[])) AS p(phone) "
+        "JOIN LATERAL (SELECT created_at FROM outbox WHERE org_id = :org_id AND to_address = p.phone "
+        "AND created_at >= :since AND capped AND status IN ('queued', 'sent') OFFSET 0) AS o ON true"
+    )
+    .bindparams(
+        sa.bindparam("phones", type_=postgresql.ARRAY(sa.Text())),
+        sa.bindparam("since", type_=UTCDateTime()),
+    )
+    .columns(sa.column("phone", sa.Text()), sa.column("created_at", UTCDateTime()))
+)
+
+
 class SmsLedger:
     """SMS per (org, phone) for frequency caps: the capped outbox rows of the last 8 days (queued
     or sent), read once per phone per batch, plus what this batch adds."""
@@ -312,19 +327,29 @@ class SmsLedger:
         for org_id, phone in pairs:
             if (org_id, phone) not in self._times:
                 by_org.setdefault(org_id, []).append(phone)
+        pg = self.conn.dialect.name == "postgresql"
         for org_id, phones in by_org.items():
             for start in range(0, len(phones), 500):
                 chunk = phones[start : start + 500]
                 for phone in chunk:
                     self._times[(org_id, phone)] = []
-                q = sa.select(outbox.c.to_address, outbox.c.created_at).where(
-                    outbox.c.org_id == org_id,
-                    one_of(self.conn, outbox.c.to_address, chunk),
-                    outbox.c.created_at >= now - timedelta(days=8),
-                    outbox.c.capped.is_(True),
-                    outbox.c.status.in_(("queued", "sent")),
-                )
-                for phone, created in self.conn.execute(q):
+                since = now - timedelta(days=8)
+                if pg:
+                    # One index range per phone (org_id, to_address, created_at), whatever the
+                    # planner's statistics say about the org's outbox (OFFSET 0 keeps the
+                    # subquery from being flattened into a scan of the org's recent messages).
+                    rows = self.conn.execute(_PG_LEDGER, {"phones": chunk, "org_id": org_id, "since": since})
+                else:
+                    rows = self.conn.execute(
+                        sa.select(outbox.c.to_address, outbox.c.created_at).where(
+                            outbox.c.org_id == org_id,
+                            outbox.c.to_address.in_(chunk),
+                            outbox.c.created_at >= since,
+                            outbox.c.capped.is_(True),
+                            outbox.c.status.in_(("queued", "sent")),
+                        )
+                    )
+                for phone, created in rows:
                     self._times[(org_id, phone)].append(created)
 
     def count(self, org_id: str, phone: str, since: datetime) -> int:
