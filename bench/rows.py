@@ -69,9 +69,10 @@ def build_rows(
     status: str = "InProgress",
     step_id: int = 10,
     due_at: Sequence[datetime | None] | None = None,
+    searchable: bool = True,
 ) -> Rows:
-    """The rows the trigger writes for these instances: the instance, one row per parameter,
-    the `started` event."""
+    """The rows the trigger writes for these instances: the instance, one row per parameter
+    (unless not `searchable`), the `started` event."""
     rows = Rows()
     batch = new_id()
     ids = new_ids(len(params))
@@ -99,16 +100,17 @@ def build_rows(
                 "ended_at": None if active else now,
             }
         )
-        rows.parameters.extend(
-            {
-                "org_id": tenant.org_id,
-                "instance_id": iid,
-                "journey_id": tenant.journey_id,
-                "name": k.lower(),
-                "value": v,
-            }
-            for k, v in p.items()
-        )
+        if searchable:
+            rows.parameters.extend(
+                {
+                    "org_id": tenant.org_id,
+                    "instance_id": iid,
+                    "journey_id": tenant.journey_id,
+                    "name": k.lower(),
+                    "value": v,
+                }
+                for k, v in p.items()
+            )
         rows.events.append(
             event_row(
                 tenant.org_id,
