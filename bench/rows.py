@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -150,43 +150,90 @@ def raw_insert(db: Database, rows: Rows) -> None:
                 insert_many(conn, table, data)
 
 
-def fill(db: Database, tenant: Tenant, total: int, now: datetime, per_tx: int = 50_000) -> Iterator[Rows]:
+_FILL_INSTANCE_COLS = (
+    "org_id", "instance_id", "journey_id", "version", "batch_id", "status", "time_zone", "parameters",
+    "identifier_key", "flow_id", "step_id", "due_at", "state", "rev", "attempts", "created_at", "start_at",
+    "ended_at",
+)  # fmt: skip
+_FILL_PARAMETER_COLS = ("org_id", "instance_id", "journey_id", "name", "value")
+_FILL_EVENT_COLS = (
+    "org_id",
+    "instance_id",
+    "event_id",
+    "at",
+    "flow_id",
+    "flow_name",
+    "step_id",
+    "kind",
+    "detail",
+)
+
+
+def _insert_tuples(
+    conn: sa.Connection, pg: bool, table: str, cols: Sequence[str], rows: list[tuple[Any, ...]]
+) -> None:
+    if pg:
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy:
+            for r in rows:
+                copy.write_row(r)
+    else:
+        marks = ", ".join("?" for _ in cols)
+        conn.exec_driver_sql(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks})", rows)
+
+
+def fill(
+    db: Database, tenant: Tenant, total: int, now: datetime, per_tx: int = 50_000
+) -> Iterator[list[str]]:
     """Store `total` instances of the example journey as bulk requests of 10,000 would have
     (each request's instances share their creation time; requests one minute apart), in a
-    realistic mix: 70 % Completed, 10 % Cancelled, 20 % InProgress waiting for their appointment.
-    `per_tx` instances per transaction. Yields each transaction's rows."""
+    realistic mix: 70 % Completed, 10 % Cancelled, 20 % InProgress waiting for their appointment;
+    with their 5 searchable parameters and `started` event. `per_tx` instances per transaction.
+    Setup, not a measurement: rows are built as tuples and the secondary indexes are dropped
+    first and built once at the end. Yields the ids of each transaction's InProgress instances."""
+    pg = db.is_pg
+
+    def ts(value: datetime) -> Any:  # SQLite stores what SQLAlchemy's DateTime would
+        return value if pg else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
     when = (now + timedelta(days=30)).strftime("%Y-%m-%d %H:%M:%S")
-    later = now + timedelta(days=29)
+    later = ts(now + timedelta(days=29))
+    org, journey, version = tenant.org_id, tenant.journey_id, tenant.version
+    detail = orjson.dumps({"version": version}).decode()
     request = 10_000
     tables = (journey_instances, instance_parameters, instance_events)
-    # Setup, not a measurement: load without the secondary indexes, then build them once.
     with transaction(db.engine) as conn:
         for table in tables:
             for index in table.indexes:
                 index.drop(conn)
     for start in range(0, total, per_tx):
-        merged = Rows()
+        inst: list[tuple[Any, ...]] = []
+        params: list[tuple[Any, ...]] = []
+        events: list[tuple[Any, ...]] = []
+        active: list[str] = []
         for first in range(start, min(total, start + per_tx), request):
-            created = now - timedelta(minutes=(total - first) // request)
-            groups: dict[str, list[dict[str, str]]] = {"InProgress": [], "Completed": [], "Cancelled": []}
+            created = ts(now - timedelta(minutes=(total - first) // request))
+            batch = new_id()
             for i in range(first, min(total, first + request)):
+                iid = new_id()
+                p = appointment_parameters(i, "fill", when)
                 status = "InProgress" if i % 10 < 2 else "Cancelled" if i % 10 == 2 else "Completed"
-                groups[status].append(appointment_parameters(i, "fill", when))
-            for status, group in groups.items():
-                r = build_rows(
-                    tenant,
-                    group,
-                    "appointmentId",
-                    created,
-                    status=status,
-                    step_id=20,
-                    due_at=[later] * len(group),
-                )
-                merged.instances += r.instances
-                merged.parameters += r.parameters
-                merged.events += r.events
-        raw_insert(db, merged)
-        yield merged
+                running = status == "InProgress"
+                if running:
+                    active.append(iid)
+                inst.append(
+                    (org, iid, journey, version, batch, status, "America/Chicago", orjson.dumps(p).decode(),
+                     _identifier_key(p["appointmentId"]), "main", 20, later if running else None, "{}", 0, 0,
+                     created, created, None if running else created)
+                )  # fmt: skip
+                params.extend((org, iid, journey, k.lower(), v) for k, v in p.items())
+                events.append((org, iid, f"{i:020d}000000{batch[-6:]}", created, "main", "Main Flow", None,
+                               "started", detail))  # fmt: skip
+        with transaction(db.engine) as conn:
+            _insert_tuples(conn, pg, "journey_instances", _FILL_INSTANCE_COLS, inst)
+            _insert_tuples(conn, pg, "instance_parameters", _FILL_PARAMETER_COLS, params)
+            _insert_tuples(conn, pg, "instance_events", _FILL_EVENT_COLS, events)
+        yield active
     with transaction(db.engine) as conn:
         for table in tables:
             for index in table.indexes:

@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
@@ -56,9 +57,10 @@ async def read_json(request: Request) -> Any:
         raise ApiError(400, [f"request body is not valid JSON: {exc.args[0] if exc.args else exc}"]) from None
 
 
-def _journey(request: Request, org_id: str, chat_bot_id: str) -> JourneyVersion:
-    with read_only(request.app.state.engine) as conn:
-        jv = catalog.get_latest(conn, org_id, chat_bot_id)
+def _journey(conn: Connection, org_id: str, chat_bot_id: str) -> JourneyVersion:
+    """The journey's latest version, read in the request's own transaction (one connection and
+    round trip fewer per request than a separate read)."""
+    jv = catalog.get_latest(conn, org_id, chat_bot_id)
     if jv is None:
         raise ApiError(404, [f"journey {chat_bot_id} not found"])
     return jv
@@ -92,10 +94,10 @@ async def bulk(
     state = request.app.state
 
     def work() -> None:
-        jv = _journey(request, orgId, chatBotId)
         for attempt in range(3):
             try:
                 with transaction(state.engine) as conn:
+                    jv = _journey(conn, orgId, chatBotId)
                     trigger(
                         conn,
                         jv,
@@ -142,17 +144,17 @@ async def search(
     settings = request.app.state.settings
 
     def work() -> list[dict[str, Any]]:
-        jv = _journey(request, orgId, chatBotId)
-        try:
-            query = parse_search(
-                body,
-                {p.name for p in jv.definition.parameters},
-                settings.search_default_take,
-                settings.search_max_take,
-            )
-        except SearchError as exc:
-            raise ApiError(400, exc.errors) from None
         with read_only(request.app.state.engine) as conn:
+            jv = _journey(conn, orgId, chatBotId)
+            try:
+                query = parse_search(
+                    body,
+                    {p.name for p in jv.definition.parameters},
+                    settings.search_default_take,
+                    settings.search_max_take,
+                )
+            except SearchError as exc:
+                raise ApiError(400, exc.errors) from None
             rows = instance_service.search(conn, jv, query)
         return [instance_json(r, jv.name, query.include_parameters) for r in rows]
 
@@ -172,8 +174,8 @@ async def get_instance(
     _: Principal = Depends(require(SCOPE_READ)),
 ) -> Response:
     def work() -> dict[str, Any]:
-        jv = _journey(request, orgId, chatBotId)
         with read_only(request.app.state.engine) as conn:
+            jv = _journey(conn, orgId, chatBotId)
             try:
                 row, events = instance_service.get(conn, jv, journeyInstanceId)
             except instance_service.NotFound:
@@ -201,8 +203,8 @@ async def cancel(
     state = request.app.state
 
     def work() -> None:
-        jv = _journey(request, orgId, chatBotId)
         with transaction(state.engine) as conn:
+            jv = _journey(conn, orgId, chatBotId)
             try:
                 instance_service.cancel(conn, jv, journeyInstanceId, state.clock.now)
             except instance_service.NotFound:

@@ -18,6 +18,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
+PG_SMALL_ROWS = 20
+
 
 def one_of(conn: Connection, column: Any, values: Sequence[Any]) -> Any:
     """`column IN (values)`; on PostgreSQL `column = ANY(:array)` — one bind parameter, so the
@@ -83,6 +85,9 @@ def insert_many(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]
         sql = f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})"
         data = sqlite_rows([(c, _sqlite_kind(table.c[c].type)) for c in cols], rows)
         conn.exec_driver_sql(sql, data)
+        return
+    if len(rows) <= PG_SMALL_ROWS:  # a COPY costs more round trips than one small INSERT
+        conn.execute(table.insert(), [dict(r) for r in rows])
         return
     _pg_copy(conn, table.name, cols, rows)
 
