@@ -8,6 +8,8 @@ The raw insert limit is what the database and driver can take with no API in fro
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -206,11 +208,12 @@ def fill(
         for table in tables:
             for index in table.indexes:
                 index.drop(conn)
-    for start in range(0, total, per_tx):
+
+    def build(start: int) -> tuple[list[tuple[Any, ...]], ...]:
         inst: list[tuple[Any, ...]] = []
         params: list[tuple[Any, ...]] = []
         events: list[tuple[Any, ...]] = []
-        active: list[str] = []
+        active: list[tuple[Any, ...]] = []
         for first in range(start, min(total, start + per_tx), request):
             created = ts(now - timedelta(minutes=(total - first) // request))
             batch = new_id()
@@ -220,7 +223,7 @@ def fill(
                 status = "InProgress" if i % 10 < 2 else "Cancelled" if i % 10 == 2 else "Completed"
                 running = status == "InProgress"
                 if running:
-                    active.append(iid)
+                    active.append((iid,))
                 inst.append(
                     (org, iid, journey, version, batch, status, "America/Chicago", orjson.dumps(p).decode(),
                      _identifier_key(p["appointmentId"]), "main", 20, later if running else None, "{}", 0, 0,
@@ -229,11 +232,25 @@ def fill(
                 params.extend((org, iid, journey, k.lower(), v) for k, v in p.items())
                 events.append((org, iid, f"{i:020d}000000{batch[-6:]}", created, "main", "Main Flow", None,
                                "started", detail))  # fmt: skip
+        return inst, params, events, active
+
+    # Build the next transaction's rows in a thread while this one is written (the drivers
+    # release the GIL while the database works).
+    chunks: queue.Queue[tuple[list[tuple[Any, ...]], ...] | None] = queue.Queue(maxsize=2)
+
+    def produce() -> None:
+        for start in range(0, total, per_tx):
+            chunks.put(build(start))
+        chunks.put(None)
+
+    threading.Thread(target=produce, name="bench-fill", daemon=True).start()
+    while (chunk := chunks.get()) is not None:
+        inst, params, events, active = chunk
         with transaction(db.engine) as conn:
             _insert_tuples(conn, pg, "journey_instances", _FILL_INSTANCE_COLS, inst)
             _insert_tuples(conn, pg, "instance_parameters", _FILL_PARAMETER_COLS, params)
             _insert_tuples(conn, pg, "instance_events", _FILL_EVENT_COLS, events)
-        yield active
+        yield [a[0] for a in active]
     with transaction(db.engine) as conn:
         for table in tables:
             for index in table.indexes:
