@@ -12,6 +12,7 @@ Environment:
   JOURNEYS_BENCH_FIGURES       comma-separated subset of: bulk, engine, search (default: all)
   JOURNEYS_BENCH_SEARCH_ROWS   instances stored for search and cancel (default 1,000,000)
   JOURNEYS_BENCH_LAG_RUNS      runs of the 30-second timer-lag figure (default 1)
+  JOURNEYS_BENCH_LATENCY_RUNS  runs of the search and cancel figures, 1,000 requests each (default 2)
 """
 
 from __future__ import annotations
@@ -28,12 +29,26 @@ from typing import Any
 from bench import figures
 from bench.harness import ROOT, Database, Proc, fresh_database, postgres_reachable
 
-RUNS = int(os.environ.get("JOURNEYS_BENCH_RUNS", "3"))
+
+def _int_env(name: str, default: int, minimum: int) -> int:
+    raw = os.environ.get(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SystemExit(f"{name}: {raw!r} is not a whole number") from None
+    if value < minimum:
+        raise SystemExit(f"{name}: must be at least {minimum}")
+    return value
+
+
+RUNS = _int_env("JOURNEYS_BENCH_RUNS", 3, 1)
 FIGURES = [
     f.strip() for f in os.environ.get("JOURNEYS_BENCH_FIGURES", "bulk,engine,search").split(",") if f.strip()
 ]
-SEARCH_ROWS = int(os.environ.get("JOURNEYS_BENCH_SEARCH_ROWS", "1000000"))
-LAG_RUNS = int(os.environ.get("JOURNEYS_BENCH_LAG_RUNS", "1"))
+SEARCH_ROWS = _int_env("JOURNEYS_BENCH_SEARCH_ROWS", 1_000_000, 10_000)
+LAG_RUNS = _int_env("JOURNEYS_BENCH_LAG_RUNS", 1, 0)
+# Search and cancel: 1,000 requests per run and figure; two runs keep the suite under 10 minutes.
+LATENCY_RUNS = _int_env("JOURNEYS_BENCH_LATENCY_RUNS", 2, 1)
 
 
 def machine() -> dict[str, Any]:
@@ -66,7 +81,7 @@ def run_database(label: str, base: str) -> list[dict[str, Any]]:
     groups = {
         "bulk": lambda db: figures.bulk(db, RUNS),
         "engine": lambda db: figures.engine(db, RUNS, lag_runs=LAG_RUNS),
-        "search": lambda db: figures.search_and_cancel(db, RUNS, total=SEARCH_ROWS),
+        "search": lambda db: figures.search_and_cancel(db, LATENCY_RUNS, total=SEARCH_ROWS),
     }
     for name in FIGURES:
         if name not in groups:
@@ -116,6 +131,8 @@ def main() -> int:
     t0 = time.monotonic()
     targets: list[tuple[str, str]] = []
     only = os.environ.get("JOURNEYS_BENCH_ONLY")
+    if only not in (None, "", "sqlite", "postgresql"):
+        raise SystemExit(f"JOURNEYS_BENCH_ONLY: {only!r} is neither 'sqlite' nor 'postgresql'")
     notes = []
     with tempfile.TemporaryDirectory(prefix="journeys-bench-") as tmp:
         if only in (None, "", "sqlite"):
