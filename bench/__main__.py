@@ -12,7 +12,7 @@ Environment:
   JOURNEYS_BENCH_FIGURES       comma-separated subset of: bulk, engine, search (default: all)
   JOURNEYS_BENCH_SEARCH_ROWS   instances stored for search and cancel (default 1,000,000)
   JOURNEYS_BENCH_LAG_RUNS      runs of the 30-second timer-lag figure (default 1)
-  JOURNEYS_BENCH_LATENCY_RUNS  runs of the search and cancel figures, 1,000 requests each (default 2)
+  JOURNEYS_BENCH_LATENCY_RUNS  runs of the search and cancel figures, 1,000 requests each (default 3)
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import platform
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +46,15 @@ RUNS = _int_env("JOURNEYS_BENCH_RUNS", 3, 1)
 FIGURES = [
     f.strip() for f in os.environ.get("JOURNEYS_BENCH_FIGURES", "bulk,engine,search").split(",") if f.strip()
 ]
+for _name in FIGURES:
+    if _name not in ("bulk", "engine", "search"):
+        raise SystemExit(
+            f"JOURNEYS_BENCH_FIGURES: unknown figure group {_name!r} (known: bulk, engine, search)"
+        )
 SEARCH_ROWS = _int_env("JOURNEYS_BENCH_SEARCH_ROWS", 1_000_000, 10_000)
 LAG_RUNS = _int_env("JOURNEYS_BENCH_LAG_RUNS", 1, 0)
-# Search and cancel: 1,000 requests per run and figure; two runs keep the suite under 10 minutes.
-LATENCY_RUNS = _int_env("JOURNEYS_BENCH_LATENCY_RUNS", 2, 1)
+# Search and cancel: 1,000 requests per run and figure.
+LATENCY_RUNS = _int_env("JOURNEYS_BENCH_LATENCY_RUNS", RUNS, 1)
 
 
 def machine() -> dict[str, Any]:
@@ -75,19 +81,49 @@ def machine() -> dict[str, Any]:
     }
 
 
-def run_database(label: str, base: str) -> list[dict[str, Any]]:
+def prepare_search(targets: list[tuple[str, str]]) -> dict[str, tuple[Database, figures.SearchData]]:
+    """The million instances for the search figures, stored on every database at once (setup:
+    SQLite works in this process, PostgreSQL in its server) before anything is measured."""
+    if "search" not in FIGURES or not targets:
+        return {}
+    t0 = time.monotonic()
+    dbs: dict[str, Database] = {}
+    try:
+        for label, base in targets:
+            dbs[label] = fresh_database(label, base, "search")
+        with ThreadPoolExecutor(len(dbs), thread_name_prefix="bench-setup") as pool:
+            futures = {
+                label: pool.submit(figures.prepare_search, db, SEARCH_ROWS) for label, db in dbs.items()
+            }
+            ready = {label: (dbs[label], f.result()) for label, f in futures.items()}
+    except BaseException:
+        for db in dbs.values():
+            db.close()
+        raise
+    print(
+        f"  setup: {SEARCH_ROWS:,} instances stored on {', '.join(dbs)} in {time.monotonic() - t0:.0f} s",
+        file=sys.stderr,
+        flush=True,
+    )
+    return ready
+
+
+def run_database(
+    label: str, base: str, search: tuple[Database, figures.SearchData] | None
+) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     procs: list[Proc] = []
     groups = {
         "bulk": lambda db: figures.bulk(db, RUNS),
         "engine": lambda db: figures.engine(db, RUNS, lag_runs=LAG_RUNS),
-        "search": lambda db: figures.search_and_cancel(db, LATENCY_RUNS, total=SEARCH_ROWS),
+        "search": lambda db: figures.search_and_cancel(db, prepared, LATENCY_RUNS, total=SEARCH_ROWS),
     }
+    if "search" in FIGURES:
+        assert search is not None, "prepare_search() stores the instances first"
+        prepared = search[1]
     for name in FIGURES:
-        if name not in groups:
-            raise SystemExit(f"unknown figure group {name!r} (known: {', '.join(groups)})")
         t0 = time.monotonic()
-        db: Database = fresh_database(label, base, name)
+        db: Database = search[0] if name == "search" and search else fresh_database(label, base, name)
         try:
             got, used = groups[name](db)
         finally:
@@ -146,8 +182,13 @@ def main() -> int:
             else:
                 targets.append(("postgresql", pg))
         rows: list[dict[str, Any]] = []
-        for label, base in targets:
-            rows += run_database(label, base)
+        search = prepare_search(targets)
+        try:
+            for label, base in targets:
+                rows += run_database(label, base, search.pop(label, None))
+        finally:
+            for db, _ in search.values():
+                db.close()
     info = machine()
     elapsed = time.monotonic() - t0
     print(

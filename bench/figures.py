@@ -10,6 +10,7 @@ import random
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -249,19 +250,33 @@ def _timer_lag(
 
 
 # ------------------------------------------------------------------ search and cancel at scale
-def search_and_cancel(db: Database, runs: int, total: int = 1_000_000,
-                      queries: int = 1_000) -> tuple[list[Row], list[Proc]]:  # fmt: skip
+@dataclass
+class SearchData:
+    """A database holding the million instances, ready for the search and cancel figures."""
+
+    tenant: Tenant
+    active: list[str]  # the InProgress instances' ids, to cancel
+    seconds: float  # how long storing them took
+
+
+def prepare_search(db: Database, total: int = 1_000_000) -> SearchData:
+    """Setup, not a measurement (`make bench` runs it for both databases at once, before any
+    figure is measured): `total` instances stored; on PostgreSQL then `VACUUM ANALYZE`, the
+    steady state autovacuum keeps (fresh statistics, visibility map set) — and so autovacuum
+    has nothing left to do on these tables while the figures are measured."""
     tenant = make_tenant(db, APPOINTMENT)
-    now = utcnow()
-    active: list[str] = []
     t0 = time.perf_counter()
-    for ids in fill(db, tenant, total, now):
-        active.extend(ids)
-    fill_rate = total / (time.perf_counter() - t0)
-    if db.is_pg:  # fresh statistics, as autovacuum keeps them in steady state
+    active = fill(db, tenant, total, utcnow())
+    if db.is_pg:
         with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.exec_driver_sql("ANALYZE")
-    out = [result(db.label, f"setup: store {total:,} instances", "instances/s", [fill_rate])]
+            conn.exec_driver_sql("VACUUM ANALYZE")
+    return SearchData(tenant, active, time.perf_counter() - t0)
+
+
+def search_and_cancel(db: Database, data: SearchData, runs: int, total: int = 1_000_000,
+                      queries: int = 1_000) -> tuple[list[Row], list[Proc]]:  # fmt: skip
+    tenant, active = data.tenant, list(data.active)
+    out = [result(db.label, f"setup: store {total:,} instances", "instances/s", [total / data.seconds])]
     server, base = start_server(db)
     url = tenant.instances_url(base)
     rng = random.Random(6)
