@@ -6,6 +6,8 @@ timeline and the tables."""
 from __future__ import annotations
 
 import os
+import threading
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -160,9 +162,9 @@ def inbound_url(srv: ConsentServer, org_id: str) -> str:
     return f"{srv.base_url}/channels/twilio/{org_id}/inbound"
 
 
-def form(from_: str, body: str) -> dict[str, str]:
+def form(from_: str, body: str, sid: str | None = None) -> dict[str, str]:
     return {
-        "MessageSid": "SM" + "1" * 32,
+        "MessageSid": sid or "SM" + uuid.uuid4().hex,  # Twilio's id of this inbound message
         "AccountSid": ACCOUNT_SID,
         "From": from_,
         "To": "+13125550999",
@@ -179,9 +181,10 @@ def post_inbound(
     *,
     token: str = AUTH_TOKEN,
     signature: str | None = None,
+    sid: str | None = None,
 ) -> httpx.Response:
     """POST as Twilio does: form-encoded, signed with the auth token over the public URL."""
-    params = form(from_, body)
+    params = form(from_, body, sid)
     url = inbound_url(srv, org_id)
     sig = RequestValidator(token).compute_signature(url, params) if signature is None else signature
     headers = {"X-Twilio-Signature": sig} if sig else {}
@@ -277,6 +280,70 @@ def test_an_inbound_message_nobody_waits_for_is_stored_unmatched(srv: ConsentSer
     assert [tuple(x) for x in inbound(srv, t.org_id)] == [(OTHER_PHONE, "hello?", None, "provider")]
     srv.run_worker()
     assert kinds(srv, t, iid)[-1] == (20, "waiting_for_reply")
+
+
+def test_a_redelivered_message_is_acknowledged_again_and_taken_once(srv: ConsentServer) -> None:
+    """Twilio redelivers a webhook it did not see answered, with the same MessageSid. Taken
+    twice, the second "C" would answer the next instance waiting for that number."""
+    t = srv.tenant(REPLY, TWILIO)
+    first, second = start(srv, t, {"key": "k1", "phone": PHONE}, {"key": "k2", "phone": PHONE})
+    srv.run_worker()
+    sid = "SM" + uuid.uuid4().hex
+    for _ in range(2):
+        r = post_inbound(srv, t.org_id, PHONE, "C", sid=sid)
+        assert r.status_code == 200 and r.text == EMPTY, r.text
+    [row] = inbound(srv, t.org_id)
+    srv.run_worker()
+    ends = {iid: kinds(srv, t, iid)[-1] for iid in (first, second)}
+    assert sorted(ends.values()) == [(20, "waiting_for_reply"), (30, "end")]
+    assert ends[row.instance_id] == (30, "end")
+    # Another message (its own sid) with the same text is a new reply: it answers the other one.
+    r = post_inbound(srv, t.org_id, PHONE, "C")
+    assert r.status_code == 200
+    srv.run_worker()
+    assert [kinds(srv, t, iid)[-1] for iid in (first, second)] == [(30, "end"), (30, "end")]
+    assert len(inbound(srv, t.org_id)) == 2
+
+
+def test_concurrent_deliveries_of_one_message_are_taken_once(srv: ConsentServer) -> None:
+    t = srv.tenant(REPLY, TWILIO)
+    iids = start(srv, t, *({"key": f"k{i}", "phone": PHONE} for i in range(4)))
+    srv.run_worker()
+    sid = "SM" + uuid.uuid4().hex
+    barrier = threading.Barrier(6)
+    answers: list[httpx.Response] = []
+
+    def deliver() -> None:
+        barrier.wait()
+        answers.append(post_inbound(srv, t.org_id, PHONE, "R", sid=sid))
+
+    threads = [threading.Thread(target=deliver) for _ in range(6)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert [(a.status_code, a.text) for a in answers] == [(200, EMPTY)] * 6
+    assert len(inbound(srv, t.org_id)) == 1
+    srv.run_worker()
+    ends = sorted(kinds(srv, t, iid)[-1] for iid in iids)
+    assert ends == [(20, "waiting_for_reply")] * 3 + [(40, "end")]
+
+
+def test_a_redelivered_help_is_answered_again_and_recorded_once(srv: ConsentServer) -> None:
+    t = srv.tenant(REPLY, {**TWILIO, "help_text": "Call 312-555-0199."})
+    sid = "SM" + uuid.uuid4().hex
+    answers = [post_inbound(srv, t.org_id, PHONE, "HELP", sid=sid) for _ in range(2)]
+    assert [a.status_code for a in answers] == [200, 200]
+    assert answers[0].text == answers[1].text and "Call 312-555-0199." in answers[0].text
+    assert len(inbound(srv, t.org_id)) == 1
+
+
+def test_a_message_sid_over_64_characters_is_refused(srv: ConsentServer) -> None:
+    t = srv.tenant(REPLY, TWILIO)
+    r = post_inbound(srv, t.org_id, PHONE, "C", sid="SM" + "a" * 63)
+    assert r.status_code == 400
+    assert r.json() == ["MessageSid: at most 64 characters"]
+    assert inbound(srv, t.org_id) == []
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,8 @@ X-Twilio-Signature against the auth token of the org's Twilio configuration (403
 recorded, when it does not verify or the org has no Twilio configuration), and records the
 message: a reply goes to the org's instance waiting for one from that number, else it is stored
 unmatched; STOP-like keywords opt the number out. The answer is TwiML: empty, or the org's help
-text for HELP.
+text for HELP. Twilio redelivers a webhook it did not see answered: a message whose MessageSid
+was recorded before is answered the same way and changes nothing.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from urllib.parse import parse_qsl
 from xml.sax.saxutils import escape
 
 from fastapi import APIRouter, Request
+from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from journeys.api.errors import ApiError
 from journeys.channels.secrets import SecretBox, SecretKeyMissing
 from journeys.engine import consent
-from journeys.engine.replies import ReplyError, receive_reply
+from journeys.engine.replies import ReplyError, already_received, receive_reply
 from journeys.store import channels
 from journeys.store.db import read_only, transaction
 
@@ -36,6 +38,7 @@ router = APIRouter()
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 MAX_INBOUND_BYTES = 64 * 1024  # a 1600-character body plus Twilio's other fields fits easily
 FORBIDDEN = "the request's Twilio signature does not verify"
+MAX_SID_CHARS = 64
 
 
 def verify_twilio_signature(auth_token: str, url: str, params: dict[str, list[str]], signature: str) -> bool:
@@ -102,16 +105,32 @@ async def twilio_inbound(orgId: str, request: Request) -> Response:  # noqa: N80
         return values[0] if values else None
 
     from_, body = first("From"), first("Body") or ""
+    sid = (first("MessageSid") or first("SmsSid") or "").strip() or None
+    if sid is not None and len(sid) > MAX_SID_CHARS:
+        raise ApiError(400, [f"MessageSid: at most {MAX_SID_CHARS} characters"])
 
-    def work() -> None:
-        with transaction(state.engine) as conn:
-            try:
-                receive_reply(conn, orgId, from_, body, state.clock.now(), "provider")
-            except ReplyError as exc:
-                raise ApiError(400, exc.errors) from None
+    def work() -> bool:
+        """Records the message; False when Twilio had delivered it before (a retry)."""
+        try:
+            with transaction(state.engine) as conn:
+                try:
+                    done = receive_reply(conn, orgId, from_, body, state.clock.now(), "provider", sid)
+                except ReplyError as exc:
+                    raise ApiError(400, exc.errors) from None
+            return not done.duplicate
+        except IntegrityError:
+            # The same MessageSid committed by a concurrent delivery in the meantime.
+            if sid is None:
+                raise
+            with read_only(state.engine) as conn:
+                if not already_received(conn, orgId, sid):
+                    raise
+            return False
 
-    await run_in_threadpool(work)
-    state.wake_worker()
+    if await run_in_threadpool(work):
+        state.wake_worker()
+    else:
+        log.info("inbound webhook for org %s: a redelivered message, acknowledged again", orgId)
     if consent.classify(body) == consent.HELP:
         return twiml(consent.help_text(config))
     return twiml()

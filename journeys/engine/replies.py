@@ -31,14 +31,26 @@ class ReplyResult:
     message_id: str
     matched: bool
     instance_id: str | None
+    duplicate: bool = False  # the provider's message id was seen before: nothing was done
 
 
 def receive_reply(
-    conn: Connection, org_id: str, from_: object, body: object, now: datetime, source: str
+    conn: Connection,
+    org_id: str,
+    from_: object,
+    body: object,
+    now: datetime,
+    source: str,
+    provider_message_id: str | None = None,
 ) -> ReplyResult:
     """Record an inbound SMS and, when an instance of the org waits for a reply from that number
     (the most recent if several), hand it over: the instance runs its reply branch at once.
-    Otherwise it is stored as an unmatched reply."""
+    Otherwise it is stored as an unmatched reply.
+
+    `provider_message_id` (Twilio's MessageSid) makes a redelivery harmless: a message already
+    recorded under that id is answered with the first outcome (`duplicate`) and nothing else
+    happens. Two deliveries at once are settled by the unique index: the second transaction
+    fails with an IntegrityError and its caller treats it as the duplicate it is."""
     errors = []
     phone = normalise_phone(from_) if isinstance(from_, str) else None
     if phone is None:
@@ -50,6 +62,11 @@ def receive_reply(
     if errors:
         raise ReplyError(errors)
     assert phone is not None and isinstance(body, str)
+    if provider_message_id is not None:
+        seen = repo.find_by_provider_id(conn, org_id, provider_message_id)
+        if seen is not None:
+            instance = seen["instance_id"]
+            return ReplyResult(seen["message_id"], instance is not None, instance, duplicate=True)
     message_id = new_id()
     keyword = apply_keyword(conn, org_id, phone, body, now)  # STOP / START / HELP: not a reply
     waiting = None if keyword else repo.find_waiting(conn, org_id, phone, now)
@@ -78,8 +95,14 @@ def receive_reply(
         received_at=now,
         instance_id=instance_id,
         source=source,
+        provider_message_id=provider_message_id,
     )
     return ReplyResult(message_id, instance_id is not None, instance_id)
+
+
+def already_received(conn: Connection, org_id: str, provider_message_id: str) -> bool:
+    """Whether a message with this provider id (Twilio's MessageSid) is recorded for the org."""
+    return repo.find_by_provider_id(conn, org_id, provider_message_id) is not None
 
 
 def list_replies(conn: Connection, org_id: str, unmatched_only: bool, limit: int) -> list[dict[str, object]]:

@@ -47,6 +47,20 @@ def insert_inbound(conn: Connection, **values: Any) -> None:
     conn.execute(inbound_messages.insert().values(**values))
 
 
+def find_by_provider_id(conn: Connection, org_id: str, provider_message_id: str) -> dict[str, Any] | None:
+    im = inbound_messages
+    row = (
+        conn.execute(
+            sa.select(im.c.message_id, im.c.instance_id).where(
+                im.c.org_id == org_id, im.c.provider_message_id == provider_message_id
+            )
+        )
+        .mappings()
+        .first()
+    )
+    return dict(row) if row else None
+
+
 def list_inbound(conn: Connection, org_id: str, unmatched_only: bool, limit: int) -> list[dict[str, Any]]:
     q = (
         sa.select(inbound_messages)

@@ -246,8 +246,11 @@ inbound_messages = sa.Table(
     sa.Column("received_at", UTCDateTime, nullable=False),
     sa.Column("instance_id", Id, nullable=True),  # the instance it answered; null: unmatched
     sa.Column("source", sa.String(16), nullable=False),  # api | cli | provider
+    # The provider's id (Twilio's MessageSid): a retried webhook is recognised, not taken twice.
+    sa.Column("provider_message_id", sa.String(64), nullable=True),
     sa.PrimaryKeyConstraint("org_id", "message_id"),
     sa.Index("ix_inbound_messages_org_received", "org_id", "received_at"),
+    sa.Index("uq_inbound_messages_provider_message", "org_id", "provider_message_id", unique=True),
 )
 
 # A channel's provider for an org (e.g. sms -> twilio); its configuration is encrypted at rest.
