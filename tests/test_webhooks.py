@@ -274,6 +274,7 @@ def test_events_are_signed_and_in_order(srv: Server, rec: Receiver, fake: FakeTw
         check_signature(post, srv.clock.now())
     started = events[0]
     assert started["orgId"] == t.org_id and started["flowId"] == "main"
+    assert {e["journeyId"] for e in events} == {t.journey_id}
     assert started["occurredDateTime"].endswith("Z")
     # No PHI in any payload.
     raw = b"".join(p["raw"] for p in rec.posts)

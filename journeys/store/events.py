@@ -16,8 +16,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from journeys.ids import new_event_id
-from journeys.store.bulk import insert_many
-from journeys.store.tables import instance_events, webhook_deliveries, webhook_subscriptions
+from journeys.store.bulk import insert_many, one_of
+from journeys.store.tables import (
+    instance_events,
+    journey_instances,
+    webhook_deliveries,
+    webhook_subscriptions,
+)
 
 EVENT_TYPES = (
     "instance.started",
@@ -103,6 +108,25 @@ def active_subscriptions(conn: Connection, org_ids: Sequence[str]) -> dict[str, 
     return found
 
 
+def _journeys_of(conn: Connection, rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str], str]:
+    """(org, instance) → the instance's journey, for the events that fan out to webhooks: one
+    query per org (and per 10,000 instances)."""
+    by_org: dict[str, set[str]] = {}
+    for r in rows:
+        by_org.setdefault(r["org_id"], set()).add(r["instance_id"])
+    found: dict[tuple[str, str], str] = {}
+    ji = journey_instances
+    for org_id, ids in by_org.items():
+        listed = sorted(ids)
+        for start in range(0, len(listed), 10_000):
+            chunk = listed[start : start + 10_000]
+            q = sa.select(ji.c.instance_id, ji.c.journey_id).where(
+                ji.c.org_id == org_id, one_of(conn, ji.c.instance_id, chunk)
+            )
+            found.update({(org_id, iid): jid for iid, jid in conn.execute(q)})
+    return found
+
+
 def insert_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     """Insert timeline events and the webhook deliveries they fan out to."""
     if not rows:
@@ -111,6 +135,7 @@ def insert_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     subs = active_subscriptions(conn, sorted({r["org_id"] for r in rows}))
     if not subs:
         return
+    journey_of = _journeys_of(conn, [r for r in rows if r["org_id"] in subs])
     deliveries: list[dict[str, Any]] = []
     for row in sorted(rows, key=lambda r: r["event_id"]):
         org_subs = subs.get(row["org_id"])
@@ -126,6 +151,7 @@ def insert_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
                     "type": event_type,
                     "occurredDateTime": _iso_z(row["at"]),
                     "orgId": row["org_id"],
+                    "journeyId": journey_of.get((row["org_id"], row["instance_id"])),
                     "instanceId": row["instance_id"],
                     "flowId": row.get("flow_id"),
                     "flowName": row.get("flow_name"),
