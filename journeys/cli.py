@@ -417,18 +417,20 @@ def serve(
     import uvicorn
 
     from journeys.api.app import create_app
+    from journeys.api.server import GracefulServer
 
     settings = _settings()
     _configure_logging(settings.log_level)
     application = create_app(settings, run_worker=not no_worker and settings.worker_enabled)
     # access_log off: request lines carry no PHI today, but paths and queries are not ours to vouch for.
-    uvicorn.run(
+    config = uvicorn.Config(
         application,
         host=host or settings.host,
         port=port or settings.port,
         access_log=False,
         log_level=settings.log_level.lower(),
     )
+    GracefulServer(config).run()
 
 
 @app.command()
