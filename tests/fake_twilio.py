@@ -26,6 +26,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
+import httpx
+from twilio.request_validator import RequestValidator
+
 E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 
 
@@ -52,7 +55,10 @@ class FakeTwilio:
     account_sid: str
     auth_token: str
     requests: list[Recorded] = field(default_factory=list)
+    # Status callbacks this fake made itself (call_back_first): (sid, status, our answer's code).
+    callbacks: list[tuple[str, str, int]] = field(default_factory=list)
     _plans: list[_Plan] = field(default_factory=list)
+    _call_back_first: dict[str, str] = field(default_factory=dict)  # org id -> status
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -106,7 +112,17 @@ class FakeTwilio:
     def reset(self) -> None:
         with self._lock:
             self.requests.clear()
+            self.callbacks.clear()
             self._plans.clear()
+            self._call_back_first.clear()
+
+    def call_back_first(self, status: str, org_id: str) -> None:
+        """The next accepted message of `org_id` (its StatusCallback URL names the org) gets its
+        (signed) status callback `status` posted to that URL before the send is answered — as
+        Twilio may, for a fast failure. Keyed by org, so that a request still in flight from an
+        earlier test cannot take it."""
+        with self._lock:
+            self._call_back_first[org_id] = status
 
     def fail_next(self, n: int = 1, *, status: int = 500, retry_after: int | None = None) -> None:
         """The next `n` requests get `status` (e.g. 500, or 429 with a Retry-After)."""
@@ -169,6 +185,15 @@ class FakeTwilio:
         if not form.get("Body"):
             return error(400, 21602, "Message body is required.")
         sid = "SM" + uuid.uuid4().hex
+        url = form.get("StatusCallback", "")
+        with self._lock:
+            org = next((o for o in self._call_back_first if f"/twilio/{o}/" in url), None)
+            early = self._call_back_first.pop(org) if org is not None else None
+        if early is not None:
+            params = {"MessageSid": sid, "MessageStatus": early, "AccountSid": self.account_sid, "To": to}
+            signature = RequestValidator(self.auth_token).compute_signature(url, params)
+            answer = httpx.post(url, data=params, headers={"X-Twilio-Signature": signature}, timeout=10)
+            self.callbacks.append((sid, early, answer.status_code))
         return (
             201,
             {

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from conftest import Server
+from conftest import Server, make_postgres_database, require_postgres
 from fake_twilio import FakeTwilio
 from twilio.request_validator import RequestValidator
 
@@ -340,6 +340,89 @@ def test_an_intermediate_status_never_requeues_the_message(tw: TwilioServer, fak
     assert outbox_row(tw, t.org_id).status == "sent"
     assert len(sent_to_fake(fake)) == 1
     assert of_kind(tw, t, iid, "sms_status") == []
+
+
+@pytest.fixture()
+def tw_db(fake: FakeTwilio, tmp_path: Path) -> Iterator[TwilioServer]:
+    """A server on the database the suite runs on (the module's `tw` is SQLite only)."""
+    drop = None
+    if os.environ.get("JOURNEYS_TEST_DATABASE", "sqlite") == "postgresql":
+        require_postgres()
+        url, drop = make_postgres_database()
+    else:
+        url = f"sqlite:///{tmp_path / 'journeys.db'}"
+    srv = TwilioServer(url, fake.url)
+    srv.clock.set(START)
+    yield srv
+    srv.stop()
+    srv.engine.dispose()
+    if drop is not None:
+        drop()
+
+
+def early_statuses(tw: TwilioServer, org_id: str) -> list[Any]:
+    with tw.engine.connect() as conn:
+        return list(
+            conn.execute(
+                sa.text("SELECT provider_message_id, status FROM early_delivery_statuses WHERE org_id = :o"),
+                {"o": org_id},
+            )
+        )
+
+
+@pytest.mark.parametrize(("status", "code"), [("delivered", None), ("failed", "30007")])
+def test_a_final_status_called_back_before_the_send_is_recorded_is_applied_once_it_is(
+    tw_db: TwilioServer, fake: FakeTwilio, status: str, code: str | None
+) -> None:
+    tw = tw_db
+    t = configured_tenant(tw)
+    fake.call_back_first(status, t.org_id)
+    iid = trigger(tw, t)
+    tw.run_worker()
+    sends = [(r.response_status, r.sid) for r in fake.requests]
+    assert len(fake.callbacks) == 1, (fake.callbacks, sends)
+    [(sid, called, answer)] = fake.callbacks
+    assert (called, answer) == (status, 204)  # acknowledged, though no message had that sid yet
+    row = outbox_row(tw, t.org_id)
+    assert (row.provider_message_id, row.status) == (sid, status)
+    [event] = of_kind(tw, t, iid, "sms_status")
+    assert event["detail"] == {"messageId": row.message_id, "status": status, "errorCode": None}
+    kinds = [e["type"] for e in events(tw, t, iid)]
+    assert kinds.index("sms_sent") < kinds.index("sms_status")
+    assert early_statuses(tw, t.org_id) == []
+    # Twilio's later (duplicate) callback changes the status again but nothing else breaks.
+    url = f"{tw.base_url}/channels/twilio/{t.org_id}/status"
+    params = {"MessageSid": sid, "MessageStatus": status}
+    if code:
+        params["ErrorCode"] = code
+    assert callback(tw, t.org_id, params, sign(url, params)).status_code == 204
+    assert outbox_row(tw, t.org_id).status == status
+
+
+def test_a_status_for_a_sid_no_message_has_is_held_then_pruned(tw_db: TwilioServer) -> None:
+    tw = tw_db
+    t = configured_tenant(tw)
+    url = f"{tw.base_url}/channels/twilio/{t.org_id}/status"
+    first = {"MessageSid": "SM" + "a" * 32, "MessageStatus": "delivered"}
+    assert callback(tw, t.org_id, first, sign(url, first)).status_code == 204
+    assert [tuple(r) for r in early_statuses(tw, t.org_id)] == [(first["MessageSid"], "delivered")]
+    # Intermediate statuses are not held.
+    queued = {"MessageSid": "SM" + "b" * 32, "MessageStatus": "sent"}
+    assert callback(tw, t.org_id, queued, sign(url, queued)).status_code == 204
+    assert len(early_statuses(tw, t.org_id)) == 1
+    tw.clock.advance(timedelta(days=1, minutes=1))
+    later = {"MessageSid": "SM" + "c" * 32, "MessageStatus": "undelivered", "ErrorCode": "30003"}
+    assert callback(tw, t.org_id, later, sign(url, later)).status_code == 204
+    assert [tuple(r) for r in early_statuses(tw, t.org_id)] == [(later["MessageSid"], "undelivered")]
+
+
+def test_a_callback_with_an_overlong_sid_is_refused(tw: TwilioServer, fake: FakeTwilio) -> None:
+    t = configured_tenant(tw)
+    url = f"{tw.base_url}/channels/twilio/{t.org_id}/status"
+    params = {"MessageSid": "SM" + "a" * 63, "MessageStatus": "delivered"}
+    r = callback(tw, t.org_id, params, sign(url, params))
+    assert r.status_code == 400 and r.json() == ["MessageSid: at most 64 characters"]
+    assert early_statuses(tw, t.org_id) == []
 
 
 @pytest.mark.parametrize("case", ["bad signature", "no signature", "other token", "tampered"])

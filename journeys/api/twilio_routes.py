@@ -9,7 +9,8 @@ get 403 and change nothing.
 
 Only final statuses change the outbox row (delivered, undelivered, failed): intermediate ones
 (queued, sending, sent, …) are acknowledged and ignored, so that a late or out-of-order callback
-never re-queues a message or undoes a delivery.
+never re-queues a message or undoes a delivery. A final status for a sid no message has yet is
+held and applied when the send records it (journeys.channels.status).
 """
 
 from __future__ import annotations
@@ -26,17 +27,21 @@ from starlette.responses import Response
 
 from journeys.api.errors import ApiError
 from journeys.channels.secrets import SecretBox, SecretKeyMissing
-from journeys.engine.timeline import event_row
+from journeys.channels.status import (
+    FINAL_STATUSES,
+    apply_early_status,
+    hold_early_status,
+    record_delivery_status,
+)
 from journeys.store import channels as channels_repo
 from journeys.store.db import read_only, transaction
-from journeys.store.events import insert_events
 
 log = logging.getLogger("journeys.api.twilio")
 
 router = APIRouter()
 
-FINAL_STATUSES = {"delivered", "undelivered", "failed"}
 MAX_CALLBACK_BYTES = 64 * 1024
+MAX_SID_CHARS = 64
 _FORBIDDEN = ["the request is not signed by this org's Twilio account"]
 
 
@@ -97,16 +102,16 @@ async def twilio_status(orgId: str, request: Request) -> Response:  # noqa: N803
             return
         error_code = (form.get("ErrorCode") or "").strip()[:32] or None
         now = state.clock.now()
+        if len(sid) > MAX_SID_CHARS:
+            raise ApiError(400, [f"MessageSid: at most {MAX_SID_CHARS} characters"])
         with transaction(state.engine) as conn:
-            row = channels_repo.update_delivery_status(conn, orgId, sid, status, error_code)
-            if row is None:
-                log.info("twilio callback for org %s: no message with that sid", orgId)
+            if record_delivery_status(conn, orgId, sid, status, error_code, now):
                 return
-            detail = {"messageId": row["message_id"], "status": status, "errorCode": error_code}
-            event = event_row(
-                orgId, row["instance_id"], now, row["flow_id"], None, row["step_id"], "sms_status", detail
-            )
-            insert_events(conn, [event])
+            # Before the send recorded the sid (or not one of ours): held, applied once it is.
+            hold_early_status(conn, orgId, sid, status, error_code, now)
+        with transaction(state.engine) as conn:
+            if apply_early_status(conn, orgId, sid, now):
+                log.info("twilio callback for org %s: applied after the send recorded its sid", orgId)
 
     await run_in_threadpool(work)
     return Response(status_code=204)

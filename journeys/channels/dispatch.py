@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 from journeys.channels import registry
 from journeys.channels.base import OutboundMessage, Provider, SendResult
 from journeys.channels.secrets import SecretBox, SecretKeyMissing
+from journeys.channels.status import apply_early_status
 from journeys.clock import Clock
 from journeys.engine.timeline import event_row
 from journeys.store import channels as repo
@@ -142,7 +143,8 @@ class Dispatcher:
                 }
             )
         with transaction(self.engine) as conn:
-            if repo.record_result(conn, row["org_id"], row["message_id"], attempt, values):
+            recorded = repo.record_result(conn, row["org_id"], row["message_id"], attempt, values)
+            if recorded:
                 insert_events(
                     conn,
                     [
@@ -157,5 +159,11 @@ class Dispatcher:
                             detail,
                         )
                     ],
+                )
+        if recorded and result.ok and result.provider_message_id:
+            # A status callback may have come before this commit: it was held; apply it now.
+            with transaction(self.engine) as conn:
+                apply_early_status(
+                    conn, row["org_id"], result.provider_message_id, self.clock.now(), message_known=True
                 )
         return bool(result.ok)

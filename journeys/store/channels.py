@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from journeys.store.tables import UTCDateTime, org_channels, outbox
+from journeys.store.tables import UTCDateTime, early_delivery_statuses, org_channels, outbox
 
 
 def set_channel(
@@ -137,3 +137,54 @@ def update_delivery_status(
         .values(**values)
     )
     return dict(row)
+
+
+def message_with_provider_id(conn: Connection, org_id: str, provider_message_id: str) -> bool:
+    q = sa.select(
+        sa.exists().where(outbox.c.org_id == org_id, outbox.c.provider_message_id == provider_message_id)
+    )
+    return bool(conn.execute(q).scalar())
+
+
+def hold_early_status(
+    conn: Connection,
+    org_id: str,
+    provider_message_id: str,
+    status: str,
+    error_code: str | None,
+    now: datetime,
+    keep: timedelta,
+) -> None:
+    """Keep a final status whose message is not known yet (replacing one held for the same id);
+    the org's held statuses older than `keep` are pruned on the way."""
+    eds = early_delivery_statuses
+    conn.execute(
+        eds.delete().where(
+            eds.c.org_id == org_id,
+            sa.or_(eds.c.provider_message_id == provider_message_id, eds.c.received_at < now - keep),
+        )
+    )
+    conn.execute(
+        eds.insert().values(
+            org_id=org_id,
+            provider_message_id=provider_message_id,
+            status=status,
+            error_code=error_code,
+            received_at=now,
+        )
+    )
+
+
+def take_early_status(conn: Connection, org_id: str, provider_message_id: str) -> dict[str, Any] | None:
+    """Remove and return the status held for this id, if any (whoever removes it applies it)."""
+    eds = early_delivery_statuses
+    row = (
+        conn.execute(
+            eds.delete()
+            .where(eds.c.org_id == org_id, eds.c.provider_message_id == provider_message_id)
+            .returning(eds.c.status, eds.c.error_code)
+        )
+        .mappings()
+        .first()
+    )
+    return dict(row) if row else None

@@ -235,6 +235,19 @@ outbox = sa.Table(
     ),
 )
 
+# A provider's final delivery status that arrived before the send recorded the provider's message
+# id (Twilio may call back before its API answer is committed); applied once it is, or pruned.
+early_delivery_statuses = sa.Table(
+    "early_delivery_statuses",
+    metadata,
+    sa.Column("org_id", Id, nullable=False),
+    sa.Column("provider_message_id", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("error_code", sa.String(32), nullable=True),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.PrimaryKeyConstraint("org_id", "provider_message_id"),
+)
+
 inbound_messages = sa.Table(
     "inbound_messages",
     metadata,
