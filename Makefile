@@ -22,7 +22,18 @@ run: $(STAMP)
 
 ## Set up and run the checks: ruff, the suite on SQLite, and the suite on PostgreSQL
 ## (skipped with a reason when PostgreSQL is not reachable; required under CI=true).
-test: $(STAMP) lint test-sqlite test-postgres
+## Every part runs even when an earlier one fails; the summary names each, and the exit
+## status is non-zero if any failed.
+test: $(STAMP)
+	@failed=""; \
+	for part in lint test-sqlite test-postgres; do \
+	  $(MAKE) --no-print-directory $$part || failed="$$failed $$part"; \
+	done; \
+	echo; \
+	for part in lint test-sqlite test-postgres; do \
+	  case " $$failed " in *" $$part "*) echo "make test: $$part FAILED";; *) echo "make test: $$part passed";; esac; \
+	done; \
+	test -z "$$failed"
 
 lint: $(STAMP)
 	$(BIN)/ruff check journeys tests bench

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+import math
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +15,8 @@ import typer
 from journeys import accounts, catalog
 from journeys.cli_channels import channel_app, webhook_app
 from journeys.cli_common import _engine, _fail, _now, _print_json, _settings, _state
-from journeys.clock import SystemClock, iso_z
+from journeys.cli_demo import demo
+from journeys.clock import iso_z
 from journeys.definitions import DefinitionError, load_definition_file
 from journeys.store.db import read_only, transaction
 
@@ -213,42 +214,51 @@ def journey_schema() -> None:
 # ------------------------------------------------------------------ messages
 @app.command()
 def messages(
-    org: str = typer.Option(None, "--org"),
-    instance: str = typer.Option(None, "--instance"),
-    limit: int = typer.Option(100, "--limit", min=1, max=10_000),
-    as_json: bool = typer.Option(False, "--json"),
+    org: str = typer.Option(None, "--org", help="Only this org's messages"),
+    instance: str = typer.Option(None, "--instance", help="Only this instance's messages"),
+    limit: int = typer.Option(100, "--limit", min=1, max=10_000, help="At most this many, newest first"),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON array"),
 ) -> None:
-    """List messages in the outbox, newest first (shows message text: for operators only)."""
-    from journeys.store.messages import list_messages
+    """List outgoing messages, newest first: sent, queued, failed, dropped, and sends held at their
+    step (send window, frequency cap) with the time they will go. Shows message text: for staff."""
+    from journeys.channels.outgoing import list_outgoing
 
+    now = _now()
     with read_only(_engine()) as conn:
-        rows = list_messages(conn, org, instance, limit)
-    out = [
-        {
-            "id": r["message_id"],
-            "orgId": r["org_id"],
-            "instanceId": r["instance_id"],
-            "stepId": r["step_id"],
-            "channel": r["channel"],
-            "to": r["to_address"],
-            "body": r["body"],
-            "status": r["status"],
-            "createdDateTime": r["created_at"],
-            "sentDateTime": r["sent_at"],
-        }
-        for r in rows
-    ]
+        rows = list_outgoing(conn, now, org, instance, limit)
     if as_json:
-        _print_json(out)
+        _print_json([m.wire() for m in rows])
         return
-    if not out:
+    if not rows:
         typer.echo("no messages", err=True)
-    for m in out:
+    for m in rows:
         typer.echo(
-            f"{iso_z(m['createdDateTime'])}  {m['status']:<8} {m['channel']} to {m['to']}  "  # type: ignore[arg-type]
-            f"(instance {m['instanceId']}, step {m['stepId']})"
-        )  # type: ignore[arg-type]
-        typer.echo(f"    {m['body']}")
+            f"{iso_z(m.created_at)}  {m.status:<8} {m.channel} to {m.to or '(no address)'}  "
+            f"(instance {m.instance_id}, step {m.step_id})"
+        )
+        if m.goes_at is not None:
+            why = f": {m.reason}" if m.reason else ""
+            typer.echo(f"    goes at {_local(m.goes_at, m.time_zone)} ({_from_now(m.goes_at, now)}){why}")
+        elif m.reason:
+            typer.echo(f"    {m.status}: {m.reason}")
+        if m.body is not None:
+            typer.echo(f"    {m.body}")
+
+
+def _local(when: datetime, zone_name: str | None) -> str:
+    from journeys.definitions.values import get_zone
+
+    zone = get_zone(zone_name) if zone_name else None
+    utc = f"{when.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+    return f"{when.astimezone(zone):%a %Y-%m-%d %H:%M %Z} ({utc})" if zone else utc
+
+
+def _from_now(when: datetime, now: datetime) -> str:
+    minutes = math.ceil((when - now).total_seconds() / 60)
+    if minutes <= 0:
+        return "due now"
+    hours, rest = divmod(minutes, 60)
+    return f"in {hours} h {rest} min" if hours else f"in {rest} min"
 
 
 @app.command()
@@ -482,7 +492,7 @@ def worker() -> None:
     from journeys.channels.dispatch import Dispatcher, check_secret_key
 
     check_secret_key(engine, settings)
-    clock = SystemClock()
+    clock = settings.clock()
     w = Worker(
         engine,
         clock,
@@ -499,110 +509,7 @@ def worker() -> None:
     w.stop()
 
 
-@app.command()
-def demo(
-    example: Path = typer.Option(Path("examples/appointment-reminder.yaml"), "--example"),
-    state_file: Path = typer.Option(
-        Path(".demo/demo.json"), "--state-file", help="Where the demo token is kept"
-    ),
-    base_url: str = typer.Option(None, "--base-url"),
-) -> None:
-    """Set up a demo org, token and example journey (once), and print what to try."""
-    settings = _settings()
-    engine = _engine()
-    now = _now()
-    saved: dict[str, Any] = {}
-    if state_file.exists():
-        try:
-            saved = json.loads(state_file.read_text())
-        except ValueError:
-            saved = {}
-    with transaction(engine) as conn:
-        from journeys.store import accounts as repo
-
-        principal = accounts.authenticate(conn, saved.get("token", ""), now) if saved.get("token") else None
-        if principal is None or repo.get_org(conn, principal.org_id) is None:
-            org = repo.find_org_by_name(conn, "Demo Clinic")
-            org_id = org["org_id"] if org else accounts.create_org(conn, "Demo Clinic", now)["id"]
-            tok = accounts.create_token(
-                conn, org_id, "demo", [accounts.SCOPE_CREATE, accounts.SCOPE_READ], now
-            )
-            saved = {"orgId": org_id, "token": tok["token"]}
-        org_id = saved["orgId"]
-        definition = load_definition_file(example)
-        existing = [jv for jv in catalog.list_latest(conn, org_id) if jv.name == definition.name]
-        jv_out = catalog.describe(existing[0]) if existing else catalog.publish(conn, org_id, definition, now)
-    state_file.parent.mkdir(parents=True, exist_ok=True)
-    state_file.write_text(json.dumps(saved))
-    os.chmod(state_file, 0o600)
-    base = base_url or f"http://{settings.host}:{settings.port}"
-    api = f"{base}/chatbotapi/external/orgs/{org_id}/journeys/{jv_out['id']}/instances"
-    day = (now + timedelta(days=2)).astimezone(UTC).strftime("%Y-%m-%d")
-    body = {
-        "flowId": None,
-        "timeZone": "America/Chicago",
-        "instances": [
-            {
-                "parameters": {
-                    "patientId": "100000",
-                    "patientName": "John Smith",
-                    "appointmentId": "40-XYZ-11123",
-                    "appointmentDateTime": f"{day} 08:00:00",
-                    "phoneNumber": "+15555550100",
-                }
-            },
-            {
-                "parameters": {
-                    "patientId": "100001",
-                    "patientName": "Jane Green",
-                    "appointmentId": "92-XBX-11934",
-                    "appointmentDateTime": f"{day} 08:30:00",
-                }
-            },
-        ],
-    }
-    search = {
-        "filterSpecification": {
-            "type": "AndSpecification",
-            "specifications": [
-                {
-                    "type": "JourneyParameterSpecification",
-                    "parameterName": "patientName",
-                    "operator": "equals",
-                    "rightOperand": "John Smith",
-                }
-            ],
-        },
-        "includeParameters": True,
-    }
-    db_flag = f" --db '{settings.database_url}'" if _state.get("db") else ""
-    typer.echo(
-        f"""
-journeys demo
-  org id      {org_id}
-  token       {saved["token"]}
-  chatBotId   {jv_out["id"]}   ({jv_out["name"]} v{jv_out["version"]})
-  server      {base}   (API docs: {base}/docs)
-
-Trigger the journey for two patients (the seed's example, appointments in two days):
-
-curl -sS -i -X POST '{api}/bulk' \\
-  -H 'Authorization: Bearer {saved["token"]}' -H 'Content-Type: application/json' \\
-  -d '{json.dumps(body)}'
-
-Find John's instance:
-
-curl -sS -X POST '{api}/search' \\
-  -H 'Authorization: Bearer {saved["token"]}' -H 'Content-Type: application/json' \\
-  -d '{json.dumps(search)}'
-
-See the texts the journey queued (the demo's SMS provider is the database outbox):
-
-  .venv/bin/journeys{db_flag} messages
-
-Cancel an instance: curl -X DELETE '{api}/<id>/execution' -H 'Authorization: Bearer {saved["token"]}'
-"""
-    )
+app.command()(demo)
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from journeys.clock import SystemClock, iso_z
+from journeys.clock import iso_z
 from journeys.config import Settings
 from journeys.store.db import create_db_engine
 from journeys.store.migrate import upgrade
@@ -31,7 +31,7 @@ def _engine() -> Any:
 
 
 def _now() -> datetime:
-    return SystemClock().now()
+    return _settings().clock().now()
 
 
 def _jsonable(value: Any) -> Any:

@@ -13,8 +13,14 @@ class Clock(Protocol):
 
 
 class SystemClock:
+    """The real time, optionally shifted by a fixed offset (`JOURNEYS_CLOCK_OFFSET_SECONDS`: tests
+    and demos that must see a chosen time of day; every process given the same offset agrees)."""
+
+    def __init__(self, offset: timedelta = timedelta(0)) -> None:
+        self._offset = offset
+
     def now(self) -> datetime:
-        return datetime.now(UTC)
+        return datetime.now(UTC) + self._offset
 
 
 class ManualClock:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from journeys.clock import SystemClock
 
 
 class Settings(BaseSettings):
@@ -31,6 +35,11 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
+    # Tests and demos only: every clock of the process reads the real time shifted by this many
+    # seconds (e.g. to see what a journey does at 03:30 or tomorrow). Processes given the same
+    # offset agree on the time.
+    clock_offset_seconds: float = 0.0
+
     # Channels: provider credentials are encrypted with a key derived from this secret.
     secret_key: str | None = None
     public_base_url: str | None = Field(
@@ -39,3 +48,7 @@ class Settings(BaseSettings):
     twilio_api_base: str = "https://api.twilio.com"
     default_phone_region: str = "US"
     send_batch_size: int = Field(default=50, ge=1)
+
+    def clock(self) -> SystemClock:
+        """The clock every service of this process reads."""
+        return SystemClock(timedelta(seconds=self.clock_offset_seconds))

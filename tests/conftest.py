@@ -32,7 +32,7 @@ from journeys.engine.worker import Worker
 from journeys.store.db import create_db_engine, transaction
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "examples" / "appointment-reminder.yaml"
+EXAMPLE = ROOT / "tests" / "data" / "classic-reminder.yaml"
 PG_ADMIN_URL = os.environ.get("JOURNEYS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 START = datetime(2026, 11, 2, 16, 0, tzinfo=UTC)  # 10:00 in America/Chicago
 

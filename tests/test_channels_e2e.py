@@ -316,3 +316,80 @@ def outbox_rows(srv: Server, org_id: str) -> list[dict[str, Any]]:
     with read_only(srv.engine) as conn:
         q = sa.select(outbox).where(outbox.c.org_id == org_id).order_by(outbox.c.created_at, outbox.c.step_id)
         return [dict(r) for r in conn.execute(q).mappings()]
+
+
+RESCHEDULE = """
+name: Reschedule drops the old text
+parameters:
+  - {name: key, identifier: true}
+  - {name: phone, type: phone}
+  - {name: appt, type: datetime}
+frequency_cap: null
+send_window: null
+flows:
+  - id: main
+    name: Main
+    steps:
+      - {id: 10, type: send_sms, to: phone, body: "See you {{ appt }}"}
+      - {id: 20, type: wait, duration: 1d}
+  - id: rescheduled
+    name: Rescheduled
+    steps:
+      - {id: 100, type: send_sms, to: phone, body: "Moved to {{ appt }}"}
+      - {id: 110, type: wait, duration: 1d}
+"""
+
+
+@pytest.fixture()
+def any_db_srv(fake: FakeTwilio, database_url: str) -> Iterator[Server]:
+    """A server with a Twilio provider on the suite's database (SQLite or PostgreSQL)."""
+    s = Server(database_url, public_url_is_own=True, secret_key=SECRET_KEY, twilio_api_base=fake.url)
+    s.clock.set(START)
+    yield s
+    s.stop()
+
+
+def test_a_reschedule_records_the_queued_text_it_drops_on_the_timeline(
+    any_db_srv: Server, fake: FakeTwilio
+) -> None:
+    """A text queued (not yet sent) when the appointment moves was written with the old time: it
+    is dropped, never sent, and the instance's timeline says so (sms_dropped, with the reason)."""
+    srv = any_db_srv
+    t = srv.tenant(RESCHEDULE)
+    configure_twilio(srv, t.org_id)
+    fake.reset()
+    iid = trigger(srv, t, {"phone": "(312) 555-0103", "appt": "2026-11-20 09:00"})
+    result = Worker(srv.engine, LaggingClock(srv.clock.now()), batch_size=10_000).run_batch()
+    assert result.claimed >= 1 and result.delivered == 0
+    [old] = outbox_rows(srv, t.org_id)
+    assert old["status"] == "queued"
+
+    key = srv.http.get(t.url(f"/{iid}"), headers=t.headers).json()["parameters"]["key"]
+    body = {
+        "flowId": "rescheduled",
+        "timeZone": "America/Chicago",
+        "instances": [{"parameters": {"key": key, "appt": "2026-11-21 09:00"}}],
+    }
+    r = srv.http.post(t.url("/bulk"), json=body, headers=t.headers)
+    assert r.status_code == 204, r.text
+    srv.run_worker()
+    rows = {m["message_id"]: m for m in outbox_rows(srv, t.org_id)}
+    assert (rows[old["message_id"]]["status"], rows[old["message_id"]]["last_error"]) == (
+        "dropped",
+        "superseded by a subflow",
+    )
+    assert [b for _, b, _ in sent_bodies(fake)] == ["Moved to Saturday, November 21, 2026 at 9:00 AM"]
+    events = srv.http.get(t.url(f"/{iid}"), headers=t.headers).json()["events"]
+    assert [(e["type"], e["stepId"]) for e in events] == [
+        ("started", None),
+        ("sms_queued", 10),
+        ("wait", 20),
+        ("subflow_started", None),
+        ("sms_dropped", 10),
+        ("sms_queued", 100),
+        ("wait", 110),
+        ("sms_sent", 100),  # recorded by the delivery pass, after the batch
+    ]
+    dropped = [e for e in events if e["type"] == "sms_dropped"][0]
+    assert dropped["detail"] == {"messageId": old["message_id"], "reason": "superseded by a subflow"}
+    assert dropped["flowId"] == "main"

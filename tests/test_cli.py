@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "appointment-reminder.yaml"
+CLASSIC = ROOT / "tests" / "data" / "classic-reminder.yaml"  # fixed text for the validate tests
 SCOPES = "create.journey_instances,read.journey_instances"
 TIMEOUT = 60  # seconds, for any single CLI run
 
@@ -49,10 +50,17 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 @dataclass
 class Cli:
-    """Runs `journeys --db <this file> ...` in `cwd`."""
+    """Runs `journeys --db <this file> ...` in `cwd` (with `env` added to a clean environment)."""
 
     path: Path
     cwd: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def at(self, when: datetime) -> None:
+        """Every later command and server of this Cli reads `when` as the time now (then ticking),
+        through JOURNEYS_CLOCK_OFFSET_SECONDS: the outcome does not depend on the wall clock."""
+        offset = (when - datetime.now(UTC)).total_seconds()
+        self.env["JOURNEYS_CLOCK_OFFSET_SECONDS"] = f"{offset:.3f}"
 
     @property
     def url(self) -> str:
@@ -62,7 +70,7 @@ class Cli:
         return subprocess.run(
             [*JOURNEYS, "--db", self.url, *args],
             cwd=self.cwd,
-            env=clean_env(),
+            env=clean_env(**self.env),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -129,7 +137,7 @@ def serve(cli: Cli, port: int | None = None) -> Iterator[ServerProcess]:
         proc = subprocess.Popen(
             [*JOURNEYS, "--db", cli.url, "serve", "--port", str(port)],
             cwd=cli.cwd,
-            env=clean_env(),
+            env=clean_env(**cli.env),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -165,7 +173,7 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
 
 
 def example_text() -> str:
-    return EXAMPLE.read_text()
+    return CLASSIC.read_text()
 
 
 def replace_once(text: str, old: str, new: str) -> str:
@@ -623,19 +631,58 @@ def run_demo(cli: Cli, state: Path, base_url: str) -> subprocess.CompletedProces
     return cli.ok("demo", "--example", str(EXAMPLE), "--state-file", str(state), "--base-url", base_url)
 
 
-def parse_curl(output: str, endpoint: str) -> tuple[str, dict[str, str], dict[str, Any]]:
-    """URL, headers and JSON body of the demo's printed `curl` for `endpoint` (bulk or search)."""
-    m = re.search(
-        r"curl [^\n]*'(?P<url>[^']+/" + endpoint + r")'\s*\\\n"
-        r"\s*-H 'Authorization: (?P<auth>[^']+)' -H 'Content-Type: application/json'\s*\\\n"
-        r"\s*-d '(?P<body>[^']+)'",
-        output,
+@dataclass
+class Tour:
+    """What `journeys demo` printed: the exported variables and the tour's requests."""
+
+    env: dict[str, str]
+    bulk_url: str
+    bulk_body: dict[str, Any]
+    search_url: str
+    search_body: dict[str, Any]
+    headers: dict[str, str]
+
+
+def parse_tour(output: str, cwd: Path) -> Tour:
+    """The printed `export` lines and `curl … -d @FILE` commands, resolved as a shell would."""
+    env: dict[str, str] = {}
+    for line in re.findall(r"^\s*export (.+)$", output, re.M):
+        env.update(re.findall(r"(\w+)='([^']*)'", line))
+    requests = {}
+    for endpoint in ("bulk", "search"):
+        m = re.search(
+            r'curl -sS (?:-i )?-X POST "\$API/' + endpoint + r'" -H "Authorization: Bearer \$TOKEN" '
+            r"-H 'Content-Type: application/json' -d @(\S+)$",
+            output,
+            re.M,
+        )
+        assert m, f"no {endpoint} curl in:\n{output}"
+        requests[endpoint] = (f"{env['API']}/{endpoint}", json.loads((cwd / m[1]).read_text()))
+    return Tour(
+        env,
+        *requests["bulk"],
+        *requests["search"],
+        headers={"Authorization": f"Bearer {env['TOKEN']}"},
     )
-    assert m, f"no {endpoint} curl in:\n{output}"
-    return m["url"], {"Authorization": m["auth"]}, json.loads(m["body"])
+
+
+# 10:00 and 03:30 on a Monday/Tuesday in Chicago (CST), whatever the wall clock says.
+DAYTIME = datetime(2026, 11, 2, 16, 0, tzinfo=UTC)
+NIGHT = datetime(2026, 11, 3, 9, 30, tzinfo=UTC)
+
+
+def wait_for(what: str, check: Any, seconds: float = 15) -> Any:
+    deadline = time.monotonic() + seconds
+    while True:
+        got = check()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"{what}: not within {seconds} s"
+        time.sleep(0.2)
 
 
 def test_demo_then_serve_end_to_end(cli: Cli, tmp_path: Path) -> None:
+    cli.at(DAYTIME)
     state = tmp_path / "demo.json"
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -643,28 +690,32 @@ def test_demo_then_serve_end_to_end(cli: Cli, tmp_path: Path) -> None:
 
     saved = json.loads(state.read_text())
     token, org = saved["token"], saved["orgId"]
-    assert oct(state.stat().st_mode & 0o777) == oct(0o600)
+    for private in (state, tmp_path / "bulk.json", tmp_path / "search.json"):
+        assert oct(private.stat().st_mode & 0o777) == oct(0o600)
     chat_bot = re.search(r"chatBotId\s+(\S+)", out)
     assert chat_bot, out
     chat_bot_id = chat_bot[1]
     assert token in out
     assert org in out
-    assert "curl " in out
+    tour = parse_tour(out, tmp_path)
     api = f"{base}/chatbotapi/external/orgs/{org}/journeys/{chat_bot_id}/instances"
-    bulk_url, headers, bulk_body = parse_curl(out, "bulk")
-    assert bulk_url == f"{api}/bulk"
-    assert headers == {"Authorization": f"Bearer {token}"}
-    search_url, _, search_body = parse_curl(out, "search")
-    assert search_url == f"{api}/search"
+    assert tour.env == {"ORG": org, "TOKEN": token, "API": api}
+    assert tour.headers == {"Authorization": f"Bearer {token}"}
+    # appointments the day after tomorrow (Chicago), inside the window: sent at once
+    assert "Wednesday, November 4 at 10:00 and 10:30" in out
+    assert "It is 10:00 in Chicago, inside the send window (08:00-21:00" in out
+    assert "sends John's booking text at once" in out
+    days = {i["parameters"]["appointmentDateTime"][:10] for i in tour.bulk_body["instances"]}
+    assert days == {"2026-11-04"}
 
     journeys = cli.json("journey", "list", "--org", org, "--json")
     assert [(j["id"], j["name"], j["version"]) for j in journeys] == [
         (chat_bot_id, "Appointment Reminder", 1)
     ]
 
-    # running demo again creates nothing and prints the same token
-    again = run_demo(cli, state, base).stdout
-    assert token in again
+    # running demo again creates nothing, prints the same token, and new appointment ids
+    again = parse_tour(run_demo(cli, state, base).stdout, tmp_path)
+    assert again.env["TOKEN"] == token
     assert json.loads(state.read_text())["token"] == token
     assert [o["id"] for o in cli.json("org", "list", "--json")] == [org]
     assert [(j["id"], j["version"]) for j in cli.json("journey", "list", "--org", org, "--json")] == [
@@ -672,16 +723,21 @@ def test_demo_then_serve_end_to_end(cli: Cli, tmp_path: Path) -> None:
     ]
     assert cli.count("api_tokens") == 1
     assert cli.count("journey_versions") == 1
+    ids = [{i["parameters"]["appointmentId"] for i in t.bulk_body["instances"]} for t in (tour, again)]
+    assert len(ids[0]) == 2 and not ids[0] & ids[1]
 
-    with_phone = [i for i in bulk_body["instances"] if i["parameters"].get("phoneNumber")]
+    with_phone = [i for i in tour.bulk_body["instances"] if i["parameters"].get("phoneNumber")]
     assert len(with_phone) == 1
     phone = with_phone[0]["parameters"]["phoneNumber"]
     name = with_phone[0]["parameters"]["patientName"]
     assert phone in PHI and name in PHI
 
     with serve(cli, port) as srv, httpx.Client(timeout=30) as http:
-        # the printed bulk curl, verbatim
-        r = http.post(bulk_url, json=bulk_body, headers=headers)
+        # the printed bulk curl's request, as the shell would send it
+        r = http.post(tour.bulk_url, content=json.dumps(tour.bulk_body), headers=tour.headers)
+        assert r.status_code == 204, r.text
+        # the second run's curl works too (no "an active instance already exists")
+        r = http.post(again.bulk_url, content=json.dumps(again.bulk_body), headers=again.headers)
         assert r.status_code == 204, r.text
         # a rejected request carrying PHI (must not reach the logs either)
         bad = {
@@ -699,45 +755,56 @@ def test_demo_then_serve_end_to_end(cli: Cli, tmp_path: Path) -> None:
                 }
             ],
         }
-        r = http.post(bulk_url, json=bad, headers=headers)
+        r = http.post(tour.bulk_url, json=bad, headers=tour.headers)
         assert r.status_code == 400, r.text
         assert any("appointmentDateTime" in e for e in r.json())
 
-        # the printed search curl finds the instance with a phone number
-        r = http.post(search_url, json=search_body, headers=headers)
+        # the printed search curl finds John's instances (one per run)
+        r = http.post(tour.search_url, json=tour.search_body, headers=tour.headers)
         assert r.status_code == 200, r.text
         found = r.json()
-        assert len(found) == 1
-        instance_id = found[0]["id"]
-        assert found[0]["parameters"]["phoneNumber"] == phone
+        assert len(found) == 2
+        assert {f["parameters"]["phoneNumber"] for f in found} == {phone}
+        first = [f for f in found if f["parameters"]["appointmentId"] in ids[0]]
+        instance_id = first[0]["id"]
 
-        deadline = time.monotonic() + 10
-        sent: list[dict[str, Any]] = []
-        while time.monotonic() < deadline:
-            msgs = cli.json("messages", "--json")
-            sent = [m for m in msgs if m["instanceId"] == instance_id and m["status"] == "sent"]
-            if sent:
-                break
-            time.sleep(0.3)
-        assert sent, f"no sent SMS for {instance_id} within 10 s: {msgs}\n{srv.logs()}"
+        def sent_to(instance: str) -> list[dict[str, Any]]:
+            msgs = cli.json("messages", "--instance", instance, "--json")
+            return [m for m in msgs if m["status"] == "sent"]
+
+        sent = wait_for(f"the booking text of {instance_id}\n{srv.logs()}", lambda: sent_to(instance_id))
         msg = sent[0]
         assert msg["to"] == phone
-        assert msg["body"].startswith(f"Hi {name}, your appointment is booked for ")
+        assert msg["body"] == (
+            f"Hi {name}, your appointment is booked for Wednesday, November 4 at 10:00 AM. "
+            "Reply C to confirm or R to reschedule."
+        )
         assert msg["stepId"] == 10
         assert msg["orgId"] == org
         assert msg["channel"] == "sms"
         assert ISO_Z.match(msg["sentDateTime"])
-        # only the patient with a phone number got a text; the other step was skipped
-        assert len(cli.json("messages", "--json")) == 1
+        # only the patients with a phone number got a text
+        wait_for("both runs' texts", lambda: len(cli.json("messages", "--json")) == 2)
         assert cli.json("messages", "--org", org, "--instance", instance_id, "--json") == [msg]
         text = cli.ok("messages").stdout
         assert phone in text and instance_id in text
 
-        # the step ran: lastStepExecuted is set
-        r = http.get(f"{api}/{instance_id}", headers=headers)
+        # the tour's reply: John answers C, the newest waiting instance thanks him
+        reply = cli.json("reply", "--org", org, "--from", phone, "--body", "C", "--json")
+        assert reply["matched"] is True
+        thanks = wait_for(
+            "the thank-you",
+            lambda: [m for m in sent_to(reply["instanceId"]) if m["stepId"] == 16],
+        )
+        assert thanks[0]["body"] == f"Thank you, {name}: your appointment is confirmed."
+
+        # the step ran: lastStepExecuted is set, and the timeline says what happened
+        r = http.get(f"{api}/{reply['instanceId']}", headers=tour.headers)
         assert r.status_code == 200, r.text
-        last = r.json()["lastStepExecuted"]
-        assert last is not None and last["flowName"] == "Main Flow"
+        got = r.json()
+        assert got["lastStepExecuted"]["flowName"] == "Main Flow"
+        kinds = [e["type"] for e in got["events"]]
+        assert kinds[kinds.index("reply_received") :][:3] == ["reply_received", "sms_queued", "wait"]
 
         # graceful shutdown on SIGTERM
         srv.proc.send_signal(signal.SIGTERM)
@@ -753,6 +820,32 @@ def test_demo_then_serve_end_to_end(cli: Cli, tmp_path: Path) -> None:
     assert logs.strip(), "expected the server to log something"
     for secret in [*PHI, token]:
         assert secret not in logs, f"{secret!r} appears in the server logs:\n{logs}"
+
+
+def test_demo_at_night_holds_the_text_and_says_when_it_goes(cli: Cli, tmp_path: Path) -> None:
+    """03:30 in Chicago: the tour says the text waits for the send window, and `journeys
+    messages` shows it held with the time it will go (08:00 local)."""
+    cli.at(NIGHT)
+    port = free_port()
+    out = run_demo(cli, tmp_path / "demo.json", f"http://127.0.0.1:{port}").stdout
+    assert "It is 03:30 in Chicago, outside the send window (08:00-21:00" in out
+    assert "held until 08:00 (in 4 h 30 min)" in out
+    tour = parse_tour(out, tmp_path)
+    with serve(cli, port), httpx.Client(timeout=30) as http:
+        r = http.post(tour.bulk_url, content=json.dumps(tour.bulk_body), headers=tour.headers)
+        assert r.status_code == 204, r.text
+        held = wait_for("the held text", lambda: cli.json("messages", "--json"))
+    assert [(m["status"], m["stepId"], m["goesDateTime"], m["reason"]) for m in held] == [
+        ("held", 10, "2026-11-03T14:00:00.000000Z", "outside the send window")
+    ]
+    assert held[0]["body"].startswith("Hi John Smith, your appointment is booked for Thursday, November 5")
+    text = cli.ok("messages").stdout
+    assert "held     sms to +15555550100" in text
+    goes = "goes at Tue 2026-11-03 08:00 CST (2026-11-03T14:00:00Z) (in 4 h 30 min): outside the send window"
+    assert goes in text
+    # nothing waits for a reply yet: a reply now is stored for staff, not lost
+    reply = cli.json("reply", "--org", tour.env["ORG"], "--from", "+15555550100", "--body", "C", "--json")
+    assert reply["matched"] is False
 
 
 REPLY_JOURNEY = """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import sqlalchemy as sa
 from conftest import Server, Tenant
@@ -203,3 +204,80 @@ flows:
     got = http.get(t.url(f"/{inst['id']}"), headers=t.headers).json()
     assert got["events"][-1]["type"] == "failed"
     assert "parameter when is empty" in got["events"][-1]["detail"]["error"]
+
+
+# ---------------------------------------------------------------- the shipped example, end to end
+REAL_EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "appointment-reminder.yaml"
+
+
+def _local(moment: datetime) -> str:
+    return moment.astimezone(CHICAGO).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _at(*args: int) -> datetime:
+    return datetime(*args, tzinfo=CHICAGO).astimezone(UTC)  # type: ignore[misc]
+
+
+def _kinds(http: Client, t: Tenant, iid: str) -> list[tuple[int | None, str]]:
+    r = http.get(t.url(f"/{iid}"), headers=t.headers)
+    assert r.status_code == 200, r.text
+    return [(e["stepId"], e["type"]) for e in r.json()["events"]]
+
+
+def _sent(server: Server, org_id: str) -> list[tuple[datetime, str, str]]:
+    """(created_at as aware UTC, instance id, body) of the org's outbox, oldest first."""
+    with server.engine.connect() as conn:
+        q = "SELECT created_at, instance_id, body FROM outbox WHERE org_id = :o ORDER BY created_at, body"
+        rows = conn.execute(sa.text(q), {"o": org_id}).all()
+    out = []
+    for at, iid, body in rows:
+        moment = at if isinstance(at, datetime) else datetime.fromisoformat(at)
+        out.append((moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment, iid, body))
+    return out
+
+
+def test_example_a_parent_of_two_children_booked_the_same_day_gets_both_reminders(
+    server: Server, http: Client
+) -> None:
+    """The frequency cap (1 a day) stops the second child's reminder the day before; the default
+    policy defers it to 08:00 on the day, still before the appointments (10:00 and 10:30)."""
+    server.clock.set(_at(2026, 11, 2, 12, 0))  # Monday noon
+    t = server.tenant(REAL_EXAMPLE)
+    kids = {"A-1": _at(2026, 11, 5, 10, 0), "A-2": _at(2026, 11, 5, 10, 30)}
+    body = {
+        "flowId": None,
+        "timeZone": "America/Chicago",
+        "instances": [
+            {
+                "parameters": {
+                    "patientId": f"p-{key}",
+                    "patientName": f"Kid {key}",
+                    "appointmentId": key,
+                    "appointmentDateTime": _local(when),
+                    "phoneNumber": "+15555550123",
+                }
+            }
+            for key, when in kids.items()
+        ],
+    }
+    r = http.post(t.url("/bulk"), json=body, headers=t.headers)
+    assert r.status_code == 204, r.text
+    found = http.post(t.url("/search"), json={"includeParameters": True}, headers=t.headers).json()
+    ids = [i["id"] for i in found]
+    server.run_worker()  # both booking texts (transactional: neither capped nor counted)
+    for moment in (_at(2026, 11, 3, 0, 30), _at(2026, 11, 4, 10, 0), _at(2026, 11, 5, 8, 0)):
+        server.clock.set(moment)  # after the reply waits; the day before at 10:00; 08:00 on the day
+        server.run_worker()
+    sent = _sent(server, t.org_id)
+    assert [(at, text[:6]) for at, _, text in sent] == [
+        (_at(2026, 11, 2, 12, 0), "Hi Kid"),
+        (_at(2026, 11, 2, 12, 0), "Hi Kid"),
+        (_at(2026, 11, 4, 10, 0), "Remind"),
+        (_at(2026, 11, 5, 8, 0), "Remind"),
+    ]
+    later = sent[3][1]
+    assert {sent[2][1], later} == set(ids)
+    deferred = [k for k in _kinds(http, t, later) if k[0] == 30]
+    assert deferred == [(30, "sms_deferred"), (30, "sms_queued")]
+    for iid in ids:
+        assert (30, "sms_capped") not in _kinds(http, t, iid)

@@ -76,6 +76,7 @@ ADVANCES = (
     timedelta(days=2, hours=5),
 )
 LATENESS = (timedelta(0), timedelta(seconds=1), timedelta(minutes=5), timedelta(hours=3), timedelta(days=2))
+HOLDS = ("send_held", "sms_deferred")  # the instance waits at the send step; it runs again later
 SEND_KINDS = {"sms_queued", "sms_skipped", "sms_capped", "email_queued", "email_skipped"}
 PAST_REASON = "its time had passed (wait_until policy skip)"
 
@@ -222,7 +223,7 @@ def check_schedule(
             assert e.kind in ("started", "completed"), where
             continue
         step = steps[e.step_id]
-        if e.kind != "send_held":
+        if e.kind not in HOLDS:
             ran.append(e.step_id)
         if e.kind == "wait":
             if isinstance(step, WaitStep):
@@ -242,6 +243,13 @@ def check_schedule(
             assert opening is not None, f"held inside the send window: {where}"
             assert e.detail["until"] == iso(opening), where
             due = opening
+        elif e.kind == "sms_deferred":
+            # capped: tried again the next local day, at the window's opening
+            day = e.at.astimezone(zone).date() + timedelta(days=1)
+            midnight = datetime.combine(day, time(0, 0), tzinfo=zone).astimezone(UTC)
+            retry = window_opening(midnight, case.window, zone) or midnight
+            assert case.cap and e.detail["until"] == iso(retry), where
+            due = retry
         elif e.kind == "sms_queued":
             assert window_opening(e.at, case.window, zone) is None, f"sent outside the window: {where}"
         else:
@@ -349,7 +357,7 @@ def test_worker_never_runs_a_step_early_or_twice_and_finishes(
     for status, events in final.values():
         assert status == "Completed", (status, [(e.kind, e.step_id) for e in events])
         assert events[-1].kind == "completed"
-        ran = [e.step_id for e in events if e.step_id is not None and e.kind != "send_held"]
+        ran = [e.step_id for e in events if e.step_id is not None and e.kind not in HOLDS]
         assert ran == [s.id for s in defn.main_flow.steps], ran
     # One outbox message per queued send, none twice.
     with read_only(server.engine) as conn:
@@ -400,7 +408,7 @@ def normalised(events: list[Event]) -> list[tuple[int | None, str]]:
     """What ran, whatever the timing: a wait that had passed counts as the wait, a held send
     as the send."""
     kinds = {"wait_skipped": "wait"}
-    return [(e.step_id, kinds.get(e.kind, e.kind)) for e in events if e.kind != "send_held"]
+    return [(e.step_id, kinds.get(e.kind, e.kind)) for e in events if e.kind not in HOLDS]
 
 
 @settings(max_examples=150, deadline=None)

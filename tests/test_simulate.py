@@ -545,56 +545,89 @@ REMINDER_PARAMS = {
 }
 
 
-def test_reminder_24h_before_is_exact_elapsed_time_across_the_fall_back_by_cli() -> None:
-    """ "before: 24h" is 24 real hours: for 14:00 CST on 2026-11-01 that is 15:00 CDT the day
-    before (a 25-hour day lies in between)."""
-    events = cli_json(APPOINTMENT_REMINDER, REMINDER_PARAMS, "2026-10-28 10:00")
+BOOKED = (
+    "Hi John Smith, your appointment is booked for Sunday, November 1 at 2:00 PM. "
+    "Reply C to confirm or R to reschedule."
+)
+REMINDER = "Reminder: John Smith, your appointment is on Sunday, November 1 at 2:00 PM."
+THANKS = "Thank you, John Smith: your appointment is confirmed."
+CALL_YOU = "Thanks, John Smith. Our scheduling team will call you to find a new time."
+
+
+def test_reminder_confirmed_then_reminded_the_day_before_across_the_fall_back_by_cli() -> None:
+    """Booked on Wednesday: the text asks for C or R; C is thanked; the reminder goes at 10:00
+    on the local calendar day before (CDT), though the appointment (Sunday 14:00) is after the
+    fall-back to CST."""
+    events = cli_json(APPOINTMENT_REMINDER, REMINDER_PARAMS, "2026-10-28 10:00", "--reply", "15=C@5m")
     assert timeline(events) == [
+        ("2026-10-28T15:00:00Z", 5, "branch"),
         ("2026-10-28T15:00:00Z", 10, "sms_queued"),
-        ("2026-10-28T15:00:00Z", 20, "wait"),
-        ("2026-10-31T20:00:00Z", 30, "sms_queued"),
-        ("2026-10-31T20:00:00Z", 40, "wait"),
+        ("2026-10-28T15:00:00Z", 12, "branch"),
+        ("2026-10-28T15:00:00Z", 15, "waiting_for_reply"),
+        ("2026-10-28T15:05:00Z", 15, "reply_received"),
+        ("2026-10-28T15:05:00Z", 16, "sms_queued"),
+        ("2026-10-28T15:05:00Z", 20, "wait"),
+        ("2026-10-31T15:00:00Z", 30, "sms_queued"),
+        ("2026-10-31T15:00:00Z", 40, "wait"),
         ("2026-11-01T22:00:00Z", 50, "end"),
     ]
-    assert events[2]["localTime"] == "2026-10-31T15:00:00-05:00"
-    assert events[4]["localTime"] == "2026-11-01T16:00:00-06:00"
+    assert events[7]["localTime"] == "2026-10-31T10:00:00-05:00"
+    assert events[9]["localTime"] == "2026-11-01T16:00:00-06:00"
+    assert detail(events, 15, "reply_received") == {"outcome": "confirmed"}
     assert detail(events, 50, "end") == {"outcome": "visit-time-passed"}
     assert sends(events) == [
-        (
-            "2026-10-28T15:00:00Z",
-            10,
-            "sms",
-            PHONE_E164,
-            "Hi John Smith, your appointment is booked for Sunday, November 1, 2026 at 2:00 PM. "
-            "We'll remind you the day before.",
-        ),
-        (
-            "2026-10-31T20:00:00Z",
-            30,
-            "sms",
-            PHONE_E164,
-            "Reminder: John Smith, your appointment is tomorrow, Sunday, November 1, 2026 at 2:00 PM.",
-        ),
+        ("2026-10-28T15:00:00Z", 10, "sms", PHONE_E164, BOOKED),
+        ("2026-10-28T15:05:00Z", 16, "sms", PHONE_E164, THANKS),
+        ("2026-10-31T15:00:00Z", 30, "sms", PHONE_E164, REMINDER),
     ]
 
 
-def test_reminder_across_the_spring_forward() -> None:
+def test_reminder_across_the_spring_forward_without_a_reply() -> None:
     params = {**REMINDER_PARAMS, "appointmentDateTime": "2026-03-09 09:00"}  # Mon, CDT
     events = run(APPOINTMENT_REMINDER, params, "2026-03-02 12:00")
-    assert timeline(events) == [
-        ("2026-03-02T18:00:00Z", 10, "sms_queued"),
-        ("2026-03-02T18:00:00Z", 20, "wait"),
-        ("2026-03-08T14:00:00Z", 30, "sms_queued"),  # 24h before 14:00Z = 09:00 CDT on 03-08
-        ("2026-03-08T14:00:00Z", 40, "wait"),
+    assert timeline(events)[3:] == [
+        ("2026-03-02T18:00:00Z", 15, "waiting_for_reply"),
+        ("2026-03-03T06:00:00Z", 15, "reply_timeout"),  # 12 hours without a reply
+        ("2026-03-03T06:00:00Z", 20, "wait"),
+        ("2026-03-08T15:00:00Z", 30, "sms_queued"),  # 10:00 CDT, the first day of DST
+        ("2026-03-08T15:00:00Z", 40, "wait"),
         ("2026-03-09T16:00:00Z", 50, "end"),
     ]
+
+
+def test_reminder_reply_r_asks_for_a_call_and_ends() -> None:
+    replies = {15: [Reply("R", timedelta(minutes=5))]}
+    events = run(APPOINTMENT_REMINDER, REMINDER_PARAMS, "2026-10-28 10:00", replies=replies)
+    assert timeline(events)[4:] == [
+        ("2026-10-28T15:05:00Z", 15, "reply_received"),
+        ("2026-10-28T15:05:00Z", 18, "sms_queued"),
+        ("2026-10-28T15:05:00Z", 19, "end"),
+    ]
+    assert detail(events, 19, "end") == {"outcome": "reschedule-requested"}
+    assert bodies(events) == [BOOKED, CALL_YOU]
+
+
+def test_reminder_an_unclear_reply_is_asked_again() -> None:
+    replies = {15: [Reply("maybe", timedelta(minutes=5)), Reply("yes", timedelta(minutes=10))]}
+    events = run(APPOINTMENT_REMINDER, REMINDER_PARAMS, "2026-10-28 10:00", replies=replies)
+    assert [(s, k) for _, s, k in timeline(events)][4:9] == [
+        (15, "reply_received"),
+        (17, "sms_queued"),
+        (15, "waiting_for_reply"),
+        (15, "reply_received"),
+        (16, "sms_queued"),
+    ]
+    assert bodies(events)[1] == "Sorry, we didn't understand. Please reply C to confirm or R to reschedule."
 
 
 def test_reminder_without_a_phone_records_why_nothing_was_sent() -> None:
     params = {k: v for k, v in REMINDER_PARAMS.items() if k != "phoneNumber"}
     events = run(APPOINTMENT_REMINDER, params, "2026-10-28 10:00")
     assert [(e["stepId"], e["type"]) for e in events] == [
+        (5, "branch"),
         (10, "sms_skipped"),
+        (12, "branch"),
+        (15, "reply_skipped"),
         (20, "wait"),
         (30, "sms_skipped"),
         (40, "wait"),
@@ -603,28 +636,72 @@ def test_reminder_without_a_phone_records_why_nothing_was_sent() -> None:
     assert detail(events, 10, "sms_skipped") == {"reason": "parameter phoneNumber is empty"}
 
 
-def test_reminder_booked_three_hours_ahead_skips_the_day_before_text() -> None:
+def test_reminder_booked_three_hours_ahead_promises_nothing_it_skips() -> None:
+    """Booked at 10:00 for 13:00: the day-before reminder's time has passed, so it is skipped —
+    and no text had promised it."""
     params = {**REMINDER_PARAMS, "appointmentDateTime": "2026-11-02 13:00"}
     events = run(APPOINTMENT_REMINDER, params, "2026-11-02 10:00")
-    assert timeline(events) == [
-        ("2026-11-02T16:00:00Z", 10, "sms_queued"),
-        ("2026-11-02T16:00:00Z", 20, "wait_skipped"),
-        ("2026-11-02T16:00:00Z", 30, "sms_skipped"),
-        ("2026-11-02T16:00:00Z", 40, "wait"),
-        ("2026-11-02T21:00:00Z", 50, "end"),
+    assert timeline(events)[-5:] == [
+        ("2026-11-03T04:00:00Z", 15, "reply_timeout"),
+        ("2026-11-03T04:00:00Z", 20, "wait_skipped"),
+        ("2026-11-03T04:00:00Z", 30, "sms_skipped"),
+        ("2026-11-03T04:00:00Z", 40, "wait_skipped"),
+        ("2026-11-03T04:00:00Z", 50, "end"),
     ]
-    assert detail(events, 20, "wait_skipped") == {"until": "2026-11-01T19:00:00Z", "policy": "skip"}
-    assert not any("tomorrow" in b for b in bodies(events))
+    assert detail(events, 20, "wait_skipped") == {"until": "2026-11-01T16:00:00Z", "policy": "skip"}
+    assert bodies(events) == [
+        "Hi John Smith, your appointment is booked for Monday, November 2 at 1:00 PM. "
+        "Reply C to confirm or R to reschedule."
+    ]
+
+
+def test_no_example_text_promises_a_reminder() -> None:
+    """The examples promise only what they will do: no text says "we'll remind you", since a
+    reminder is skipped when it is booked too late for it."""
+    for path in EXAMPLES.glob("*.yaml"):
+        text = path.read_text().lower()
+        assert "we'll remind" not in text and "we will remind" not in text, path.name
 
 
 def test_reminder_booked_at_night_is_held_until_eight() -> None:
     events = run(APPOINTMENT_REMINDER, REMINDER_PARAMS, "2026-10-28 22:30")
-    assert timeline(events)[:3] == [
+    assert timeline(events)[:5] == [
+        ("2026-10-29T03:30:00Z", 5, "branch"),
         ("2026-10-29T03:30:00Z", 10, "send_held"),
         ("2026-10-29T13:00:00Z", 10, "sms_queued"),
-        ("2026-10-29T13:00:00Z", 20, "wait"),
+        ("2026-10-29T13:00:00Z", 12, "branch"),
+        ("2026-10-29T13:00:00Z", 15, "waiting_for_reply"),
     ]
     assert detail(events, 10, "send_held")["until"] == "2026-10-29T13:00:00Z"
+
+
+def test_reminder_booked_at_night_for_an_early_appointment_is_not_texted_after_it() -> None:
+    """Booked at 22:00 for 07:30 the next morning: the text held for the send window would go
+    at 08:00, after the appointment. send_before skips it, and the instance ends."""
+    params = {**REMINDER_PARAMS, "appointmentDateTime": "2026-10-29 07:30"}
+    events = run(APPOINTMENT_REMINDER, params, "2026-10-28 22:00")
+    assert timeline(events) == [
+        ("2026-10-29T03:00:00Z", 5, "branch"),
+        ("2026-10-29T03:00:00Z", 10, "send_held"),
+        ("2026-10-29T13:00:00Z", 10, "sms_skipped"),
+        ("2026-10-29T13:00:00Z", 12, "branch"),
+        ("2026-10-29T13:00:00Z", 90, "end"),
+    ]
+    assert detail(events, 10, "sms_skipped") == {"reason": "appointmentDateTime has passed"}
+    assert detail(events, 90, "end") == {"outcome": "appointment-passed"}
+    assert bodies(events) == []
+
+
+def test_reminder_for_an_appointment_already_past_sends_nothing_and_says_why() -> None:
+    """The MedChat seed's own example body (December 2023): nothing is sent."""
+    params = {**REMINDER_PARAMS, "appointmentDateTime": "2023-12-01 08:00:00"}
+    events = run(APPOINTMENT_REMINDER, params, "2026-10-28 10:00")
+    assert timeline(events) == [
+        ("2026-10-28T15:00:00Z", 5, "branch"),
+        ("2026-10-28T15:00:00Z", 90, "end"),
+    ]
+    assert detail(events, 90, "end") == {"outcome": "appointment-passed"}
+    assert bodies(events) == []
 
 
 # ============================================================================ post-visit survey
@@ -768,10 +845,10 @@ def test_survey_no_reply_gets_one_reminder_then_ends() -> None:
     assert bodies(events) == [SURVEY_TEXT, SURVEY_REMINDER]
 
 
-def test_survey_promoter_answering_the_reminder_is_capped_the_same_day() -> None:
+def test_survey_promoter_answering_the_reminder_is_deferred_to_the_next_morning() -> None:
     """The reminder went out at 12:30 on 11-03; the promoter answers at 17:30, after 10:00 on
     the day after the visit, so the review request is due at once: the second SMS that day
-    (1 per day) is capped and recorded, not sent."""
+    (1 per day) is deferred (the cap's default policy) to 08:00 the next morning, and sent then."""
     events = run(SURVEY, SURVEY_PARAMS, "2026-11-02 09:00", replies={60: [Reply("5", timedelta(hours=5))]})
     assert timeline(events)[3:] == [
         ("2026-11-03T18:30:00Z", 30, "reply_timeout"),
@@ -779,10 +856,28 @@ def test_survey_promoter_answering_the_reminder_is_capped_the_same_day() -> None
         ("2026-11-03T18:30:00Z", 60, "waiting_for_reply"),
         ("2026-11-03T23:30:00Z", 60, "reply_received"),
         ("2026-11-03T23:30:00Z", 100, "wait_skipped"),
+        ("2026-11-03T23:30:00Z", 110, "sms_deferred"),
+        ("2026-11-04T14:00:00Z", 110, "sms_queued"),
+        ("2026-11-04T14:00:00Z", 120, "end"),
+    ]
+    assert detail(events, 100, "wait_skipped") == {"until": "2026-11-03T16:00:00Z", "policy": "run_now"}
+    assert detail(events, 110, "sms_deferred") == {"until": "2026-11-04T14:00:00Z", "limit": "1 per day"}
+    assert bodies(events)[:2] == [SURVEY_TEXT, SURVEY_REMINDER]
+    assert bodies(events)[2].startswith("Thanks again, Ana!")
+
+
+def test_survey_review_request_is_capped_with_the_skip_policy() -> None:
+    """With `when_capped: skip` the same review request is recorded as capped, not sent."""
+    name = "name: Post-Visit Survey\n"
+    defn = load_definition_text(
+        SURVEY.read_text().replace(name, name + "frequency_cap: {when_capped: skip}\n", 1)
+    )
+    replies = {60: [Reply("5", timedelta(hours=5))]}
+    events = run(SURVEY, SURVEY_PARAMS, "2026-11-02 09:00", replies=replies, definition=defn)
+    assert timeline(events)[-2:] == [
         ("2026-11-03T23:30:00Z", 110, "sms_capped"),
         ("2026-11-03T23:30:00Z", 120, "end"),
     ]
-    assert detail(events, 100, "wait_skipped") == {"until": "2026-11-03T16:00:00Z", "policy": "run_now"}
     assert detail(events, 110, "sms_capped") == {"limit": "1 per day"}
     assert bodies(events) == [SURVEY_TEXT, SURVEY_REMINDER]
 
@@ -1128,8 +1223,9 @@ def test_parameters_are_read_in_the_simulation_zone() -> None:
     utc_run = simulate(defn, REMINDER_PARAMS, "UTC", datetime(2026, 10, 28, 15, 0, tzinfo=UTC))
     assert utc_run[0]["time"] == "2026-10-28T15:00:00Z"
     assert utc_run[0]["localTime"] == "2026-10-28T15:00:00+00:00"
-    # appointmentDateTime is read in the instance's zone: 14:00 UTC, 24h before is 10-31 14:00Z.
-    assert utc_run[1]["detail"] == {"until": "2026-10-31T14:00:00Z"}
+    # appointmentDateTime is read in the instance's zone: the day before at 10:00 UTC.
+    waits = [e["detail"] for e in utc_run if e["type"] == "wait" and e["stepId"] == 20]
+    assert waits == [{"until": "2026-10-31T10:00:00Z"}]
 
 
 # ============================================================================ simulator == engine

@@ -20,6 +20,7 @@ from conftest import EXAMPLE, Server, Tenant
 from httpx import Client
 
 from journeys import accounts
+from journeys.channels.outgoing import list_outgoing
 from journeys.definitions import DefinitionError
 
 CHICAGO = ZoneInfo("America/Chicago")
@@ -1544,8 +1545,11 @@ def cap_journey(cap_line: str = "", step_option: str = "") -> str:
     return CAP.replace("CAP_LINE\n", cap_line + "\n" if cap_line else "").replace("STEP_OPTION", step_option)
 
 
+SKIP_WHEN_CAPPED = "frequency_cap: {per_day: 1, per_7_days: 3, when_capped: skip}"
+
+
 def test_a_second_sms_to_the_same_phone_the_same_day_is_capped(server: Server, http: Client) -> None:
-    t = server.tenant(cap_journey())
+    t = server.tenant(cap_journey(SKIP_WHEN_CAPPED))
     [first] = start(http, t, {"key": "k1", "phone": PHONE})
     server.run_worker()
     server.clock.advance(timedelta(hours=3))
@@ -1585,12 +1589,112 @@ def test_without_a_cap_both_sms_are_sent(
 
 
 def test_two_sms_to_one_phone_in_the_same_batch_send_only_one(server: Server, http: Client) -> None:
-    t = server.tenant(cap_journey())
+    t = server.tenant(cap_journey(SKIP_WHEN_CAPPED))
     ids = start(http, t, {"key": "k1", "phone": PHONE}, {"key": "k2", "phone": "555-555-0100"})
     server.run_worker()
     outcomes = sorted(kinds(http, t, iid)[1][1] for iid in ids)
     assert outcomes == ["sms_capped", "sms_queued"]
     assert server.count("outbox", t.org_id) == 1
+
+
+def test_a_capped_sms_is_deferred_to_the_next_morning_by_default(server: Server, http: Client) -> None:
+    """The default policy (when_capped: defer): the second text of the day waits for the next
+    day's send window (08:00 Chicago), is listed as held meanwhile, and then goes."""
+    t = server.tenant(cap_journey())
+    ids = start(http, t, {"key": "k1", "phone": PHONE}, {"key": "k2", "phone": "555-555-0100"})
+    server.run_worker()
+    by_outcome = {kinds(http, t, iid)[1][1]: iid for iid in ids}
+    assert sorted(by_outcome) == ["sms_deferred", "sms_queued"]
+    deferred = by_outcome["sms_deferred"]
+    morning = chicago(2026, 11, 3, 8, 0)
+    assert last(http, t, deferred, "sms_deferred")["detail"] == {"until": z(morning), "limit": "1 per day"}
+    assert server.count("outbox", t.org_id) == 1
+    with server.engine.connect() as conn:
+        held = list_outgoing(conn, server.clock.now(), t.org_id, deferred)
+    assert [(m.status, m.step_id, m.goes_at, m.reason) for m in held] == [
+        ("held", 1, morning, "frequency cap (1 per day)")
+    ]
+    server.clock.set(morning - timedelta(seconds=1))
+    server.run_worker()
+    assert server.count("outbox", t.org_id) == 1
+    server.clock.set(morning)
+    server.run_worker()
+    assert kinds(http, t, deferred) == [(None, "started"), (1, "sms_deferred"), (1, "sms_queued"), (2, "end")]
+    assert sorted(bodies(server, t.org_id)) == ["hello k1", "hello k2"]
+
+
+def test_a_deferred_sms_is_capped_when_the_next_day_is_past_its_send_before(
+    server: Server, http: Client
+) -> None:
+    """send_before bounds the deferral: a text the cap stops on the eve of an early appointment
+    is not sent after it; it is recorded as capped, with the reason. A later appointment's text
+    is deferred to 08:00."""
+    t = server.tenant(SEND_BEFORE)
+    [first] = start(http, t, {"key": "k1", "phone": PHONE, "appt": local(chicago(2026, 11, 3, 11, 0))})
+    server.run_worker()
+    assert kinds(http, t, first)[1] == (1, "sms_queued")
+    early, late = start(
+        http,
+        t,
+        {"key": "k2", "phone": PHONE, "appt": local(chicago(2026, 11, 3, 7, 0))},
+        {"key": "k3", "phone": PHONE, "appt": local(chicago(2026, 11, 3, 11, 0))},
+    )
+    server.run_worker()
+    assert kinds(http, t, early) == [(None, "started"), (1, "sms_capped"), (2, "end")]
+    assert last(http, t, early, "sms_capped")["detail"] == {
+        "limit": "1 per day",
+        "reason": "no day the cap allows before appt",
+    }
+    assert kinds(http, t, late)[1] == (1, "sms_deferred")
+    server.clock.set(chicago(2026, 11, 3, 8, 0))
+    server.run_worker()
+    assert kinds(http, t, late)[2:] == [(1, "sms_queued"), (2, "end")]
+    # held, deferred or late: nothing goes at or after send_before
+    server.clock.set(chicago(2026, 11, 4, 12, 0))
+    [past] = start(http, t, {"key": "k4", "phone": OTHER_PHONE, "appt": local(chicago(2026, 11, 4, 11, 0))})
+    server.run_worker()
+    assert kinds(http, t, past) == [(None, "started"), (1, "sms_skipped"), (2, "end")]
+    assert last(http, t, past, "sms_skipped")["detail"] == {"reason": "appt has passed"}
+    assert server.count("outbox", t.org_id) == 2
+
+
+def test_a_capped_sms_is_deferred_day_by_day_until_the_week_allows_it(server: Server, http: Client) -> None:
+    """3 per rolling 7 days: the fourth text is tried each morning until the oldest of the three
+    is more than 7 days old."""
+    t = server.tenant(WEEKLY)
+    [iid] = start(http, t, {"key": "k1", "phone": PHONE})
+    server.run_worker()
+    for days in (1, 2, 3):
+        server.clock.set(START + timedelta(days=days))
+        server.run_worker()
+    for day in range(6, 11):  # 08:00 each morning, Nov 6 to Nov 10
+        server.clock.set(chicago(2026, 11, day, 8, 0))
+        server.run_worker()
+    deferrals = [e["detail"]["until"] for e in events(http, t, iid) if e["type"] == "sms_deferred"]
+    assert deferrals == [z(chicago(2026, 11, d, 8, 0)) for d in range(6, 11)]
+    assert [k for k in kinds(http, t, iid) if k[1] not in ("wait", "sms_deferred")] == [
+        (None, "started"),
+        (1, "sms_queued"),
+        (3, "sms_queued"),
+        (5, "sms_queued"),
+        (7, "sms_queued"),  # Nov 10 08:00: only Nov 3 and 4 are in the last 7 days
+    ]
+    assert bodies(server, t.org_id) == ["day 0", "day 1", "day 2", "day 3"]
+
+
+SEND_BEFORE = """
+name: Send before
+parameters:
+  - {name: key, identifier: true}
+  - {name: phone, type: phone}
+  - {name: appt, type: datetime}
+flows:
+  - id: main
+    name: Main
+    steps:
+      - {id: 1, type: send_sms, to: phone, body: "see you", send_before: appt}
+      - {id: 2, type: end}
+"""
 
 
 WEEKLY = """
@@ -1616,7 +1720,7 @@ flows:
 
 
 def test_at_most_three_sms_per_rolling_seven_days(server: Server, http: Client) -> None:
-    t = server.tenant(WEEKLY)
+    t = server.tenant(WEEKLY.replace("name: Weekly\n", "name: Weekly\n" + SKIP_WHEN_CAPPED + "\n"))
     [iid] = start(http, t, {"key": "k1", "phone": PHONE})
     server.run_worker()
     for days in (1, 2, 3, 8):

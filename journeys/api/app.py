@@ -16,7 +16,7 @@ from journeys import __version__
 from journeys.api import errors, extensions, inbound_routes, routes, twilio_routes, webhook_routes
 from journeys.api.schemas import component_schemas
 from journeys.channels.dispatch import Dispatcher, check_secret_key
-from journeys.clock import Clock, SystemClock
+from journeys.clock import Clock
 from journeys.config import Settings
 from journeys.engine.worker import Worker
 from journeys.store.db import create_db_engine
@@ -31,7 +31,7 @@ def create_app(
     """Build the app. The database is migrated to head here; with `run_worker`, the worker runs
     in the same process for the app's lifetime."""
     settings = settings or Settings()
-    clock = clock or SystemClock()
+    clock = clock or settings.clock()
     engine = create_db_engine(
         settings.database_url, pool_size=settings.pool_size, max_overflow=settings.max_overflow
     )

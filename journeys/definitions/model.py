@@ -89,6 +89,13 @@ class SendSmsStep(_Step):
         default=True, description="Count against and obey the journey's frequency cap (false: transactional)"
     )
     send_window: bool = Field(default=True, description="Hold the send until the journey's send window opens")
+    send_before: str | None = Field(
+        default=None,
+        description=(
+            "A datetime parameter (e.g. the appointment): the text is not sent at or after that time "
+            "(held, deferred or late, it is skipped and the timeline says why)"
+        ),
+    )
 
 
 class SendEmailStep(_Step):
@@ -99,6 +106,10 @@ class SendEmailStep(_Step):
     html: str | None = Field(default=None, description="Optional HTML body, Jinja2 template (autoescaped)")
     send_window: bool = Field(
         default=False, description="Hold the send until the journey's send window opens"
+    )
+    send_before: str | None = Field(
+        default=None,
+        description="A datetime parameter: the email is not sent at or after that time (skipped, recorded)",
     )
 
 
@@ -360,6 +371,14 @@ class FrequencyCap(_Strict):
         default=1, ge=1, description="Per calendar day in the instance's zone; null: no limit"
     )
     per_7_days: int | None = Field(default=3, ge=1, description="Per rolling 7 days; null: no limit")
+    when_capped: Literal["defer", "skip"] = Field(
+        default="defer",
+        description=(
+            "A capped send: 'defer' waits for the next day (at the send window's opening) and tries "
+            "again, for up to 7 days and only while before the step's send_before; 'skip' records "
+            "it as capped and moves on"
+        ),
+    )
 
 
 def _minutes(clock: str) -> int:

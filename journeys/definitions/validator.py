@@ -64,8 +64,12 @@ def validate_graph(defn: JourneyDefinition) -> list[Problem]:
             if isinstance(step, SendSmsStep):
                 _check_parameter_ref(defn, step.to, "phone", f"{path}.to", problems)
                 _check_template(defn, step.body, f"{path}.body", problems)
+                if step.send_before is not None:
+                    _check_parameter_ref(defn, step.send_before, "datetime", f"{path}.send_before", problems)
             elif isinstance(step, SendEmailStep):
                 _check_parameter_ref(defn, step.to, "email", f"{path}.to", problems)
+                if step.send_before is not None:
+                    _check_parameter_ref(defn, step.send_before, "datetime", f"{path}.send_before", problems)
                 _check_template(defn, step.subject, f"{path}.subject", problems)
                 _check_template(defn, step.body, f"{path}.body", problems)
                 if step.html is not None:

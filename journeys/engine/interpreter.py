@@ -20,6 +20,7 @@ from journeys.definitions.model import (
     BranchStep,
     EndStep,
     Flow,
+    FrequencyCap,
     GotoStep,
     HttpRequestStep,
     JourneyDefinition,
@@ -40,6 +41,7 @@ from journeys.ids import new_id
 
 MAX_STEPS_PER_ADVANCE = 100
 HTTP_LEASE_GRACE = timedelta(seconds=60)
+CAP_WEEK = timedelta(days=7)
 
 __all__ = ["Effects", "Instance", "Ledger", "StepFailed", "advance", "load_state", "wait_until_target"]
 
@@ -257,6 +259,7 @@ class _Run:
     def wait_then(self, flow: Flow, wait_step: int, next_step: int | None, due: datetime) -> Effects | object:
         # Time really passes here, so a send skipped for lateness before this wait is not this one's.
         self.fx.state.pop("skipNextSend", None)
+        self.fx.state.pop("deferred", None)
         if next_step is None:
             self.wait_here(flow, wait_step, due)
             return _WAIT_AT_END
@@ -277,6 +280,17 @@ class _Run:
                 flow, step_id, "send_held", {"until": _iso(opening), "reason": "outside the send window"}
             )
         return self.wait_here(flow, step_id, opening)
+
+    def too_late(self, flow: Flow, step_id: int, send_before: str | None, kind: str) -> bool:
+        """Whether the step's send_before time has come (the send is then skipped and recorded)."""
+        if send_before is None:
+            return False
+        deadline = self.param_time(send_before)
+        if deadline is not None and self.now < deadline:
+            return False
+        reason = f"{send_before} has passed" if deadline else f"parameter {send_before} is empty"
+        self.record(flow, step_id, kind, {"reason": reason})
+        return True
 
     def skip_for_past_time(self, flow: Flow, step_id: int, kind: str) -> bool:
         if self.fx.state.pop("skipNextSend", False):
@@ -300,23 +314,17 @@ class _Run:
         if self.ledger.opted_out(self.inst.org_id, to):
             self.record(flow, step.id, "sms_skipped", {"reason": "the number opted out"})
             return default_next
+        if self.too_late(flow, step.id, step.send_before, "sms_skipped"):
+            return default_next
         held = self.held_by_window(flow, step.id, step.send_window)
         if held is not None:
             return held
         cap = self.defn.frequency_cap
         if step.frequency_cap and cap is not None:
-            local_midnight = self.now.astimezone(self.zone).replace(hour=0, minute=0, second=0, microsecond=0)
-            org = self.inst.org_id
-            if (
-                cap.per_day is not None
-                and self.ledger.count(org, to, local_midnight.astimezone(UTC)) >= cap.per_day
-            ):
-                self.record(flow, step.id, "sms_capped", {"limit": f"{cap.per_day} per day"})
-                return default_next
-            week_ago = self.now - timedelta(days=7)
-            if cap.per_7_days is not None and self.ledger.count(org, to, week_ago) >= cap.per_7_days:
-                self.record(flow, step.id, "sms_capped", {"limit": f"{cap.per_7_days} per 7 days"})
-                return default_next
+            limit = self.cap_reached(cap, to)
+            if limit is not None:
+                return self.capped(flow, step, default_next, limit)
+        self.fx.state.pop("deferred", None)
         body = self.render(step.body, step.id)
         capped = bool(step.frequency_cap and cap is not None)
         self.queue(flow, step.id, "sms", to, None, body, None, capped=capped)
@@ -324,12 +332,70 @@ class _Run:
             self.ledger.add(self.inst.org_id, to, self.now)
         return default_next
 
+    def cap_reached(self, cap: FrequencyCap, to: str) -> str | None:
+        """The limit a send to `to` now would exceed, or None."""
+        org = self.inst.org_id
+        if cap.per_day is not None:
+            local_midnight = self.now.astimezone(self.zone).replace(hour=0, minute=0, second=0, microsecond=0)
+            if self.ledger.count(org, to, local_midnight.astimezone(UTC)) >= cap.per_day:
+                return f"{cap.per_day} per day"
+        if cap.per_7_days is not None and self.ledger.count(org, to, self.now - CAP_WEEK) >= cap.per_7_days:
+            return f"{cap.per_7_days} per 7 days"
+        return None
+
+    def capped(
+        self, flow: Flow, step: SendSmsStep, default_next: int | None, limit: str
+    ) -> int | None | Effects:
+        """A send the cap stops now: deferred to the next local day (at the send window's opening)
+        while the policy and its deadline allow, else recorded as capped and skipped."""
+        cap = self.defn.frequency_cap
+        assert cap is not None
+        state = self.fx.state
+        deferred = state.get("deferred")
+        since = self.now
+        if isinstance(deferred, dict) and deferred.get("step") == step.id:
+            since = datetime.fromisoformat(str(deferred["since"]).replace("Z", "+00:00"))
+        until = self.next_cap_day(step.send_window)
+        reason = None
+        if cap.when_capped == "defer":
+            # Deferred while the next try is still before the step's send_before (if any), within 7 days.
+            last = since + CAP_WEEK
+            if step.send_before is not None:
+                last = min(last, self.param_time(step.send_before) or since)
+            if until < last:
+                state["deferred"] = {"step": step.id, "since": _iso(since)}
+                self.record(flow, step.id, "sms_deferred", {"until": _iso(until), "limit": limit})
+                return self.wait_here(flow, step.id, until)
+            reason = (
+                f"no day the cap allows before {step.send_before}"
+                if step.send_before is not None and last < since + CAP_WEEK
+                else "no day the cap allows within the 7 days a send may be deferred"
+            )
+        state.pop("deferred", None)
+        self.record(flow, step.id, "sms_capped", {"limit": limit, **({"reason": reason} if reason else {})})
+        return default_next
+
+    def next_cap_day(self, use_window: bool) -> datetime:
+        """The next local midnight, or the send window's opening that day."""
+        day = self.now.astimezone(self.zone).date() + timedelta(days=1)
+        midnight = datetime(day.year, day.month, day.day, tzinfo=self.zone).astimezone(UTC)
+        window = self.defn.send_window
+        if use_window and window is not None:
+            return next_window_opening(midnight, window, self.zone) or midnight
+        return midnight
+
+    def param_time(self, name: str) -> datetime | None:
+        raw = self.param(name)
+        return parse_datetime(raw, self.zone) if raw else None  # type: ignore[arg-type]
+
     def send_email(self, flow: Flow, step: SendEmailStep, default_next: int | None) -> int | None | Effects:
         if self.skip_for_past_time(flow, step.id, "email_skipped"):
             return default_next
         to = self.param(step.to).strip()
         if not to:
             self.record(flow, step.id, "email_skipped", {"reason": f"parameter {step.to} is empty"})
+            return default_next
+        if self.too_late(flow, step.id, step.send_before, "email_skipped"):
             return default_next
         held = self.held_by_window(flow, step.id, step.send_window)
         if held is not None:

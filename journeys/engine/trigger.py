@@ -423,9 +423,15 @@ def _start_subflow(
     if changed_rows != len(updates):
         raise ConcurrentChange("an instance changed while the subflow was being started; retry the request")
     repo.replace_parameters(conn, param_rows)
+    # Anything queued but unsent was rendered from the old parameters (e.g. the old time): it is
+    # dropped, and each instance's timeline says so.
+    reason = "superseded by a subflow"
+    for m in repo.drop_queued_messages(conn, jv.org_id, ids, reason):
+        kind, detail = f"{m['channel']}_dropped", {"messageId": m["message_id"], "reason": reason}
+        event_rows.append(
+            event_row(jv.org_id, m["instance_id"], now, m["flow_id"], None, m["step_id"], kind, detail)
+        )
     insert_events(conn, event_rows)
-    # Anything queued but unsent was rendered from the old parameters (e.g. the old time).
-    repo.drop_queued_messages(conn, jv.org_id, ids, "superseded by a subflow")
     notify_due(conn)
     return TriggerResult(None, ids)
 

@@ -56,7 +56,7 @@ _DIRECT = {
 _NOT_STEP = {
     "sms_sent", "email_sent", "sms_failed", "email_failed", "sms_retry", "email_retry",
     "sms_status", "step_retry", "failed", "reply_arrived", "opted_out", "cancelled",
-    "completed", "started", "subflow_started",
+    "completed", "started", "subflow_started", "sms_dropped", "email_dropped",
 }  # fmt: skip
 
 

@@ -329,12 +329,20 @@ def cancel(
     return (row[0] if row else None), now
 
 
-def drop_queued_messages(conn: Connection, org_id: str, instance_ids: Sequence[str], reason: str) -> None:
-    """Messages these instances queued but that have not gone out yet will never go out."""
+def drop_queued_messages(
+    conn: Connection, org_id: str, instance_ids: Sequence[str], reason: str
+) -> list[dict[str, Any]]:
+    """Messages these instances queued but that have not gone out yet will never go out. Returns
+    the dropped messages (ids, instance, flow, step, channel; no content)."""
+    dropped: list[dict[str, Any]] = []
     for start in range(0, len(instance_ids), CHUNK):
         chunk = list(instance_ids[start : start + CHUNK])
-        conn.execute(
+        rows = conn.execute(
             outbox.update()
             .where(outbox.c.org_id == org_id, outbox.c.instance_id.in_(chunk), outbox.c.status == "queued")
             .values(status="dropped", last_error=reason)
+            .returning(outbox.c.message_id, outbox.c.instance_id, outbox.c.flow_id)
+            .returning(outbox.c.step_id, outbox.c.channel)
         )
+        dropped += [dict(r) for r in rows.mappings()]
+    return dropped

@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from journeys.store.tables import UTCDateTime, outbox
+from journeys.store.tables import ACTIVE_LITERAL, UTCDateTime, instance_events, journey_instances, outbox
 
 # Delivery by the built-in outbox provider: one set-based statement. A message of a cancelled
 # instance was already marked 'dropped' by the cancel, and the instance-status check makes
@@ -49,4 +49,38 @@ def list_messages(
         q = q.where(outbox.c.org_id == org_id)
     if instance_id is not None:
         q = q.where(outbox.c.instance_id == instance_id)
+    return [dict(r) for r in conn.execute(q).mappings()]
+
+
+# Sends that wait at their step (outside the send window, or deferred by the frequency cap): the
+# instance's latest event is the hold, at the step its cursor is on. A hold lasts at most a day
+# (window) or a week (cap deferral), so only hold events since `since` are read (partial index).
+_HELD_PREDICATE = sa.text("instance_events.kind IN ('send_held', 'sms_deferred')")
+
+
+def list_held_sends(
+    conn: Connection, since: datetime, org_id: str | None, instance_id: str | None, limit: int
+) -> list[dict[str, Any]]:
+    """Instances holding a send at their current step, newest hold first."""
+    e, i = instance_events, journey_instances
+    q = (
+        sa.select(
+            e.c.org_id, e.c.instance_id, e.c.at, e.c.kind, e.c.detail, e.c.flow_id, e.c.step_id,
+            i.c.journey_id, i.c.version, i.c.time_zone, i.c.parameters, i.c.due_at,
+        )  # fmt: skip
+        .join(i, sa.and_(i.c.org_id == e.c.org_id, i.c.instance_id == e.c.instance_id))
+        .where(
+            _HELD_PREDICATE,  # literal, as in the partial index, so both databases use it
+            e.c.at >= since,
+            i.c.status == ACTIVE_LITERAL,
+            i.c.step_id == e.c.step_id,
+            i.c.last_event_at == e.c.at,
+        )
+        .order_by(e.c.at.desc(), e.c.event_id.desc())
+        .limit(limit)
+    )
+    if org_id is not None:
+        q = q.where(e.c.org_id == org_id)
+    if instance_id is not None:
+        q = q.where(e.c.instance_id == instance_id)
     return [dict(r) for r in conn.execute(q).mappings()]

@@ -186,6 +186,13 @@ instance_events = sa.Table(
     sa.Column("kind", sa.String(32), nullable=False),
     sa.Column("detail", sa.Text, nullable=False, server_default="{}"),  # JSON, no PHI
     sa.PrimaryKeyConstraint("org_id", "instance_id", "event_id"),
+    # Sends that wait (send window, frequency cap deferral): the messages listing shows them.
+    sa.Index(
+        "ix_instance_events_held",
+        "at",
+        sqlite_where=sa.text("kind IN ('send_held', 'sms_deferred')"),
+        postgresql_where=sa.text("kind IN ('send_held', 'sms_deferred')"),
+    ),
 )
 
 outbox = sa.Table(

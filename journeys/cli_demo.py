@@ -1,0 +1,134 @@
+"""`journeys demo`: set up the demo (once) and print the tour's commands, true at this hour."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from journeys import demo as demo_service
+from journeys.cli_common import _engine, _now, _settings, _state
+from journeys.definitions import load_definition_file
+from journeys.store.db import transaction
+
+
+def demo(
+    example: Path = typer.Option(
+        Path("examples/appointment-reminder.yaml"), "--example", help="The journey to publish"
+    ),
+    state_file: Path = typer.Option(
+        Path(".demo/demo.json"),
+        "--state-file",
+        help="Where the demo token is kept; the tour's request bodies are written beside it",
+    ),
+    base_url: str = typer.Option(None, "--base-url", help="The server's URL in the printed commands"),
+) -> None:
+    """Set up a demo org, token and example journey (once), write the tour's requests, and print
+    what to try."""
+    settings = _settings()
+    now = _now()
+    saved = _read_state(state_file)
+    definition = load_definition_file(example)
+    with transaction(_engine()) as conn:
+        setup = demo_service.ensure_demo(conn, definition, saved.get("token"), int(saved.get("runs", 0)), now)
+    folder = state_file.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_private(state_file, {"orgId": setup.org_id, "token": setup.token, "runs": setup.run})
+    bulk, search = folder / "bulk.json", folder / "search.json"
+    _write_private(bulk, demo_service.bulk_body(setup.run, now))
+    _write_private(search, demo_service.search_body())
+    base = base_url or f"http://{settings.host}:{settings.port}"
+    db_flag = f" --db '{settings.database_url}'" if _state.get("db") else ""
+    typer.echo(_tour(setup, base, bulk, search, db_flag, demo_service.window_now(definition, now), now))
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_private(path: Path, value: Any) -> None:
+    """Write JSON readable only by the user (the state holds the token; the bodies hold demo PHI)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(value, f, indent=None if path.name.endswith("demo.json") else 2)
+    os.chmod(path, 0o600)
+
+
+def _when_texts_go(window: demo_service.WindowNow | None, now: datetime) -> str:
+    if window is None:
+        return "The journey has no send window: the worker sends the booking text at once."
+    hours = f"{window.start}-{window.end}"
+    local = f"It is {window.local:%H:%M} in Chicago"
+    if window.opens_at is None:
+        return (
+            f"{local}, inside the send window ({hours}, the hours texts may go out):\n"
+            "   the worker sends John's booking text at once."
+        )
+    minutes = math.ceil((window.opens_at - now).total_seconds() / 60)
+    return (
+        f"{local}, outside the send window ({hours}, the hours texts may go out):\n"
+        f"   John's booking text is held until {window.start} (in {minutes // 60} h {minutes % 60} min);"
+        " `journeys messages`\n   shows it as held, with that time, and step 3 works once it has gone."
+    )
+
+
+def _tour(
+    setup: demo_service.DemoSetup,
+    base: str,
+    bulk: Path,
+    search: Path,
+    db_flag: str,
+    window: demo_service.WindowNow | None,
+    now: datetime,
+) -> str:
+    api = f"{base}/chatbotapi/external/orgs/{setup.org_id}/journeys/{setup.journey_id}/instances"
+    day = datetime.fromisoformat(demo_service.demo_day(now))
+    auth = '-H "Authorization: Bearer $TOKEN"'
+    json_type = "-H 'Content-Type: application/json'"
+    return f"""
+journeys demo
+  org id      {setup.org_id}
+  token       {setup.token}
+  chatBotId   {setup.journey_id}   ({setup.journey_name} v{setup.version})
+  server      {base}   (API docs: {base}/docs)
+
+In another terminal, in this directory:
+
+  export ORG='{setup.org_id}' TOKEN='{setup.token}'
+  export API='{api}'
+
+1. Start the journey for two patients booked on {day:%A, %B} {day.day} at 10:00 and 10:30,
+   America/Chicago ({bulk}; every run writes new appointment ids):
+
+  curl -sS -i -X POST "$API/bulk" {auth} {json_type} -d @{bulk}
+
+   {_when_texts_go(window, now)}
+
+2. See the texts (the demo's SMS provider is the database outbox; nothing leaves this machine):
+
+  .venv/bin/journeys{db_flag} messages
+
+3. Answer as John: the text asks "Reply C to confirm or R to reschedule".
+
+  .venv/bin/journeys{db_flag} reply --org "$ORG" --from {demo_service.JOHN_PHONE} --body C
+
+   The journey thanks him (see step 2 again) and reminds him the day before at 10:00.
+
+4. Find John's instances (lastStepExecuted shows where each is), then one's whole timeline:
+
+  curl -sS -X POST "$API/search" {auth} {json_type} -d @{search}
+  curl -sS "$API/<id>" {auth}
+
+5. Cancel one; nothing more is sent:
+
+  curl -sS -i -X DELETE "$API/<id>/execution" {auth}
+"""
