@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-sqlite test-postgres lint bench clean install
+.PHONY: run test test-sqlite test-postgres test-hours lint bench clean install
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "journeys needs Python >= 3.11")'
@@ -34,6 +34,26 @@ test: $(STAMP)
 	  case " $$failed " in *" $$part "*) echo "make test: $$part FAILED";; *) echo "make test: $$part passed";; esac; \
 	done; \
 	test -z "$$failed"
+
+## The suite with the wall clock set to other hours of the day (UTC): tests/tools/shiftclock.c,
+## built here with cc, shifts CLOCK_REALTIME for every process of the run (servers and workers
+## included) and leaves monotonic clocks and sleeps alone. Nothing may depend on the wall clock's
+## hour: this shows it. HOURS (UTC, today's date) and TESTS can be set.
+HOURS ?= 03:30 12:00 23:30
+TESTS ?=
+SHIFTCLOCK := $(VENV)/shiftclock.so
+$(SHIFTCLOCK): tests/tools/shiftclock.c $(STAMP)
+	cc -shared -fPIC -O2 -o $@ $< -ldl
+
+test-hours: $(SHIFTCLOCK)
+	@failed=""; today=$$(date -u +%F); \
+	for hour in $(HOURS); do \
+	  shift=$$(( $$(date -u -d "$$today $$hour" +%s) - $$(date -u +%s) )); \
+	  echo "== the suite at $$hour UTC (wall clock shifted by $${shift} s)"; \
+	  SHIFTCLOCK_SECONDS=$$shift LD_PRELOAD=$(abspath $(SHIFTCLOCK)) \
+	    $(BIN)/python -m pytest -q -p no:cacheprovider -m "not postgres_only" $(TESTS) || failed="$$failed $$hour"; \
+	done; \
+	test -z "$$failed" || { echo "failed at:$$failed UTC"; exit 1; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check journeys tests bench

@@ -226,3 +226,8 @@ SEED_SEARCH_BODY = {
     },
     "includeParameters": True,
 }
+
+
+def pytest_report_header() -> str:
+    """The wall clock the run sees (`make test-hours` shifts it): no test may depend on it."""
+    return f"wall clock: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC (a {datetime.now(UTC):%A})"

@@ -545,13 +545,13 @@ REMINDER_PARAMS = {
 }
 
 
-BOOKED = (
+JOHN_BOOKED = (
     "Hi John Smith, your appointment is booked for Sunday, November 1 at 2:00 PM. "
     "Reply C to confirm or R to reschedule."
 )
-REMINDER = "Reminder: John Smith, your appointment is on Sunday, November 1 at 2:00 PM."
-THANKS = "Thank you, John Smith: your appointment is confirmed."
-CALL_YOU = "Thanks, John Smith. Our scheduling team will call you to find a new time."
+JOHN_REMINDER = "Reminder: John Smith, your appointment is on Sunday, November 1 at 2:00 PM."
+JOHN_THANKS = "Thank you, John Smith: your appointment is confirmed."
+JOHN_CALL_YOU = "Thanks, John Smith. Our scheduling team will call you to find a new time."
 
 
 def test_reminder_confirmed_then_reminded_the_day_before_across_the_fall_back_by_cli() -> None:
@@ -576,9 +576,9 @@ def test_reminder_confirmed_then_reminded_the_day_before_across_the_fall_back_by
     assert detail(events, 15, "reply_received") == {"outcome": "confirmed"}
     assert detail(events, 50, "end") == {"outcome": "visit-time-passed"}
     assert sends(events) == [
-        ("2026-10-28T15:00:00Z", 10, "sms", PHONE_E164, BOOKED),
-        ("2026-10-28T15:05:00Z", 16, "sms", PHONE_E164, THANKS),
-        ("2026-10-31T15:00:00Z", 30, "sms", PHONE_E164, REMINDER),
+        ("2026-10-28T15:00:00Z", 10, "sms", PHONE_E164, JOHN_BOOKED),
+        ("2026-10-28T15:05:00Z", 16, "sms", PHONE_E164, JOHN_THANKS),
+        ("2026-10-31T15:00:00Z", 30, "sms", PHONE_E164, JOHN_REMINDER),
     ]
 
 
@@ -604,7 +604,7 @@ def test_reminder_reply_r_asks_for_a_call_and_ends() -> None:
         ("2026-10-28T15:05:00Z", 19, "end"),
     ]
     assert detail(events, 19, "end") == {"outcome": "reschedule-requested"}
-    assert bodies(events) == [BOOKED, CALL_YOU]
+    assert bodies(events) == [JOHN_BOOKED, JOHN_CALL_YOU]
 
 
 def test_reminder_an_unclear_reply_is_asked_again() -> None:
