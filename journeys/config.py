@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from journeys.outbound import OutboundPolicy
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class Settings(BaseSettings):
@@ -31,6 +35,13 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        if value.strip().upper() not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return value.strip().upper()
+
     # Channels: provider credentials are encrypted with a key derived from this secret.
     secret_key: str | None = None
     public_base_url: str | None = Field(
@@ -39,3 +50,16 @@ class Settings(BaseSettings):
     twilio_api_base: str = "https://api.twilio.com"
     default_phone_region: str = "US"
     send_batch_size: int = Field(default=50, ge=1)
+
+    # Outbound requests to tenant-chosen URLs (webhooks, http_request steps): public addresses
+    # only, plus these CIDRs and host names (comma-separated), e.g. "10.0.0.0/8,ehr.local".
+    outbound_allow: str = ""
+
+    @field_validator("outbound_allow")
+    @classmethod
+    def _check_outbound_allow(cls, value: str) -> str:
+        OutboundPolicy.parse(value)  # raises ValueError naming the bad entries
+        return value
+
+    def outbound_policy(self) -> OutboundPolicy:
+        return OutboundPolicy.parse(self.outbound_allow)
