@@ -115,6 +115,15 @@ class Worker:
         self.webhooks.deliver_due()
         self.batches += 1
         self.steps += result.steps
+        if result.claimed or result.delivered:
+            log.debug(
+                "batch %d: %d instances claimed, %d steps run, %d HTTP calls, %d messages handed over",
+                self._batch_seq,
+                result.claimed,
+                result.steps,
+                len(calls),
+                result.delivered,
+            )
         return result
 
     def _execute(
