@@ -467,9 +467,23 @@ def test_cli_create_refuses_an_internal_address(open_: Server) -> None:
     assert open_.count("webhook_subscriptions", t.org_id) == 0
 
 
-def test_cli_reports_a_bad_allow_list_without_starting(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("variable", "value", "needle"),
+    [
+        (
+            "JOURNEYS_OUTBOUND_ALLOW",
+            "10.0.0.0/8,not a/cidr",
+            "not a CIDR, an IP address or a host name: 'a/cidr'",
+        ),
+        ("JOURNEYS_OUTBOUND_ALLOW", "https://ehr.local", "'https://ehr.local'"),
+        ("JOURNEYS_LOG_LEVEL", "LOUD", "must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+    ],
+)
+def test_serve_reports_a_bad_setting_without_starting(
+    tmp_path: Path, variable: str, value: str, needle: str
+) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEYS_")}
-    env["JOURNEYS_OUTBOUND_ALLOW"] = "10.0.0.0/8,not a/cidr"
+    env[variable] = value
     p = subprocess.run(
         [*JOURNEYS, "--db", f"sqlite:///{tmp_path / 'x.db'}", "serve"],
         env=env,
@@ -479,7 +493,7 @@ def test_cli_reports_a_bad_allow_list_without_starting(tmp_path: Path) -> None:
         timeout=60,
     )
     assert p.returncode == 1
-    assert "JOURNEYS_OUTBOUND_ALLOW" in p.stderr and "'a/cidr'" in p.stderr and "Traceback" not in p.stderr
+    assert f"error: {variable}: " in p.stderr and needle in p.stderr and "Traceback" not in p.stderr, p.stderr
     assert not (tmp_path / "x.db").exists()
 
 

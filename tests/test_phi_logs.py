@@ -25,6 +25,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -256,28 +258,23 @@ def wait_for(what: str, check: Callable[[], bool], logs: Callable[[], str], seco
         time.sleep(0.1)
 
 
-def inbound(http: httpx.Client, base: str, org: str, from_: str, body: str, token: str = AUTH_TOKEN) -> int:
-    url = f"{base}/channels/twilio/{org}/inbound"
-    params = {
-        "MessageSid": "SM" + uuid.uuid4().hex,
-        "AccountSid": ACCOUNT_SID,
-        "From": from_,
-        "To": FROM,
-        "Body": body,
-        "NumMedia": "0",
-    }
-    signature = RequestValidator(token).compute_signature(url, params)
-    return http.post(url, data=params, headers={"X-Twilio-Signature": signature}).status_code
+@dataclass
+class Outside:
+    """The world outside the server, all real and local: Twilio, an SMTP relay, the EHR, and the
+    clinic's webhook endpoints (one of them failing every delivery)."""
+
+    fake: FakeTwilio
+    mailbox: Mailbox
+    smtp: Controller
+    smtp_port: int
+    ehr: Endpoint
+    hook: Endpoint
+    broken_hook: Endpoint
 
 
-# ---------------------------------------------------------------- the test
-@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
-def test_a_debug_level_server_logs_no_patient_data_and_no_secret(db_url: str, tmp_path: Path) -> None:
-    ehr = Endpoint(answer={"data": {"status": EHR_ANSWER}})
-    hook = Endpoint()
-    broken_hook = Endpoint(failing=True)
-    smtp_port = free_port()
-    mailbox = Mailbox()
+@pytest.fixture()
+def outside() -> Iterator[Outside]:
+    smtp_port, mailbox = free_port(), Mailbox()
     smtp = Controller(
         mailbox,
         hostname="127.0.0.1",
@@ -287,129 +284,179 @@ def test_a_debug_level_server_logs_no_patient_data_and_no_secret(db_url: str, tm
         auth_require_tls=False,
     )
     smtp.start()
-    fake = FakeTwilio(ACCOUNT_SID, AUTH_TOKEN).start()
+    world = Outside(
+        FakeTwilio(ACCOUNT_SID, AUTH_TOKEN).start(),
+        mailbox,
+        smtp,
+        smtp_port,
+        Endpoint(answer={"data": {"status": EHR_ANSWER}}),
+        Endpoint(),
+        Endpoint(failing=True),
+    )
+    yield world
+    world.fake.stop()
+    smtp.stop()
+    for endpoint in (world.ehr, world.hook, world.broken_hook):
+        endpoint.stop()
+
+
+def set_up(db: str, cwd: Path, world: Outside) -> tuple[str, str, str, list[str]]:
+    """Through the CLI: an org, a token, both providers, the journey. Returns (org, token,
+    chatBotId, what the channel commands printed)."""
+    org = json.loads(cli(db, cwd, "org", "create", "Clinic", "--json").stdout)["id"]
+    token = json.loads(cli(db, cwd, "token", "create", "--org", org, "--name", "t", "--json").stdout)["token"]
+    printed = []
+    for args in (
+        ["--channel", "sms", "--provider", "twilio", "--set", f"account_sid={ACCOUNT_SID}",
+         "--set", f"auth_token={AUTH_TOKEN}", "--set", f"from={FROM}"],
+        ["--channel", "email", "--provider", "smtp", "--set", "host=127.0.0.1",
+         "--set", f"port={world.smtp_port}", "--set", "security=none", "--set", f"username={SMTP_USER}",
+         "--set", f"password={SMTP_PASSWORD}", "--set", "from_address=clinic@clinic.example"],
+    ):  # fmt: skip
+        p = cli(db, cwd, "channel", "set", "--org", org, *args)
+        printed.append(p.stdout + p.stderr)
+    definition = cwd / "probe.yaml"
+    definition.write_text(JOURNEY.replace("EHR", world.ehr.base))
+    journey = json.loads(cli(db, cwd, "journey", "publish", str(definition), "--org", org, "--json").stdout)
+    return org, token, str(journey["id"]), printed
+
+
+@dataclass
+class Served:
+    """A running `journeys serve` (DEBUG, everything it prints in `log_path`) and a client."""
+
+    proc: subprocess.Popen[bytes]
+    base: str
+    log_path: Path
+    http: httpx.Client
+    org: str
+    headers: dict[str, str]
+    api: str
+    ids: dict[str, str] = field(default_factory=dict)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for(self, what: str, check: Callable[[], bool]) -> None:
+        wait_for(what, check, self.logs)
+
+    def bulk(self, *params: dict[str, str]) -> int:
+        body = {
+            "flowId": None,
+            "timeZone": "America/Chicago",
+            "instances": [{"parameters": p} for p in params],
+        }
+        return self.http.post(f"{self.api}/bulk", json=body, headers=self.headers).status_code
+
+    def instance(self, key: str) -> dict[str, Any]:
+        if key not in self.ids:
+            found = self.http.post(
+                f"{self.api}/search", json={"includeParameters": True}, headers=self.headers
+            )
+            self.ids.update({i["parameters"]["key"]: i["id"] for i in found.json()})
+        return dict(self.http.get(f"{self.api}/{self.ids[key]}", headers=self.headers).json())
+
+    def events(self, key: str) -> list[str]:
+        return [e["type"] for e in self.instance(key)["events"]]
+
+    def inbound(self, from_: str, body: str, token: str = AUTH_TOKEN) -> int:
+        """An SMS to the clinic, posted and signed as Twilio does."""
+        url = f"{self.base}/channels/twilio/{self.org}/inbound"
+        params = {
+            "MessageSid": "SM" + uuid.uuid4().hex,
+            "AccountSid": ACCOUNT_SID,
+            "From": from_,
+            "To": FROM,
+            "Body": body,
+            "NumMedia": "0",
+        }
+        signature = RequestValidator(token).compute_signature(url, params)
+        return self.http.post(url, data=params, headers={"X-Twilio-Signature": signature}).status_code
+
+
+@contextmanager
+def serving(db: str, cwd: Path, world: Outside, org: str, token: str, journey: str) -> Iterator[Served]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    log_path = tmp_path / "server.log"
-    setup: list[str] = []
-    proc: subprocess.Popen[bytes] | None = None
+    env = base_env(
+        JOURNEYS_LOG_LEVEL="DEBUG",
+        JOURNEYS_TWILIO_API_BASE=world.fake.url,
+        JOURNEYS_PUBLIC_BASE_URL=base,
+        JOURNEYS_OUTBOUND_ALLOW="127.0.0.1/32",
+        JOURNEYS_WORKER_POLL_INTERVAL="0.2",
+    )
+    log_path = cwd / "server.log"
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(
+            [*JOURNEYS, "--db", db, "serve", "--port", str(port)],
+            env=env,
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        # -- set-up through the CLI (its output is checked too)
-        org = json.loads(cli(db_url, tmp_path, "org", "create", "Clinic", "--json").stdout)["id"]
-        token = json.loads(
-            cli(db_url, tmp_path, "token", "create", "--org", org, "--name", "t", "--json").stdout
-        )["token"]
-        for args in (
-            ["--channel", "sms", "--provider", "twilio", "--set", f"account_sid={ACCOUNT_SID}",
-             "--set", f"auth_token={AUTH_TOKEN}", "--set", f"from={FROM}"],
-            ["--channel", "email", "--provider", "smtp", "--set", "host=127.0.0.1",
-             "--set", f"port={smtp_port}", "--set", "security=none", "--set", f"username={SMTP_USER}",
-             "--set", f"password={SMTP_PASSWORD}", "--set", "from_address=clinic@clinic.example"],
-        ):  # fmt: skip
-            p = cli(db_url, tmp_path, "channel", "set", "--org", org, *args)
-            setup.append(p.stdout + p.stderr)
-        definition = tmp_path / "probe.yaml"
-        definition.write_text(JOURNEY.replace("EHR", ehr.base))
-        journey = json.loads(
-            cli(db_url, tmp_path, "journey", "publish", str(definition), "--org", org, "--json").stdout
-        )
-
-        # -- the server, at DEBUG, everything it prints in one file
-        env = base_env(
-            JOURNEYS_LOG_LEVEL="DEBUG",
-            JOURNEYS_TWILIO_API_BASE=fake.url,
-            JOURNEYS_PUBLIC_BASE_URL=base,
-            JOURNEYS_OUTBOUND_ALLOW="127.0.0.1/32",
-            JOURNEYS_WORKER_POLL_INTERVAL="0.2",
-        )
-        with open(log_path, "wb") as out:
-            proc = subprocess.Popen(
-                [*JOURNEYS, "--db", db_url, "serve", "--port", str(port)],
-                env=env,
-                cwd=tmp_path,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-        def logs() -> str:
-            return log_path.read_text(errors="replace")
-
-        headers = {"Authorization": f"Bearer {token}"}
-        api = f"{base}/chatbotapi/external/orgs/{org}/journeys/{journey['id']}/instances"
         with httpx.Client(timeout=30) as http:
-            wait_for("the server answers /healthz", lambda: _healthy(http, base), logs)
-
-            # -- event webhooks: credentials in one URL; the other endpoint fails every delivery
-            creds_url = hook.base.replace("http://", f"http://{HOOK_USER}:{HOOK_PASSWORD}@") + "/hooks?k=v"
-            for url in (creds_url, broken_hook.base + "/hooks"):
-                body = {"url": url, "secret": HOOK_SECRET, "eventTypes": ["*"]}
-                r = http.post(f"{base}/api/orgs/{org}/webhooks", json=body, headers=headers)
-                assert r.status_code == 201, r.text
-                assert HOOK_PASSWORD not in r.text and HOOK_USER not in r.text
-
-            # -- two patients; a trigger refused for a bad value
-            def bulk(*params: dict[str, str]) -> httpx.Response:
-                body = {
-                    "flowId": None,
-                    "timeZone": "America/Chicago",
-                    "instances": [{"parameters": p} for p in params],
-                }
-                return http.post(f"{api}/bulk", json=body, headers=headers)
-
-            fake.reject_next(1, status=400, code=21211)  # the first SMS fails for good: logged
-            r = bulk(ANN, BEA)
-            assert r.status_code == 204, r.text
-            r = bulk({**ANN, **REFUSED, "key": "APPT-QX-99999", "visitAt": "2020-13-45 99:00"})
-            assert r.status_code == 400
-            found = http.post(f"{api}/search", json={"includeParameters": True}, headers=headers).json()
-            ids = {i["parameters"]["key"]: i["id"] for i in found}
-
-            def events(key: str) -> list[str]:
-                return [e["type"] for e in http.get(f"{api}/{ids[key]}", headers=headers).json()["events"]]
-
-            def status(key: str) -> str:
-                return str(http.get(f"{api}/{ids[key]}", headers=headers).json()["status"])
-
-            for key in ids:
-                wait_for(f"{key} waits for a reply", lambda k=key: "waiting_for_reply" in events(k), logs)
-
-            # -- inbound SMS: the reply, an unmatched one, STOP, a forged one
-            assert inbound(http, base, org, "+13125550187", REPLY) == 200
-            assert inbound(http, base, org, *UNMATCHED) == 200
-            assert inbound(http, base, org, "+13125550166", "STOP") == 200
-            assert inbound(http, base, org, "+13125550178", "Marguerite Oxenford here", token="forged") == 403
-            wait_for("the reply completes Ann's journey", lambda: status(ANN["key"]) == "Completed", logs)
-            wait_for("Bea is opted out", lambda: "opted_out" in events(BEA["key"]), logs)
-            ann = http.get(f"{api}/{ids[ANN['key']]}", headers=headers).json()
-            assert ann["parameters"]["ehrStatus"] == EHR_ANSWER and ann["parameters"]["lastReply"] == REPLY
-
-            # -- everything went out through the real channels
-            sms = [r.form.get("Body", "") for r in fake.requests if r.path == fake.messages_path]
-            assert any("Thanks Zebulon Quixwright" in b for b in sms), sms
-            wait_for("both emails reach the SMTP server", lambda: len(mailbox.received) == 2, logs)
-            [ehr_call, *_] = ehr.posts()
-            assert "name=Zebulon" in ehr_call["path"] and "555-0187" in ehr_call["path"]
-            wait_for(
-                "opted_out reaches the webhook",
-                lambda: any(b"opted_out" in p["raw"] for p in hook.posts()),
-                logs,
-            )
-            assert all(p["headers"]["Authorization"].startswith("Basic ") for p in hook.posts())
-            assert broken_hook.posts(), "the failing endpoint was tried"
-
-            # -- a graceful stop
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=20) == 0, logs()
+            api = f"{base}/chatbotapi/external/orgs/{org}/journeys/{journey}/instances"
+            served = Served(proc, base, log_path, http, org, {"Authorization": f"Bearer {token}"}, api)
+            served.wait_for("the server answers /healthz", lambda: _healthy(http, base))
+            yield served
     finally:
-        if proc is not None and proc.poll() is None:
+        if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
-        fake.stop()
-        smtp.stop()
-        for endpoint in (ehr, hook, broken_hook):
-            endpoint.stop()
 
-    text = log_path.read_text(errors="replace")
+
+# ---------------------------------------------------------------- the test
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_a_debug_level_server_logs_no_patient_data_and_no_secret(
+    db_url: str, tmp_path: Path, outside: Outside
+) -> None:
+    org, token, journey, printed = set_up(db_url, tmp_path, outside)
+    with serving(db_url, tmp_path, outside, org, token, journey) as srv:
+        # Event webhooks: credentials in one URL; the other endpoint fails every delivery.
+        creds_url = (
+            outside.hook.base.replace("http://", f"http://{HOOK_USER}:{HOOK_PASSWORD}@") + "/hooks?k=v"
+        )
+        for url in (creds_url, outside.broken_hook.base + "/hooks"):
+            body = {"url": url, "secret": HOOK_SECRET, "eventTypes": ["*"]}
+            r = srv.http.post(f"{srv.base}/api/orgs/{org}/webhooks", json=body, headers=srv.headers)
+            assert r.status_code == 201, r.text
+            assert HOOK_PASSWORD not in r.text and HOOK_USER not in r.text
+        # Two patients (the first SMS is refused by Twilio for good: an error path that logs),
+        # and a trigger rejected for a bad value.
+        outside.fake.reject_next(1, status=400, code=21211)
+        assert srv.bulk(ANN, BEA) == 204
+        assert srv.bulk({**ANN, **REFUSED, "key": "APPT-QX-99999", "visitAt": "2020-13-45 99:00"}) == 400
+        for key in (ANN["key"], BEA["key"]):
+            srv.wait_for(f"{key} waits for a reply", lambda k=key: "waiting_for_reply" in srv.events(k))
+        # Inbound SMS: the reply, an unmatched one, STOP, a forged one.
+        assert srv.inbound("+13125550187", REPLY) == 200
+        assert srv.inbound(*UNMATCHED) == 200
+        assert srv.inbound("+13125550166", "STOP") == 200
+        assert srv.inbound("+13125550178", "Marguerite Oxenford here", token="forged") == 403
+        srv.wait_for(
+            "the reply completes Ann's journey", lambda: srv.instance(ANN["key"])["status"] == "Completed"
+        )
+        srv.wait_for("Bea is opted out", lambda: "opted_out" in srv.events(BEA["key"]))
+        ann = srv.instance(ANN["key"])["parameters"]
+        assert ann["ehrStatus"] == EHR_ANSWER and ann["lastReply"] == REPLY and ann["note"].startswith(NOTE)
+        # Everything went out through the real channels.
+        fake = outside.fake
+        sms = [r.form.get("Body", "") for r in fake.requests if r.path == fake.messages_path]
+        assert any("Thanks Zebulon Quixwright" in b for b in sms), sms
+        srv.wait_for("both emails reach the SMTP server", lambda: len(outside.mailbox.received) == 2)
+        [ehr_call, *_] = outside.ehr.posts()
+        assert "name=Zebulon" in ehr_call["path"] and "555-0187" in ehr_call["path"]
+        hook = outside.hook
+        srv.wait_for(
+            "opted_out reaches the webhook", lambda: any(b"opted_out" in p["raw"] for p in hook.posts())
+        )
+        assert all(p["headers"]["Authorization"].startswith("Basic ") for p in hook.posts())
+        assert outside.broken_hook.posts(), "the failing endpoint was tried"
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.proc.wait(timeout=20) == 0, srv.logs()
+        text = srv.logs()
+
     # The capture is real and at DEBUG: the worker's batch lines are there; httpx's are not.
     assert "DEBUG journeys.worker: batch" in text, text
     assert "Uvicorn running on" in text and "worker stopped" in text
@@ -417,7 +464,7 @@ def test_a_debug_level_server_logs_no_patient_data_and_no_secret(db_url: str, tm
     assert "WARNING journeys.channels.twilio: twilio: HTTP 400 (code 21211)" in text  # an error path ran
     for value in [*PHI, *SECRETS, token]:
         assert value not in text, f"{value!r} is in the server's log:\n{text}"
-    for output in setup:
+    for output in printed:
         for value in [*SECRETS, token]:
             assert value not in output
 
