@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import math
 import sys
 from datetime import UTC, datetime, timedelta
@@ -414,7 +413,9 @@ def replies(
 
 # ------------------------------------------------------------------ running
 def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from journeys.logs import configure_logging
+
+    configure_logging(level)  # third-party loggers quieted, URLs and exception messages scrubbed
 
 
 @app.command()
@@ -433,12 +434,15 @@ def serve(
     _configure_logging(settings.log_level)
     application = create_app(settings, run_worker=not no_worker and settings.worker_enabled)
     # access_log off: request lines carry no PHI today, but paths and queries are not ours to vouch for.
+    # log_config and log_level None: uvicorn's loggers keep the levels and the guarded root handler
+    # that _configure_logging set (its own config would add unguarded handlers).
     config = uvicorn.Config(
         application,
         host=host or settings.host,
         port=port or settings.port,
         access_log=False,
-        log_level=settings.log_level.lower(),
+        log_config=None,
+        log_level=None,
     )
     GracefulServer(config).run()
 

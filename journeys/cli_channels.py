@@ -119,8 +119,11 @@ def webhook_create(
     engine = _engine()
     _webhook_org(engine, org)
     types = service.parse_event_types(events)
+    settings = _settings()
     out = _webhook_call(
-        lambda: service.create(engine, _settings().secret_key, org, url, secret, list(types), _now())
+        lambda: service.create(
+            engine, settings.secret_key, org, url, secret, list(types), _now(), settings.outbound_policy()
+        )
     )
     if as_json:
         _print_json(out)
@@ -162,7 +165,12 @@ def webhook_verify(webhook_id: str, org: str = typer.Option(..., "--org")) -> No
     from journeys.engine import webhooks as service
 
     engine = _engine()
-    _webhook_call(lambda: service.verify(engine, _settings().secret_key, org, webhook_id, _now()))
+    settings = _settings()
+    _webhook_call(
+        lambda: service.verify(
+            engine, settings.secret_key, org, webhook_id, _now(), settings.outbound_policy()
+        )
+    )
     typer.echo(f"webhook {webhook_id} verified", err=True)
 
 

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import typer
+from pydantic import ValidationError
 
 from journeys.clock import iso_z
 from journeys.config import Settings
@@ -20,7 +21,15 @@ def _settings() -> Settings:
     overrides: dict[str, Any] = {}
     if _state.get("db"):
         overrides["database_url"] = _state["db"]
-    return Settings(**overrides)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        # Name the variable and the problem, never the value (it may be a secret).
+        for err in exc.errors():
+            name = "JOURNEYS_" + "_".join(str(p) for p in err.get("loc", ())).upper()
+            message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+            typer.echo(f"error: {name}: {message}", err=True)
+        raise typer.Exit(1) from None
 
 
 def _engine() -> Any:

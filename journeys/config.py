@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from journeys.clock import SystemClock
+from journeys.outbound import OutboundPolicy
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class Settings(BaseSettings):
@@ -39,6 +42,12 @@ class Settings(BaseSettings):
     # seconds (e.g. to see what a journey does at 03:30 or tomorrow). Processes given the same
     # offset agree on the time.
     clock_offset_seconds: float = 0.0
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        if value.strip().upper() not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return value.strip().upper()
 
     # Channels: provider credentials are encrypted with a key derived from this secret.
     secret_key: str | None = None
@@ -52,3 +61,15 @@ class Settings(BaseSettings):
     def clock(self) -> SystemClock:
         """The clock every service of this process reads."""
         return SystemClock(timedelta(seconds=self.clock_offset_seconds))
+    # Outbound requests to tenant-chosen URLs (webhooks, http_request steps): public addresses
+    # only, plus these CIDRs and host names (comma-separated), e.g. "10.0.0.0/8,ehr.local".
+    outbound_allow: str = ""
+
+    @field_validator("outbound_allow")
+    @classmethod
+    def _check_outbound_allow(cls, value: str) -> str:
+        OutboundPolicy.parse(value)  # raises ValueError naming the bad entries
+        return value
+
+    def outbound_policy(self) -> OutboundPolicy:
+        return OutboundPolicy.parse(self.outbound_allow)

@@ -171,9 +171,14 @@ class Server:
         self.worker.run_until_idle()
 
 
+# The tests' receivers (webhook endpoints, http_request services) listen on loopback, which the
+# outbound policy refuses unless allowed.
+LOOPBACK_ALLOWED = "127.0.0.1/32"
+
+
 @pytest.fixture(scope="session")
 def server(database_url: str) -> Iterator[Server]:
-    srv = Server(database_url)
+    srv = Server(database_url, outbound_allow=LOOPBACK_ALLOWED)
     yield srv
     srv.stop()
 

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import sqlalchemy as sa
-from conftest import Server, Tenant
+from conftest import LOOPBACK_ALLOWED, Server, Tenant
 from fake_twilio import FakeTwilio
 from twilio.request_validator import RequestValidator
 
@@ -113,6 +113,7 @@ def srv(fake: FakeTwilio, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         public_url_is_own=True,
         secret_key=SECRET_KEY,
         twilio_api_base=fake.url,
+        outbound_allow=LOOPBACK_ALLOWED,
     )
     s.clock.set(START)
     yield s

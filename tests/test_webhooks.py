@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import sqlalchemy as sa
-from conftest import Server
+from conftest import LOOPBACK_ALLOWED, Server
 from fake_twilio import FakeTwilio
 
 from journeys.channels.secrets import SecretBox
@@ -135,6 +135,7 @@ def srv(fake: FakeTwilio, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         f"sqlite:///{tmp_path_factory.mktemp('webhooks') / 'journeys.db'}",
         secret_key=SECRET_KEY,
         twilio_api_base=fake.url,
+        outbound_allow=LOOPBACK_ALLOWED,
     )
     yield s
     s.stop()
@@ -428,6 +429,7 @@ def run_cli(srv: Server, *args: str, secret_key: str | None = SECRET_KEY) -> sub
     import os
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEYS_")}
+    env["JOURNEYS_OUTBOUND_ALLOW"] = LOOPBACK_ALLOWED
     if secret_key:
         env["JOURNEYS_SECRET_KEY"] = secret_key
     return subprocess.run(

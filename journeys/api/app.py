@@ -19,6 +19,7 @@ from journeys.channels.dispatch import Dispatcher, check_secret_key
 from journeys.clock import Clock
 from journeys.config import Settings
 from journeys.engine.worker import Worker
+from journeys.logs import guard_third_party
 from journeys.store.db import create_db_engine
 from journeys.store.migrate import upgrade
 
@@ -32,6 +33,7 @@ def create_app(
     in the same process for the app's lifetime."""
     settings = settings or Settings()
     clock = clock or settings.clock()
+    guard_third_party()  # no library logs URLs (patient data, credentials) through this app
     engine = create_db_engine(
         settings.database_url, pool_size=settings.pool_size, max_overflow=settings.max_overflow
     )

@@ -68,6 +68,7 @@ async def create_webhook(
             body.get("secret"),
             body.get("eventTypes"),
             state.clock.now(),
+            state.settings.outbound_policy(),
         )
     )
     return _json(out, 201)
@@ -101,7 +102,14 @@ async def verify_webhook(
 ) -> Response:
     state = request.app.state
     out = await _call(
-        lambda: service.verify(state.engine, state.settings.secret_key, orgId, webhookId, state.clock.now())
+        lambda: service.verify(
+            state.engine,
+            state.settings.secret_key,
+            orgId,
+            webhookId,
+            state.clock.now(),
+            state.settings.outbound_policy(),
+        )
     )
     return _json(out)
 

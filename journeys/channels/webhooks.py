@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 from sqlalchemy.engine import Engine
 
+from journeys import outbound
 from journeys.channels.secrets import SecretBox, SecretKeyMissing
 from journeys.clock import Clock
 from journeys.store import webhooks as repo
@@ -55,17 +56,18 @@ class VerificationFailed(Exception):
     pass
 
 
-def challenge(url: str, secret: str, client: httpx.Client | None = None) -> None:
+def challenge(url: str, secret: str, policy: outbound.OutboundPolicy) -> None:
     """GET url?challengeCode=<random>; the endpoint must answer 200 with hex HMAC-SHA256(secret,
-    code). Raises VerificationFailed with a reason (no response body is quoted)."""
+    code). Raises VerificationFailed with a reason (no response body is quoted, and a network
+    failure is not told apart from another: the text must not help scan ports)."""
     code = pysecrets.token_hex(16)
-    own = client is None
-    client = client or httpx.Client(timeout=TIMEOUT_SECONDS, follow_redirects=False)
-    try:
+    with outbound.client(policy, TIMEOUT_SECONDS) as client:
         try:
             resp = client.get(url, params={"challengeCode": code}, headers={"User-Agent": USER_AGENT})
-        except httpx.HTTPError as exc:
-            raise VerificationFailed(f"the endpoint could not be reached ({type(exc).__name__})") from None
+        except outbound.AddressNotAllowed:
+            raise VerificationFailed(outbound.ADDRESS_NOT_ALLOWED) from None
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError):
+            raise VerificationFailed("the endpoint could not be reached") from None
         if resp.status_code != 200:
             raise VerificationFailed(f"the endpoint answered the challenge with HTTP {resp.status_code}")
         if not hmac.compare_digest(resp.text.strip().lower(), hmac_hex(secret, code)):
@@ -73,9 +75,6 @@ def challenge(url: str, secret: str, client: httpx.Client | None = None) -> None
                 "the endpoint's answer to the challenge is not the hex HMAC-SHA256 of challengeCode "
                 "under the webhook's secret"
             )
-    finally:
-        if own:
-            client.close()
 
 
 class WebhookSender:
@@ -86,11 +85,12 @@ class WebhookSender:
         self.clock = clock
         self.box = SecretBox(getattr(settings, "secret_key", None))
         self.batch_size = batch_size
+        self.policy = outbound.OutboundPolicy.from_settings(settings)
         self._client: httpx.Client | None = None
 
     def _http(self) -> httpx.Client:
         if self._client is None:
-            self._client = httpx.Client(timeout=TIMEOUT_SECONDS, follow_redirects=False)
+            self._client = outbound.client(self.policy, TIMEOUT_SECONDS)
         return self._client
 
     def deliver_due(self, max_rounds: int = 100) -> int:
@@ -136,8 +136,8 @@ class WebhookSender:
                 status_code = resp.status_code
                 if not 200 <= status_code < 300:
                     error = f"HTTP {status_code}"
-            except httpx.HTTPError as exc:
-                error = f"network error: {type(exc).__name__}"
+            except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
+                error = outbound.failure_text(exc)
         values: dict[str, Any] = {"attempts": attempt, "last_status_code": status_code, "last_error": error}
         if error is None:
             values.update(status="delivered", delivered_at=now, next_attempt_at=None)

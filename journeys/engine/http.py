@@ -6,26 +6,28 @@ from typing import Any
 
 import httpx
 
+from journeys import outbound
+
 MAX_SAVED_BODY = 256 * 1024
 
 
-def perform_http(call: dict[str, Any]) -> dict[str, Any]:
-    """Make the call; return {"ok", "status", "json", "error"}. Never raises. The error text
-    names the kind of failure only (no URL, no body: they may hold patient data)."""
+def perform_http(call: dict[str, Any], policy: outbound.OutboundPolicy) -> dict[str, Any]:
+    """Make the call under the outbound policy; return {"ok", "status", "json", "error"}. Never
+    raises. The error text says whether the address was refused, or only that the request failed
+    (no URL, no body — they may hold patient data — and nothing that tells a closed port from a
+    timeout); an answer is described by its status."""
     headers = httpx.Headers(call.get("headers", {}))
     headers.setdefault("Idempotency-Key", call["idempotencyKey"])  # a designer's own key wins
     try:
-        with httpx.Client(timeout=call["timeout"], follow_redirects=False) as client:
+        with outbound.client(policy, call["timeout"]) as client:
             response = client.request(
                 call["method"],
                 call["url"],
                 headers=headers,
                 json=call.get("body") if call["method"] != "GET" and call.get("body") is not None else None,
             )
-    except httpx.TimeoutException:
-        return {"ok": False, "status": None, "json": None, "error": "timeout"}
-    except httpx.HTTPError as exc:
-        return {"ok": False, "status": None, "json": None, "error": type(exc).__name__}
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
+        return {"ok": False, "status": None, "json": None, "error": outbound.failure_text(exc)}
     data = None
     if response.content and len(response.content) <= MAX_SAVED_BODY:
         try:

@@ -16,6 +16,7 @@ from journeys.channels import webhooks as sender
 from journeys.channels.secrets import SecretBox, SecretKeyMissing
 from journeys.clock import iso_z
 from journeys.ids import new_id
+from journeys.outbound import ADDRESS_NOT_ALLOWED, AddressNotAllowed, OutboundPolicy, mask_url
 from journeys.store import webhooks as repo
 from journeys.store.db import read_only, transaction
 from journeys.store.events import EVENT_TYPES
@@ -67,7 +68,7 @@ def _validate(url: Any, secret: Any, event_types: Any) -> tuple[str, str, list[s
 def subscription_json(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": row["subscription_id"],
-        "url": row["url"],
+        "url": mask_url(str(row["url"])),  # credentials in it are never shown back
         "eventTypes": str(row["event_types"]).split(),
         "verified": row["verified_at"] is not None,
         "verifiedDateTime": iso_z(row["verified_at"]),
@@ -98,13 +99,15 @@ def _get(engine: Engine, org_id: str, subscription_id: str) -> dict[str, Any]:
     return row
 
 
-def _verify(engine: Engine, box: SecretBox, row: dict[str, Any], now: datetime) -> dict[str, Any]:
+def _verify(
+    engine: Engine, box: SecretBox, policy: OutboundPolicy, row: dict[str, Any], now: datetime
+) -> dict[str, Any]:
     try:
         secret = str(box.open(row["secret_encrypted"])["secret"])
     except SecretKeyMissing as exc:
         raise WebhookError(503, [str(exc)]) from None
     try:
-        sender.challenge(row["url"], secret)
+        sender.challenge(row["url"], secret, policy)
     except sender.VerificationFailed as exc:
         raise WebhookError(
             400, [f"webhook {row['subscription_id']} was not verified: {exc} (it is kept, unverified)"]
@@ -122,10 +125,16 @@ def create(
     secret: Any,
     event_types: Any,
     now: datetime,
+    policy: OutboundPolicy,
 ) -> dict[str, Any]:
     """Store the subscription, then challenge the endpoint. Raises WebhookError (400 when the
-    challenge fails; the subscription stays, unverified, with its id in the message)."""
+    challenge fails; the subscription stays, unverified, with its id in the message; 400 and
+    nothing stored when the URL's address is not allowed by the outbound policy)."""
     url, secret, types = _validate(url, secret, event_types)
+    try:
+        policy.check_url(url)
+    except AddressNotAllowed:
+        raise WebhookError(400, [f"url: {ADDRESS_NOT_ALLOWED}"]) from None
     box = SecretBox(secret_key)
     try:
         sealed = box.seal({"secret": secret})
@@ -143,14 +152,19 @@ def create(
     }
     with transaction(engine) as conn:
         repo.insert_subscription(conn, row)
-    return subscription_json(_verify(engine, box, row, now))
+    return subscription_json(_verify(engine, box, policy, row, now))
 
 
 def verify(
-    engine: Engine, secret_key: str | None, org_id: str, subscription_id: str, now: datetime
+    engine: Engine,
+    secret_key: str | None,
+    org_id: str,
+    subscription_id: str,
+    now: datetime,
+    policy: OutboundPolicy,
 ) -> dict[str, Any]:
     row = _get(engine, org_id, subscription_id)
-    return subscription_json(_verify(engine, SecretBox(secret_key), row, now))
+    return subscription_json(_verify(engine, SecretBox(secret_key), policy, row, now))
 
 
 def list_all(engine: Engine, org_id: str) -> list[dict[str, Any]]:

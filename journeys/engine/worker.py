@@ -35,6 +35,7 @@ from journeys.engine.http import perform_http
 from journeys.engine.interpreter import Effects, Instance, StepFailed, advance, load_state
 from journeys.engine.timeline import event_row
 from journeys.ids import new_id
+from journeys.outbound import OutboundPolicy
 from journeys.store import work
 from journeys.store.db import read_only, transaction
 from journeys.store.instances import replace_parameters
@@ -86,6 +87,8 @@ class Worker:
         self._last_heartbeat = 0.0
         self.dispatcher = dispatcher or Dispatcher(engine, clock)
         self.webhooks = webhooks or WebhookSender(engine, clock, self.dispatcher.settings)
+        # http_request steps reach only what JOURNEYS_OUTBOUND_ALLOW and the public internet allow.
+        self.outbound = OutboundPolicy.from_settings(self.dispatcher.settings)
         self.wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -112,6 +115,15 @@ class Worker:
         self.webhooks.deliver_due()
         self.batches += 1
         self.steps += result.steps
+        if result.claimed or result.delivered:
+            log.debug(
+                "batch %d: %d instances claimed, %d steps run, %d HTTP calls, %d messages handed over",
+                self._batch_seq,
+                result.claimed,
+                result.steps,
+                len(calls),
+                result.delivered,
+            )
         return result
 
     def _execute(
@@ -193,7 +205,7 @@ class Worker:
         return pairs
 
     def _http(self, key: dict[str, Any], call: dict[str, Any]) -> None:
-        outcome = perform_http(call)
+        outcome = perform_http(call, self.outbound)
         with transaction(self.engine) as conn:
             # Guarded by rev: a cancel or subflow that came in meanwhile wins, and the result is dropped.
             work.store_http_result(
