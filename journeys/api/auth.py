@@ -48,7 +48,7 @@ def require(scope: str) -> Callable[..., Awaitable[Principal]]:
     async def dependency(
         request: Request,
         orgId: str,  # noqa: N803 (path name)
-        _: HTTPAuthorizationCredentials | None = Security(_BEARER),
+        _declared: HTTPAuthorizationCredentials | None = Security(_BEARER),
     ) -> Principal:
         header = request.headers.get("authorization", "")
         kind, _, token = header.partition(" ")

@@ -19,7 +19,7 @@ from journeys.engine import replies as replies_service
 from journeys.engine.replies import ReplyError, receive_reply
 from journeys.store.db import read_only, transaction
 
-router = APIRouter(prefix="/api/orgs/{orgId}")
+router = APIRouter(prefix="/api/orgs/{orgId}", tags=["replies"])
 
 
 class ReplyIn(BaseModel):

@@ -23,7 +23,10 @@ from journeys.engine.search import SearchError, parse_search
 from journeys.engine.trigger import ConcurrentChange, TriggerError, trigger
 from journeys.store.db import read_only, transaction
 
-router = APIRouter(prefix="/chatbotapi/external/orgs/{orgId}/journeys")
+router = APIRouter(
+    prefix="/chatbotapi/external/orgs/{orgId}/journeys", tags=["journeys (MedChat-compatible)"]
+)
+
 
 def _json(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type="application/json")
