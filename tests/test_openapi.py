@@ -4,7 +4,7 @@
   the error array for every error status a route can give, and no 422 (never answered).
 - Schemathesis drives every documented operation of the running server over real HTTP, with a
   valid token and real path values (an org, its published journey, an instance, a webhook), a
-  bounded, deterministic number of generated requests (MAX_EXAMPLES per operation and mode, 600
+  bounded, deterministic number of generated requests (MAX_EXAMPLES per operation and mode, 480
   in all), and checks that no answer is a 5xx and that each status, content type, header set and
   body is one the document declares.
 - /docs references only assets the package serves (no CDN), each with its content type.
@@ -48,7 +48,7 @@ CHECKS = [
     response_headers_conformance,
     response_schema_conformance,
 ]
-MAX_EXAMPLES = 25  # per operation and mode (positive, negative): 600 requests in all
+MAX_EXAMPLES = 20  # per operation and mode (positive, negative): 480 requests in all
 # NUL characters: PostgreSQL refuses them in text (a 500 today, being fixed apart); until then the
 # generated strings leave them out.
 ALLOW_NUL = False
@@ -267,7 +267,7 @@ def test_operation_answers_as_documented(api_schema: Any, target: Target, label:
         derandomize=True,
         database=None,
         deadline=None,
-        suppress_health_check=list(HealthCheck),
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
     )
     def check(case: Any, data: st.DataObject) -> None:
         if plausible is not None and isinstance(case.body, dict) and data.draw(st.integers(0, 3)) < 3:
