@@ -98,9 +98,7 @@ def authenticate(conn: Connection, token: str, now: datetime) -> Principal | Non
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
     row = repo.get_token_by_hash(conn, hash_token(token))
-    if row is None or row["revoked_at"] is not None:
-        return None
-    if row["expires_at"] is not None and row["expires_at"] <= now:
+    if row is None or token_state(row["revoked_at"], row["expires_at"], now) != "active":
         return None
     last = row["last_used_at"]
     return Principal(
@@ -121,7 +119,16 @@ def revoke_token(conn: Connection, token_id: str, now: datetime) -> None:
         raise AccountError(f"unknown token {token_id}")
 
 
-def list_tokens(conn: Connection, org_id: str | None) -> list[dict[str, object]]:
+def token_state(revoked_at: datetime | None, expires_at: datetime | None, now: datetime) -> str:
+    """"revoked", "expired" or "active" (the same rule `authenticate` applies)."""
+    if revoked_at is not None:
+        return "revoked"
+    if expires_at is not None and expires_at <= now:
+        return "expired"
+    return "active"
+
+
+def list_tokens(conn: Connection, org_id: str | None, now: datetime) -> list[dict[str, object]]:
     return [
         {
             "id": r["token_id"],
@@ -132,6 +139,7 @@ def list_tokens(conn: Connection, org_id: str | None) -> list[dict[str, object]]
             "expiresAt": r["expires_at"],
             "revokedAt": r["revoked_at"],
             "lastUsedAt": r["last_used_at"],
+            "state": token_state(r["revoked_at"], r["expires_at"], now),
         }
         for r in repo.list_tokens(conn, org_id)
     ]

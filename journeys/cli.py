@@ -119,14 +119,13 @@ def token_create(
 def token_list(org: str = typer.Option(None, "--org"), as_json: bool = typer.Option(False, "--json")) -> None:
     """List tokens (never their secrets)."""
     with read_only(_engine()) as conn:
-        rows = accounts.list_tokens(conn, org)
+        rows = accounts.list_tokens(conn, org, _now())
     if as_json:
         _print_json(rows)
         return
     for r in rows:
-        state = "revoked" if r["revokedAt"] else "active"
         typer.echo(
-            f"{r['id']}  org={r['orgId']}  {r['name']}  [{' '.join(r['scopes'])}]  {state}  "  # type: ignore[arg-type]
+            f"{r['id']}  org={r['orgId']}  {r['name']}  [{' '.join(r['scopes'])}]  {r['state']}  "  # type: ignore[arg-type]
             f"last used {iso_z(r['lastUsedAt']) or 'never'}"  # type: ignore[arg-type]
         )  # type: ignore[arg-type]
 

@@ -27,6 +27,10 @@ from typing import Any
 import httpx
 import pytest
 
+from journeys import accounts
+from journeys.store.db import create_db_engine, transaction
+from journeys.store.migrate import upgrade
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "appointment-reminder.yaml"
 CLASSIC = ROOT / "tests" / "data" / "classic-reminder.yaml"  # fixed text for the validate tests
@@ -393,6 +397,49 @@ def test_token_revoke_marks_revoked(cli: Cli) -> None:
     revoked_at = by_id[gone["id"]]["revokedAt"]
     assert isinstance(revoked_at, str) and ISO_Z.match(revoked_at)
     assert "revoked" in cli.ok("token", "list").stdout
+
+
+def test_token_list_shows_expired_tokens_as_expired(database_url: str, tmp_path: Path) -> None:
+    """An expired token is listed as "expired", not "active" (text), with `state` in --json; a
+    revoked one stays "revoked" even once past its expiry. Runs on the suite's database (SQLite
+    or PostgreSQL). Tokens issued in 2020 with a 30-day expiry are expired whatever today is."""
+    engine = create_db_engine(database_url)
+    upgrade(engine)
+    issued = datetime(2020, 1, 1, tzinfo=UTC)
+    try:
+        with transaction(engine) as conn:
+            org = str(accounts.create_org(conn, "Expiry Clinic", issued)["id"])
+            expired = accounts.create_token(conn, org, "old", [accounts.SCOPE_READ], issued, 30)
+            gone = accounts.create_token(conn, org, "gone", [accounts.SCOPE_READ], issued, 30)
+            forever = accounts.create_token(conn, org, "forever", [accounts.SCOPE_READ], issued)
+            accounts.revoke_token(conn, str(gone["id"]), issued)
+    finally:
+        engine.dispose()
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [*JOURNEYS, "--db", database_url, *args],
+            cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=TIMEOUT,
+        )  # fmt: skip
+        assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
+        return proc
+
+    fresh = json.loads(run("token", "create", "--org", org, "--name", "new", "--expires-in-days", "7",
+                           "--json").stdout)  # fmt: skip
+    want = {expired["id"]: "expired", gone["id"]: "revoked", forever["id"]: "active", fresh["id"]: "active"}
+
+    lines = run("token", "list", "--org", org).stdout.splitlines()
+    assert len(lines) == 4, lines
+    for line in lines:
+        token_id, _, rest = line.partition("  ")
+        assert f"  {want[token_id]}  " in f"  {rest}", line
+        assert not {"active", "expired", "revoked"} - {want[token_id]} & set(rest.split()), line
+
+    listed = json.loads(run("token", "list", "--org", org, "--json").stdout)
+    assert {t["id"]: t["state"] for t in listed} == want
+    old = next(t for t in listed if t["id"] == expired["id"])
+    assert {"id", "orgId", "name", "scopes", "createdAt", "expiresAt", "revokedAt", "lastUsedAt"} <= set(old)
+    assert old["expiresAt"] == "2020-01-31T00:00:00.000000Z" and old["revokedAt"] is None
 
 
 def test_token_revoke_unknown_id_fails(cli: Cli) -> None:

@@ -377,6 +377,7 @@ def test_take_defaults_to_100_and_allows_1000(http: Client, tenant: Tenant) -> N
     assert len(search(http, tenant, {"take": None})) == 100
     assert [i["id"] for i in search(http, tenant, {"skip": 100})] == [everyone[100]["id"]]
     assert [i["id"] for i in search(http, tenant, {"take": 100})] == [i["id"] for i in everyone[:100]]
+    assert search(http, tenant, {"skip": 2**31 - 1}) == []
 
 
 @pytest.mark.parametrize(
@@ -388,8 +389,12 @@ def test_take_defaults_to_100_and_allows_1000(http: Client, tenant: Tenant) -> N
         ({"take": "10"}, "take: must be a whole number from 1 to 1000"),
         ({"take": 2.5}, "take: must be a whole number from 1 to 1000"),
         ({"take": True}, "take: must be a whole number from 1 to 1000"),
-        ({"skip": -1}, "skip: must be a whole number >= 0"),
-        ({"skip": "1"}, "skip: must be a whole number >= 0"),
+        ({"skip": -1}, "skip: must be a whole number from 0 to 2147483647"),
+        ({"skip": "1"}, "skip: must be a whole number from 0 to 2147483647"),
+        ({"skip": 2**31}, "skip: must be a whole number from 0 to 2147483647"),
+        # past what the databases' OFFSET takes (it was a 500 on SQLite)
+        ({"skip": 2**63}, "skip: must be a whole number from 0 to 2147483647"),
+        ({"skip": 2**64 - 1}, "skip: must be a whole number from 0 to 2147483647"),
         ({"includeParameters": "yes"}, "includeParameters: must be true or false"),
     ],
 )

@@ -9,12 +9,11 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
 from starlette.responses import Response
 
 from journeys import __version__
-from journeys.api import errors, extensions, inbound_routes, routes, twilio_routes, webhook_routes
-from journeys.api.schemas import component_schemas
+from journeys.api import docs, errors, extensions, inbound_routes, routes, twilio_routes, webhook_routes
+from journeys.api.openapi import build as build_openapi
 from journeys.channels.dispatch import Dispatcher, check_secret_key
 from journeys.clock import Clock
 from journeys.config import Settings
@@ -64,6 +63,9 @@ def create_app(
         version=__version__,
         description="Patient-journey engine; wire-compatible with the MedChat Journeys API.",
         lifespan=lifespan,
+        docs_url=None,  # served by journeys.api.docs, from the package rather than a CDN
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     app.state.settings = settings
     app.state.clock = clock
@@ -76,6 +78,7 @@ def create_app(
     app.include_router(twilio_routes.router)
     app.include_router(webhook_routes.router)
     app.include_router(inbound_routes.router)
+    app.include_router(docs.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
@@ -83,11 +86,7 @@ def create_app(
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = get_openapi(
-                title=app.title, version=app.version, description=app.description, routes=app.routes
-            )
-            schema.setdefault("components", {}).setdefault("schemas", {}).update(component_schemas())
-            app.openapi_schema = schema
+            app.openapi_schema = build_openapi(app.title, app.version, app.description, app.routes)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -4,16 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from fastapi import Request
+from fastapi import Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from journeys import accounts
 from journeys.accounts import Principal
 from journeys.api.errors import ApiError
+from journeys.api.openapi import BEARER_SCHEME
 from journeys.store.db import read_only, transaction
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="journeys"'}
 _INVALID = {"WWW-Authenticate": 'Bearer realm="journeys", error="invalid_token"'}
+# Declares the bearer scheme in the OpenAPI document (so Swagger UI's Authorize sends the token);
+# never answers by itself: the header is judged below, so that every malformed form gets our 401.
+_BEARER = HTTPBearer(
+    scheme_name=BEARER_SCHEME,
+    description="An API token from `journeys token create`: Authorization: Bearer <token>",
+    auto_error=False,
+)
 
 
 def _authenticate_sync(request: Request, token: str) -> Principal | None:
@@ -36,7 +45,11 @@ def require(scope: str) -> Callable[..., Awaitable[Principal]]:
     Order: no/invalid token → 401; a token of another org → 404 (other orgs are not revealed);
     missing scope → 403."""
 
-    async def dependency(request: Request, orgId: str) -> Principal:  # noqa: N803 (path name)
+    async def dependency(
+        request: Request,
+        orgId: str,  # noqa: N803 (path name)
+        _declared: HTTPAuthorizationCredentials | None = Security(_BEARER),
+    ) -> Principal:
         header = request.headers.get("authorization", "")
         kind, _, token = header.partition(" ")
         if kind.lower() != "bearer" or not token.strip():

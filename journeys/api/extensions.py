@@ -13,12 +13,13 @@ from starlette.responses import Response
 from journeys.accounts import SCOPE_CREATE, SCOPE_READ, Principal
 from journeys.api.auth import require
 from journeys.api.errors import ApiError
+from journeys.api.openapi import Replies, ReplyResult, responses
 from journeys.api.routes import read_json
 from journeys.engine import replies as replies_service
 from journeys.engine.replies import ReplyError, receive_reply
 from journeys.store.db import read_only, transaction
 
-router = APIRouter(prefix="/api/orgs/{orgId}")
+router = APIRouter(prefix="/api/orgs/{orgId}", tags=["replies"])
 
 
 class ReplyIn(BaseModel):
@@ -35,6 +36,9 @@ class ReplyIn(BaseModel):
             "content": {"application/json": {"schema": ReplyIn.model_json_schema(by_alias=True)}},
         }
     },
+    responses=responses(
+        200, ReplyResult, errors=(400, 413), description="Recorded; matched to a waiting instance or not"
+    ),
 )
 async def post_reply(orgId: str, request: Request, _: Principal = Depends(require(SCOPE_CREATE))) -> Response:  # noqa: N803
     body = await read_json(request)
@@ -55,7 +59,11 @@ async def post_reply(orgId: str, request: Request, _: Principal = Depends(requir
     return Response(orjson.dumps(out), status_code=200, media_type="application/json")
 
 
-@router.get("/replies", summary="Inbound SMS replies, newest first (unmatched ones need a human)")
+@router.get(
+    "/replies",
+    summary="Inbound SMS replies, newest first (unmatched ones need a human)",
+    responses=responses(200, Replies, errors=(400,), described={400: "A bad unmatched or limit"}),
+)
 async def list_replies(
     orgId: str,  # noqa: N803
     request: Request,

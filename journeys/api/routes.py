@@ -15,6 +15,7 @@ from journeys import catalog
 from journeys.accounts import SCOPE_CREATE, SCOPE_READ, Principal
 from journeys.api.auth import require
 from journeys.api.errors import ApiError
+from journeys.api.openapi import InstanceDetail, Instances, Journeys, responses
 from journeys.api.schemas import BulkRequest, SearchRequest, event_json, instance_json, openapi_body
 from journeys.catalog import JourneyVersion
 from journeys.engine import instances as instance_service
@@ -22,14 +23,9 @@ from journeys.engine.search import SearchError, parse_search
 from journeys.engine.trigger import ConcurrentChange, TriggerError, trigger
 from journeys.store.db import read_only, transaction
 
-router = APIRouter(prefix="/chatbotapi/external/orgs/{orgId}/journeys")
-
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"description": "Bad request: a JSON array of error messages"},
-    401: {"description": "Missing, invalid, expired or revoked token"},
-    403: {"description": "The token lacks the required scope"},
-    404: {"description": "Unknown org (for this token), journey or instance"},
-}
+router = APIRouter(
+    prefix="/chatbotapi/external/orgs/{orgId}/journeys", tags=["journeys (MedChat-compatible)"]
+)
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -66,7 +62,11 @@ def _journey(conn: Connection, org_id: str, chat_bot_id: str) -> JourneyVersion:
     return jv
 
 
-@router.get("", summary="List the org's journeys, their flows and parameters", responses=_ERRORS)
+@router.get(
+    "",
+    summary="List the org's journeys, their flows and parameters",
+    responses=responses(200, Journeys, description="The org's journeys (latest versions)"),
+)
 async def list_journeys(
     orgId: str, request: Request, _: Principal = Depends(require(SCOPE_READ))
 ) -> Response:  # noqa: N803
@@ -82,7 +82,12 @@ async def list_journeys(
     status_code=204,
     summary="Trigger a journey flow or subflow for many instances",
     openapi_extra=openapi_body(BulkRequest),
-    responses={**_ERRORS, 413: {"description": "Body too large"}},
+    responses=responses(
+        204,
+        errors=(400, 409, 413),
+        description="Triggered (nothing is written when the answer is not 204)",
+        described={409: "Instances changed under a subflow request three times in a row: retry it"},
+    ),
 )
 async def bulk(
     orgId: str,  # noqa: N803
@@ -132,7 +137,9 @@ def _is_unique_violation(exc: Exception) -> bool:
     "/{chatBotId}/instances/search",
     summary="Search a journey's instances",
     openapi_extra=openapi_body(SearchRequest),
-    responses=_ERRORS,
+    responses=responses(
+        200, Instances, errors=(400, 413), description="Matching instances, newest first"
+    ),
 )
 async def search(
     orgId: str,  # noqa: N803
@@ -164,7 +171,7 @@ async def search(
 @router.get(
     "/{chatBotId}/instances/{journeyInstanceId}",
     summary="Get one instance with its timeline",
-    responses=_ERRORS,
+    responses=responses(200, InstanceDetail, description="The instance, its parameters and its events"),
 )
 async def get_instance(
     orgId: str,  # noqa: N803
@@ -191,7 +198,12 @@ async def get_instance(
     "/{chatBotId}/instances/{journeyInstanceId}/execution",
     status_code=204,
     summary="Cancel an instance",
-    responses={**_ERRORS, 409: {"description": "The instance already completed or failed"}},
+    responses=responses(
+        204,
+        errors=(409,),
+        description="Cancelled (or it already was)",
+        described={409: "The instance already completed or failed"},
+    ),
 )
 async def cancel(
     orgId: str,  # noqa: N803

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
 from journeys.clock import iso_z
+from journeys.engine.search import MAX_SKIP
 
 
 def instance_json(row: dict[str, Any], journey_name: str, include_parameters: bool) -> dict[str, Any]:
@@ -55,27 +56,50 @@ class BulkRequest(BaseModel):
     instances: list[InstanceIn]
 
 
-class Specification(BaseModel):
-    type: Literal[
-        "AndSpecification",
-        "OrSpecification",
-        "NotSpecification",
-        "JourneyParameterSpecification",
-        "JourneyStatusSpecification",
-    ]
-    specifications: list[Specification] | None = None
-    specification: Specification | None = None
-    parameterName: str | None = None  # noqa: N815
-    operator: Literal["equals", "notEquals", "contains", "startsWith", "in"] | None = None
-    rightOperand: str | list[str] | None = None  # noqa: N815
-    status: Literal["InProgress", "Completed", "Cancelled", "Failed"] | None = None
+class AndSpecification(BaseModel):
+    type: Literal["AndSpecification"]
+    specifications: list[Specification] = Field(description="All must match")
+
+
+class OrSpecification(BaseModel):
+    type: Literal["OrSpecification"]
+    specifications: list[Specification] = Field(description="Any must match")
+
+
+class NotSpecification(BaseModel):
+    type: Literal["NotSpecification"]
+    specification: Specification
+
+
+class JourneyParameterSpecification(BaseModel):
+    type: Literal["JourneyParameterSpecification"]
+    parameterName: str = Field(description="One of the journey's parameters (case-insensitive)")  # noqa: N815
+    operator: Literal["equals", "notEquals", "contains", "startsWith", "in"]
+    rightOperand: str | list[str] = Field(  # noqa: N815
+        description="A string; for operator 'in', an array of up to 1,000 strings"
+    )
+
+
+class JourneyStatusSpecification(BaseModel):
+    type: Literal["JourneyStatusSpecification"]
+    status: Literal["InProgress", "Completed", "Cancelled", "Failed"]
+
+
+Specification = Annotated[
+    AndSpecification
+    | OrSpecification
+    | NotSpecification
+    | JourneyParameterSpecification
+    | JourneyStatusSpecification,
+    Field(discriminator="type", description="Nest freely, up to 16 levels and 200 specifications"),
+]
 
 
 class SearchRequest(BaseModel):
     filterSpecification: Specification | None = None  # noqa: N815
     includeParameters: bool = False  # noqa: N815
-    skip: int = 0
-    take: int = 100
+    skip: int = Field(default=0, ge=0, le=MAX_SKIP)
+    take: int = Field(default=100, ge=1, description="At most 1,000 (JOURNEYS_SEARCH_MAX_TAKE)")
 
 
 DOCUMENTED_BODIES: tuple[type[BaseModel], ...] = (BulkRequest, SearchRequest)

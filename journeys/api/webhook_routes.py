@@ -14,6 +14,7 @@ from starlette.responses import Response
 from journeys.accounts import SCOPE_CREATE, SCOPE_READ, Principal
 from journeys.api.auth import require
 from journeys.api.errors import ApiError
+from journeys.api.openapi import Deliveries, Webhook, Webhooks, responses
 from journeys.api.routes import read_json
 from journeys.engine import webhooks as service
 from journeys.store.events import EVENT_TYPES
@@ -51,6 +52,17 @@ async def _call(fn: Callable[[], Any]) -> Any:
             "content": {"application/json": {"schema": WebhookIn.model_json_schema()}},
         }
     },
+    responses=responses(
+        201,
+        Webhook,
+        errors=(400, 413),
+        description="Subscribed, and the endpoint answered the challenge",
+        described={
+            400: "A bad subscription, or the endpoint failed the challenge (the subscription is kept, "
+            "unverified: its id is in the message)",
+            503: "The database is unavailable, or JOURNEYS_SECRET_KEY is not set",
+        },
+    ),
 )
 async def create_webhook(
     orgId: str, request: Request, _: Principal = Depends(require(SCOPE_CREATE))
@@ -74,14 +86,21 @@ async def create_webhook(
     return _json(out, 201)
 
 
-@router.get("", summary="List the org's webhook subscriptions")
+@router.get(
+    "", summary="List the org's webhook subscriptions", responses=responses(200, Webhooks)
+)
 async def list_webhooks(
     orgId: str, request: Request, _: Principal = Depends(require(SCOPE_READ))
 ) -> Response:  # noqa: N803
     return _json(await _call(lambda: service.list_all(request.app.state.engine, orgId)))
 
 
-@router.delete("/{webhookId}", status_code=204, summary="Delete (disable) a webhook subscription")
+@router.delete(
+    "/{webhookId}",
+    status_code=204,
+    summary="Delete (disable) a webhook subscription",
+    responses=responses(204, description="Deleted"),
+)
 async def delete_webhook(
     orgId: str,  # noqa: N803
     webhookId: str,  # noqa: N803
@@ -93,7 +112,20 @@ async def delete_webhook(
     return Response(status_code=204)
 
 
-@router.post("/{webhookId}/verify", summary="Challenge the endpoint again")
+@router.post(
+    "/{webhookId}/verify",
+    summary="Challenge the endpoint again",
+    responses=responses(
+        200,
+        Webhook,
+        errors=(400,),
+        description="The endpoint answered the challenge",
+        described={
+            400: "The endpoint failed the challenge (the subscription is kept, unverified)",
+            503: "The database is unavailable, or JOURNEYS_SECRET_KEY is not set",
+        },
+    ),
+)
 async def verify_webhook(
     orgId: str,  # noqa: N803
     webhookId: str,  # noqa: N803
@@ -114,7 +146,11 @@ async def verify_webhook(
     return _json(out)
 
 
-@router.get("/{webhookId}/deliveries", summary="Recent deliveries, newest first (attempts, status codes)")
+@router.get(
+    "/{webhookId}/deliveries",
+    summary="Recent deliveries, newest first (attempts, status codes)",
+    responses=responses(200, Deliveries, errors=(400,), described={400: "A bad status or limit"}),
+)
 async def list_deliveries(
     orgId: str,  # noqa: N803
     webhookId: str,  # noqa: N803

@@ -19,6 +19,7 @@ SPEC_TYPES = (
 MAX_DEPTH = 16
 MAX_NODES = 200
 MAX_IN_VALUES = 1000
+MAX_SKIP = 2**31 - 1  # a 32-bit count, as MedChat's; beyond it the databases' OFFSET overflows
 
 
 @dataclass(frozen=True)
@@ -141,8 +142,8 @@ def parse_search(body: Any, known_parameters: set[str], default_take: int, max_t
     skip = body.get("skip", 0)
     if skip is None:
         skip = 0
-    if not isinstance(skip, int) or isinstance(skip, bool) or skip < 0:
-        parser.errors.append("skip: must be a whole number >= 0")
+    if not isinstance(skip, int) or isinstance(skip, bool) or not 0 <= skip <= MAX_SKIP:
+        parser.errors.append(f"skip: must be a whole number from 0 to {MAX_SKIP}")
     take = body.get("take", default_take)
     if take is None:
         take = default_take
