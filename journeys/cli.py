@@ -15,6 +15,7 @@ import typer
 from journeys import accounts, catalog
 from journeys.cli_channels import channel_app, webhook_app
 from journeys.cli_common import _engine, _fail, _now, _print_json, _settings, _state
+from journeys.cli_ops import cancel, optout_app
 from journeys.clock import SystemClock, iso_z
 from journeys.definitions import DefinitionError, load_definition_file
 from journeys.store.db import read_only, transaction
@@ -33,6 +34,8 @@ app.add_typer(channel_app, name="channel")
 app.add_typer(token_app, name="token")
 app.add_typer(journey_app, name="journey")
 app.add_typer(webhook_app, name="webhook")
+app.add_typer(optout_app, name="optout")
+app.command("cancel")(cancel)
 
 
 @app.callback()
@@ -383,7 +386,9 @@ def simulate(
 @app.command()
 def replies(
     org: str = typer.Option(..., "--org", help="Org id"),
-    unmatched: bool = typer.Option(False, "--unmatched", help="Only replies no instance was waiting for"),
+    unmatched: bool = typer.Option(
+        False, "--unmatched", help="Only replies no instance was waiting for (not consent keywords)"
+    ),
     limit: int = typer.Option(100, "--limit", min=1, max=10_000),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -397,8 +402,10 @@ def replies(
         return
     if not rows:
         typer.echo("no replies", err=True)
+    handled = {"optOut": "opt-out keyword", "optIn": "opt-in keyword", "help": "HELP keyword"}
     for r in rows:
         where = f"instance {r['instanceId']}" if r["matched"] else "UNMATCHED"
+        where = handled.get(str(r["kind"]), where)
         typer.echo(f"{r['receivedDateTime']}  from {r['from']}  {where}: {r['body']}")
 
 

@@ -62,11 +62,17 @@ class Specification(BaseModel):
         "NotSpecification",
         "JourneyParameterSpecification",
         "JourneyStatusSpecification",
+        "JourneyDateSpecification",
     ]
     specifications: list[Specification] | None = None
     specification: Specification | None = None
     parameterName: str | None = None  # noqa: N815
-    operator: Literal["equals", "notEquals", "contains", "startsWith", "in"] | None = None
+    field: Literal["createdDateTime", "startDateTime", "lastEventDateTime"] | None = Field(
+        default=None, description="JourneyDateSpecification (a journeys extension): the time compared"
+    )
+    operator: (
+        Literal["equals", "notEquals", "contains", "startsWith", "in", "after", "before", "between"] | None
+    ) = None
     rightOperand: str | list[str] | None = None  # noqa: N815
     status: Literal["InProgress", "Completed", "Cancelled", "Failed"] | None = None
 
@@ -78,7 +84,15 @@ class SearchRequest(BaseModel):
     take: int = 100
 
 
-DOCUMENTED_BODIES: tuple[type[BaseModel], ...] = (BulkRequest, SearchRequest)
+class CancelRequest(BaseModel):
+    """A bulk cancel (a journeys extension): a search filter, or `all: true`; never neither."""
+
+    filterSpecification: Specification | None = None  # noqa: N815
+    all: bool = Field(default=False, description="Cancel every InProgress instance (without a filter)")
+    dryRun: bool = Field(default=False, description="Only count what would be cancelled")  # noqa: N815
+
+
+DOCUMENTED_BODIES: tuple[type[BaseModel], ...] = (BulkRequest, SearchRequest, CancelRequest)
 
 
 def openapi_body(model: type[BaseModel]) -> dict[str, Any]:
