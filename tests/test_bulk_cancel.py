@@ -9,7 +9,9 @@ sends that stay queued, and a webhook receiver."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -29,6 +31,7 @@ from test_channels_e2e import (
     Receiver,
     configure_twilio,
 )
+from test_cli import JOURNEYS, clean_env
 
 from journeys.engine.worker import Worker
 from journeys.store.db import read_only, transaction
@@ -444,3 +447,85 @@ def test_one_transaction_with_the_default_chunk_size(server: Server, tenant: Ten
     }
     assert bulk_cancel(server, tenant, {"filterSpecification": spec}) == {"cancelled": 2}
     assert sorted(statuses(server, tenant).values()) == ["Cancelled", "Cancelled", "InProgress", "InProgress"]
+
+
+# ---------------------------------------------------------------- journeys cancel (the CLI)
+def run_cli(srv: Server, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*JOURNEYS, "--db", srv.settings.database_url, *args],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_cli_cancel(srv: Server) -> None:
+    t = srv.tenant()
+    trigger(srv, t, [patient(n, DAY_A) for n in range(1, 6)] + [patient(n, DAY_B) for n in (6, 7)])
+    found = by_appointment(srv, t)
+    base = ["cancel", "--org", t.org_id, "--journey", t.journey_id]
+    closure = json.dumps(closure_filter())
+
+    proc = run_cli(srv, *base, "--filter", closure, "--dry-run", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"wouldCancel": 5}
+    proc = run_cli(srv, *base, "--filter", closure, "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "5 InProgress instances of Appointment Reminder would be cancelled" in proc.stdout
+    assert set(statuses(srv, t).values()) == {"InProgress"}
+
+    # --param NAME=VALUE conditions (equals) and --filter are combined with And.
+    one = ["--param", "patientName=Patient 1", "--param", "patientId=100001"]
+    proc = run_cli(srv, *base, "--filter", closure, *one)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "cancelled 1 instances of Appointment Reminder"
+    timeline = events(srv, t, found["APT-00001"]["id"])
+    assert timeline[-1]["type"] == "cancelled" and timeline[-1]["detail"] == {"by": "cli", "bulk": True}
+
+    proc = run_cli(srv, *base, "--filter", closure, "--json")  # 4 more, in chunks of 3
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"cancelled": 4}
+    proc = run_cli(srv, *base, "--all", "--json")
+    assert json.loads(proc.stdout) == {"cancelled": 2}
+    assert set(statuses(srv, t).values()) == {"Cancelled"}
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], NO_FILTER),
+        (["--filter", '{"type": "AndSpecification", "specifications": []}'], NO_CONDITION),
+        (["--filter", "{not json"], "--filter: not valid JSON (give a filterSpecification object)"),
+        (["--param", "patientName"], "--param 'patientName': use NAME=VALUE"),
+        (["--param", "=x"], "--param '=x': use NAME=VALUE"),
+        (
+            ["--param", "appointmentDay=2026-11-10"],
+            "filterSpecification.parameterName: 'appointmentDay' is not a parameter of this journey",
+        ),
+        (["--all", "--param", "patientId=1"], 'filterSpecification: give a filter or "all": true, not both'),
+        (
+            ["--filter", json.dumps({"type": "JourneyDateSpecification", "field": "createdDateTime",
+                                     "operator": "after", "rightOperand": "monday"})],
+            "filterSpecification.rightOperand: 'monday' is not an ISO 8601 date-time",
+        ),
+    ],
+)  # fmt: skip
+def test_cli_cancel_refuses_bad_input_and_changes_nothing(srv: Server, args: list[str], message: str) -> None:
+    t = srv.tenant()
+    trigger(srv, t, [patient(1, DAY_A)])
+    before = snapshot(srv, t.org_id)
+    proc = run_cli(srv, "cancel", "--org", t.org_id, "--journey", t.journey_id, *args)
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    assert f"error: {message}" in proc.stderr
+    assert proc.stdout == ""
+    assert snapshot(srv, t.org_id) == before
+
+
+def test_cli_cancel_unknown_journey_or_org(srv: Server) -> None:
+    t = srv.tenant()
+    other = srv.tenant()
+    for org, journey in ((t.org_id, other.journey_id), ("no-such-org", t.journey_id)):
+        proc = run_cli(srv, "cancel", "--org", org, "--journey", journey, "--all")
+        assert proc.returncode == 1
+        assert f"error: unknown journey {journey} of org {org}" in proc.stderr
