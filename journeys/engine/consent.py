@@ -103,14 +103,20 @@ class OptOutError(ValueError):
 
 
 def parse_phone(value: object, name: str = "phone") -> str:
-    """A phone number in the normalised form consent is kept in ('+' and 8–15 digits; 10 digits
-    are taken as North American), or OptOutError."""
+    """A phone number in the normalised form consent is kept in and sends are matched by
+    ('+' and 8–15 digits, E.164; 10 digits are taken as North American), or OptOutError."""
     phone = normalise_phone(value) if isinstance(value, str) else None
-    if phone is None or phone.startswith("+0"):
+    if phone is None or phone.startswith("+0") or (phone.startswith("+1") and not _nanp(phone)):
         raise OptOutError(
             [f"{name}: must be a phone number with its country code (e.g. +13125550100) or 10 digits"]
         )
     return phone
+
+
+def _nanp(phone: str) -> bool:
+    """A +1 number: ten digits after the 1, neither the area code nor the exchange starting
+    with 0 or 1."""
+    return len(phone) == 12 and phone[2] not in "01" and phone[5] not in "01"
 
 
 def _parse_reason(value: object) -> str | None:
