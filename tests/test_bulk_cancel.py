@@ -529,3 +529,45 @@ def test_cli_cancel_unknown_journey_or_org(srv: Server) -> None:
         proc = run_cli(srv, "cancel", "--org", org, "--journey", journey, "--all")
         assert proc.returncode == 1
         assert f"error: unknown journey {journey} of org {org}" in proc.stderr
+
+
+def test_a_failure_part_way_says_how_many_were_cancelled_and_a_retry_finishes(srv: Server) -> None:
+    """The database refuses the second chunk (a real trigger raises on one of its rows): the
+    first chunk stays cancelled, the answer says how many, and the same request again finishes
+    once the cause is gone."""
+    t = srv.tenant()
+    trigger(srv, t, [patient(n, DAY_A) for n in range(1, 8)])
+    ids = sorted(i["id"] for i in by_appointment(srv, t).values())
+    poison = ids[4]  # in the second chunk of three (chunks go by id)
+    if srv.engine.dialect.name == "postgresql":
+        create = [
+            "CREATE FUNCTION refuse_cancel() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'refused'; END $$",
+            "CREATE TRIGGER refuse_cancel BEFORE UPDATE ON journey_instances FOR EACH ROW "
+            f"WHEN (NEW.instance_id = '{poison}') EXECUTE FUNCTION refuse_cancel()",
+        ]
+        drop = ["DROP TRIGGER refuse_cancel ON journey_instances", "DROP FUNCTION refuse_cancel()"]
+    else:
+        create = [
+            "CREATE TRIGGER refuse_cancel BEFORE UPDATE ON journey_instances "
+            f"WHEN NEW.instance_id = '{poison}' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        ]
+        drop = ["DROP TRIGGER refuse_cancel"]
+    with srv.engine.begin() as conn:
+        for sql in create:
+            conn.exec_driver_sql(sql)
+    try:
+        r = srv.http.post(cancel_url(t), json={"filterSpecification": closure_filter()}, headers=t.headers)
+        assert r.status_code == 500, r.text
+        assert r.json() == [
+            "the database failed after 3 instances were cancelled (they stay cancelled); "
+            "send the same request again to cancel the rest"
+        ]
+        rows = {row[0]: row[1] for row in instance_rows(srv, t.org_id)}
+        assert [rows[i] for i in ids] == ["Cancelled"] * 3 + ["InProgress"] * 4
+    finally:
+        with srv.engine.begin() as conn:
+            for sql in drop:
+                conn.exec_driver_sql(sql)
+    assert bulk_cancel(srv, t, {"filterSpecification": closure_filter()}) == {"cancelled": 4}
+    assert set(statuses(srv, t).values()) == {"Cancelled"}

@@ -165,7 +165,15 @@ P = "filterSpecification"
         ),
         *(
             (dspec("createdDateTime", "after", value), [f"{P}.rightOperand: {value!r} {NOT_A_MOMENT}"])
-            for value in ("2026-11-01T00:00:00", "2026-11-01", "yesterday", "2026-13-01T00:00:00Z", "")
+            for value in (
+                "2026-11-01T00:00:00",  # a local time: which zone?
+                "2026-11-01",
+                "yesterday",
+                "2026-13-01T00:00:00Z",
+                "",
+                "0001-01-01T00:00:00+05:00",  # before year 1 in UTC
+                "9999-12-31T23:00:00-05:00",  # after year 9999 in UTC
+            )
         ),
         (dspec("createdDateTime", "before", 1767225600), [f"{P}.rightOperand: a number {NOT_A_MOMENT}"]),
         (dspec("createdDateTime", "before", None), [f"{P}.rightOperand: null {NOT_A_MOMENT}"]),

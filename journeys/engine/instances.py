@@ -110,8 +110,10 @@ def cancel_all_matching(
     chunk_size: int,
 ) -> int:
     """Cancel every InProgress instance of the journey matching `flt`, `chunk_size` per
-    transaction, until a chunk finds fewer. A chunk that PostgreSQL picks as a deadlock victim
-    (a worker batch locking the same rows in another order) is retried. Raises
+    transaction, until a chunk finds none (not merely fewer: on PostgreSQL a row that a worker
+    completed while the chunk waited for its lock drops out of that chunk, and the rows past
+    its LIMIT are only looked at by the next one). A chunk that PostgreSQL picks as a deadlock
+    victim (a worker batch locking the same rows in another order) is retried. Raises
     BulkCancelInterrupted when a chunk fails after earlier ones committed."""
     total = 0
     while True:
@@ -127,5 +129,5 @@ def cancel_all_matching(
                     raise BulkCancelInterrupted(total, exc) from exc
                 raise
         total += done
-        if done < chunk_size:
+        if done == 0:
             return total

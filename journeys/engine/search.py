@@ -197,17 +197,18 @@ class _Parser:
         parsed = None
         if isinstance(value, str) and len(value) >= 16 and value[10:11] in ("T", "t", " "):
             try:
-                parsed = datetime.fromisoformat(value)
-            except ValueError:
+                given = datetime.fromisoformat(value)
+                parsed = given.astimezone(UTC) if given.tzinfo is not None else None
+            except (ValueError, OverflowError):  # OverflowError: year 1 or 9999 shifted out of range
                 parsed = None
-        if parsed is None or parsed.tzinfo is None:
+        if parsed is None:
             what = repr(value) if isinstance(value, str) else _type_name(value)
             self.errors.append(
                 f"{path}: {what} is not an ISO 8601 date-time with Z or an offset "
                 "(e.g. '2026-11-01T00:00:00Z')"
             )
             return None
-        return parsed.astimezone(UTC)
+        return parsed
 
 
 def parse_search(body: Any, known_parameters: set[str], default_take: int, max_take: int) -> SearchQuery:
