@@ -1,5 +1,6 @@
-"""`journeys cancel …` and `journeys optout …`: operations for a clinic's bad day (a closure,
-a patient who asks at the front desk to get no more texts)."""
+"""`journeys reply`, `journeys replies`, `journeys cancel …` and `journeys optout …`: the staff's
+day-to-day operations — patients' replies — and those of a clinic's bad day (a closure, a patient
+who asks at the front desk to get no more texts)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,57 @@ from journeys.store.db import read_only, transaction
 optout_app = typer.Typer(help="SMS opt-outs of an org: list, add, remove.", no_args_is_help=True)
 
 
+# ------------------------------------------------------------------ patient replies
+def reply(
+    org: str = typer.Option(..., "--org", help="Org id"),
+    from_: str = typer.Option(..., "--from", help="The patient's phone number"),
+    body: str = typer.Option(..., "--body", help="The reply text"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Inject an inbound SMS reply, as if the patient had texted it."""
+    from journeys.engine.replies import ReplyError, receive_reply
+
+    engine = _engine()
+    try:
+        with transaction(engine) as conn:
+            result = receive_reply(conn, org, from_, body, _now(), "cli")
+    except ReplyError as exc:
+        _fail("; ".join(exc.errors))
+    out = {"id": result.message_id, "matched": result.matched, "instanceId": result.instance_id}
+    if as_json:
+        _print_json(out)
+    elif result.matched:
+        typer.echo(f"reply handed to instance {result.instance_id}")
+    else:
+        typer.echo("no instance of this org is waiting for a reply from that number; stored as unmatched")
+
+
+def replies(
+    org: str = typer.Option(..., "--org", help="Org id"),
+    unmatched: bool = typer.Option(
+        False, "--unmatched", help="Only replies no instance was waiting for (not consent keywords)"
+    ),
+    limit: int = typer.Option(100, "--limit", min=1, max=10_000),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """List inbound SMS replies, newest first (shows message text: for staff)."""
+    from journeys.engine.replies import list_replies
+
+    with read_only(_engine()) as conn:
+        rows = list_replies(conn, org, unmatched, limit)
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        typer.echo("no replies", err=True)
+    handled = {"optOut": "opt-out keyword", "optIn": "opt-in keyword", "help": "HELP keyword"}
+    for r in rows:
+        where = f"instance {r['instanceId']}" if r["matched"] else "UNMATCHED"
+        where = handled.get(str(r["kind"]), where)
+        typer.echo(f"{r['receivedDateTime']}  from {r['from']}  {where}: {r['body']}")
+
+
+# ------------------------------------------------------------------ bulk cancel
 def _cancel_body(filter_json: str | None, params: list[str], cancel_all: bool) -> dict[str, Any]:
     """The bulk-cancel body the API would take: --filter and each --param NAME=VALUE (an
     `equals` condition) are combined with And."""
