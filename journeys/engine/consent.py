@@ -92,7 +92,6 @@ def _opted_out_effects(
 
 
 # ---------------------------------------------------------------- staff: opt-outs by hand
-SOURCES = ("api", "cli")
 MAX_REASON_CHARS = 500
 
 
