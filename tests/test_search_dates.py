@@ -4,6 +4,7 @@ every bad value a 400 naming it; the created range served by the journey's creat
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -57,9 +58,10 @@ def errors_for(http: Client, tenant: Tenant, spec: Any) -> list[str]:
 
 
 @pytest.fixture()
-def three_hours(server: Server, http: Client, tenant: Tenant) -> tuple[Tenant, datetime]:
+def three_hours(server: Server, http: Client, tenant: Tenant) -> Iterator[tuple[Tenant, datetime]]:
     """A1, A2 created at t0 and run by the worker at t0 + 10 min; B1, B2 created at t0 + 1 h,
-    C1, C2 at t0 + 2 h (neither has run a step: no last event)."""
+    C1, C2 at t0 + 2 h (neither has run a step: no last event). The session server's clock is
+    set back to t0 afterwards (other modules' sends expect its time of day)."""
     t0 = server.clock.now()
     bulk(http, tenant, ["A1", "A2"])
     server.clock.advance(timedelta(minutes=10))
@@ -68,7 +70,8 @@ def three_hours(server: Server, http: Client, tenant: Tenant) -> tuple[Tenant, d
     bulk(http, tenant, ["B1", "B2"])
     server.clock.set(t0 + 2 * HOUR)
     bulk(http, tenant, ["C1", "C2"])
-    return tenant, t0
+    yield tenant, t0
+    server.clock.set(t0)
 
 
 # ---------------------------------------------------------------- matching
