@@ -15,6 +15,7 @@ from journeys import accounts, catalog
 from journeys.cli_channels import channel_app, webhook_app
 from journeys.cli_common import _engine, _fail, _now, _print_json, _settings, _state
 from journeys.cli_demo import demo
+from journeys.cli_ops import cancel, optout_app, replies, reply
 from journeys.clock import iso_z
 from journeys.definitions import DefinitionError, load_definition_file
 from journeys.store.db import read_only, transaction
@@ -33,6 +34,7 @@ app.add_typer(channel_app, name="channel")
 app.add_typer(token_app, name="token")
 app.add_typer(journey_app, name="journey")
 app.add_typer(webhook_app, name="webhook")
+app.add_typer(optout_app, name="optout")
 
 
 @app.callback()
@@ -260,31 +262,6 @@ def _from_now(when: datetime, now: datetime) -> str:
 
 
 @app.command()
-def reply(
-    org: str = typer.Option(..., "--org", help="Org id"),
-    from_: str = typer.Option(..., "--from", help="The patient's phone number"),
-    body: str = typer.Option(..., "--body", help="The reply text"),
-    as_json: bool = typer.Option(False, "--json"),
-) -> None:
-    """Inject an inbound SMS reply, as if the patient had texted it."""
-    from journeys.engine.replies import ReplyError, receive_reply
-
-    engine = _engine()
-    try:
-        with transaction(engine) as conn:
-            result = receive_reply(conn, org, from_, body, _now(), "cli")
-    except ReplyError as exc:
-        _fail("; ".join(exc.errors))
-    out = {"id": result.message_id, "matched": result.matched, "instanceId": result.instance_id}
-    if as_json:
-        _print_json(out)
-    elif result.matched:
-        typer.echo(f"reply handed to instance {result.instance_id}")
-    else:
-        typer.echo("no instance of this org is waiting for a reply from that number; stored as unmatched")
-
-
-@app.command()
 def simulate(
     file: Path,
     params: str = typer.Option("{}", "--params", help="The instance's parameters, a JSON object"),
@@ -388,26 +365,10 @@ def simulate(
             typer.echo(f"        -> {ev['channel']} to {ev['to']}{subject}: {ev['body']}")
 
 
-@app.command()
-def replies(
-    org: str = typer.Option(..., "--org", help="Org id"),
-    unmatched: bool = typer.Option(False, "--unmatched", help="Only replies no instance was waiting for"),
-    limit: int = typer.Option(100, "--limit", min=1, max=10_000),
-    as_json: bool = typer.Option(False, "--json"),
-) -> None:
-    """List inbound SMS replies, newest first (shows message text: for staff)."""
-    from journeys.engine.replies import list_replies
-
-    with read_only(_engine()) as conn:
-        rows = list_replies(conn, org, unmatched, limit)
-    if as_json:
-        _print_json(rows)
-        return
-    if not rows:
-        typer.echo("no replies", err=True)
-    for r in rows:
-        where = f"instance {r['instanceId']}" if r["matched"] else "UNMATCHED"
-        typer.echo(f"{r['receivedDateTime']}  from {r['from']}  {where}: {r['body']}")
+# Staff operations (journeys/cli_ops.py): patients' replies, bulk cancel; `optout` is a group.
+app.command("reply")(reply)
+app.command("replies")(replies)
+app.command("cancel")(cancel)
 
 
 # ------------------------------------------------------------------ running

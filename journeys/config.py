@@ -25,6 +25,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     search_default_take: int = Field(default=100, ge=1)
     search_max_take: int = Field(default=1_000, ge=1)
+    cancel_chunk_size: int = Field(default=10_000, ge=1)  # instances per transaction of a bulk cancel
 
     # Worker
     worker_enabled: bool = True

@@ -134,6 +134,10 @@ OPERATIONS = [
     "GET /api/orgs/{orgId}/webhooks",
     "POST /api/orgs/{orgId}/webhooks/{webhookId}/verify",
     "GET /api/orgs/{orgId}/webhooks/{webhookId}/deliveries",
+    "GET /api/orgs/{orgId}/opt-outs",
+    "POST /api/orgs/{orgId}/opt-outs",
+    "DELETE /api/orgs/{orgId}/opt-outs/{phone}",
+    "POST /api/orgs/{orgId}/journeys/{chatBotId}/instances/cancel",
     "DELETE /chatbotapi/external/orgs/{orgId}/journeys/{chatBotId}/instances/{journeyInstanceId}/execution",
     "DELETE /api/orgs/{orgId}/webhooks/{webhookId}",
 ]
@@ -255,6 +259,7 @@ def test_operation_answers_as_documented(api_schema: Any, target: Target, label:
         "chatBotId": target.tenant.journey_id,
         "journeyInstanceId": target.waiting_id if label == CANCEL else target.instance_id,
         "webhookId": target.webhook_id,
+        "phone": "+15555550100",
     }
     strategy = operation.as_strategy(
         mode, path_parameters={p.name: values[p.name] for p in operation.path_parameters}

@@ -26,7 +26,7 @@ INSTANCE_KEYS = {
 STATUS_LIST = "InProgress, Completed, Cancelled, Failed"
 SPEC_TYPES = (
     "AndSpecification, OrSpecification, NotSpecification, JourneyParameterSpecification, "
-    "JourneyStatusSpecification"
+    "JourneyStatusSpecification, JourneyDateSpecification"
 )
 OPERATORS = "equals, notEquals, contains, startsWith, in"
 

@@ -1,7 +1,9 @@
-"""Routes beyond the MedChat API (same auth, same error style): injecting patient replies."""
+"""Routes beyond the MedChat API (same auth, same error style): injecting and listing patient
+replies, bulk cancel by filter, and opt-outs managed by staff."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
@@ -12,14 +14,24 @@ from starlette.responses import Response
 
 from journeys.accounts import SCOPE_CREATE, SCOPE_READ, Principal
 from journeys.api.auth import require
-from journeys.api.errors import ApiError
-from journeys.api.openapi import Replies, ReplyResult, responses
-from journeys.api.routes import read_json
+from journeys.api.errors import ApiError, is_unavailable
+from journeys.api.openapi import CancelResult, OptOut, OptOuts, Replies, ReplyResult, responses
+from journeys.api.routes import journey_or_404, read_json
+from journeys.api.schemas import CancelRequest, openapi_body
+from journeys.engine import consent
+from journeys.engine import instances as instance_service
 from journeys.engine import replies as replies_service
 from journeys.engine.replies import ReplyError, receive_reply
+from journeys.engine.search import SearchError, parse_cancel
 from journeys.store.db import read_only, transaction
 
-router = APIRouter(prefix="/api/orgs/{orgId}", tags=["replies"])
+log = logging.getLogger("journeys.api")
+
+router = APIRouter(prefix="/api/orgs/{orgId}")
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
 
 
 class ReplyIn(BaseModel):
@@ -29,6 +41,7 @@ class ReplyIn(BaseModel):
 
 @router.post(
     "/replies",
+    tags=["replies"],
     summary="Inject an inbound SMS reply (for SMS providers without a webhook, and for testing)",
     openapi_extra={
         "requestBody": {
@@ -61,6 +74,7 @@ async def post_reply(orgId: str, request: Request, _: Principal = Depends(requir
 
 @router.get(
     "/replies",
+    tags=["replies"],
     summary="Inbound SMS replies, newest first (unmatched ones need a human)",
     responses=responses(200, Replies, errors=(400,), described={400: "A bad unmatched or limit"}),
 )
@@ -76,3 +90,152 @@ async def list_replies(
             return replies_service.list_replies(conn, orgId, unmatched, limit)
 
     return Response(orjson.dumps(await run_in_threadpool(work)), media_type="application/json")
+
+
+# ---------------------------------------------------------------- bulk cancel
+@router.post(
+    "/journeys/{chatBotId}/instances/cancel",
+    summary="Cancel every InProgress instance of a journey that matches a search filter",
+    tags=["instances"],
+    openapi_extra=openapi_body(CancelRequest),
+    responses=responses(
+        200, CancelResult, errors=(400, 413), description="How many were cancelled (or would be, with dryRun)"
+    ),
+)
+async def bulk_cancel(
+    orgId: str,  # noqa: N803
+    chatBotId: str,  # noqa: N803
+    request: Request,
+    _: Principal = Depends(require(SCOPE_CREATE)),
+) -> Response:
+    body = await read_json(request)
+    state = request.app.state
+
+    def work() -> dict[str, int]:
+        with read_only(state.engine) as conn:
+            jv = journey_or_404(conn, orgId, chatBotId)
+            try:
+                query = parse_cancel(body, {p.name for p in jv.definition.parameters})
+            except SearchError as exc:
+                raise ApiError(400, exc.errors) from None
+            if query.dry_run:
+                return {"wouldCancel": instance_service.count_matching(conn, jv, query.filter)}
+        try:
+            done = instance_service.cancel_all_matching(
+                state.engine, jv, query.filter, state.clock.now, "api", state.settings.cancel_chunk_size
+            )
+        except instance_service.BulkCancelInterrupted as exc:
+            kind = type(exc.cause.orig or exc.cause).__name__
+            log.warning("bulk cancel interrupted after %d instances: %s", exc.cancelled, kind)
+            unavailable = is_unavailable(exc.cause)
+            raise ApiError(
+                503 if unavailable else 500,
+                [
+                    f"the database failed after {exc.cancelled} instances were cancelled (they stay "
+                    "cancelled); send the same request again to cancel the rest"
+                ],
+                {"Retry-After": "5"} if unavailable else None,
+            ) from None
+        return {"cancelled": done}
+
+    return _json(await run_in_threadpool(work))
+
+
+# ---------------------------------------------------------------- opt-outs
+class OptOutIn(BaseModel):
+    phone: str = Field(description="The patient's phone number (normalised: + and digits)")
+    reason: str | None = Field(default=None, description="Why (staff's note, at most 500 characters)")
+
+
+@router.get(
+    "/opt-outs",
+    summary="The org's opted-out phone numbers, most recently changed first",
+    tags=["opt-outs"],
+    responses=responses(200, OptOuts, errors=(400,), described={400: "A bad phone or limit"}),
+)
+async def list_opt_outs(
+    orgId: str,  # noqa: N803
+    request: Request,
+    phone: str | None = None,
+    limit: int = Query(default=100, ge=1, le=1000),
+    _: Principal = Depends(require(SCOPE_READ)),
+) -> Response:
+    def work() -> list[dict[str, Any]]:
+        with read_only(request.app.state.engine) as conn:
+            try:
+                return consent.list_opt_outs(conn, orgId, phone, limit)
+            except consent.OptOutError as exc:
+                raise ApiError(400, exc.errors) from None
+
+    return _json(await run_in_threadpool(work))
+
+
+@router.post(
+    "/opt-outs",
+    summary="Opt a phone number out of the org's SMS (as if the patient had texted STOP)",
+    tags=["opt-outs"],
+    status_code=201,
+    responses={
+        **responses(201, OptOut, errors=(400, 413), description="Opted out now"),
+        200: {"description": "Already opted out: the record, unchanged", "model": OptOut},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": OptOutIn.model_json_schema()}},
+        }
+    },
+)
+async def add_opt_out(
+    orgId: str,  # noqa: N803
+    request: Request,
+    _: Principal = Depends(require(SCOPE_CREATE)),
+) -> Response:
+    body = await read_json(request)
+    state = request.app.state
+    if not isinstance(body, dict):
+        raise ApiError(400, ["request body: must be a JSON object with 'phone' (and optionally 'reason')"])
+    unknown = [f"{k}: unknown field (expected: phone, reason)" for k in body if k not in ("phone", "reason")]
+    if unknown:
+        raise ApiError(400, unknown)
+
+    def work() -> tuple[bool, dict[str, Any]]:
+        with transaction(state.engine) as conn:
+            try:
+                return consent.add_opt_out(
+                    conn, orgId, body.get("phone"), body.get("reason"), "api", state.clock.now()
+                )
+            except consent.OptOutError as exc:
+                raise ApiError(400, exc.errors) from None
+
+    created, record = await run_in_threadpool(work)
+    return _json(record, 201 if created else 200)
+
+
+@router.delete(
+    "/opt-outs/{phone}",
+    status_code=204,
+    summary="Opt a phone number back in (as if the patient had texted START)",
+    tags=["opt-outs"],
+    responses=responses(
+        204, errors=(400,), description="Opted in", described={404: "Not found, or not opted out"}
+    ),
+)
+async def remove_opt_out(
+    orgId: str,  # noqa: N803
+    phone: str,
+    request: Request,
+    _: Principal = Depends(require(SCOPE_CREATE)),
+) -> Response:
+    state = request.app.state
+
+    def work() -> bool:
+        with transaction(state.engine) as conn:
+            try:
+                return consent.remove_opt_out(conn, orgId, phone, "api", state.clock.now())
+            except consent.OptOutError as exc:
+                raise ApiError(400, exc.errors) from None
+
+    if not await run_in_threadpool(work):
+        raise ApiError(404, ["that phone number is not opted out"])
+    return Response(status_code=204)

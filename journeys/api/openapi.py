@@ -114,6 +114,9 @@ class Reply(Wire):
     instanceId: str | None  # noqa: N815
     matched: bool
     source: str = Field(description="api (injected) or provider (an SMS provider's webhook)")
+    kind: Literal["reply", "optOut", "optIn", "help"] = Field(
+        description="A reply, or a consent keyword (STOP/START/HELP…) the server handled itself"
+    )
 
 
 class Webhook(Wire):
@@ -136,6 +139,26 @@ class Delivery(Wire):
     nextAttemptDateTime: datetime | None  # noqa: N815
     createdDateTime: datetime  # noqa: N815
     deliveredDateTime: datetime | None  # noqa: N815
+
+
+class CancelResult(Wire):
+    cancelled: int | None = Field(default=None, description="How many instances this request cancelled")
+    wouldCancel: int | None = Field(  # noqa: N815
+        default=None, description="With dryRun: how many would be cancelled"
+    )
+
+
+class OptOut(Wire):
+    phone: str
+    optedOut: bool  # noqa: N815
+    source: str | None = Field(description="sms (a keyword), api or cli")
+    keyword: str | None
+    reason: str | None
+    updatedDateTime: datetime  # noqa: N815
+
+
+class OptOuts(RootModel[list[OptOut]]):
+    pass
 
 
 class Journeys(RootModel[list[Journey]]):

@@ -53,7 +53,7 @@ async def read_json(request: Request) -> Any:
         raise ApiError(400, [f"request body is not valid JSON: {exc.args[0] if exc.args else exc}"]) from None
 
 
-def _journey(conn: Connection, org_id: str, chat_bot_id: str) -> JourneyVersion:
+def journey_or_404(conn: Connection, org_id: str, chat_bot_id: str) -> JourneyVersion:
     """The journey's latest version, read in the request's own transaction (one connection and
     round trip fewer per request than a separate read)."""
     jv = catalog.get_latest(conn, org_id, chat_bot_id)
@@ -102,7 +102,7 @@ async def bulk(
         for attempt in range(3):
             try:
                 with transaction(state.engine) as conn:
-                    jv = _journey(conn, orgId, chatBotId)
+                    jv = journey_or_404(conn, orgId, chatBotId)
                     trigger(
                         conn,
                         jv,
@@ -152,7 +152,7 @@ async def search(
 
     def work() -> list[dict[str, Any]]:
         with read_only(request.app.state.engine) as conn:
-            jv = _journey(conn, orgId, chatBotId)
+            jv = journey_or_404(conn, orgId, chatBotId)
             try:
                 query = parse_search(
                     body,
@@ -182,7 +182,7 @@ async def get_instance(
 ) -> Response:
     def work() -> dict[str, Any]:
         with read_only(request.app.state.engine) as conn:
-            jv = _journey(conn, orgId, chatBotId)
+            jv = journey_or_404(conn, orgId, chatBotId)
             try:
                 row, events = instance_service.get(conn, jv, journeyInstanceId)
             except instance_service.NotFound:
@@ -216,7 +216,7 @@ async def cancel(
 
     def work() -> None:
         with transaction(state.engine) as conn:
-            jv = _journey(conn, orgId, chatBotId)
+            jv = journey_or_404(conn, orgId, chatBotId)
             try:
                 instance_service.cancel(conn, jv, journeyInstanceId, state.clock.now)
             except instance_service.NotFound:

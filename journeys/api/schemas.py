@@ -80,6 +80,17 @@ class JourneyParameterSpecification(BaseModel):
     )
 
 
+class JourneyDateSpecification(BaseModel):
+    """A journeys extension: instances by when they were created, started, or last ran a step."""
+
+    type: Literal["JourneyDateSpecification"]
+    field: Literal["createdDateTime", "startDateTime", "lastEventDateTime"]
+    operator: Literal["after", "before", "between"]
+    rightOperand: str | list[str] = Field(  # noqa: N815
+        description="An ISO 8601 time with Z or an offset; for 'between', [from, to)"
+    )
+
+
 class JourneyStatusSpecification(BaseModel):
     type: Literal["JourneyStatusSpecification"]
     status: Literal["InProgress", "Completed", "Cancelled", "Failed"]
@@ -90,7 +101,8 @@ Specification = Annotated[
     | OrSpecification
     | NotSpecification
     | JourneyParameterSpecification
-    | JourneyStatusSpecification,
+    | JourneyStatusSpecification
+    | JourneyDateSpecification,
     Field(discriminator="type", description="Nest freely, up to 16 levels and 200 specifications"),
 ]
 
@@ -102,7 +114,15 @@ class SearchRequest(BaseModel):
     take: int = Field(default=100, ge=1, description="At most 1,000 (JOURNEYS_SEARCH_MAX_TAKE)")
 
 
-DOCUMENTED_BODIES: tuple[type[BaseModel], ...] = (BulkRequest, SearchRequest)
+class CancelRequest(BaseModel):
+    """A bulk cancel (a journeys extension): a search filter, or `all: true`; never neither."""
+
+    filterSpecification: Specification | None = None  # noqa: N815
+    all: bool = Field(default=False, description="Cancel every InProgress instance (without a filter)")
+    dryRun: bool = Field(default=False, description="Only count what would be cancelled")  # noqa: N815
+
+
+DOCUMENTED_BODIES: tuple[type[BaseModel], ...] = (BulkRequest, SearchRequest, CancelRequest)
 
 
 def openapi_body(model: type[BaseModel]) -> dict[str, Any]:

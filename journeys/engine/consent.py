@@ -5,6 +5,10 @@ at once; START or UNSTOP opts back in; HELP asks for the org's help text. The ke
 the whole message (case-insensitive, surrounding blanks ignored). Opting out cancels no
 appointment: the instances go on, but no SMS goes to that number any more (the interpreter
 skips the send) and SMS already queued for it are dropped.
+
+Staff can do the same through the API or the CLI (the patient asked at the front desk):
+`add_opt_out` has a STOP's effects, `remove_opt_out` a START's; each change records its source
+(sms | api | cli), when, and staff's reason.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from journeys.channels.phone import normalise_phone
+from journeys.clock import iso_z
 from journeys.engine.timeline import event_row
 from journeys.store import consent as repo
 from journeys.store.events import insert_events
@@ -51,34 +57,112 @@ def apply_keyword(conn: Connection, org_id: str, phone: str, body: str, now: dat
     if action == OPT_OUT:
         keyword = body.strip().upper()
         repo.set_status(conn, org_id, phone, repo.OPTED_OUT, keyword, now)
-        dropped = repo.drop_queued_sms(conn, org_id, phone, OPTED_OUT_REASON)
-        insert_events(
-            conn,
-            [
-                event_row(
-                    org_id,
-                    row["instance_id"],
-                    now,
-                    row["flow_id"],
-                    None,
-                    row["step_id"],
-                    "sms_skipped",
-                    {"messageId": row["message_id"], "reason": OPTED_OUT_REASON},
-                )
-                for row in dropped
-            ]
-            # One opted_out event (and so one `opted_out` webhook) per instance that had SMS
-            # queued to the number or is waiting for a reply from it.
-            + [
-                event_row(org_id, instance_id, now, None, None, None, "opted_out", {"keyword": keyword})
-                for instance_id in dict.fromkeys(
-                    [row["instance_id"] for row in dropped] + repo.instances_waiting_on(conn, org_id, phone)
-                )
-            ],
-        )
+        _opted_out_effects(conn, org_id, phone, now, {"keyword": keyword})
     elif action == OPT_IN:
         repo.set_status(conn, org_id, phone, repo.OPTED_IN, body.strip().upper(), now)
     return action
+
+
+def _opted_out_effects(
+    conn: Connection, org_id: str, phone: str, now: datetime, detail: dict[str, str]
+) -> None:
+    """SMS queued to the number are dropped (an `sms_skipped` event each), and every instance
+    that had SMS queued to it or waits for a reply from it gets one `opted_out` event (and so
+    one `opted_out` webhook)."""
+    dropped = repo.drop_queued_sms(conn, org_id, phone, OPTED_OUT_REASON)
+    waiting = repo.instances_waiting_on(conn, org_id, phone)
+    told = dict.fromkeys([row["instance_id"] for row in dropped] + waiting)
+    insert_events(
+        conn,
+        [
+            event_row(
+                org_id,
+                row["instance_id"],
+                now,
+                row["flow_id"],
+                None,
+                row["step_id"],
+                "sms_skipped",
+                {"messageId": row["message_id"], "reason": OPTED_OUT_REASON},
+            )
+            for row in dropped
+        ]
+        + [event_row(org_id, iid, now, None, None, None, "opted_out", detail) for iid in told],
+    )
+
+
+# ---------------------------------------------------------------- staff: opt-outs by hand
+MAX_REASON_CHARS = 500
+
+
+class OptOutError(ValueError):
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+def parse_phone(value: object, name: str = "phone") -> str:
+    """A phone number in the normalised form consent is kept in and sends are matched by
+    ('+' and 8–15 digits, E.164; 10 digits are taken as North American), or OptOutError."""
+    phone = normalise_phone(value) if isinstance(value, str) else None
+    if phone is None or phone.startswith("+0") or (phone.startswith("+1") and not _nanp(phone)):
+        raise OptOutError(
+            [f"{name}: must be a phone number with its country code (e.g. +13125550100) or 10 digits"]
+        )
+    return phone
+
+
+def _nanp(phone: str) -> bool:
+    """A +1 number: ten digits after the 1, neither the area code nor the exchange starting
+    with 0 or 1."""
+    return len(phone) == 12 and phone[2] not in "01" and phone[5] not in "01"
+
+
+def _parse_reason(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > MAX_REASON_CHARS:
+        raise OptOutError([f"reason: must be a string of at most {MAX_REASON_CHARS} characters"])
+    return value
+
+
+def opt_out_json(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "phone": row["phone"],
+        "optedOut": row["status"] == repo.OPTED_OUT,
+        "source": row["source"],
+        "keyword": row["keyword"],
+        "reason": row["reason"],
+        "updatedDateTime": iso_z(row["updated_at"]),
+    }
+
+
+def add_opt_out(
+    conn: Connection, org_id: str, phone: object, reason: object, source: str, now: datetime
+) -> tuple[bool, dict[str, Any]]:
+    """Opt a number out as staff, with a STOP's effects. Returns (whether this call opted it
+    out — False when it already was, and then nothing changes), and its record."""
+    number = parse_phone(phone)
+    note = _parse_reason(reason)
+    changed = repo.set_status(
+        conn, org_id, number, repo.OPTED_OUT, None, now, source, note, only_if_changed=True
+    )
+    if changed:
+        _opted_out_effects(conn, org_id, number, now, {"source": source})
+    row = repo.get(conn, org_id, number)
+    assert row is not None
+    return changed, opt_out_json(row)
+
+
+def remove_opt_out(conn: Connection, org_id: str, phone: object, source: str, now: datetime) -> bool:
+    """Opt a number back in as staff (a START). False when it was not opted out."""
+    return repo.opt_in_if_opted_out(conn, org_id, parse_phone(phone), now, source)
+
+
+def list_opt_outs(conn: Connection, org_id: str, phone: object, limit: int) -> list[dict[str, Any]]:
+    """The org's opted-out numbers, most recently changed first (`phone`: only that one)."""
+    number = None if phone is None else parse_phone(phone)
+    return [opt_out_json(r) for r in repo.list_opted_out(conn, org_id, number, limit)]
 
 
 def is_opted_out(conn: Connection, org_id: str, phone: str) -> bool:

@@ -18,6 +18,9 @@ from journeys.store.events import insert_events
 from journeys.store.work import notify_due
 
 MAX_REPLY_CHARS = 1600  # ten SMS segments
+REPLY = "reply"
+# The stored kind of an inbound message, as the API names it: a consent keyword was handled.
+KIND_JSON = {REPLY: "reply", "opt_out": "optOut", "opt_in": "optIn", "help": "help"}
 
 
 class ReplyError(ValueError):
@@ -96,6 +99,7 @@ def receive_reply(
         instance_id=instance_id,
         source=source,
         provider_message_id=provider_message_id,
+        kind=keyword or REPLY,
     )
     return ReplyResult(message_id, instance_id is not None, instance_id)
 
@@ -106,7 +110,9 @@ def already_received(conn: Connection, org_id: str, provider_message_id: str) ->
 
 
 def list_replies(conn: Connection, org_id: str, unmatched_only: bool, limit: int) -> list[dict[str, object]]:
-    """Inbound SMS of the org, newest first (for staff: unmatched ones need a human)."""
+    """Inbound SMS of the org, newest first (for staff). `unmatched_only`: the ones that need a
+    human — replies no instance was waiting for; consent keywords (STOP, START, HELP …) were
+    handled and are left out (`kind` marks them in the full list)."""
     return [
         {
             "id": r["message_id"],
@@ -116,6 +122,7 @@ def list_replies(conn: Connection, org_id: str, unmatched_only: bool, limit: int
             "instanceId": r["instance_id"],
             "matched": r["instance_id"] is not None,
             "source": r["source"],
+            "kind": KIND_JSON.get(r["kind"], r["kind"]),
         }
         for r in repo.list_inbound(conn, org_id, unmatched_only, limit)
     ]

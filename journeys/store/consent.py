@@ -18,12 +18,51 @@ OPTED_IN = "opted_in"
 CHUNK = 500
 
 
-def set_status(conn: Connection, org_id: str, phone: str, status: str, keyword: str, now: datetime) -> None:
-    """Record the number's consent (an upsert: concurrent keywords from one number do not collide)."""
+def set_status(
+    conn: Connection,
+    org_id: str,
+    phone: str,
+    status: str,
+    keyword: str | None,
+    now: datetime,
+    source: str = "sms",
+    reason: str | None = None,
+    *,
+    only_if_changed: bool = False,
+) -> bool:
+    """Record the number's consent (an upsert: concurrent changes to one number do not collide).
+    With `only_if_changed`, a number that already has `status` is left as it is; returns whether
+    the row was written (always True without it)."""
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    values = {"status": status, "keyword": keyword, "updated_at": now}
+    values = {"status": status, "keyword": keyword, "source": source, "reason": reason, "updated_at": now}
     q = insert(sms_consent).values(org_id=org_id, phone=phone, **values)
-    conn.execute(q.on_conflict_do_update(index_elements=["org_id", "phone"], set_=values))
+    where = sms_consent.c.status != status if only_if_changed else None
+    q = q.on_conflict_do_update(index_elements=["org_id", "phone"], set_=values, where=where)
+    return conn.execute(q.returning(sms_consent.c.phone)).first() is not None
+
+
+def opt_in_if_opted_out(
+    conn: Connection, org_id: str, phone: str, now: datetime, source: str
+) -> bool:
+    """Opt the number back in if it is opted out; returns whether it was."""
+    sc = sms_consent
+    changed = conn.execute(
+        sc.update()
+        .where(sc.c.org_id == org_id, sc.c.phone == phone, sc.c.status == OPTED_OUT)
+        .values(status=OPTED_IN, keyword=None, source=source, reason=None, updated_at=now)
+        .returning(sc.c.phone)
+    ).first()
+    return changed is not None
+
+
+def list_opted_out(conn: Connection, org_id: str, phone: str | None, limit: int) -> list[dict[str, Any]]:
+    """The org's opted-out numbers, most recently changed first."""
+    sc = sms_consent
+    q = sa.select(sc).where(sc.c.org_id == org_id, sc.c.status == OPTED_OUT)
+    if phone is not None:
+        q = q.where(sc.c.phone == phone)
+    q = q.order_by(sc.c.updated_at.desc(), sc.c.phone).limit(limit)
+    return [dict(r) for r in conn.execute(q).mappings()]
 
 
 def get(conn: Connection, org_id: str, phone: str) -> dict[str, Any] | None:

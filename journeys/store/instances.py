@@ -44,6 +44,16 @@ class StatusFilter:
 
 
 @dataclass(frozen=True)
+class DateFilter:
+    """A time range on one of the instance's own times: `start` inclusive, `end` exclusive (either
+    may be open), so `after X` and `before X` split the instances without overlap or gap."""
+
+    column: str  # created_at | start_at | last_event_at
+    start: datetime | None
+    end: datetime | None
+
+
+@dataclass(frozen=True)
 class AndFilter:
     children: tuple[Filter, ...]
 
@@ -58,7 +68,18 @@ class NotFilter:
     child: Filter
 
 
-Filter = ParamFilter | StatusFilter | AndFilter | OrFilter | NotFilter
+Filter = ParamFilter | StatusFilter | DateFilter | AndFilter | OrFilter | NotFilter
+DATE_COLUMNS = ("created_at", "start_at", "last_event_at")
+
+
+def has_condition(f: Filter) -> bool:
+    """Whether the filter names any condition at all (an empty And, or Nots and Ors of empty
+    Ands, name none)."""
+    if isinstance(f, AndFilter | OrFilter):
+        return any(has_condition(c) for c in f.children)
+    if isinstance(f, NotFilter):
+        return has_condition(f.child)
+    return True
 
 
 def _prefix_upper_bound(prefix: str) -> str | None:
@@ -89,9 +110,25 @@ def _value_condition(col: sa.ColumnElement[str], f: ParamFilter, dialect: str) -
     raise ValueError(f"unknown operator {f.operator}")  # pragma: no cover - the parser checks
 
 
+def _date_condition(f: DateFilter) -> sa.ColumnElement[bool]:
+    col = ji.c[f.column]
+    conds: list[sa.ColumnElement[bool]] = []
+    if col.nullable:
+        # Never-set times (lastEventDateTime before the first step) match no range, and so the
+        # negation of any range: NOT (NULL >= x) would match nothing either.
+        conds.append(col.is_not(None))
+    if f.start is not None:
+        conds.append(col >= f.start)
+    if f.end is not None:
+        conds.append(col < f.end)
+    return sa.and_(sa.true(), *conds)
+
+
 def _compile(f: Filter, org_id: str, journey_id: str, dialect: str) -> sa.ColumnElement[bool]:
     if isinstance(f, StatusFilter):
         return ji.c.status == f.status
+    if isinstance(f, DateFilter):
+        return _date_condition(f)
     if isinstance(f, AndFilter):
         return sa.and_(sa.true(), *(_compile(c, org_id, journey_id, dialect) for c in f.children))
     if isinstance(f, OrFilter):
@@ -224,16 +261,16 @@ _RESULT_COLS = [
 ]
 
 
-def search(
-    conn: Connection, org_id: str, journey_id: str, flt: Filter | None, skip: int, take: int
-) -> list[dict[str, Any]]:
-    """Newest first. A selective parameter condition drives the query from the
+def _matching(
+    cols: Sequence[Any], org_id: str, journey_id: str, flt: Filter | None, dialect: str
+) -> sa.Select[Any]:
+    """SELECT `cols` of the journey's instances that match `flt` (one compiler for search, count
+    and bulk cancel). A selective parameter condition drives the query from the
     (org_id, journey_id, name, value) index and reaches instances by primary key; otherwise the
     (org_id, journey_id[, status], created_at) indexes serve it."""
-    dialect = conn.dialect.name
     driver = _driver(flt)
     if driver is None:
-        q = sa.select(*_RESULT_COLS).where(ji.c.org_id == org_id, ji.c.journey_id == journey_id)
+        q = sa.select(*cols).where(ji.c.org_id == org_id, ji.c.journey_id == journey_id)
         rest = flt
     else:
         p = ip.alias("p")
@@ -244,7 +281,7 @@ def search(
             sa.literal_column("+journey_instances.journey_id") if dialect == "sqlite" else ji.c.journey_id
         )
         q = (
-            sa.select(*_RESULT_COLS)
+            sa.select(*cols)
             .select_from(joined)
             .where(
                 p.c.org_id == org_id,
@@ -258,8 +295,23 @@ def search(
         rest = _without(flt, driver) if flt is not None else None
     if rest is not None:
         q = q.where(_compile(rest, org_id, journey_id, dialect))
+    return q
+
+
+def search(
+    conn: Connection, org_id: str, journey_id: str, flt: Filter | None, skip: int, take: int
+) -> list[dict[str, Any]]:
+    """Newest first."""
+    q = _matching(_RESULT_COLS, org_id, journey_id, flt, conn.dialect.name)
     q = q.order_by(ji.c.created_at.desc(), ji.c.instance_id.desc()).offset(skip).limit(take)
     return [dict(r) for r in conn.execute(q).mappings()]
+
+
+def count_active(conn: Connection, org_id: str, journey_id: str, flt: Filter | None) -> int:
+    """How many InProgress instances of the journey match `flt`."""
+    q = _matching([ji.c.instance_id], org_id, journey_id, flt, conn.dialect.name)
+    q = q.where(ji.c.status == ACTIVE_LITERAL)
+    return int(conn.execute(sa.select(sa.func.count()).select_from(q.subquery())).scalar_one())
 
 
 def get(conn: Connection, org_id: str, journey_id: str, instance_id: str) -> dict[str, Any] | None:
@@ -287,6 +339,15 @@ def count(conn: Connection, table: sa.Table, org_id: str | None = None) -> int:
 
 
 # ---------------------------------------------------------------- cancel
+_CANCELLED_VALUES: dict[str, Any] = {
+    "status": "Cancelled",
+    "due_at": None,
+    "waiting_reply_phone": None,
+    "lease_owner": None,
+    "rev": ji.c.rev + 1,
+}
+
+
 def cancel(
     conn: Connection, org_id: str, journey_id: str, instance_id: str, clock: Callable[[], datetime]
 ) -> tuple[str | None, datetime]:
@@ -308,14 +369,7 @@ def cancel(
             ji.c.instance_id == instance_id,
             ji.c.status == ACTIVE,
         )
-        .values(
-            status="Cancelled",
-            due_at=None,
-            ended_at=now,
-            waiting_reply_phone=None,
-            lease_owner=None,
-            rev=ji.c.rev + 1,
-        )
+        .values(ended_at=now, **_CANCELLED_VALUES)
         .returning(ji.c.instance_id)
     ).first()
     if changed is not None:
@@ -329,17 +383,65 @@ def cancel(
     return (row[0] if row else None), now
 
 
+def cancel_matching(
+    conn: Connection,
+    org_id: str,
+    journey_id: str,
+    flt: Filter | None,
+    clock: Callable[[], datetime],
+    limit: int,
+) -> tuple[list[str], datetime]:
+    """Cancel up to `limit` InProgress instances of the journey matching `flt` (lowest ids
+    first), as the single cancel does, in one UPDATE … RETURNING. Returns their ids and the
+    cancel time. Their queued messages are dropped here too.
+
+    PostgreSQL: the rows are locked first (SELECT … FOR UPDATE, which waits for a worker batch
+    writing any of them) and the clock read after, so a step that was running finishes before
+    the cancel's time; then one UPDATE names them as an array. SQLite: the write transaction is
+    exclusive already, so one UPDATE … WHERE … IN (subquery) does it."""
+    pick = (
+        _matching([ji.c.instance_id], org_id, journey_id, flt, conn.dialect.name)
+        .where(ji.c.status == ACTIVE_LITERAL)
+        .order_by(ji.c.instance_id)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        ids = [r[0] for r in conn.execute(pick.with_for_update(of=ji))]
+        if not ids:
+            return [], clock()
+        target = one_of(conn, ji.c.instance_id, ids)
+    else:
+        target = ji.c.instance_id.in_(pick.correlate(None).scalar_subquery())
+    now = clock()
+    cancelled = list(
+        conn.execute(
+            ji.update()
+            .where(ji.c.org_id == org_id, ji.c.journey_id == journey_id, ji.c.status == ACTIVE, target)
+            .values(ended_at=now, **_CANCELLED_VALUES)
+            .returning(ji.c.instance_id)
+        ).scalars()
+    )
+    drop_queued_messages(conn, org_id, cancelled, "instance cancelled")
+    return cancelled, now
+
+
 def drop_queued_messages(
     conn: Connection, org_id: str, instance_ids: Sequence[str], reason: str
 ) -> list[dict[str, Any]]:
-    """Messages these instances queued but that have not gone out yet will never go out. Returns
-    the dropped messages (ids, instance, flow, step, channel; no content)."""
+    """Messages these instances queued but that have not gone out yet will never go out (on
+    PostgreSQL one statement per 10,000 instances, the ids as one array). Returns the dropped
+    messages (ids, instance, flow, step, channel; no content)."""
     dropped: list[dict[str, Any]] = []
-    for start in range(0, len(instance_ids), CHUNK):
-        chunk = list(instance_ids[start : start + CHUNK])
+    size = 10_000 if conn.dialect.name == "postgresql" else CHUNK
+    for start in range(0, len(instance_ids), size):
+        chunk = list(instance_ids[start : start + size])
         rows = conn.execute(
             outbox.update()
-            .where(outbox.c.org_id == org_id, outbox.c.instance_id.in_(chunk), outbox.c.status == "queued")
+            .where(
+                outbox.c.org_id == org_id,
+                one_of(conn, outbox.c.instance_id, chunk),
+                outbox.c.status == "queued",
+            )
             .values(status="dropped", last_error=reason)
             .returning(outbox.c.message_id, outbox.c.instance_id, outbox.c.flow_id)
             .returning(outbox.c.step_id, outbox.c.channel)

@@ -69,5 +69,5 @@ def list_inbound(conn: Connection, org_id: str, unmatched_only: bool, limit: int
         .limit(limit)
     )
     if unmatched_only:
-        q = q.where(inbound_messages.c.instance_id.is_(None))
+        q = q.where(inbound_messages.c.instance_id.is_(None), inbound_messages.c.kind == "reply")
     return [dict(r) for r in conn.execute(q).mappings()]

@@ -266,6 +266,8 @@ inbound_messages = sa.Table(
     sa.Column("received_at", UTCDateTime, nullable=False),
     sa.Column("instance_id", Id, nullable=True),  # the instance it answered; null: unmatched
     sa.Column("source", sa.String(16), nullable=False),  # api | cli | provider
+    # reply, or the consent keyword it was (opt_out | opt_in | help): handled, needs no human.
+    sa.Column("kind", sa.String(16), nullable=False, server_default="reply"),
     # The provider's id (Twilio's MessageSid): a retried webhook is recognised, not taken twice.
     sa.Column("provider_message_id", sa.String(64), nullable=True),
     sa.PrimaryKeyConstraint("org_id", "message_id"),
@@ -300,14 +302,17 @@ worker_heartbeats = sa.Table(
     sa.Column("steps", sa.BigInteger, nullable=False, server_default="0"),
 )
 
-# SMS consent per org and number (STOP / START keywords): no SMS goes to an opted-out number.
+# SMS consent per org and number (STOP / START keywords, or staff through the API or CLI): no SMS
+# goes to an opted-out number. One row per number: its latest change, who made it and when.
 sms_consent = sa.Table(
     "sms_consent",
     metadata,
     sa.Column("org_id", Id, nullable=False),
     sa.Column("phone", sa.String(32), nullable=False),  # normalised: "+<digits>"
     sa.Column("status", sa.String(16), nullable=False),  # opted_out | opted_in
-    sa.Column("keyword", sa.String(16), nullable=False),  # the keyword that set it, e.g. STOP
+    sa.Column("keyword", sa.String(16), nullable=True),  # the keyword that set it, e.g. STOP; null: staff
+    sa.Column("source", sa.String(16), nullable=False, server_default="sms"),  # sms | api | cli
+    sa.Column("reason", sa.Text, nullable=True),  # staff's note (may be PHI: never logged)
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.PrimaryKeyConstraint("org_id", "phone"),
 )

@@ -1,8 +1,8 @@
 """held sends: a partial index on the timeline's `send_held` / `sms_deferred` events, so the
 messages listing can show sends that wait (send window, frequency cap) without scanning events
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-11-30 12:00:00.000000
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,228 @@
+"""`journeys reply`, `journeys replies`, `journeys cancel …` and `journeys optout …`: the staff's
+day-to-day operations — patients' replies — and those of a clinic's bad day (a closure, a patient
+who asks at the front desk to get no more texts)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import typer
+
+from journeys.cli_common import _engine, _fail, _now, _print_json, _settings
+from journeys.clock import SystemClock
+from journeys.store.db import read_only, transaction
+
+optout_app = typer.Typer(help="SMS opt-outs of an org: list, add, remove.", no_args_is_help=True)
+
+
+# ------------------------------------------------------------------ patient replies
+def reply(
+    org: str = typer.Option(..., "--org", help="Org id"),
+    from_: str = typer.Option(..., "--from", help="The patient's phone number"),
+    body: str = typer.Option(..., "--body", help="The reply text"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Inject an inbound SMS reply, as if the patient had texted it."""
+    from journeys.engine.replies import ReplyError, receive_reply
+
+    engine = _engine()
+    try:
+        with transaction(engine) as conn:
+            result = receive_reply(conn, org, from_, body, _now(), "cli")
+    except ReplyError as exc:
+        _fail("; ".join(exc.errors))
+    out = {"id": result.message_id, "matched": result.matched, "instanceId": result.instance_id}
+    if as_json:
+        _print_json(out)
+    elif result.matched:
+        typer.echo(f"reply handed to instance {result.instance_id}")
+    else:
+        typer.echo("no instance of this org is waiting for a reply from that number; stored as unmatched")
+
+
+def replies(
+    org: str = typer.Option(..., "--org", help="Org id"),
+    unmatched: bool = typer.Option(
+        False, "--unmatched", help="Only replies no instance was waiting for (not consent keywords)"
+    ),
+    limit: int = typer.Option(100, "--limit", min=1, max=10_000),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """List inbound SMS replies, newest first (shows message text: for staff)."""
+    from journeys.engine.replies import list_replies
+
+    with read_only(_engine()) as conn:
+        rows = list_replies(conn, org, unmatched, limit)
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        typer.echo("no replies", err=True)
+    handled = {"optOut": "opt-out keyword", "optIn": "opt-in keyword", "help": "HELP keyword"}
+    for r in rows:
+        where = f"instance {r['instanceId']}" if r["matched"] else "UNMATCHED"
+        where = handled.get(str(r["kind"]), where)
+        typer.echo(f"{r['receivedDateTime']}  from {r['from']}  {where}: {r['body']}")
+
+
+# ------------------------------------------------------------------ bulk cancel
+def _cancel_body(filter_json: str | None, params: list[str], cancel_all: bool) -> dict[str, Any]:
+    """The bulk-cancel body the API would take: --filter and each --param NAME=VALUE (an
+    `equals` condition) are combined with And."""
+    specs: list[Any] = []
+    if filter_json is not None:
+        try:
+            specs.append(json.loads(filter_json))
+        except ValueError:
+            _fail("--filter: not valid JSON (give a filterSpecification object)")
+    for item in params:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            _fail(f"--param {item!r}: use NAME=VALUE")
+        specs.append(
+            {
+                "type": "JourneyParameterSpecification",
+                "parameterName": name.strip(),
+                "operator": "equals",
+                "rightOperand": value,
+            }
+        )
+    body: dict[str, Any] = {}
+    if len(specs) == 1:
+        body["filterSpecification"] = specs[0]
+    elif specs:
+        body["filterSpecification"] = {"type": "AndSpecification", "specifications": specs}
+    if cancel_all:
+        body["all"] = True
+    return body
+
+
+def cancel(
+    org: str = typer.Option(..., "--org", help="Org id"),
+    journey: str = typer.Option(..., "--journey", help="The journey's id (the API's chatBotId)"),
+    filter_json: str = typer.Option(
+        None, "--filter", help="A search filterSpecification, as JSON (see docs/api.md)"
+    ),
+    param: list[str] = typer.Option(
+        [], "--param", help="NAME=VALUE: only instances whose parameter equals VALUE (repeatable)"
+    ),
+    cancel_all: bool = typer.Option(False, "--all", help="Every InProgress instance of the journey"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only count what would be cancelled"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Cancel every InProgress instance of a journey that matches a filter (e.g. a closure day)."""
+    from journeys import catalog
+    from journeys.engine import instances as instance_service
+    from journeys.engine.search import SearchError, parse_cancel
+
+    body = _cancel_body(filter_json, param, cancel_all)
+    engine = _engine()
+    with read_only(engine) as conn:
+        jv = catalog.get_latest(conn, org, journey)
+        if jv is None:
+            _fail(f"unknown journey {journey} of org {org}")
+        assert jv is not None
+        try:
+            query = parse_cancel(body, {p.name for p in jv.definition.parameters})
+        except SearchError as exc:
+            for error in exc.errors:
+                typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(1) from None
+        if dry_run:
+            count = instance_service.count_matching(conn, jv, query.filter)
+            if as_json:
+                _print_json({"wouldCancel": count})
+            else:
+                typer.echo(f"{count} InProgress instances of {jv.name} would be cancelled (nothing changed)")
+            return
+    try:
+        done = instance_service.cancel_all_matching(
+            engine, jv, query.filter, SystemClock().now, "cli", _settings().cancel_chunk_size
+        )
+    except instance_service.BulkCancelInterrupted as exc:
+        _fail(
+            f"the database failed after {exc.cancelled} instances were cancelled (they stay cancelled); "
+            "run the same command again to cancel the rest"
+        )
+    if as_json:
+        _print_json({"cancelled": done})
+    else:
+        typer.echo(f"cancelled {done} instances of {jv.name}")
+
+
+# ------------------------------------------------------------------ opt-outs
+def _org_or_fail(conn: Any, org: str) -> None:
+    from journeys.store import accounts as accounts_repo
+
+    if accounts_repo.get_org(conn, org) is None:
+        _fail(f"unknown org {org}")
+
+
+@optout_app.command("list")
+def optout_list(
+    org: str = typer.Option(..., "--org", help="Org id"),
+    phone: str = typer.Option(None, "--phone", help="Only this number"),
+    limit: int = typer.Option(100, "--limit", min=1, max=10_000),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Opted-out numbers, most recently changed first (shows phone numbers: for staff)."""
+    from journeys.engine import consent
+
+    with read_only(_engine()) as conn:
+        try:
+            rows = consent.list_opt_outs(conn, org, phone, limit)
+        except consent.OptOutError as exc:
+            _fail("; ".join(exc.errors))
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        typer.echo("no opted-out numbers", err=True)
+    for r in rows:
+        how = f"texted {r['keyword']}" if r["keyword"] else f"by {r['source']}"
+        reason = f": {r['reason']}" if r["reason"] else ""
+        typer.echo(f"{r['phone']}  opted out {r['updatedDateTime']} ({how}){reason}")
+
+
+@optout_app.command("add")
+def optout_add(
+    org: str = typer.Option(..., "--org", help="Org id"),
+    phone: str = typer.Option(..., "--phone", help="The patient's phone number"),
+    reason: str = typer.Option(None, "--reason", help="Why (a note for staff)"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Opt a number out of the org's SMS, as if the patient had texted STOP."""
+    from journeys.engine import consent
+
+    with transaction(_engine()) as conn:
+        _org_or_fail(conn, org)
+        try:
+            created, record = consent.add_opt_out(conn, org, phone, reason, "cli", _now())
+        except consent.OptOutError as exc:
+            _fail("; ".join(exc.errors))
+    if as_json:
+        _print_json(record)
+    elif created:
+        typer.echo(f"{record['phone']} is opted out: no SMS goes to it any more")
+    else:
+        typer.echo(f"{record['phone']} was already opted out (unchanged)")
+
+
+@optout_app.command("remove")
+def optout_remove(
+    org: str = typer.Option(..., "--org", help="Org id"),
+    phone: str = typer.Option(..., "--phone", help="The patient's phone number"),
+) -> None:
+    """Opt a number back in, as if the patient had texted START."""
+    from journeys.engine import consent
+
+    with transaction(_engine()) as conn:
+        _org_or_fail(conn, org)
+        try:
+            removed = consent.remove_opt_out(conn, org, phone, "cli", _now())
+        except consent.OptOutError as exc:
+            _fail("; ".join(exc.errors))
+    if not removed:
+        _fail("that phone number is not opted out")
+    typer.echo("opted back in: SMS to that number go out again")
