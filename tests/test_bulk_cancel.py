@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import EXAMPLE, Server, Tenant, make_postgres_database, require_postgres
+from conftest import EXAMPLE, LOOPBACK_ALLOWED, Server, Tenant, make_postgres_database, require_postgres
 from fake_twilio import FakeTwilio
 from test_channels_e2e import (
     ACCOUNT_SID,
@@ -72,6 +72,7 @@ def srv(tmp_path_factory: pytest.TempPathFactory, fake: FakeTwilio) -> Iterator[
         secret_key=SECRET_KEY,
         twilio_api_base=fake.url,
         cancel_chunk_size=CHUNK,
+        outbound_allow=LOOPBACK_ALLOWED,
     )
     yield server
     server.stop()
