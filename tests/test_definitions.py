@@ -867,16 +867,29 @@ def test_render_undefined_names_the_variable() -> None:
         ("1d 12h", timedelta(days=1, hours=12)),
         ("90 mins", timedelta(minutes=90)),
         ("45s", timedelta(seconds=45)),
+        ("3660d", timedelta(days=3660)),
     ],
 )
 def test_parse_duration(text: str, expected: timedelta) -> None:
     assert parse_duration(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "soon", "5", "2 weeks", "1d and 2h"])
+@pytest.mark.parametrize(
+    "text",
+    ["", "soon", "5", "2 weeks", "1d and 2h", "２d", "1٥m", "3661d", "3660d 1s", "99999999999999d"]
+    + ["9" * 5000 + "s"],
+)
 def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+def test_a_duration_beyond_ten_years_is_a_problem_not_an_overflow() -> None:
+    problem = only_problem(edit("duration: 1h", "duration: 99999999999d"))
+    assert (problem.path, problem.line) == ("flows[1].steps[0].duration", 31)
+    assert "is longer than 3660 days" in problem.message
+    problem = only_problem(edit("before: 1d", "before: 999999999d"))
+    assert problem.path == "flows[0].steps[1].before" and "is longer than 3660 days" in problem.message
 
 
 def test_split_duration() -> None:
