@@ -361,6 +361,37 @@ def test_tokens_are_stored_only_as_a_sha256_hash(server: Server, http: Client) -
     assert row_b["expires_at"] == row_b["created_at"] + timedelta(days=30)
 
 
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda conn, org, now: accounts.create_org(conn, "Clinic\x00", now), "org name must not contain NUL"),
+        (lambda conn, org, now: accounts.create_org(conn, "x" * 201, now), "org name must be at most 200"),
+        (
+            lambda conn, org, now: accounts.create_token(conn, org, "t\x00", [accounts.SCOPE_READ], now),
+            "token name must not contain NUL",
+        ),
+        (
+            lambda conn, org, now: accounts.create_token(conn, org + "\x00", "t", [accounts.SCOPE_READ], now),
+            "unknown org",
+        ),
+        (
+            lambda conn, org, now: accounts.create_token(conn, org, "t", [accounts.SCOPE_READ], now, 10**9),
+            "--expires-in-days must be a number of days from 1 to 36500",
+        ),
+    ],
+)
+def test_org_and_token_names_and_expiry_are_checked_before_anything_is_stored(
+    server: Server, call: Any, message: str
+) -> None:
+    """What the CLI passes on (NUL cannot come through argv, but the services are the guard):
+    PostgreSQL cannot store NUL, and a far expiry overflowed."""
+    org = server.new_org()
+    with pytest.raises(accounts.AccountError, match=message.replace("(", r"\(")):
+        with transaction(server.engine) as conn:
+            call(conn, org, server.clock.now())
+    assert server.count("api_tokens", org) == 0
+
+
 def test_last_used_time_is_recorded(server: Server, http: Client) -> None:
     t, iid = seeded(server, http)
     token = server.new_token(t.org_id, [READ])

@@ -775,6 +775,50 @@ def test_too_long_parameter_value_is_a_clear_error(
     assert counts(server, tenant) == dict.fromkeys(TABLES, 0)
 
 
+NUL_PROBLEM = "must not contain NUL characters (\\u0000)"
+
+
+@pytest.mark.parametrize("name", ["patientName", "appointmentId", "appointmentDateTime", "phoneNumber"])
+def test_nul_in_a_value_or_identifier_is_a_clear_400(
+    server: Server, http: Client, tenant: Tenant, name: str
+) -> None:
+    # PostgreSQL cannot store NUL in text (it was a 500 there, and SQLite stored it).
+    r = bulk(http, tenant, body(params(0), params(1, **{name: "x\u0000y"})))
+    assert errors_of(r) == [f"instances[1].parameters.{name}: {NUL_PROBLEM}"]
+    assert counts(server, tenant) == dict.fromkeys(TABLES, 0)
+
+
+def test_nul_in_a_subflow_value_or_identifier_is_a_clear_400(
+    server: Server, http: Client, tenant: Tenant
+) -> None:
+    _start(server, http, tenant, params(1))
+    before = counts(server, tenant)
+    entries = ({"appointmentId": "APPT-000001", "patientName": "a\u0000"}, {"appointmentId": "APPT\u0000"})
+    r = bulk(http, tenant, body(*entries, flow_id="rescheduled"))
+    assert errors_of(r) == [
+        f"instances[0].parameters.patientName: {NUL_PROBLEM}",
+        f"instances[1].parameters.appointmentId: {NUL_PROBLEM}",
+    ]
+    assert counts(server, tenant) == before
+
+
+def test_nul_in_the_path_or_query_is_a_clear_400(server: Server, http: Client, tenant: Tenant) -> None:
+    bad_bot = f"/chatbotapi/external/orgs/{tenant.org_id}/journeys/x%00y/instances"
+    r = http.post(bad_bot + "/bulk", json=body(params(0)), headers=tenant.headers)
+    assert errors_of(r) == [f"chatBotId: {NUL_PROBLEM}"]
+    r = http.post(bad_bot + "/search", json={}, headers=tenant.headers)
+    assert errors_of(r) == [f"chatBotId: {NUL_PROBLEM}"]
+    r = http.get(tenant.url("/a%00b"), headers=tenant.headers)
+    assert errors_of(r) == [f"journeyInstanceId: {NUL_PROBLEM}"]
+    r = http.delete(tenant.url("/a%00b/execution"), headers=tenant.headers)
+    assert errors_of(r) == [f"journeyInstanceId: {NUL_PROBLEM}"]
+    r = http.get(f"/api/orgs/{tenant.org_id}/replies", params={"unmatched": "\u0000"}, headers=tenant.headers)
+    assert errors_of(r) == [f"query parameter 'unmatched': {NUL_PROBLEM}"]
+    r = http.get(f"/chatbotapi/external/orgs/{tenant.org_id}%00/journeys", headers=tenant.headers)
+    assert errors_of(r) == [f"orgId: {NUL_PROBLEM}"]
+    assert counts(server, tenant) == dict.fromkeys(TABLES, 0)
+
+
 def test_ten_thousand_instances_in_one_request(server: Server, http: Client, tenant: Tenant) -> None:
     n = server.settings.max_bulk_instances
     payload = body(*(params(i) for i in range(n)))

@@ -347,6 +347,31 @@ def test_token_create_non_positive_expiry_fails(cli: Cli) -> None:
     assert cli.count("api_tokens") == 0
 
 
+@pytest.mark.parametrize("days", ["99999999999", "36501"])
+def test_token_create_expiry_beyond_a_century_fails_cleanly(cli: Cli, days: str) -> None:
+    org = cli.org()
+    proc = cli.run(
+        "token", "create", "--org", org, "--name", "t", "--scopes", SCOPES, "--expires-in-days", days, "--json"
+    )
+    assert proc.returncode != 0 and proc.stdout == ""
+    assert "Traceback" not in proc.stderr and "--expires-in-days" in proc.stderr
+    assert cli.count("api_tokens") == 0
+
+
+def test_journey_publish_with_nul_in_the_definition_fails_with_its_line(cli: Cli) -> None:
+    org = cli.org()
+    text = EXAMPLE.read_text(encoding="utf-8").replace(
+        "name: Appointment Reminder\n", 'name: "Appointment\\0Reminder"\n', 1
+    )
+    path = cli.cwd / "nul.yaml"
+    path.write_text(text, encoding="utf-8")
+    proc = cli.run("journey", "publish", str(path), "--org", org)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    line = text.splitlines().index('name: "Appointment\\0Reminder"') + 1
+    assert proc.stderr.strip() == f"{path}:{line}: name: must not contain NUL characters (\\u0000)"
+    assert cli.count("journeys") == 0
+
+
 def test_token_list_never_shows_the_secret(cli: Cli) -> None:
     org = cli.org()
     tok = cli.token(org)

@@ -396,6 +396,49 @@ def test_an_oversized_request_is_refused(srv: ConsentServer) -> None:
     assert inbound(srv, t.org_id) == []
 
 
+@pytest.mark.parametrize(
+    ("from_", "body", "error"),
+    [
+        (PHONE, "C\u0000", "body: must not contain NUL characters (\\u0000)"),
+        ("+1312555\u00000100", "C", "from: must not contain NUL characters (\\u0000)"),
+    ],
+)
+def test_a_reply_with_nul_through_the_api_is_a_clear_400(
+    srv: ConsentServer, from_: str, body: str, error: str
+) -> None:
+    # PostgreSQL cannot store NUL in text: it was a 500 there.
+    t = srv.tenant(REPLY, TWILIO)
+    [iid] = start(srv, t, {"key": "k1", "phone": PHONE})
+    srv.run_worker()
+    r = srv.http.post(f"/api/orgs/{t.org_id}/replies", json={"from": from_, "body": body}, headers=t.headers)
+    assert r.status_code == 400 and r.json() == [error]
+    assert inbound(srv, t.org_id) == []
+    assert kinds(srv, t, iid)[-1] == (20, "waiting_for_reply")
+
+
+def test_nul_in_a_twilio_inbound_message_is_dropped_and_the_message_taken(srv: ConsentServer) -> None:
+    """Twilio is answered 200 (a 400 or 500 would make it retry and log errors); the NUL
+    characters, which PostgreSQL cannot store, are dropped after the signature is checked."""
+    t = srv.tenant(REPLY, TWILIO)
+    [iid] = start(srv, t, {"key": "k1", "phone": PHONE})
+    srv.run_worker()
+    sid = "SM" + uuid.uuid4().hex
+    r = post_inbound(srv, t.org_id, PHONE + "\u0000", "C\u0000", sid=sid + "\u0000")
+    assert r.status_code == 200 and r.text == EMPTY, r.text
+    [row] = inbound(srv, t.org_id)
+    assert (row.from_address, row.body, row.instance_id) == (PHONE, "C", iid)
+    srv.run_worker()
+    assert kinds(srv, t, iid)[-1] == (30, "end")
+    assert srv.rows(
+        "SELECT provider_message_id FROM inbound_messages WHERE org_id = :o", t.org_id
+    )[0].provider_message_id == sid
+
+
+def test_nul_in_the_inbound_path_is_a_clear_400(srv: ConsentServer) -> None:
+    r = srv.http.post(f"{srv.base_url}/channels/twilio/org%00x/inbound", data=form(PHONE, "C"))
+    assert r.status_code == 400 and r.json() == ["orgId: must not contain NUL characters (\\u0000)"]
+
+
 # ---------------------------------------------------------------- consent keywords
 @pytest.mark.parametrize("text", ["STOP", " stop ", "Unsubscribe", "quit", "END", "cancel", "StopAll"])
 def test_stop_keywords_opt_the_number_out_and_are_not_a_reply(srv: ConsentServer, text: str) -> None:

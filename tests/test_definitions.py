@@ -121,6 +121,23 @@ def test_json_file_loads_with_lines(tmp_path: Path) -> None:
     assert path.read_text().splitlines()[problem.line - 1].strip().startswith('"colour"')
 
 
+def test_nul_anywhere_in_a_definition_is_a_problem_with_its_line() -> None:
+    """PostgreSQL cannot store NUL (a YAML "\\0" or a JSON "\\u0000"): every one is reported."""
+    text = edit('body: "Hi {{ patientName }}"', 'body: "Hi\\0 {{ patientName }}"')
+    text = edit("  - name: patientName", '  - name: patientName\n    description: "a\\x00b"', text)
+    text = edit("name: Test", 'name: Test\ndescription: ok\n"bad\\0key": 1', text)
+    assert [(p.path, p.line, p.message) for p in problems_of(text)] == [
+        ("bad\x00key", 3, "a key must not contain NUL characters (\\u0000)"),
+        ("parameters[0].description", 6, "must not contain NUL characters (\\u0000)"),
+        ("flows[0].steps[0].body", 22, "must not contain NUL characters (\\u0000)"),
+    ]
+    data = load_definition_text(BASE).model_dump(mode="json", exclude_none=True)
+    data["flows"][1]["name"] = "Sub\u0000"
+    problem = only_problem(json.dumps(data, indent=2), "journey.json")
+    assert (problem.path, problem.message) == ("flows[1].name", "must not contain NUL characters (\\u0000)")
+    assert problem.line is not None
+
+
 def test_json_syntax_error() -> None:
     problem = only_problem('{\n  "name": "x",\n  "flows": [\n}\n', "bad.json")
     assert problem.line == 4

@@ -485,6 +485,18 @@ def test_right_operand_type(http: Client, tenant: Tenant, operator: str, operand
 
 
 @pytest.mark.parametrize(
+    ("operator", "operand"),
+    [("equals", "John\u0000"), ("startsWith", "\u0000"), ("contains", "a\u0000b"), ("in", ["x", "y\u0000"])],
+)
+def test_nul_in_an_operand_is_a_clear_400(http: Client, tenant: Tenant, operator: str, operand: Any) -> None:
+    # PostgreSQL cannot compare text holding NUL: it was a 500 there.
+    spec = {"type": "AndSpecification", "specifications": [pspec("patientName", operator, operand)]}
+    assert search_error(http, tenant, {"filterSpecification": spec}) == [
+        "filterSpecification.specifications[0].rightOperand: must not contain NUL characters (\\u0000)"
+    ]
+
+
+@pytest.mark.parametrize(
     ("body", "message"),
     [
         ([SEED_SEARCH_BODY], "request body: must be a JSON object, not an array"),

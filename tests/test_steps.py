@@ -1300,6 +1300,21 @@ def test_http_request_sends_the_rendered_request_and_saves_the_response(
     assert len(remote.requests) == 1
 
 
+def test_http_request_response_values_with_nul_are_saved_without_it(
+    server: Server, http: Client, remote: Remote
+) -> None:
+    """PostgreSQL cannot store NUL: a remote answer holding one must not wedge the instance."""
+    remote.answer(200, {"data": {"status": "act\u0000ive", "slots": [{}, {"time": "10:\u000030"}]}})
+    t = server.tenant(http_journey(remote))
+    [iid] = start(http, t, {"key": "k1", "patientName": "Ann", "phone": PHONE})
+    server.run_worker()
+    inst = get(http, t, iid)
+    assert inst["status"] == "Completed", kinds(http, t, iid)
+    assert (inst["parameters"]["ehrStatus"], inst["parameters"]["slot"]) == ("active", "10:30")
+    assert search_equals(http, t, "ehrStatus", "active") == [iid]
+    assert bodies(server, t.org_id) == ["EHR says active at 10:30"]
+
+
 def test_http_request_non_2xx_takes_on_failure_and_is_not_retried(
     server: Server, http: Client, remote: Remote
 ) -> None:

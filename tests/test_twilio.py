@@ -416,6 +416,23 @@ def test_a_status_for_a_sid_no_message_has_is_held_then_pruned(tw_db: TwilioServ
     assert [tuple(r) for r in early_statuses(tw, t.org_id)] == [(later["MessageSid"], "undelivered")]
 
 
+def test_nul_in_a_signed_callback_is_dropped_never_a_500(tw_db: TwilioServer, fake: FakeTwilio) -> None:
+    """PostgreSQL cannot store or compare NUL: it is dropped once the signature verified."""
+    tw = tw_db
+    t, iid, sid = delivered(tw, fake)
+    url = f"{tw.base_url}/channels/twilio/{t.org_id}/status"
+    params = {"MessageSid": sid + "\u0000", "MessageStatus": "undelivered\u0000", "ErrorCode": "300\u000003"}
+    r = callback(tw, t.org_id, params, sign(url, params))
+    assert r.status_code == 204, r.text
+    row = outbox_row(tw, t.org_id)
+    assert (row.status, row.error_code) == ("undelivered", "30003")
+    unknown = {"MessageSid": "\u0000SM" + "d" * 32, "MessageStatus": "delivered"}
+    assert callback(tw, t.org_id, unknown, sign(url, unknown)).status_code == 204
+    assert [tuple(r) for r in early_statuses(tw, t.org_id)] == [("SM" + "d" * 32, "delivered")]
+    r = tw.http.post(f"/channels/twilio/{t.org_id}%00/status", data=params, headers={"X-Twilio-Signature": "x"})
+    assert r.status_code == 400 and r.json() == ["orgId: must not contain NUL characters (\\u0000)"]
+
+
 def test_a_callback_with_an_overlong_sid_is_refused(tw: TwilioServer, fake: FakeTwilio) -> None:
     t = configured_tenant(tw)
     url = f"{tw.base_url}/channels/twilio/{t.org_id}/status"

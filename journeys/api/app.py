@@ -8,12 +8,13 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 from starlette.responses import Response
 
 from journeys import __version__
 from journeys.api import errors, extensions, inbound_routes, routes, twilio_routes, webhook_routes
+from journeys.api.inputs import no_nul_in_path_or_query
 from journeys.api.schemas import component_schemas
 from journeys.channels.dispatch import Dispatcher, check_secret_key
 from journeys.clock import Clock, SystemClock
@@ -62,6 +63,7 @@ def create_app(
         version=__version__,
         description="Patient-journey engine; wire-compatible with the MedChat Journeys API.",
         lifespan=lifespan,
+        dependencies=[Depends(no_nul_in_path_or_query)],
     )
     app.state.settings = settings
     app.state.clock = clock

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from journeys.accounts import SCOPE_CREATE, SCOPE_READ, Principal
 from journeys.api.auth import require
 from journeys.api.errors import ApiError
-from journeys.api.routes import read_json
+from journeys.api.inputs import read_json
 from journeys.engine import replies as replies_service
 from journeys.engine.replies import ReplyError, receive_reply
 from journeys.store.db import read_only, transaction

@@ -102,7 +102,8 @@ async def twilio_inbound(orgId: str, request: Request) -> Response:  # noqa: N80
 
     def first(name: str) -> str | None:
         values = params.get(name)
-        return values[0] if values else None
+        # NUL cannot be stored (PostgreSQL): dropped from what was signed, never a 500 to Twilio.
+        return values[0].replace("\x00", "") if values else None
 
     from_, body = first("From"), first("Body") or ""
     sid = (first("MessageSid") or first("SmsSid") or "").strip() or None

@@ -96,7 +96,8 @@ async def twilio_status(orgId: str, request: Request) -> Response:  # noqa: N803
         expected = twilio_signature(token, url, params) if token else ""
         if not token or not hmac.compare_digest(expected.encode("ascii"), signature.encode("utf-8")):
             raise ApiError(403, _FORBIDDEN)
-        form = dict(params)
+        # NUL cannot be stored (PostgreSQL): dropped from what was signed, never a 500 to Twilio.
+        form = {k: v.replace("\x00", "") for k, v in params}
         sid, status = form.get("MessageSid", ""), form.get("MessageStatus", "").lower()
         if not sid or status not in FINAL_STATUSES:
             return

@@ -509,7 +509,8 @@ _WAIT_AT_END = object()
 
 
 def _fit(value: str) -> str:
-    value = value[:MAX_VALUE_CHARS]
+    # NUL cannot be stored (PostgreSQL); an HTTP response or a template could produce one.
+    value = value.replace("\x00", "")[:MAX_VALUE_CHARS]
     while len(value.encode("utf-8")) > MAX_VALUE_BYTES:
         value = value[:-1]
     return value

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from journeys.definitions.values import NUL_PROBLEM, has_nul
 from journeys.store.instances import AndFilter, Filter, NotFilter, OrFilter, ParamFilter, StatusFilter
 from journeys.store.tables import STATUSES
 
@@ -120,6 +121,9 @@ class _Parser:
                 self.errors.append(f"{path}.rightOperand: must be a string, not {_type_name(operand)}")
                 return None
             value = operand
+        if any(has_nul(v) for v in ((value,) if isinstance(value, str) else value)):
+            self.errors.append(f"{path}.rightOperand: {NUL_PROBLEM}")
+            return None
         if not ok:
             return None
         assert isinstance(name, str)
