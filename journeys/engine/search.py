@@ -137,19 +137,14 @@ def parse_search(body: Any, known_parameters: set[str], default_take: int, max_t
     parser = _Parser({n.lower() for n in known_parameters})
     spec = body.get("filterSpecification")
     flt = None if spec is None else parser.spec(spec, "filterSpecification", 0)
+    # Documented as a boolean and integers: null is not one (leave the field out for the default).
     include = body.get("includeParameters", False)
-    if include is None:
-        include = False
     if not isinstance(include, bool):
         parser.errors.append("includeParameters: must be true or false")
     skip = body.get("skip", 0)
-    if skip is None:
-        skip = 0
     if not isinstance(skip, int) or isinstance(skip, bool) or skip < 0:
         parser.errors.append("skip: must be a whole number >= 0")
     take = body.get("take", default_take)
-    if take is None:
-        take = default_take
     if not isinstance(take, int) or isinstance(take, bool) or not 1 <= take <= max_take:
         parser.errors.append(f"take: must be a whole number from 1 to {max_take}")
     if parser.errors:
