@@ -350,9 +350,8 @@ def test_token_create_non_positive_expiry_fails(cli: Cli) -> None:
 @pytest.mark.parametrize("days", ["99999999999", "36501"])
 def test_token_create_expiry_beyond_a_century_fails_cleanly(cli: Cli, days: str) -> None:
     org = cli.org()
-    proc = cli.run(
-        "token", "create", "--org", org, "--name", "t", "--scopes", SCOPES, "--expires-in-days", days, "--json"
-    )
+    args = ("--name", "t", "--scopes", SCOPES, "--expires-in-days", days, "--json")
+    proc = cli.run("token", "create", "--org", org, *args)
     assert proc.returncode != 0 and proc.stdout == ""
     assert "Traceback" not in proc.stderr and "--expires-in-days" in proc.stderr
     assert cli.count("api_tokens") == 0

@@ -429,7 +429,8 @@ def test_nul_in_a_signed_callback_is_dropped_never_a_500(tw_db: TwilioServer, fa
     unknown = {"MessageSid": "\u0000SM" + "d" * 32, "MessageStatus": "delivered"}
     assert callback(tw, t.org_id, unknown, sign(url, unknown)).status_code == 204
     assert [tuple(r) for r in early_statuses(tw, t.org_id)] == [("SM" + "d" * 32, "delivered")]
-    r = tw.http.post(f"/channels/twilio/{t.org_id}%00/status", data=params, headers={"X-Twilio-Signature": "x"})
+    headers = {"X-Twilio-Signature": "x"}
+    r = tw.http.post(f"/channels/twilio/{t.org_id}%00/status", data=params, headers=headers)
     assert r.status_code == 400 and r.json() == ["orgId: must not contain NUL characters (\\u0000)"]
 
 

@@ -71,11 +71,16 @@ def create_app(
     app.state.worker = worker
     app.state.wake_worker = worker.wake.set
     errors.install(app)
-    app.include_router(routes.router)
-    app.include_router(extensions.router)
-    app.include_router(twilio_routes.router)
-    app.include_router(webhook_routes.router)
-    app.include_router(inbound_routes.router)
+    routers = (
+        routes.router,
+        extensions.router,
+        twilio_routes.router,
+        webhook_routes.router,
+        inbound_routes.router,
+    )
+    for router in routers:
+        app.include_router(router)
+    app.state.routers = routers  # for a 405's Allow header (errors.allowed_methods)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
