@@ -463,6 +463,23 @@ def validate(cli: Cli, path: Path) -> tuple[subprocess.CompletedProcess[str], li
     return proc, [m for m in matches if m]
 
 
+def test_validate_reports_a_template_that_would_build_hundreds_of_megabytes(cli: Cli, tmp_path: Path) -> None:
+    """`{{ 'x' * 300000000 }}` passed validation (and `simulate` rendered it): the sandbox
+    refuses to build it, so validation reports it at once."""
+    old = 'body: "Reminder: {{ patientName }}, your appointment is tomorrow, {{ appointmentDateTime }}."'
+    text = replace_once(example_text(), old, "body: \"{{ 'x' * 300000000 }}\"")
+    path = write(tmp_path, "huge.yaml", text)
+    proc, [problem] = validate(cli, path)
+    assert proc.returncode == 1
+    assert int(problem["line"]) == line_of(text, "300000000")
+    assert problem["message"] == (
+        "template builds a value larger than 1,000,000 characters (the limit) at template line 1"
+    )
+    text = replace_once(example_text(), old, "body: \"{{ patientName * 2000 }}\"")
+    proc, [problem] = validate(cli, write(tmp_path, "long.yaml", text))
+    assert problem["message"] == "the SMS body renders more than 1,600 characters (the limit)"
+
+
 def test_validate_unknown_step_type(cli: Cli, tmp_path: Path) -> None:
     text = replace_once(
         example_text(), "      - id: 20\n        type: wait_until", "      - id: 20\n        type: teleport"

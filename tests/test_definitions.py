@@ -509,6 +509,106 @@ def test_every_step_type_validates_cleanly() -> None:
     assert definition_from_stored(stored) == defn
 
 
+SMS_TEXT = "Hi {{ patientName }}, reply C to confirm {{ when | date }}."
+SMS, SMS_AT = "Hi {{ patientName }}, reply", "flows[0].steps[0].body"
+SUBJECT, HTML, HTML_AT = "email subject", "email html", "flows[0].steps[2].html"
+BUILDS = "template builds a value larger than 1,000,000 characters (the limit) at template line 1"
+WORK = "template does more than 10,000,000 characters or loop steps of work (the limit) at template line 1"
+
+
+def too_long(label: str, limit: int) -> str:
+    return f"the {label} renders more than {limit:,} characters (the limit)"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path", "message"),
+    [
+        # Each of these allocated (or tried to) hundreds of megabytes, or ran for ever.
+        (SMS, "{{ 'x' * 300000000 }}", SMS_AT, BUILDS),
+        (SMS, "{{ patientName * 300000000 }}", SMS_AT, BUILDS),
+        (SMS, "{{ 'x'.ljust(10**9) }}", SMS_AT, BUILDS),
+        (SMS, "{{ 'x'|center(10**9) }}", SMS_AT, BUILDS),
+        (SMS, "{{ '%999999999d' % 1 }}", SMS_AT, BUILDS),
+        (SMS, "{{ '{:>999999999}'.format(1) }}", SMS_AT, BUILDS),
+        (SMS, "{{ 10 ** (10 ** 8) }}", SMS_AT, BUILDS),
+        (SMS, "{{ (5).to_bytes(10**9, 'big') }}", SMS_AT, BUILDS),
+        (SMS, "{{ ('x' * 999999).replace('', 'yy') }}", SMS_AT, BUILDS),
+        (SMS, "{{ range(9)|slice(10**9)|list }}", SMS_AT, BUILDS),
+        (SMS, "{{ ','.join(['x' * 9999] * 999) }}", SMS_AT, BUILDS),
+        (
+            "Hi {{ patientName }}, reply",
+            "{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+            SMS_AT,
+            BUILDS,
+        ),
+        (
+            "Hi {{ patientName }}, reply",
+            "{% macro m(s, n) %}{{ m(s ~ s, n - 1) if n else s }}{% endmacro %}{{ m(patientName, 64) }}",
+            SMS_AT,
+            BUILDS,
+        ),
+        (
+            "Hi {{ patientName }}, reply",
+            "{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}",
+            SMS_AT,
+            WORK,
+        ),
+        # Output past the field's limit, constant or with any value.
+        (SMS, "{{ 'x' * 1601 }}", SMS_AT, too_long("SMS body", 1600)),
+        (SMS, "{{ patientName * 1601 }}", SMS_AT, too_long("SMS body", 1600)),
+        (
+            "Hi {{ patientName }}, reply",
+            "{% for i in range(1000) %}{{ patientName }}, {% endfor %}",
+            SMS_AT,
+            too_long("SMS body", 1600),
+        ),
+        ("Your appointment on", "{{ '-' * 1001 }}", "flows[0].steps[2].subject", too_long(SUBJECT, 1000)),
+        (
+            "Hi {{ patientName }}, please confirm.",
+            "{{ 'x' * 100001 }}",
+            "flows[0].steps[2].body",
+            too_long("email body", 100_000),
+        ),
+        ("<p>Hi {{ patientName }}</p>", "{{ '<' * 50001 }}", HTML_AT, too_long(HTML, 200000)),
+        ("/status\"", "/{{ 'x' * 8192 }}\"", "flows[0].steps[3].url", too_long("http_request url", 8192)),
+        (
+            "Bearer {{ appointmentId }}",
+            "{{ 'x' * 8193 }}",
+            "flows[0].steps[3].headers.Authorization",
+            too_long("http_request header value", 8192),
+        ),
+        (
+            "reply: \"{{ replyText }}\"",
+            "reply: \"{{ 'x' * 100001 }}\"",
+            "flows[0].steps[3].body.reply",
+            too_long("http_request body", 100_000),
+        ),
+        ("pending-{{ patientName }}", "{{ 'x' * 300000000 }}", "flows[0].steps[5].values.status", BUILDS),
+    ],
+)
+def test_templates_that_go_past_a_limit_are_validation_problems(
+    old: str, new: str, path: str, message: str
+) -> None:
+    problem = full_problem(old, new)
+    assert (problem.path, problem.message) == (path, message)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (SMS_TEXT, "{{ 'x' * 1600 }}"),  # exactly the SMS limit
+        (SMS, "{% for i in range(100) %}{{ loop.index }}{% endfor %}"),
+        (SMS, "{{ '-' * 20 ~ patientName|upper ~ ('%05d' % 42) ~ '{:>6}'.format('x') }}"),
+        ("Your appointment on {{ when | date('%b %-d') }}", "{{ '-' * 1000 }}"),
+        ("pending-{{ patientName }}", "{{ 'x' * 5000 }}"),  # set_parameters values are cut at 1,000
+        # Over the limit only for some values: left to run time (the step fails then).
+        (SMS, "{% if patientName == 'Long' %}{{ 'x' * 2000 }}{% endif %}"),
+    ],
+)
+def test_templates_within_their_limits_validate(old: str, new: str) -> None:
+    load_definition_text(edit(old, new, FULL))
+
+
 def test_send_email_to_must_be_an_email_parameter() -> None:
     problem = full_problem("        to: email\n", "        to: phone\n")
     assert (problem.path, problem.line) == ("flows[0].steps[2].to", 53)

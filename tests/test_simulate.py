@@ -1102,6 +1102,47 @@ def test_cli_rejects_a_horizon_beyond_a_century() -> None:
     assert "--horizon-days" in result.stderr
 
 
+AT_1 = "(the limit) at template line 1"
+SIZED_SMS = """
+name: Sized
+parameters:
+  - {name: phone, type: phone}
+  - {name: count, type: number}
+flows:
+  - id: main
+    name: Main
+    steps:
+      - id: 10
+        type: send_sms
+        to: phone
+        send_window: false
+        body: "{{ 'x' * (count | int) }}"
+      - {id: 20, type: end}
+"""
+
+
+@pytest.mark.parametrize(
+    ("count", "error"),
+    [
+        ("1601", "step 10: the SMS body renders more than 1,600 characters (the limit)"),
+        ("300000000", f"step 10: template builds a value larger than 1,000,000 characters {AT_1}"),
+    ],
+)
+def test_cli_a_text_past_its_limit_is_a_failed_step_not_gigabytes(
+    tmp_path: Path, count: str, error: str
+) -> None:
+    """The template is fine for some values (validation passes); for these the step fails at
+    the limit — `simulate` once rendered 1.2 GB here."""
+    path = tmp_path / "sized.yaml"
+    path.write_text(SIZED_SMS, encoding="utf-8")
+    events = cli_json(path, {"phone": PHONE, "count": count}, "2026-11-02 10:00")
+    assert [(e["stepId"], e["type"]) for e in events][-1] == (10, "failed")
+    assert events[-1]["detail"] == {"error": error}
+    assert "xxxx" not in json.dumps(events)
+    ok = cli_json(path, {"phone": PHONE, "count": "1600"}, "2026-11-02 10:00")
+    assert [len(e["body"]) for e in ok if e["type"] == "sms_queued"] == [1600]
+
+
 def test_cli_rejects_an_invalid_definition_with_file_and_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(
