@@ -65,7 +65,8 @@ def install(app: FastAPI) -> None:
 def allowed_methods(request: Request) -> list[str]:
     """Every method some route serves on the request's path (for a 405's Allow header)."""
     app = request.app
-    candidates = [*app.router.routes, *(r for router in app.state.routers for r in router.routes)]
+    routers = getattr(app.state, "routers", ())
+    candidates = [*app.router.routes, *(r for router in routers for r in router.routes)]
     methods: set[str] = set()
     for route in candidates:
         route_methods = getattr(route, "methods", None)
