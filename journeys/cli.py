@@ -14,7 +14,7 @@ import typer
 
 from journeys import accounts, catalog
 from journeys.cli_channels import channel_app, webhook_app
-from journeys.cli_common import _engine, _fail, _now, _print_json, _settings, _state
+from journeys.cli_common import _engine, _fail, _is_ascii_int, _now, _print_json, _settings, _state
 from journeys.clock import SystemClock, iso_z
 from journeys.definitions import DefinitionError, load_definition_file
 from journeys.store.db import read_only, transaction
@@ -274,11 +274,6 @@ def reply(
         typer.echo(f"reply handed to instance {result.instance_id}")
     else:
         typer.echo("no instance of this org is waiting for a reply from that number; stored as unmatched")
-
-
-def _is_ascii_int(text: str) -> bool:
-    """A whole number in ASCII digits (str.isdigit also takes e.g. '²', which int() refuses)."""
-    return text.isascii() and text.isdigit() and len(text) <= 9
 
 
 @app.command()
