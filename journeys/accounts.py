@@ -21,6 +21,8 @@ SCOPE_READ = "read.journey_instances"
 KNOWN_SCOPES = (SCOPE_CREATE, SCOPE_READ)
 TOKEN_PREFIX = "jny_"
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+MAX_EXPIRY_DAYS = 36_500
+MAX_NAME_CHARS = 200
 
 
 class AccountError(ValueError):
@@ -39,10 +41,19 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def create_org(conn: Connection, name: str, now: datetime) -> dict[str, str]:
+def _check_name(what: str, name: str) -> str:
     name = name.strip()
     if not name:
-        raise AccountError("org name must not be empty")
+        raise AccountError(f"{what} must not be empty")
+    if "\x00" in name:
+        raise AccountError(f"{what} must not contain NUL characters")
+    if len(name) > MAX_NAME_CHARS:
+        raise AccountError(f"{what} must be at most {MAX_NAME_CHARS} characters long")
+    return name
+
+
+def create_org(conn: Connection, name: str, now: datetime) -> dict[str, str]:
+    name = _check_name("org name", name)
     org_id = new_id()
     repo.insert_org(conn, org_id, name, now)
     return {"id": org_id, "name": name}
@@ -66,10 +77,11 @@ def create_token(
     now: datetime,
     expires_in_days: int | None = None,
 ) -> dict[str, object]:
-    if repo.get_org(conn, org_id) is None:
+    name = _check_name("token name", name)
+    if "\x00" in org_id or repo.get_org(conn, org_id) is None:
         raise AccountError(f"unknown org {org_id}")
-    if expires_in_days is not None and expires_in_days <= 0:
-        raise AccountError("--expires-in-days must be a positive number of days")
+    if expires_in_days is not None and not 0 < expires_in_days <= MAX_EXPIRY_DAYS:
+        raise AccountError(f"--expires-in-days must be a number of days from 1 to {MAX_EXPIRY_DAYS}")
     token_id = new_id()
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     expires_at = now + timedelta(days=expires_in_days) if expires_in_days else None

@@ -13,7 +13,7 @@ import typer
 
 from journeys import accounts, catalog
 from journeys.cli_channels import channel_app, webhook_app
-from journeys.cli_common import _engine, _fail, _now, _print_json, _settings, _state
+from journeys.cli_common import _engine, _fail, _is_ascii_int, _now, _print_json, _settings, _state
 from journeys.cli_demo import demo
 from journeys.cli_ops import cancel, optout_app, replies, reply
 from journeys.clock import iso_z
@@ -273,12 +273,12 @@ def simulate(
         help="STEP_ID=TEXT[@DELAY]: the patient's reply to that wait_for_reply step (repeatable)",
     ),
     http: list[str] = typer.Option([], "--http", help="STEP_ID=STATUS[:JSON]: an http_request step's answer"),
-    horizon_days: int = typer.Option(400, "--horizon-days", min=1),
+    horizon_days: int = typer.Option(400, "--horizon-days", min=1, max=36_600),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON array of events"),
 ) -> None:
     """Preview a journey: run one instance on a simulated clock (no database, nothing sent)."""
     from journeys.definitions.model import parse_duration
-    from journeys.definitions.values import get_zone, parse_datetime
+    from journeys.definitions.values import datetime_problem, get_zone
     from journeys.engine.simulate import Reply, SimulationError
     from journeys.engine.simulate import simulate as run_simulation
     from journeys.engine.trigger import validate_parameters
@@ -298,9 +298,9 @@ def simulate(
         for problem in problems:
             typer.echo(f"--params: {problem}", err=True)
         raise typer.Exit(1)
-    begin = _now() if start is None else parse_datetime(start, zone)  # type: ignore[arg-type]
+    begin, problem = (_now(), None) if start is None else datetime_problem(start, zone)  # type: ignore
     if begin is None:
-        _fail("--start: use 'YYYY-MM-DD HH:MM' (local to --tz)")
+        _fail(f"--start: {start!r} {problem} (use 'YYYY-MM-DD HH:MM', local to --tz)")
     replies: dict[int, list[Reply]] = {}
     for item in reply:
         key, sep, text = item.partition("=")
@@ -311,7 +311,7 @@ def simulate(
                 delay = parse_duration(delay_text)
             except ValueError as exc:
                 _fail(f"--reply {item!r}: {exc}")
-        if not sep or not key.strip().isdigit():
+        if not sep or not _is_ascii_int(key.strip()):
             _fail(f"--reply {item!r}: use STEP_ID=TEXT[@DELAY], e.g. 30=C or 30=R@2h")
         r = Reply(text) if delay is None else Reply(text, delay)
         replies.setdefault(int(key), []).append(r)
@@ -319,7 +319,7 @@ def simulate(
     for item in http:
         key, sep, rest = item.partition("=")
         status_text, _, body_text = rest.partition(":")
-        if not sep or not key.strip().isdigit() or not status_text.isdigit():
+        if not sep or not _is_ascii_int(key.strip()) or not _is_ascii_int(status_text):
             _fail(f"--http {item!r}: use STEP_ID=STATUS[:JSON], e.g. 40=200:'{{\"ok\": true}}'")
         try:
             answers[int(key)] = {

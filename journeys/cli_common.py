@@ -60,3 +60,8 @@ def _print_json(value: Any) -> None:
 def _fail(message: str, code: int = 1) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
+
+
+def _is_ascii_int(text: str) -> bool:
+    """A whole number in ASCII digits (str.isdigit also takes e.g. '²', which int() refuses)."""
+    return text.isascii() and text.isdigit() and len(text) <= 9

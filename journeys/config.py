@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     # API limits
     max_bulk_instances: int = Field(default=10_000, ge=1)
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    # Twilio's form posts (inbound messages, status callbacks) are small: a 1,600-character body
+    # and Twilio's other fields fit easily. Checked while the body streams in, before the signature.
+    max_twilio_body_bytes: int = Field(default=64 * 1024, ge=1024)
     search_default_take: int = Field(default=100, ge=1)
     search_max_take: int = Field(default=1_000, ge=1)
     cancel_chunk_size: int = Field(default=10_000, ge=1)  # instances per transaction of a bulk cancel

@@ -9,6 +9,7 @@ PostgreSQL-only tests skip with the reason, except under CI=true, where they fai
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 import uuid
@@ -231,6 +232,53 @@ SEED_SEARCH_BODY = {
     },
     "includeParameters": True,
 }
+
+
+def post_unfinished(
+    base_url: str, path: str, body_start: bytes, *, declared_length: int | None, timeout: float = 20
+) -> tuple[int, bytes]:
+    """POST over a raw socket but send only `body_start` of the body, then wait for the answer
+    without ever finishing it: with `declared_length` as its Content-Length, else chunked.
+
+    Returns the status and body the server answered with before the body was complete. A
+    server that waits for the whole body never answers: the read times out (socket.timeout)."""
+    host, port = base_url.removeprefix("http://").split(":")
+    head = [
+        f"POST {path} HTTP/1.1",
+        f"Host: {host}:{port}",
+        "Content-Type: application/x-www-form-urlencoded",
+    ]
+    if declared_length is None:
+        head.append("Transfer-Encoding: chunked")
+        step = 16 * 1024
+        pieces = (body_start[i : i + step] for i in range(0, len(body_start), step))
+        payload = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces)
+    else:
+        head.append(f"Content-Length: {declared_length}")
+        payload = body_start
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("ascii"))
+        try:
+            sock.sendall(payload)
+        except OSError:
+            pass  # the server may have answered and stopped reading already
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        header_text, _, body = data.partition(b"\r\n\r\n")
+        lines = header_text.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        fields = dict(line.partition(":")[::2] for line in lines[1:])
+        length = int({k.lower(): v for k, v in fields.items()}.get("content-length", "0"))
+        while len(body) < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+    return status, body
 
 
 def pytest_report_header() -> str:

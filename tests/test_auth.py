@@ -361,6 +361,68 @@ def test_tokens_are_stored_only_as_a_sha256_hash(server: Server, http: Client) -
     assert row_b["expires_at"] == row_b["created_at"] + timedelta(days=30)
 
 
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda conn, org, now: accounts.create_org(conn, "Clinic\x00", now), "org name must not contain"),
+        (lambda conn, org, now: accounts.create_org(conn, "x" * 201, now), "org name must be at most 200"),
+        (
+            lambda conn, org, now: accounts.create_token(conn, org, "t\x00", [accounts.SCOPE_READ], now),
+            "token name must not contain NUL",
+        ),
+        (
+            lambda conn, org, now: accounts.create_token(conn, org + "\x00", "t", [accounts.SCOPE_READ], now),
+            "unknown org",
+        ),
+        (
+            lambda conn, org, now: accounts.create_token(conn, org, "t", [accounts.SCOPE_READ], now, 10**9),
+            "--expires-in-days must be a number of days from 1 to 36500",
+        ),
+    ],
+)
+def test_org_and_token_names_and_expiry_are_checked_before_anything_is_stored(
+    server: Server, call: Any, message: str
+) -> None:
+    """What the CLI passes on (NUL cannot come through argv, but the services are the guard):
+    PostgreSQL cannot store NUL, and a far expiry overflowed."""
+    org = server.new_org()
+    with pytest.raises(accounts.AccountError, match=message.replace("(", r"\(")):
+        with transaction(server.engine) as conn:
+            call(conn, org, server.clock.now())
+    assert server.count("api_tokens", org) == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("PUT", "/api/orgs/{org}/webhooks", "GET, POST"),
+        ("PATCH", "/api/orgs/{org}/replies", "GET, POST"),
+        ("PUT", "/api/orgs/{org}/webhooks/w1", "DELETE"),
+        ("DELETE", "/api/orgs/{org}/webhooks/w1/deliveries", "GET"),
+        # `bulk` and `search` are also what …/instances/{journeyInstanceId} matches.
+        ("PUT", "{instances}/search", "GET, POST"),
+        ("DELETE", "{instances}/bulk", "GET, POST"),
+        ("POST", "{instances}/abc", "GET"),
+        ("GET", "{instances}/abc/execution", "DELETE"),
+        ("DELETE", "/chatbotapi/external/orgs/{org}/journeys", "GET"),
+        ("HEAD", "{instances}/abc", "GET"),
+        ("POST", "/docs", "GET, HEAD"),
+    ],
+)
+def test_405_allow_lists_every_method_the_path_has(
+    server: Server, http: Client, method: str, path: str, allow: str
+) -> None:
+    t = server.tenant()
+    url = path.format(org=t.org_id, instances=t.url())
+    r = http.request(method, url, headers=t.headers)
+    assert r.status_code == 405, r.text
+    assert r.headers["allow"] == allow
+    if method != "HEAD":
+        assert r.json() == ["Method Not Allowed"]
+    for other in allow.split(", "):  # every method named is really served there
+        assert http.request(other, url, headers=t.headers).status_code != 405
+
+
 def test_last_used_time_is_recorded(server: Server, http: Client) -> None:
     t, iid = seeded(server, http)
     token = server.new_token(t.org_id, [READ])

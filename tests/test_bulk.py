@@ -293,6 +293,55 @@ def test_invalid_datetime_values(server: Server, http: Client, tenant: Tenant, v
     assert counts(server, tenant)["journey_instances"] == 0
 
 
+OUT_OF_RANGE = "is out of range (years 1900 to 2200)"
+BEYOND_14 = "has a UTC offset beyond ±14:00"
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        # Python's datetime arithmetic overflows this far out (it was a 500), or the worker failed.
+        ("9999-12-31 23:59:59", OUT_OF_RANGE),
+        ("0001-01-01T00:00:00+14:00", OUT_OF_RANGE),
+        ("0001-01-01 00:00:00", OUT_OF_RANGE),
+        ("9999-12-31T23:59:59-14:00", OUT_OF_RANGE),
+        ("1899-12-31 23:59:59", OUT_OF_RANGE),
+        ("2201-01-01T00:00:00Z", OUT_OF_RANGE),
+        # Only ASCII digits: int() and fromisoformat would take these.
+        ("２０２６-12-01 08:00:00", DATETIME_PROBLEM),
+        ("2026-12-01 ０8:00:00", DATETIME_PROBLEM),
+        ("2026-12-01T08:00:00+０1:00", DATETIME_PROBLEM),
+        ("٢٠٢٦-12-01 08:00:00", DATETIME_PROBLEM),
+        ("2026-12-01 08:00:00\n", DATETIME_PROBLEM),
+        # Real UTC offsets go from -12:00 to +14:00.
+        ("2026-12-01T08:00:00+14:01", BEYOND_14),
+        ("2026-12-01T08:00:00-15:00", BEYOND_14),
+        ("2026-12-01T08:00:00+2359", BEYOND_14),
+    ],
+)
+def test_datetime_out_of_range_or_not_ascii_is_a_clear_400(
+    server: Server, http: Client, tenant: Tenant, value: str, problem: str
+) -> None:
+    r = bulk(http, tenant, body(params(0), params(1, appointmentDateTime=value)))
+    shown = json.dumps(value, ensure_ascii=False)
+    assert errors_of(r)[0].startswith(f"instances[1].parameters.appointmentDateTime: {shown} {problem}")
+    assert len(errors_of(r)) == 1, r.text
+    assert counts(server, tenant) == dict.fromkeys(TABLES, 0)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["1900-01-01 00:00:00", "2200-12-31 23:59:59", "1900-01-01T00:00:00+14:00", "2200-12-31T23:59:59-14:00"],
+)
+def test_datetime_range_limits_are_accepted(server: Server, http: Client, tenant: Tenant, value: str) -> None:
+    later = START + timedelta(days=36_500)  # keep these out of other tests' worker runs
+    server.clock.set(later)
+    r = bulk(http, tenant, body(params(1, appointmentDateTime=value)))
+    assert r.status_code == 204, r.text
+    found = find_one(http, tenant, "appointmentId", "APPT-000001")
+    assert found["parameters"]["appointmentDateTime"] == value
+
+
 @pytest.mark.parametrize(
     ("value", "until"),
     [
@@ -726,6 +775,50 @@ def test_too_long_parameter_value_is_a_clear_error(
     assert counts(server, tenant) == dict.fromkeys(TABLES, 0)
 
 
+NUL_PROBLEM = "must not contain NUL characters (\\u0000)"
+
+
+@pytest.mark.parametrize("name", ["patientName", "appointmentId", "appointmentDateTime", "phoneNumber"])
+def test_nul_in_a_value_or_identifier_is_a_clear_400(
+    server: Server, http: Client, tenant: Tenant, name: str
+) -> None:
+    # PostgreSQL cannot store NUL in text (it was a 500 there, and SQLite stored it).
+    r = bulk(http, tenant, body(params(0), params(1, **{name: "x\u0000y"})))
+    assert errors_of(r) == [f"instances[1].parameters.{name}: {NUL_PROBLEM}"]
+    assert counts(server, tenant) == dict.fromkeys(TABLES, 0)
+
+
+def test_nul_in_a_subflow_value_or_identifier_is_a_clear_400(
+    server: Server, http: Client, tenant: Tenant
+) -> None:
+    _start(server, http, tenant, params(1))
+    before = counts(server, tenant)
+    entries = ({"appointmentId": "APPT-000001", "patientName": "a\u0000"}, {"appointmentId": "APPT\u0000"})
+    r = bulk(http, tenant, body(*entries, flow_id="rescheduled"))
+    assert errors_of(r) == [
+        f"instances[0].parameters.patientName: {NUL_PROBLEM}",
+        f"instances[1].parameters.appointmentId: {NUL_PROBLEM}",
+    ]
+    assert counts(server, tenant) == before
+
+
+def test_nul_in_the_path_or_query_is_a_clear_400(server: Server, http: Client, tenant: Tenant) -> None:
+    bad_bot = f"/chatbotapi/external/orgs/{tenant.org_id}/journeys/x%00y/instances"
+    r = http.post(bad_bot + "/bulk", json=body(params(0)), headers=tenant.headers)
+    assert errors_of(r) == [f"chatBotId: {NUL_PROBLEM}"]
+    r = http.post(bad_bot + "/search", json={}, headers=tenant.headers)
+    assert errors_of(r) == [f"chatBotId: {NUL_PROBLEM}"]
+    r = http.get(tenant.url("/a%00b"), headers=tenant.headers)
+    assert errors_of(r) == [f"journeyInstanceId: {NUL_PROBLEM}"]
+    r = http.delete(tenant.url("/a%00b/execution"), headers=tenant.headers)
+    assert errors_of(r) == [f"journeyInstanceId: {NUL_PROBLEM}"]
+    r = http.get(f"/api/orgs/{tenant.org_id}/replies", params={"unmatched": "\u0000"}, headers=tenant.headers)
+    assert errors_of(r) == [f"query parameter 'unmatched': {NUL_PROBLEM}"]
+    r = http.get(f"/chatbotapi/external/orgs/{tenant.org_id}%00/journeys", headers=tenant.headers)
+    assert errors_of(r) == [f"orgId: {NUL_PROBLEM}"]
+    assert counts(server, tenant) == dict.fromkeys(TABLES, 0)
+
+
 def test_ten_thousand_instances_in_one_request(server: Server, http: Client, tenant: Tenant) -> None:
     n = server.settings.max_bulk_instances
     payload = body(*(params(i) for i in range(n)))
@@ -932,6 +1025,20 @@ def test_subflow_entry_validation(server: Server, http: Client, tenant: Tenant) 
     )
     assert errors[2] == unknown_msg(2, "favoriteColor")
     assert errors[3] == duplicate_msg(4, "APPT-000002", 3)
+    assert counts(server, tenant) == before
+
+
+def test_subflow_with_an_out_of_range_datetime_is_a_clear_400(
+    server: Server, http: Client, tenant: Tenant
+) -> None:
+    _start(server, http, tenant, params(1))
+    before = counts(server, tenant)
+    for value in ("9999-12-31 23:59:59", "0001-01-01T00:00:00+14:00", "２０２６-12-01 08:00:00"):
+        entry = {"appointmentId": "APPT-000001", "appointmentDateTime": value}
+        r = bulk(http, tenant, body(entry, flow_id="rescheduled"))
+        [error] = errors_of(r)
+        shown = json.dumps(value, ensure_ascii=False)
+        assert error.startswith(f"instances[0].parameters.appointmentDateTime: {shown} "), error
     assert counts(server, tenant) == before
 
 

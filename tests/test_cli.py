@@ -359,6 +359,30 @@ def test_token_create_non_positive_expiry_fails(cli: Cli) -> None:
     assert cli.count("api_tokens") == 0
 
 
+@pytest.mark.parametrize("days", ["99999999999", "36501"])
+def test_token_create_expiry_beyond_a_century_fails_cleanly(cli: Cli, days: str) -> None:
+    org = cli.org()
+    args = ("--name", "t", "--scopes", SCOPES, "--expires-in-days", days, "--json")
+    proc = cli.run("token", "create", "--org", org, *args)
+    assert proc.returncode != 0 and proc.stdout == ""
+    assert "Traceback" not in proc.stderr and "--expires-in-days" in proc.stderr
+    assert cli.count("api_tokens") == 0
+
+
+def test_journey_publish_with_nul_in_the_definition_fails_with_its_line(cli: Cli) -> None:
+    org = cli.org()
+    text = EXAMPLE.read_text(encoding="utf-8").replace(
+        "name: Appointment Reminder\n", 'name: "Appointment\\0Reminder"\n', 1
+    )
+    path = cli.cwd / "nul.yaml"
+    path.write_text(text, encoding="utf-8")
+    proc = cli.run("journey", "publish", str(path), "--org", org)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    line = text.splitlines().index('name: "Appointment\\0Reminder"') + 1
+    assert proc.stderr.strip() == f"{path}:{line}: name: must not contain NUL characters (\\u0000)"
+    assert cli.count("journeys") == 0
+
+
 def test_token_list_never_shows_the_secret(cli: Cli) -> None:
     org = cli.org()
     tok = cli.token(org)
@@ -492,6 +516,23 @@ def validate(cli: Cli, path: Path) -> tuple[subprocess.CompletedProcess[str], li
     matches = [PROBLEM_LINE.match(line) for line in lines]
     assert lines and all(matches), proc.stdout
     return proc, [m for m in matches if m]
+
+
+def test_validate_reports_a_template_that_would_build_hundreds_of_megabytes(cli: Cli, tmp_path: Path) -> None:
+    """`{{ 'x' * 300000000 }}` passed validation (and `simulate` rendered it): the sandbox
+    refuses to build it, so validation reports it at once."""
+    old = 'body: "Reminder: {{ patientName }}, your appointment is tomorrow, {{ appointmentDateTime }}."'
+    text = replace_once(example_text(), old, "body: \"{{ 'x' * 300000000 }}\"")
+    path = write(tmp_path, "huge.yaml", text)
+    proc, [problem] = validate(cli, path)
+    assert proc.returncode == 1
+    assert int(problem["line"]) == line_of(text, "300000000")
+    assert problem["message"] == (
+        "template builds a value larger than 1,000,000 characters (the limit) at template line 1"
+    )
+    text = replace_once(example_text(), old, "body: \"{{ patientName * 2000 }}\"")
+    proc, [problem] = validate(cli, write(tmp_path, "long.yaml", text))
+    assert problem["message"] == "the SMS body renders more than 1,600 characters (the limit)"
 
 
 def test_validate_unknown_step_type(cli: Cli, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from conftest import Server, Tenant, make_postgres_database, require_postgres
+from conftest import Server, Tenant, make_postgres_database, post_unfinished, require_postgres
 from fake_twilio import FakeTwilio
 from twilio.request_validator import RequestValidator
 
@@ -391,8 +391,84 @@ def test_an_unknown_org_or_one_without_twilio_is_refused(srv: ConsentServer) -> 
 
 def test_an_oversized_request_is_refused(srv: ConsentServer) -> None:
     t = srv.tenant(REPLY, TWILIO)
-    r = post_inbound(srv, t.org_id, PHONE, "x" * (inbound_routes.MAX_INBOUND_BYTES + 1))
+    r = post_inbound(srv, t.org_id, PHONE, "x" * (srv.settings.max_twilio_body_bytes + 1))
     assert r.status_code == 413 and isinstance(r.json(), list)
+    assert inbound(srv, t.org_id) == []
+
+
+@pytest.mark.parametrize(
+    ("from_", "body", "error"),
+    [
+        (PHONE, "C\u0000", "body: must not contain NUL characters (\\u0000)"),
+        ("+1312555\u00000100", "C", "from: must not contain NUL characters (\\u0000)"),
+    ],
+)
+def test_a_reply_with_nul_through_the_api_is_a_clear_400(
+    srv: ConsentServer, from_: str, body: str, error: str
+) -> None:
+    # PostgreSQL cannot store NUL in text: it was a 500 there.
+    t = srv.tenant(REPLY, TWILIO)
+    [iid] = start(srv, t, {"key": "k1", "phone": PHONE})
+    srv.run_worker()
+    r = srv.http.post(f"/api/orgs/{t.org_id}/replies", json={"from": from_, "body": body}, headers=t.headers)
+    assert r.status_code == 400 and r.json() == [error]
+    assert inbound(srv, t.org_id) == []
+    assert kinds(srv, t, iid)[-1] == (20, "waiting_for_reply")
+
+
+def test_nul_in_a_twilio_inbound_message_is_dropped_and_the_message_taken(srv: ConsentServer) -> None:
+    """Twilio is answered 200 (a 400 or 500 would make it retry and log errors); the NUL
+    characters, which PostgreSQL cannot store, are dropped after the signature is checked."""
+    t = srv.tenant(REPLY, TWILIO)
+    [iid] = start(srv, t, {"key": "k1", "phone": PHONE})
+    srv.run_worker()
+    sid = "SM" + uuid.uuid4().hex
+    r = post_inbound(srv, t.org_id, PHONE + "\u0000", "C\u0000", sid=sid + "\u0000")
+    assert r.status_code == 200 and r.text == EMPTY, r.text
+    [row] = inbound(srv, t.org_id)
+    assert (row.from_address, row.body, row.instance_id) == (PHONE, "C", iid)
+    srv.run_worker()
+    assert kinds(srv, t, iid)[-1] == (30, "end")
+    assert srv.rows(
+        "SELECT provider_message_id FROM inbound_messages WHERE org_id = :o", t.org_id
+    )[0].provider_message_id == sid
+
+
+def test_nul_in_the_inbound_path_is_a_clear_400(srv: ConsentServer) -> None:
+    r = srv.http.post(f"{srv.base_url}/channels/twilio/org%00x/inbound", data=form(PHONE, "C"))
+    assert r.status_code == 400 and r.json() == ["orgId: must not contain NUL characters (\\u0000)"]
+
+
+def big_stream(total: int = 64 * 1024 * 1024, piece: int = 1024 * 1024) -> Iterator[bytes]:
+    """A form body of `total` bytes, produced as it is sent (never held whole)."""
+    yield b"Body="
+    chunk = b"x" * piece
+    for _ in range(total // piece):
+        yield chunk
+
+
+def test_a_large_streamed_inbound_post_is_413_and_records_nothing(srv: ConsentServer) -> None:
+    t = srv.tenant(REPLY, TWILIO)
+    limit = srv.settings.max_twilio_body_bytes
+    assert limit == 64 * 1024
+    r = srv.http.post(inbound_url(srv, t.org_id), content=big_stream(), headers={"X-Twilio-Signature": "x"})
+    assert "content-length" not in {k.lower() for k in r.request.headers}
+    assert r.status_code == 413, r.text
+    assert r.json() == [f"request body is larger than the {limit} byte limit"]
+    assert inbound(srv, t.org_id) == []
+
+
+@pytest.mark.parametrize("declared", [250 * 1024 * 1024, None], ids=["content-length", "chunked"])
+def test_an_oversized_inbound_post_is_answered_413_before_its_body_is_read(
+    srv: ConsentServer, declared: int | None
+) -> None:
+    """The answer comes while the body is still unfinished: the server does not wait for (and
+    buffer) all of it — an unsigned 250 MB post once took it from 100 MB to 500 MB."""
+    t = srv.tenant(REPLY, TWILIO)
+    path = f"/channels/twilio/{t.org_id}/inbound"
+    start = b"Body=" + b"x" * (128 * 1024)
+    status, body = post_unfinished(srv.base_url, path, start, declared_length=declared)
+    assert status == 413, body
     assert inbound(srv, t.org_id) == []
 
 

@@ -121,6 +121,23 @@ def test_json_file_loads_with_lines(tmp_path: Path) -> None:
     assert path.read_text().splitlines()[problem.line - 1].strip().startswith('"colour"')
 
 
+def test_nul_anywhere_in_a_definition_is_a_problem_with_its_line() -> None:
+    """PostgreSQL cannot store NUL (a YAML "\\0" or a JSON "\\u0000"): every one is reported."""
+    text = edit('body: "Hi {{ patientName }}"', 'body: "Hi\\0 {{ patientName }}"')
+    text = edit("  - name: patientName", '  - name: patientName\n    description: "a\\x00b"', text)
+    text = edit("name: Test", 'name: Test\ndescription: ok\n"bad\\0key": 1', text)
+    assert [(p.path, p.line, p.message) for p in problems_of(text)] == [
+        ("bad\x00key", 3, "a key must not contain NUL characters (\\u0000)"),
+        ("parameters[0].description", 6, "must not contain NUL characters (\\u0000)"),
+        ("flows[0].steps[0].body", 22, "must not contain NUL characters (\\u0000)"),
+    ]
+    data = load_definition_text(BASE).model_dump(mode="json", exclude_none=True)
+    data["flows"][1]["name"] = "Sub\u0000"
+    problem = only_problem(json.dumps(data, indent=2), "journey.json")
+    assert (problem.path, problem.message) == ("flows[1].name", "must not contain NUL characters (\\u0000)")
+    assert problem.line is not None
+
+
 def test_json_syntax_error() -> None:
     problem = only_problem('{\n  "name": "x",\n  "flows": [\n}\n', "bad.json")
     assert problem.line == 4
@@ -490,6 +507,106 @@ def test_every_step_type_validates_cleanly() -> None:
     stored = json.loads(defn.model_dump_json(by_alias=True))
     assert stored["flows"][0]["steps"][4]["else"] == 90
     assert definition_from_stored(stored) == defn
+
+
+SMS_TEXT = "Hi {{ patientName }}, reply C to confirm {{ when | date }}."
+SMS, SMS_AT = "Hi {{ patientName }}, reply", "flows[0].steps[0].body"
+SUBJECT, HTML, HTML_AT = "email subject", "email html", "flows[0].steps[2].html"
+BUILDS = "template builds a value larger than 1,000,000 characters (the limit) at template line 1"
+WORK = "template does more than 10,000,000 characters or loop steps of work (the limit) at template line 1"
+
+
+def too_long(label: str, limit: int) -> str:
+    return f"the {label} renders more than {limit:,} characters (the limit)"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path", "message"),
+    [
+        # Each of these allocated (or tried to) hundreds of megabytes, or ran for ever.
+        (SMS, "{{ 'x' * 300000000 }}", SMS_AT, BUILDS),
+        (SMS, "{{ patientName * 300000000 }}", SMS_AT, BUILDS),
+        (SMS, "{{ 'x'.ljust(10**9) }}", SMS_AT, BUILDS),
+        (SMS, "{{ 'x'|center(10**9) }}", SMS_AT, BUILDS),
+        (SMS, "{{ '%999999999d' % 1 }}", SMS_AT, BUILDS),
+        (SMS, "{{ '{:>999999999}'.format(1) }}", SMS_AT, BUILDS),
+        (SMS, "{{ 10 ** (10 ** 8) }}", SMS_AT, BUILDS),
+        (SMS, "{{ (5).to_bytes(10**9, 'big') }}", SMS_AT, BUILDS),
+        (SMS, "{{ ('x' * 999999).replace('', 'yy') }}", SMS_AT, BUILDS),
+        (SMS, "{{ range(9)|slice(10**9)|list }}", SMS_AT, BUILDS),
+        (SMS, "{{ ','.join(['x' * 9999] * 999) }}", SMS_AT, BUILDS),
+        (
+            "Hi {{ patientName }}, reply",
+            "{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+            SMS_AT,
+            BUILDS,
+        ),
+        (
+            "Hi {{ patientName }}, reply",
+            "{% macro m(s, n) %}{{ m(s ~ s, n - 1) if n else s }}{% endmacro %}{{ m(patientName, 64) }}",
+            SMS_AT,
+            BUILDS,
+        ),
+        (
+            "Hi {{ patientName }}, reply",
+            "{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}",
+            SMS_AT,
+            WORK,
+        ),
+        # Output past the field's limit, constant or with any value.
+        (SMS, "{{ 'x' * 1601 }}", SMS_AT, too_long("SMS body", 1600)),
+        (SMS, "{{ patientName * 1601 }}", SMS_AT, too_long("SMS body", 1600)),
+        (
+            "Hi {{ patientName }}, reply",
+            "{% for i in range(1000) %}{{ patientName }}, {% endfor %}",
+            SMS_AT,
+            too_long("SMS body", 1600),
+        ),
+        ("Your appointment on", "{{ '-' * 1001 }}", "flows[0].steps[2].subject", too_long(SUBJECT, 1000)),
+        (
+            "Hi {{ patientName }}, please confirm.",
+            "{{ 'x' * 100001 }}",
+            "flows[0].steps[2].body",
+            too_long("email body", 100_000),
+        ),
+        ("<p>Hi {{ patientName }}</p>", "{{ '<' * 50001 }}", HTML_AT, too_long(HTML, 200000)),
+        ("/status\"", "/{{ 'x' * 8192 }}\"", "flows[0].steps[3].url", too_long("http_request url", 8192)),
+        (
+            "Bearer {{ appointmentId }}",
+            "{{ 'x' * 8193 }}",
+            "flows[0].steps[3].headers.Authorization",
+            too_long("http_request header value", 8192),
+        ),
+        (
+            "reply: \"{{ replyText }}\"",
+            "reply: \"{{ 'x' * 100001 }}\"",
+            "flows[0].steps[3].body.reply",
+            too_long("http_request body", 100_000),
+        ),
+        ("pending-{{ patientName }}", "{{ 'x' * 300000000 }}", "flows[0].steps[5].values.status", BUILDS),
+    ],
+)
+def test_templates_that_go_past_a_limit_are_validation_problems(
+    old: str, new: str, path: str, message: str
+) -> None:
+    problem = full_problem(old, new)
+    assert (problem.path, problem.message) == (path, message)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (SMS_TEXT, "{{ 'x' * 1600 }}"),  # exactly the SMS limit
+        (SMS, "{% for i in range(100) %}{{ loop.index }}{% endfor %}"),
+        (SMS, "{{ '-' * 20 ~ patientName|upper ~ ('%05d' % 42) ~ '{:>6}'.format('x') }}"),
+        ("Your appointment on {{ when | date('%b %-d') }}", "{{ '-' * 1000 }}"),
+        ("pending-{{ patientName }}", "{{ 'x' * 5000 }}"),  # set_parameters values are cut at 1,000
+        # Over the limit only for some values: left to run time (the step fails then).
+        (SMS, "{% if patientName == 'Long' %}{{ 'x' * 2000 }}{% endif %}"),
+    ],
+)
+def test_templates_within_their_limits_validate(old: str, new: str) -> None:
+    load_definition_text(edit(old, new, FULL))
 
 
 def test_send_email_to_must_be_an_email_parameter() -> None:
@@ -867,16 +984,29 @@ def test_render_undefined_names_the_variable() -> None:
         ("1d 12h", timedelta(days=1, hours=12)),
         ("90 mins", timedelta(minutes=90)),
         ("45s", timedelta(seconds=45)),
+        ("3660d", timedelta(days=3660)),
     ],
 )
 def test_parse_duration(text: str, expected: timedelta) -> None:
     assert parse_duration(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "soon", "5", "2 weeks", "1d and 2h"])
+@pytest.mark.parametrize(
+    "text",
+    ["", "soon", "5", "2 weeks", "1d and 2h", "２d", "1٥m", "3661d", "3660d 1s", "99999999999999d"]
+    + ["9" * 5000 + "s"],
+)
 def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+def test_a_duration_beyond_ten_years_is_a_problem_not_an_overflow() -> None:
+    problem = only_problem(edit("duration: 1h", "duration: 99999999999d"))
+    assert (problem.path, problem.line) == ("flows[1].steps[0].duration", 31)
+    assert "is longer than 3660 days" in problem.message
+    problem = only_problem(edit("before: 1d", "before: 999999999d"))
+    assert problem.path == "flows[0].steps[1].before" and "is longer than 3660 days" in problem.message
 
 
 def test_split_duration() -> None:

@@ -1167,6 +1167,77 @@ def test_cli_rejects_a_bad_start() -> None:
     assert_fails(result, "--start")
 
 
+@pytest.mark.parametrize(
+    ("start", "problem"),
+    [
+        ("9999-12-31 23:59", "is out of range (years 1900 to 2200)"),
+        ("0001-01-01T00:00:00+14:00", "is out of range (years 1900 to 2200)"),
+        ("２０２６-11-02 10:00", "is not a valid datetime"),
+        ("2026-11-02T10:00:00+15:00", "has a UTC offset beyond ±14:00"),
+    ],
+)
+def test_cli_rejects_a_start_out_of_range_or_not_ascii(start: str, problem: str) -> None:
+    result = cli(str(APPOINTMENT_FULL), "--params", json.dumps(APPOINTMENT), "--tz", TZ, "--start", start)
+    assert_fails(result, "--start", problem)
+
+
+@pytest.mark.parametrize("delay", ["99999999999999d", "3661d", "２h"])
+def test_cli_rejects_a_reply_delay_out_of_range(delay: str) -> None:
+    assert_fails(cli(*simulate_args(json.dumps(APPOINTMENT), "--reply", f"60=C@{delay}")), "--reply")
+
+
+@pytest.mark.parametrize("option", [["--reply", "²=C"], ["--http", "²=200"], ["--http", "110=²00"]])
+def test_cli_rejects_non_ascii_step_ids_and_statuses(option: list[str]) -> None:
+    assert_fails(cli(*simulate_args(json.dumps(APPOINTMENT), *option)), option[0])
+
+
+def test_cli_rejects_a_horizon_beyond_a_century() -> None:
+    result = cli(*simulate_args(json.dumps(APPOINTMENT), "--horizon-days", "999999999"))
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "--horizon-days" in result.stderr
+
+
+AT_1 = "(the limit) at template line 1"
+SIZED_SMS = """
+name: Sized
+parameters:
+  - {name: phone, type: phone}
+  - {name: count, type: number}
+flows:
+  - id: main
+    name: Main
+    steps:
+      - id: 10
+        type: send_sms
+        to: phone
+        send_window: false
+        body: "{{ 'x' * (count | int) }}"
+      - {id: 20, type: end}
+"""
+
+
+@pytest.mark.parametrize(
+    ("count", "error"),
+    [
+        ("1601", "step 10: the SMS body renders more than 1,600 characters (the limit)"),
+        ("300000000", f"step 10: template builds a value larger than 1,000,000 characters {AT_1}"),
+    ],
+)
+def test_cli_a_text_past_its_limit_is_a_failed_step_not_gigabytes(
+    tmp_path: Path, count: str, error: str
+) -> None:
+    """The template is fine for some values (validation passes); for these the step fails at
+    the limit — `simulate` once rendered 1.2 GB here."""
+    path = tmp_path / "sized.yaml"
+    path.write_text(SIZED_SMS, encoding="utf-8")
+    events = cli_json(path, {"phone": PHONE, "count": count}, "2026-11-02 10:00")
+    assert [(e["stepId"], e["type"]) for e in events][-1] == (10, "failed")
+    assert events[-1]["detail"] == {"error": error}
+    assert "xxxx" not in json.dumps(events)
+    ok = cli_json(path, {"phone": PHONE, "count": "1600"}, "2026-11-02 10:00")
+    assert [len(e["body"]) for e in ok if e["type"] == "sms_queued"] == [1600]
+
+
 def test_cli_rejects_an_invalid_definition_with_file_and_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(

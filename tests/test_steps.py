@@ -315,6 +315,99 @@ def test_a_template_that_fails_when_rendered_fails_the_step_with_a_clear_error(
     assert OTHER_PHONE not in json.dumps(inst["events"])
 
 
+BIG = "{{ 'x' * (size | int) }}"
+NOWHERE = "http://127.0.0.1:9/"  # never called: the step fails before
+SIZED = """
+name: Sized
+parameters:
+  - {name: key, identifier: true}
+  - {name: phone, type: phone}
+  - {name: email, type: email}
+  - {name: size, type: number}
+  - {name: note, required: false}
+frequency_cap: null
+flows:
+  - id: main
+    name: Main
+    steps:
+      - STEP
+      - {id: 9, type: end}
+"""
+SIZED_STEPS = {
+    "SMS body": f'{{id: 1, type: send_sms, to: phone, body: "{BIG}"}}',
+    "email subject": f'{{id: 1, type: send_email, to: email, subject: "{BIG}", body: "b"}}',
+    "email body": f'{{id: 1, type: send_email, to: email, subject: "s", body: "{BIG}"}}',
+    "email html": f'{{id: 1, type: send_email, to: email, subject: "s", body: "b", html: "{BIG}"}}',
+    "http_request url": f'{{id: 1, type: http_request, url: "http://127.0.0.1:9/{BIG}"}}',
+    "http_request header value": f'{{id: 1, type: http_request, url: "{NOWHERE}", headers: {{X: "{BIG}"}}}}',
+    "http_request body": (
+        f'{{id: 1, type: http_request, method: POST, url: "{NOWHERE}", body: {{a: "{BIG}", b: ["{BIG}"]}}}}'
+    ),
+}
+LIMITS = {
+    "SMS body": 1_600,
+    "email subject": 1_000,
+    "email body": 100_000,
+    "email html": 200_000,
+    "http_request url": 8_192,
+    "http_request header value": 8_192,
+    "http_request body": 100_000,
+}
+
+
+AT_LINE_1 = "at template line 1"
+
+
+@pytest.mark.parametrize("field", sorted(SIZED_STEPS))
+def test_a_rendered_text_past_its_limit_fails_the_step_naming_the_limit_not_the_text(
+    server: Server, http: Client, field: str
+) -> None:
+    """Validation cannot know the values: at run time the step fails, and rendering stops at
+    the limit (it never assembles the whole text, nor builds anything past the sandbox's)."""
+    t = server.tenant(SIZED.replace("STEP", SIZED_STEPS[field]))
+    limit = LIMITS[field]
+    # The http body's limit is for all its strings together: two of 60% each go past it.
+    size = limit * 6 // 10 if field == "http_request body" else limit + 1
+    base = {"phone": PHONE, "email": "ann@example.com"}
+    ok, over, huge = start(
+        http,
+        t,
+        {**base, "key": "ok", "size": "5"},
+        {**base, "key": "over", "size": str(size)},
+        {**base, "key": "huge", "size": "300000000"},
+    )
+    server.run_worker()
+    assert "(the limit)" not in json.dumps(events(http, t, ok))  # (an http call to nowhere fails)
+    for iid, error in [
+        (over, f"step 1: the {field} renders more than {limit:,} characters (the limit)"),
+        (huge, f"step 1: template builds a value larger than 1,000,000 characters (the limit) {AT_LINE_1}"),
+    ]:
+        inst = get(http, t, iid)
+        assert inst["status"] == "Failed", inst["events"]
+        failed = inst["events"][-1]
+        assert (failed["type"], failed["stepId"], failed["detail"]["error"]) == ("failed", 1, error)
+        assert "xxxx" not in json.dumps(inst["events"])
+    assert len(outbox(server, t.org_id)) == (1 if field.startswith(("SMS", "email")) else 0)
+
+
+def test_a_set_parameters_value_stops_at_the_value_limit_and_nul_is_left_out(
+    server: Server, http: Client
+) -> None:
+    t = server.tenant(
+        SIZED.replace(
+            "STEP",
+            '{id: 1, type: set_parameters, values: {note: "' + BIG + '"}}\n'
+            '      - {id: 2, type: send_sms, to: phone, body: "A{{ \'\\\\0\' }}B {{ note|length }}"}',
+        )
+    )
+    [iid] = start(http, t, {"key": "k", "phone": PHONE, "email": "a@example.com", "size": "5000"})
+    server.run_worker()
+    inst = get(http, t, iid)
+    assert inst["status"] == "Completed", inst["events"]
+    assert inst["parameters"]["note"] == "x" * 1000  # values are cut where the API's limit is
+    assert bodies(server, t.org_id) == ["AB 1000"]  # a template's "\0" is not stored (PostgreSQL cannot)
+
+
 # ---------------------------------------------------------------- wait, wait_until
 WAIT = """
 name: Wait
@@ -1299,6 +1392,21 @@ def test_http_request_sends_the_rendered_request_and_saves_the_response(
     assert search_equals(http, t, "ehrStatus", "active") == [iid]
     assert bodies(server, t.org_id) == ["EHR says active at 10:30"]
     assert len(remote.requests) == 1
+
+
+def test_http_request_response_values_with_nul_are_saved_without_it(
+    server: Server, http: Client, remote: Remote
+) -> None:
+    """PostgreSQL cannot store NUL: a remote answer holding one must not wedge the instance."""
+    remote.answer(200, {"data": {"status": "act\u0000ive", "slots": [{}, {"time": "10:\u000030"}]}})
+    t = server.tenant(http_journey(remote))
+    [iid] = start(http, t, {"key": "k1", "patientName": "Ann", "phone": PHONE})
+    server.run_worker()
+    inst = get(http, t, iid)
+    assert inst["status"] == "Completed", kinds(http, t, iid)
+    assert (inst["parameters"]["ehrStatus"], inst["parameters"]["slot"]) == ("active", "10:30")
+    assert search_equals(http, t, "ehrStatus", "active") == [iid]
+    assert bodies(server, t.org_id) == ["EHR says active at 10:30"]
 
 
 def test_http_request_non_2xx_takes_on_failure_and_is_not_retried(

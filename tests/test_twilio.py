@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from conftest import Server, make_postgres_database, require_postgres
+from conftest import Server, make_postgres_database, post_unfinished, require_postgres
 from fake_twilio import FakeTwilio
 from twilio.request_validator import RequestValidator
 
@@ -414,6 +414,58 @@ def test_a_status_for_a_sid_no_message_has_is_held_then_pruned(tw_db: TwilioServ
     later = {"MessageSid": "SM" + "c" * 32, "MessageStatus": "undelivered", "ErrorCode": "30003"}
     assert callback(tw, t.org_id, later, sign(url, later)).status_code == 204
     assert [tuple(r) for r in early_statuses(tw, t.org_id)] == [(later["MessageSid"], "undelivered")]
+
+
+def test_nul_in_a_signed_callback_is_dropped_never_a_500(tw_db: TwilioServer, fake: FakeTwilio) -> None:
+    """PostgreSQL cannot store or compare NUL: it is dropped once the signature verified."""
+    tw = tw_db
+    t, iid, sid = delivered(tw, fake)
+    url = f"{tw.base_url}/channels/twilio/{t.org_id}/status"
+    params = {"MessageSid": sid + "\u0000", "MessageStatus": "undelivered\u0000", "ErrorCode": "300\u000003"}
+    r = callback(tw, t.org_id, params, sign(url, params))
+    assert r.status_code == 204, r.text
+    row = outbox_row(tw, t.org_id)
+    assert (row.status, row.error_code) == ("undelivered", "30003")
+    unknown = {"MessageSid": "\u0000SM" + "d" * 32, "MessageStatus": "delivered"}
+    assert callback(tw, t.org_id, unknown, sign(url, unknown)).status_code == 204
+    assert [tuple(r) for r in early_statuses(tw, t.org_id)] == [("SM" + "d" * 32, "delivered")]
+    headers = {"X-Twilio-Signature": "x"}
+    r = tw.http.post(f"/channels/twilio/{t.org_id}%00/status", data=params, headers=headers)
+    assert r.status_code == 400 and r.json() == ["orgId: must not contain NUL characters (\\u0000)"]
+
+
+def big_stream(total: int = 64 * 1024 * 1024, piece: int = 1024 * 1024) -> Iterator[bytes]:
+    """A form body of `total` bytes, produced as it is sent (never held whole)."""
+    yield b"MessageSid=SM1&MessageStatus=delivered&ErrorCode="
+    chunk = b"x" * piece
+    for _ in range(total // piece):
+        yield chunk
+
+
+def test_a_large_streamed_callback_is_413_before_the_signature_is_checked(tw_db: TwilioServer) -> None:
+    tw = tw_db
+    t = configured_tenant(tw)
+    limit = tw.settings.max_twilio_body_bytes
+    assert limit == 64 * 1024
+    headers = {"X-Twilio-Signature": "x"}
+    r = tw.http.post(f"/channels/twilio/{t.org_id}/status", content=big_stream(), headers=headers)
+    assert "content-length" not in {k.lower() for k in r.request.headers}
+    assert r.status_code == 413, r.text
+    assert r.json() == [f"request body is larger than the {limit} byte limit"]
+    assert early_statuses(tw, t.org_id) == []
+
+
+@pytest.mark.parametrize("declared", [250 * 1024 * 1024, None], ids=["content-length", "chunked"])
+def test_an_oversized_callback_is_answered_413_before_its_body_is_read(
+    tw: TwilioServer, declared: int | None
+) -> None:
+    """The answer comes while the body is still unfinished: the server does not wait for (and
+    buffer) all of it — an unsigned 250 MB post once took it from 100 MB to 500 MB."""
+    t = configured_tenant(tw)
+    path = f"/channels/twilio/{t.org_id}/status"
+    body = b"MessageSid=SM1&MessageStatus=delivered&ErrorCode=" + b"x" * (128 * 1024)
+    status, answer = post_unfinished(tw.base_url, path, body, declared_length=declared)
+    assert status == 413, answer
 
 
 def test_a_callback_with_an_overlong_sid_is_refused(tw: TwilioServer, fake: FakeTwilio) -> None:

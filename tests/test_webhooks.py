@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -22,7 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import sqlalchemy as sa
-from conftest import LOOPBACK_ALLOWED, Server
+from conftest import LOOPBACK_ALLOWED, Server, make_postgres_database, require_postgres
 from fake_twilio import FakeTwilio
 
 from journeys.channels.secrets import SecretBox
@@ -396,6 +397,52 @@ def test_create_rejects_bad_input(srv: Server, body: Any, needle: str) -> None:
     assert r.status_code == 400, r.text
     assert any(needle in e for e in r.json()), r.json()
     assert srv.count("webhook_subscriptions", t.org_id) == 0
+
+
+@pytest.fixture(scope="module")
+def srv_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server with a secret key on the database the suite runs on (`srv` is SQLite only)."""
+    drop = None
+    if os.environ.get("JOURNEYS_TEST_DATABASE", "sqlite") == "postgresql":
+        require_postgres()
+        url, drop = make_postgres_database()
+    else:
+        url = f"sqlite:///{tmp_path_factory.mktemp('webhooks-db') / 'journeys.db'}"
+    s = Server(url, secret_key=SECRET_KEY)
+    yield s
+    s.stop()
+    s.engine.dispose()
+    if drop is not None:
+        drop()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("https://x.example/h\u0000", "url must not contain NUL characters (\\u0000)"),
+        ("https://x.exa\u0000mple/h", "url must not contain NUL characters (\\u0000)"),
+        ("https://x.example/h\r\nX-Injected: 1", "url must not contain control characters"),
+        ("https://x.example/" + "h" * 2048, "url must be at most 2048 characters long"),
+    ],
+)
+def test_create_rejects_a_url_that_cannot_be_stored_or_called(srv_db: Server, url: str, message: str) -> None:
+    # NUL was a 500 on PostgreSQL and, on SQLite, a stored subscription that could never work.
+    t = srv_db.tenant(WAIT)
+    body = {"url": url, "secret": HOOK_SECRET, "eventTypes": ["*"]}
+    r = srv_db.http.post(hooks_url(t), json=body, headers=t.headers)
+    assert r.status_code == 400, r.text
+    assert [e for e in r.json() if e.startswith(message)], r.json()
+    assert srv_db.count("webhook_subscriptions", t.org_id) == 0
+
+
+def test_nul_in_a_webhook_id_or_query_is_a_clear_400(srv_db: Server) -> None:
+    t = srv_db.tenant(WAIT)
+    nul = "must not contain NUL characters (\\u0000)"
+    for method, path in [("DELETE", "/a%00"), ("POST", "/a%00/verify"), ("GET", "/a%00/deliveries")]:
+        r = srv_db.http.request(method, hooks_url(t, path), headers=t.headers)
+        assert r.status_code == 400 and r.json() == [f"webhookId: {nul}"], r.text
+    r = srv_db.http.get(hooks_url(t, "/a/deliveries"), params={"status": "x\u0000"}, headers=t.headers)
+    assert r.status_code == 400 and r.json() == [f"query parameter 'status': {nul}"], r.text
 
 
 def test_unknown_ids_and_bad_status(srv: Server) -> None:

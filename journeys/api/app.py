@@ -8,11 +8,12 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.responses import Response
 
 from journeys import __version__
 from journeys.api import docs, errors, extensions, inbound_routes, routes, twilio_routes, webhook_routes
+from journeys.api.inputs import no_nul_in_path_or_query
 from journeys.api.openapi import build as build_openapi
 from journeys.channels.dispatch import Dispatcher, check_secret_key
 from journeys.clock import Clock
@@ -66,6 +67,7 @@ def create_app(
         docs_url=None,  # served by journeys.api.docs, from the package rather than a CDN
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,
+        dependencies=[Depends(no_nul_in_path_or_query)],
     )
     app.state.settings = settings
     app.state.clock = clock
@@ -73,12 +75,17 @@ def create_app(
     app.state.worker = worker
     app.state.wake_worker = worker.wake.set
     errors.install(app)
-    app.include_router(routes.router)
-    app.include_router(extensions.router)
-    app.include_router(twilio_routes.router)
-    app.include_router(webhook_routes.router)
-    app.include_router(inbound_routes.router)
-    app.include_router(docs.router)
+    routers = (
+        routes.router,
+        extensions.router,
+        twilio_routes.router,
+        webhook_routes.router,
+        inbound_routes.router,
+        docs.router,
+    )
+    for router in routers:
+        app.include_router(router)
+    app.state.routers = routers  # for a 405's Allow header (errors.allowed_methods)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:

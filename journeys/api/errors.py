@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 log = logging.getLogger("journeys.api")
 
@@ -42,9 +43,13 @@ def install(app: FastAPI) -> None:
         return error_response(400, messages or ["invalid request"])
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         detail = exc.detail if isinstance(exc.detail, str) else "error"
-        return error_response(exc.status_code, [detail], getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            # Starlette names only the methods of the first route whose path matched.
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return error_response(exc.status_code, [detail], headers)
 
     @app.exception_handler(DBAPIError)
     async def _db_error(_: Request, exc: DBAPIError) -> Response:
@@ -55,6 +60,19 @@ def install(app: FastAPI) -> None:
             return error_response(503, ["the database is unavailable; retry later"], {"Retry-After": "5"})
         log.error("database error: %s", kind)
         return error_response(500, ["internal error"])
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves on the request's path (for a 405's Allow header)."""
+    app = request.app
+    routers = getattr(app.state, "routers", ())
+    candidates = [*app.router.routes, *(r for router in routers for r in router.routes)]
+    methods: set[str] = set()
+    for route in candidates:
+        route_methods = getattr(route, "methods", None)
+        if isinstance(route_methods, set) and route.matches(request.scope)[0] is not Match.NONE:
+            methods.update(route_methods)
+    return sorted(methods)
 
 
 # psycopg raises these (subclasses of OperationalError) when the server goes away or restarts.

@@ -15,8 +15,9 @@ from starlette.responses import Response
 from journeys.accounts import SCOPE_CREATE, SCOPE_READ, Principal
 from journeys.api.auth import require
 from journeys.api.errors import ApiError, is_unavailable
+from journeys.api.inputs import read_json
 from journeys.api.openapi import CancelResult, OptOut, OptOuts, Replies, ReplyResult, responses
-from journeys.api.routes import journey_or_404, read_json
+from journeys.api.routes import journey_or_404
 from journeys.api.schemas import CancelRequest, openapi_body
 from journeys.engine import consent
 from journeys.engine import instances as instance_service

@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from journeys.api.errors import ApiError
+from journeys.api.inputs import read_body
 from journeys.channels.secrets import SecretBox, SecretKeyMissing
 from journeys.engine import consent
 from journeys.engine.replies import ReplyError, already_received, receive_reply
@@ -36,7 +37,6 @@ log = logging.getLogger("journeys.api")
 router = APIRouter()
 
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
-MAX_INBOUND_BYTES = 64 * 1024  # a 1600-character body plus Twilio's other fields fits easily
 FORBIDDEN = "the request's Twilio signature does not verify"
 MAX_SID_CHARS = 64
 
@@ -78,9 +78,7 @@ def _twilio_config(engine: Any, settings: Any, org_id: str) -> dict[str, Any] | 
 async def twilio_inbound(orgId: str, request: Request) -> Response:  # noqa: N803
     state = request.app.state
     settings = state.settings
-    data = await request.body()
-    if len(data) > MAX_INBOUND_BYTES:
-        raise ApiError(413, [f"request body: at most {MAX_INBOUND_BYTES} bytes"])
+    data = await read_body(request, settings.max_twilio_body_bytes)  # 413 before reading further
     raw = data.decode("utf-8", errors="replace")
     params: dict[str, list[str]] = {}
     for name, value in parse_qsl(raw, keep_blank_values=True):
@@ -102,7 +100,8 @@ async def twilio_inbound(orgId: str, request: Request) -> Response:  # noqa: N80
 
     def first(name: str) -> str | None:
         values = params.get(name)
-        return values[0] if values else None
+        # NUL cannot be stored (PostgreSQL): dropped from what was signed, never a 500 to Twilio.
+        return values[0].replace("\x00", "") if values else None
 
     from_, body = first("From"), first("Body") or ""
     sid = (first("MessageSid") or first("SmsSid") or "").strip() or None

@@ -15,6 +15,7 @@ from journeys import catalog
 from journeys.accounts import SCOPE_CREATE, SCOPE_READ, Principal
 from journeys.api.auth import require
 from journeys.api.errors import ApiError
+from journeys.api.inputs import read_json
 from journeys.api.openapi import InstanceDetail, Instances, Journeys, responses
 from journeys.api.schemas import BulkRequest, SearchRequest, event_json, instance_json, openapi_body
 from journeys.catalog import JourneyVersion
@@ -30,27 +31,6 @@ router = APIRouter(
 
 def _json(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type="application/json")
-
-
-async def read_json(request: Request) -> Any:
-    limit: int = request.app.state.settings.max_body_bytes
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, [f"request body is larger than the {limit} byte limit"])
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, [f"request body is larger than the {limit} byte limit"])
-        chunks.append(chunk)
-    raw = b"".join(chunks)
-    if not raw.strip():
-        raise ApiError(400, ["request body is empty; expected a JSON object"])
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, [f"request body is not valid JSON: {exc.args[0] if exc.args else exc}"]) from None
 
 
 def journey_or_404(conn: Connection, org_id: str, chat_bot_id: str) -> JourneyVersion:

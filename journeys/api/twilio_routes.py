@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from journeys.api.errors import ApiError
+from journeys.api.inputs import read_body
 from journeys.channels.secrets import SecretBox, SecretKeyMissing
 from journeys.channels.status import (
     FINAL_STATUSES,
@@ -40,7 +41,6 @@ log = logging.getLogger("journeys.api.twilio")
 
 router = APIRouter()
 
-MAX_CALLBACK_BYTES = 64 * 1024
 MAX_SID_CHARS = 64
 _FORBIDDEN = ["the request is not signed by this org's Twilio account"]
 
@@ -80,9 +80,9 @@ def _auth_token(request: Request, org_id: str) -> str | None:
 async def twilio_status(orgId: str, request: Request) -> Response:  # noqa: N803
     state = request.app.state
     public = getattr(state.settings, "public_base_url", None)
-    raw = await request.body()
+    raw = await read_body(request, state.settings.max_twilio_body_bytes)  # 413 before reading further
     signature = request.headers.get("X-Twilio-Signature", "")
-    if not public or not signature or len(raw) > MAX_CALLBACK_BYTES:
+    if not public or not signature:
         if not public:
             log.warning("twilio callback refused: JOURNEYS_PUBLIC_BASE_URL is not set")
         raise ApiError(403, _FORBIDDEN)
@@ -96,7 +96,8 @@ async def twilio_status(orgId: str, request: Request) -> Response:  # noqa: N803
         expected = twilio_signature(token, url, params) if token else ""
         if not token or not hmac.compare_digest(expected.encode("ascii"), signature.encode("utf-8")):
             raise ApiError(403, _FORBIDDEN)
-        form = dict(params)
+        # NUL cannot be stored (PostgreSQL): dropped from what was signed, never a 500 to Twilio.
+        form = {k: v.replace("\x00", "") for k, v in params}
         sid, status = form.get("MessageSid", ""), form.get("MessageStatus", "").lower()
         if not sid or status not in FINAL_STATUSES:
             return

@@ -14,8 +14,8 @@ from starlette.responses import Response
 from journeys.accounts import SCOPE_CREATE, SCOPE_READ, Principal
 from journeys.api.auth import require
 from journeys.api.errors import ApiError
+from journeys.api.inputs import read_json
 from journeys.api.openapi import Deliveries, Webhook, Webhooks, responses
-from journeys.api.routes import read_json
 from journeys.engine import webhooks as service
 from journeys.store.events import EVENT_TYPES
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-_NON_DIGITS = re.compile(r"\D")
+_NON_DIGITS = re.compile(r"[^0-9]")  # ASCII digits only
 
 
 def normalise_phone(text: str) -> str | None:

@@ -147,6 +147,30 @@ def _record_lines(root: yaml.Node, lines: dict[str, int], problems: list[Problem
                 stack.append((item, child))
 
 
+def _nul_problems(data: Any) -> list[Problem]:
+    """A problem for every text holding a NUL character (a YAML "\\0" or a JSON "\\u0000"):
+    PostgreSQL cannot store it. Shared (aliased) nodes are visited once."""
+    problems: list[Problem] = []
+    visited: set[int] = set()
+    stack: list[tuple[Any, str]] = [(data, "")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                problems.append(Problem("must not contain NUL characters (\\u0000)", path))
+            continue
+        if not isinstance(value, dict | list) or id(value) in visited:
+            continue
+        visited.add(id(value))
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            child = _join(path, key if isinstance(key, int | str) else str(key))
+            if isinstance(key, str) and "\x00" in key:
+                problems.append(Problem("a key must not contain NUL characters (\\u0000)", child))
+            stack.append((item, child))
+    return problems
+
+
 def _parse_yaml(text: str, lines: dict[str, int], problems: list[Problem]) -> Any:
     loader = _Loader(text)
     try:
@@ -389,6 +413,9 @@ def load_definition_text(text: str, filename: str = "<definition>") -> JourneyDe
         message = f"expected a mapping with keys name, parameters and flows, got {_describe(data)}"
         problem = Problem(message, "", lines.get(""))
         raise DefinitionError([problem], filename)
+    nul = _nul_problems(data)
+    if nul:
+        raise DefinitionError(_with_lines(problems + nul, lines), filename)
     try:
         defn = JourneyDefinition.model_validate(data)
     except ValidationError as exc:

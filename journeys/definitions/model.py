@@ -16,25 +16,26 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 ParameterType = Literal["string", "datetime", "phone", "email", "number"]
 
-_DURATION_PART = re.compile(r"(\d+)\s*(days?|d|hours?|h|minutes?|mins?|m|seconds?|secs?|s)\b", re.IGNORECASE)
-_DURATION_FULL = re.compile(
-    r"^\s*(?:\d+\s*(?:days?|d|hours?|h|minutes?|mins?|m|seconds?|secs?|s)\s*,?\s*)+$", re.IGNORECASE
-)
-_CLOCK = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
+# ASCII digits only (`\d` and int() also take other scripts' digits).
+_UNIT = r"(days?|d|hours?|h|minutes?|mins?|m|seconds?|secs?|s)"
+_DURATION_PART = re.compile(r"([0-9]+)\s*" + _UNIT + r"\b", re.IGNORECASE | re.ASCII)
+_DURATION_FULL = re.compile(r"\s*(?:[0-9]+\s*" + _UNIT + r"\s*,?\s*)+", re.IGNORECASE | re.ASCII)
+MAX_DURATION = timedelta(days=3660)  # ten years: further out, date arithmetic would overflow
+_CLOCK = re.compile(r"^([01]?[0-9]|2[0-3]):([0-5][0-9])$")
 
 
 def parse_duration(text: str) -> timedelta:
     """Parse a human duration such as ``"2d"``, ``"24h"``, ``"1 day 2 hours"``, ``"90m"``."""
-    if not isinstance(text, str) or not _DURATION_FULL.match(text):
+    if not isinstance(text, str) or not _DURATION_FULL.fullmatch(text):
         raise ValueError(f"{text!r} is not a duration (use e.g. '30m', '24h', '2d', '1d 12h')")
-    total = timedelta()
+    seconds = 0
     for amount, unit in _DURATION_PART.findall(text):
-        n = int(amount)
-        u = unit.lower()[0]
-        total += {"d": timedelta(days=n), "h": timedelta(hours=n), "m": timedelta(minutes=n)}.get(
-            u, timedelta(seconds=n)
-        )
-    return total
+        if len(amount.lstrip("0")) > 9:
+            raise ValueError(f"{text!r} is longer than {MAX_DURATION.days} days")
+        seconds += int(amount) * {"d": 86400, "h": 3600, "m": 60}.get(unit.lower()[0], 1)
+        if seconds > MAX_DURATION.total_seconds():
+            raise ValueError(f"{text!r} is longer than {MAX_DURATION.days} days")
+    return timedelta(seconds=seconds)
 
 
 def split_duration(text: str) -> tuple[int, timedelta]:

@@ -1,26 +1,56 @@
-"""SMS body templates: a sandboxed Jinja2 environment, compiling and rendering.
+"""Message templates: a sandboxed Jinja2 environment, compiling and rendering.
 
 Templates are written by journey designers; the values they are rendered with are patient data
-(PHI). So rendering happens in Jinja2's sandbox, an undefined name is an error rather than an
+(PHI). So rendering happens in a sandbox that also bounds what a template can build
+(journeys.definitions.sandbox), its output is capped per kind of text (`OutputLimit`: an SMS
+body at 1,600 characters, …) while it is produced, an undefined name is an error rather than an
 empty string, and a failed render raises `TemplateRenderError` whose message names the kind of
-failure and the template line but never a parameter value.
+failure, the limit or the template line but never a parameter value.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from types import TracebackType
 from zoneinfo import ZoneInfo
 
 import jinja2
 from jinja2 import meta
-from jinja2.sandbox import SandboxedEnvironment
 
-from journeys.definitions.values import parse_datetime
+from journeys.definitions.sandbox import (
+    LimitedSandbox,
+    OutputTooLarge,
+    TemplateLimitError,
+    checked_filter,
+    render_stream,
+)
+from journeys.definitions.values import MAX_VALUE_CHARS, parse_datetime
 
 DEFAULT_DATE_FORMAT = "%A, %B %-d at %-I:%M %p"
+
+
+@dataclass(frozen=True)
+class OutputLimit:
+    """How long a rendered text may be. Past `max_chars`, rendering stops: with `cut` the text is
+    cut there, otherwise it is an error naming `label` and the limit."""
+
+    label: str
+    max_chars: int
+    cut: bool = False
+
+
+SMS_BODY = OutputLimit("SMS body", 1_600)  # Twilio's maximum (ten segments)
+EMAIL_SUBJECT = OutputLimit("email subject", 1_000)
+EMAIL_BODY = OutputLimit("email body", 100_000)
+EMAIL_HTML = OutputLimit("email html", 200_000)
+HTTP_URL = OutputLimit("http_request url", 8_192)
+HTTP_HEADER = OutputLimit("http_request header value", 8_192)
+HTTP_BODY = OutputLimit("http_request body", 100_000)  # all its strings together
+PARAMETER_VALUE = OutputLimit("set_parameters value", MAX_VALUE_CHARS, cut=True)  # as values are cut
+TEXT = OutputLimit("text", 100_000)  # when the caller names no limit
 
 # English names, so output does not depend on the process locale.
 _DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -123,14 +153,14 @@ def _date_filter(value: object, fmt: str = DEFAULT_DATE_FORMAT) -> str:
 
 
 @functools.lru_cache(maxsize=1)
-def get_environment() -> SandboxedEnvironment:
+def get_environment() -> LimitedSandbox:
     """The shared sandboxed environment, built on first use."""
-    env = SandboxedEnvironment(
+    env = LimitedSandbox(
         autoescape=False,
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=False,
     )
-    env.filters["date"] = _date_filter
+    env.filters["date"] = checked_filter("date", _date_filter)
     return env
 
 
@@ -190,6 +220,8 @@ def _safe_message(exc: Exception, source: str) -> str:
             return f"template uses an undefined variable '{match.group(1)}'{where}"
         # Attribute/item messages may quote a key taken from a value, so say no more.
         return f"template uses an undefined attribute or item{where}"
+    if isinstance(exc, TemplateLimitError):
+        return f"template {exc}{where}"
     if isinstance(exc, jinja2.exceptions.SecurityError):
         return f"template attempted an operation the sandbox does not allow{where}"
     return f"template could not be rendered ({type(exc).__name__}{where})"
@@ -207,28 +239,65 @@ def build_context(params: dict[str, str], types: dict[str, str], zone: ZoneInfo)
     return context
 
 
-def render(source: str, params: dict[str, str], types: dict[str, str], zone: ZoneInfo) -> str:
-    """Render `source` with `params` (keyed by canonical parameter name).
+class TemplateOverLimit(TemplateRenderError):
+    """A template went past a limit: its output, or what it builds (sandbox.TemplateLimitError)."""
+
+
+def _too_long(limit: OutputLimit) -> TemplateOverLimit:
+    message = f"the {limit.label} renders more than {limit.max_chars:,} characters (the limit)"
+    return TemplateOverLimit(message)
+
+
+def _finish(text: str, limit: OutputLimit) -> str:
+    if len(text) > limit.max_chars:
+        if not limit.cut:
+            raise _too_long(limit)
+        text = text[: limit.max_chars]
+    return text.replace("\x00", "")  # a template can write "\0"; the database cannot store it
+
+
+def _render_limited(
+    template: jinja2.Template, context: dict[str, object], limit: OutputLimit, source: str
+) -> str:
+    try:
+        text = render_stream(template, context, limit.max_chars, cut=limit.cut)
+    except OutputTooLarge:
+        raise _too_long(limit) from None
+    except TemplateLimitError as exc:
+        raise TemplateOverLimit(_safe_message(exc, source)) from None
+    except Exception as exc:  # any failure inside Jinja2 or a filter
+        raise TemplateRenderError(_safe_message(exc, source)) from None
+    return _finish(text, limit)
+
+
+def render(
+    source: str, params: dict[str, str], types: dict[str, str], zone: ZoneInfo, limit: OutputLimit = TEXT
+) -> str:
+    """Render `source` with `params` (keyed by canonical parameter name), at most `limit`.
 
     `types` maps every declared parameter's canonical name to its type; declared parameters
-    missing from `params` render as ``""``; ``datetime`` values are shown in `zone`.
+    missing from `params` render as ``""``; ``datetime`` values are shown in `zone`. NUL
+    characters are left out of the result.
     """
     try:
         context = build_context(params, types, zone)
         parts = simple_parts(source)
         if parts is not None and all(name in context for name in parts[1::2]):
             # Only literal text and `{{ name }}`: what Jinja2 would output, without its machinery.
-            return "".join(part if i % 2 == 0 else str(context[part]) for i, part in enumerate(parts))
-        return compile_template(source).render(context)
+            return _finish("".join(p if i % 2 == 0 else str(context[p]) for i, p in enumerate(parts)), limit)
+        template = compile_template(source)
+    except TemplateRenderError:
+        raise
     except Exception as exc:  # any failure inside Jinja2 or a filter
         raise TemplateRenderError(_safe_message(exc, source)) from None
+    return _render_limited(template, context, limit, source)
 
 
 @functools.lru_cache(maxsize=1)
-def get_html_environment() -> SandboxedEnvironment:
+def get_html_environment() -> LimitedSandbox:
     """Like `get_environment`, with autoescaping: for HTML email bodies."""
-    env = SandboxedEnvironment(autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
-    env.filters["date"] = _date_filter
+    env = LimitedSandbox(autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
+    env.filters["date"] = checked_filter("date", _date_filter)
     return env
 
 
@@ -237,9 +306,36 @@ def compile_html_template(source: str) -> jinja2.Template:
     return get_html_environment().from_string(source)
 
 
-def render_html(source: str, params: dict[str, str], types: dict[str, str], zone: ZoneInfo) -> str:
-    """Render an HTML template (values are escaped)."""
+def render_html(
+    source: str,
+    params: dict[str, str],
+    types: dict[str, str],
+    zone: ZoneInfo,
+    limit: OutputLimit = EMAIL_HTML,
+) -> str:
+    """Render an HTML template (values are escaped), at most `limit`."""
     try:
-        return compile_html_template(source).render(build_context(params, types, zone))
+        template = compile_html_template(source)
+        context = build_context(params, types, zone)
     except Exception as exc:
         raise TemplateRenderError(_safe_message(exc, source)) from None
+    return _render_limited(template, context, limit, source)
+
+
+_SAMPLES = {"datetime": "2026-01-15 09:30", "phone": "+15555550100", "email": "a@example.org", "number": "1"}
+
+
+def limit_problem(
+    source: str, types: dict[str, str], limit: OutputLimit, *, html: bool = False
+) -> str | None:
+    """For validation: the problem when `source`, rendered with short sample values, goes past
+    a limit (with real values it would too), else None. Other render failures are left to run
+    time, as they may depend on the values."""
+    params = {name: _SAMPLES.get(type_, "x") for name, type_ in types.items()}
+    try:
+        (render_html if html else render)(source, params, types, UTC, limit)  # type: ignore[arg-type]
+    except TemplateOverLimit as exc:
+        return str(exc)
+    except TemplateRenderError:
+        pass
+    return None

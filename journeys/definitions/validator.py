@@ -10,12 +10,9 @@ reached, and that no loop can run without ever waiting.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections import deque
 from typing import Any
-
-import jinja2
 
 from journeys.definitions.loader import Problem
 from journeys.definitions.model import (
@@ -34,7 +31,18 @@ from journeys.definitions.model import (
     WaitForReplyStep,
     WaitUntilStep,
 )
-from journeys.definitions.templates import compile_template, template_variables
+from journeys.definitions.template_checks import check_json_templates, check_template
+from journeys.definitions.template_checks import suggestion as _suggestion
+from journeys.definitions.templates import (
+    EMAIL_BODY,
+    EMAIL_HTML,
+    EMAIL_SUBJECT,
+    HTTP_BODY,
+    HTTP_HEADER,
+    HTTP_URL,
+    PARAMETER_VALUE,
+    SMS_BODY,
+)
 
 Position = tuple[int, int]  # (flow index, step index)
 
@@ -63,17 +71,17 @@ def validate_graph(defn: JourneyDefinition) -> list[Problem]:
             _check_next(step, ids, path, problems)
             if isinstance(step, SendSmsStep):
                 _check_parameter_ref(defn, step.to, "phone", f"{path}.to", problems)
-                _check_template(defn, step.body, f"{path}.body", problems)
+                check_template(defn, step.body, f"{path}.body", problems, SMS_BODY)
                 if step.send_before is not None:
                     _check_parameter_ref(defn, step.send_before, "datetime", f"{path}.send_before", problems)
             elif isinstance(step, SendEmailStep):
                 _check_parameter_ref(defn, step.to, "email", f"{path}.to", problems)
                 if step.send_before is not None:
                     _check_parameter_ref(defn, step.send_before, "datetime", f"{path}.send_before", problems)
-                _check_template(defn, step.subject, f"{path}.subject", problems)
-                _check_template(defn, step.body, f"{path}.body", problems)
+                check_template(defn, step.subject, f"{path}.subject", problems, EMAIL_SUBJECT)
+                check_template(defn, step.body, f"{path}.body", problems, EMAIL_BODY)
                 if step.html is not None:
-                    _check_template(defn, step.html, f"{path}.html", problems)
+                    check_template(defn, step.html, f"{path}.html", problems, EMAIL_HTML, html=True)
             elif isinstance(step, HttpRequestStep):
                 _check_http_request(defn, step, ids, path, problems)
             elif isinstance(step, WaitUntilStep):
@@ -211,11 +219,6 @@ def _check_next(step: Any, ids: dict[int, Position], path: str, problems: list[P
     problems.append(Problem(message, f"{path}.next"))
 
 
-def _suggestion(name: str, candidates: list[str]) -> str:
-    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
 def _check_parameter_ref(
     defn: JourneyDefinition, name: str, wanted: str, path: str, problems: list[Problem]
 ) -> Parameter | None:
@@ -286,49 +289,6 @@ def _check_settable_keys(
     return found
 
 
-# --- templates -------------------------------------------------------------------------------
-
-
-def _check_template(defn: JourneyDefinition, source: str, path: str, problems: list[Problem]) -> bool:
-    """Check `source` compiles and uses only declared parameters; True when it is fine."""
-    try:
-        compile_template(source)
-        names = template_variables(source)
-    except jinja2.TemplateSyntaxError as exc:
-        where = f" (line {exc.lineno} of the template)" if exc.lineno and "\n" in source.strip() else ""
-        problems.append(Problem(f"template syntax error: {exc.message}{where}", path))
-        return False
-    canonical = {p.name for p in defn.parameters}
-    by_lower = {p.name.lower(): p.name for p in defn.parameters}
-    fine = True
-    for name in sorted(names):
-        if name in canonical:
-            continue
-        fine = False
-        if name.lower() in by_lower:
-            hint = (
-                f": did you mean '{by_lower[name.lower()]}'? "
-                "(templates must spell parameter names exactly as declared)"
-            )
-        else:
-            hint = _suggestion(name, sorted(canonical))
-            hint = hint or (f" (parameters: {', '.join(sorted(canonical))})" if canonical else "")
-        problems.append(Problem(f"template uses unknown variable '{name}'{hint}", path))
-    return fine
-
-
-def _check_json_templates(defn: JourneyDefinition, value: Any, path: str, problems: list[Problem]) -> None:
-    """Every string inside an http_request body is a template."""
-    if isinstance(value, str):
-        _check_template(defn, value, path, problems)
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            _check_json_templates(defn, item, f"{path}[{i}]", problems)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _check_json_templates(defn, item, f"{path}.{key}", problems)
-
-
 # --- step kinds ------------------------------------------------------------------------------
 
 
@@ -339,7 +299,7 @@ def _check_http_request(
     path: str,
     problems: list[Problem],
 ) -> None:
-    if _check_template(defn, step.url, f"{path}.url", problems):
+    if check_template(defn, step.url, f"{path}.url", problems, HTTP_URL):
         fixed = step.url.split("{", 1)[0]  # the text before any template syntax
         schemes = ("http://", "https://")
         if not any(fixed.startswith(s) or s.startswith(fixed) for s in schemes):
@@ -347,7 +307,7 @@ def _check_http_request(
                 Problem("the url must start with http:// or https:// (lower case)", f"{path}.url")
             )
     for name, value in step.headers.items():
-        _check_template(defn, value, f"{path}.headers.{name}", problems)
+        check_template(defn, value, f"{path}.headers.{name}", problems, HTTP_HEADER)
     if step.body is not None and step.method == "GET":
         problems.append(
             Problem(
@@ -355,7 +315,7 @@ def _check_http_request(
                 f"{path}.body",
             )
         )
-    _check_json_templates(defn, step.body, f"{path}.body", problems)
+    check_json_templates(defn, step.body, f"{path}.body", problems, HTTP_BODY)
     _check_settable_keys(defn, list(step.save), f"{path}.save", problems)
     for name, dotted in step.save.items():
         if not dotted.strip() or any(part.strip() == "" for part in dotted.split(".")):
@@ -448,7 +408,7 @@ def _check_set_parameters(
     params = _check_settable_keys(defn, list(step.values), f"{path}.values", problems)
     for name, source in step.values.items():
         value_path = f"{path}.values.{name}"
-        if not _check_template(defn, source, value_path, problems):
+        if not check_template(defn, source, value_path, problems, PARAMETER_VALUE):
             continue
         target = params.get(name)
         bare = _BARE_VARIABLE.match(source)

@@ -33,7 +33,20 @@ from journeys.definitions.model import (
     normalise_reply,
     parse_duration,
 )
-from journeys.definitions.templates import TemplateRenderError, render, render_html
+from journeys.definitions.templates import (
+    EMAIL_BODY,
+    EMAIL_HTML,
+    EMAIL_SUBJECT,
+    HTTP_BODY,
+    HTTP_HEADER,
+    HTTP_URL,
+    PARAMETER_VALUE,
+    SMS_BODY,
+    OutputLimit,
+    TemplateRenderError,
+    render,
+    render_html,
+)
 from journeys.definitions.values import MAX_VALUE_BYTES, MAX_VALUE_CHARS, get_zone, parse_datetime
 from journeys.engine.rules import evaluate, next_window_opening, wait_until_target
 from journeys.engine.timeline import event_row, new_event_id
@@ -161,9 +174,9 @@ class _Run:
             self.fx.changed.add(canonical)
             self.fx.parameters = self.params
 
-    def render(self, source: str, step_id: int) -> str:
+    def render(self, source: str, step_id: int, limit: OutputLimit) -> str:
         try:
-            return render(source, self.params, self.types, self.zone)  # type: ignore[arg-type]
+            return render(source, self.params, self.types, self.zone, limit)  # type: ignore[arg-type]
         except TemplateRenderError as exc:
             raise StepFailed(f"step {step_id}: {exc}") from None
 
@@ -241,7 +254,7 @@ class _Run:
             return target
         if isinstance(step, SetParametersStep):
             for name, source in step.values.items():
-                self.set_param(name, self.render(source, step.id))
+                self.set_param(name, self.render(source, step.id, PARAMETER_VALUE))
             self.record(flow, step.id, "set_parameters", {"parameters": sorted(step.values)})
             return default_next
         if isinstance(step, GotoStep):
@@ -325,7 +338,7 @@ class _Run:
             if limit is not None:
                 return self.capped(flow, step, default_next, limit)
         self.fx.state.pop("deferred", None)
-        body = self.render(step.body, step.id)
+        body = self.render(step.body, step.id, SMS_BODY)
         capped = bool(step.frequency_cap and cap is not None)
         self.queue(flow, step.id, "sms", to, None, body, None, capped=capped)
         if capped:
@@ -400,12 +413,12 @@ class _Run:
         held = self.held_by_window(flow, step.id, step.send_window)
         if held is not None:
             return held
-        subject = self.render(step.subject, step.id)
-        body = self.render(step.body, step.id)
+        subject = self.render(step.subject, step.id, EMAIL_SUBJECT)
+        body = self.render(step.body, step.id, EMAIL_BODY)
         html = None
         if step.html is not None:
             try:
-                html = render_html(step.html, self.params, self.types, self.zone)  # type: ignore[arg-type]
+                html = render_html(step.html, self.params, self.types, self.zone, EMAIL_HTML)  # type: ignore[arg-type]
             except TemplateRenderError as exc:
                 raise StepFailed(f"step {step.id}: {exc}") from None
         self.queue(flow, step.id, "email", to, subject, body, html)
@@ -522,9 +535,9 @@ class _Run:
             call = {
                 "step": step.id,
                 "method": step.method,
-                "url": self.render(step.url, step.id),
-                "headers": {k: self.render(v, step.id) for k, v in step.headers.items()},
-                "body": self.render_json(step.body, step.id),
+                "url": self.render(step.url, step.id, HTTP_URL),
+                "headers": {k: self.render(v, step.id, HTTP_HEADER) for k, v in step.headers.items()},
+                "body": self.render_json(step.body, step.id, [HTTP_BODY.max_chars]),
                 "timeout": parse_duration(step.timeout).total_seconds(),
                 "idempotencyKey": pending["key"],
             }
@@ -561,13 +574,20 @@ class _Run:
             f"step {step.id}: HTTP request failed ({result.get('error') or result.get('status')})"
         )
 
-    def render_json(self, value: Any, step_id: int) -> Any:
+    def render_json(self, value: Any, step_id: int, left: list[int]) -> Any:
+        """Render every string inside an http_request body; together at most HTTP_BODY
+        (`left` holds what remains of it)."""
         if isinstance(value, str):
-            return self.render(value, step_id)
+            text = self.render(value, step_id, HTTP_BODY)
+            left[0] -= len(text)
+            if left[0] < 0:
+                what = f"the {HTTP_BODY.label} renders more than {HTTP_BODY.max_chars:,} characters"
+                raise StepFailed(f"step {step_id}: {what} (the limit)")
+            return text
         if isinstance(value, list):
-            return [self.render_json(v, step_id) for v in value]
+            return [self.render_json(v, step_id, left) for v in value]
         if isinstance(value, dict):
-            return {k: self.render_json(v, step_id) for k, v in value.items()}
+            return {k: self.render_json(v, step_id, left) for k, v in value.items()}
         return value
 
 
@@ -575,7 +595,8 @@ _WAIT_AT_END = object()
 
 
 def _fit(value: str) -> str:
-    value = value[:MAX_VALUE_CHARS]
+    # NUL cannot be stored (PostgreSQL); an HTTP response or a template could produce one.
+    value = value.replace("\x00", "")[:MAX_VALUE_CHARS]
     while len(value.encode("utf-8")) > MAX_VALUE_BYTES:
         value = value[:-1]
     return value

@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection
 
 from journeys.channels.phone import normalise_phone
 from journeys.clock import iso_z
+from journeys.definitions.values import NUL_PROBLEM, has_nul
 from journeys.engine.consent import apply_keyword
 from journeys.engine.timeline import event_row
 from journeys.ids import new_id
@@ -55,11 +56,15 @@ def receive_reply(
     happens. Two deliveries at once are settled by the unique index: the second transaction
     fails with an IntegrityError and its caller treats it as the duplicate it is."""
     errors = []
-    phone = normalise_phone(from_) if isinstance(from_, str) else None
-    if phone is None:
+    phone = normalise_phone(from_) if isinstance(from_, str) and not has_nul(from_) else None
+    if isinstance(from_, str) and has_nul(from_):
+        errors.append(f"from: {NUL_PROBLEM}")
+    elif phone is None:
         errors.append("from: must be a phone number")
     if not isinstance(body, str):
         errors.append("body: must be a string")
+    elif has_nul(body):
+        errors.append(f"body: {NUL_PROBLEM}")
     elif len(body) > MAX_REPLY_CHARS:
         errors.append(f"body: at most {MAX_REPLY_CHARS} characters")
     if errors:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from journeys.definitions.values import NUL_PROBLEM, has_nul
 from journeys.store.instances import (
     AndFilter,
     DateFilter,
@@ -152,6 +153,9 @@ class _Parser:
                 self.errors.append(f"{path}.rightOperand: must be a string, not {_type_name(operand)}")
                 return None
             value = operand
+        if any(has_nul(v) for v in ((value,) if isinstance(value, str) else value)):
+            self.errors.append(f"{path}.rightOperand: {NUL_PROBLEM}")
+            return None
         if not ok:
             return None
         assert isinstance(name, str)
@@ -219,19 +223,14 @@ def parse_search(body: Any, known_parameters: set[str], default_take: int, max_t
     parser = _Parser({n.lower() for n in known_parameters})
     spec = body.get("filterSpecification")
     flt = None if spec is None else parser.spec(spec, "filterSpecification", 0)
+    # Documented as a boolean and integers: null is not one (leave the field out for the default).
     include = body.get("includeParameters", False)
-    if include is None:
-        include = False
     if not isinstance(include, bool):
         parser.errors.append("includeParameters: must be true or false")
     skip = body.get("skip", 0)
-    if skip is None:
-        skip = 0
     if not isinstance(skip, int) or isinstance(skip, bool) or not 0 <= skip <= MAX_SKIP:
         parser.errors.append(f"skip: must be a whole number from 0 to {MAX_SKIP}")
     take = body.get("take", default_take)
-    if take is None:
-        take = default_take
     if not isinstance(take, int) or isinstance(take, bool) or not 1 <= take <= max_take:
         parser.errors.append(f"take: must be a whole number from 1 to {max_take}")
     if parser.errors:

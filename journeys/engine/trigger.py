@@ -22,8 +22,10 @@ from journeys.definitions.model import JourneyDefinition, Parameter
 from journeys.definitions.values import (
     MAX_VALUE_BYTES,
     MAX_VALUE_CHARS,
+    NUL_PROBLEM,
     check_value,
     get_zone,
+    has_nul,
     parse_datetime,
 )
 from journeys.engine.timeline import event_row
@@ -117,6 +119,10 @@ class _Validator:
                 continue  # treated as absent
             if not isinstance(value, str):
                 self.error(f"{path}: must be a string")
+                invalid.add(p.name)
+                continue
+            if has_nul(value):
+                self.error(f"{path}: {NUL_PROBLEM}")
                 invalid.add(p.name)
                 continue
             if len(value) > MAX_VALUE_CHARS or len(value.encode("utf-8")) > MAX_VALUE_BYTES:

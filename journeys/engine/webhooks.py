@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 from journeys.channels import webhooks as sender
 from journeys.channels.secrets import SecretBox, SecretKeyMissing
 from journeys.clock import iso_z
+from journeys.definitions.values import NUL_PROBLEM, has_nul
 from journeys.ids import new_id
 from journeys.outbound import ADDRESS_NOT_ALLOWED, AddressNotAllowed, OutboundPolicy, mask_url
 from journeys.store import webhooks as repo
@@ -23,6 +24,7 @@ from journeys.store.events import EVENT_TYPES
 
 DELIVERY_STATUSES = ("pending", "sending", "delivered", "failed")
 MAX_SECRET_LENGTH = 512
+MAX_URL_LENGTH = 2048
 
 
 class WebhookError(Exception):
@@ -38,6 +40,12 @@ def _validate(url: Any, secret: Any, event_types: Any) -> tuple[str, str, list[s
     errors: list[str] = []
     if not isinstance(url, str) or not url.strip():
         errors.append("url is required")
+    elif has_nul(url):
+        errors.append(f"url {NUL_PROBLEM}")
+    elif any(ord(c) < 0x20 or ord(c) == 0x7F for c in url.strip()):
+        errors.append("url must not contain control characters (line breaks, tabs)")
+    elif len(url) > MAX_URL_LENGTH:
+        errors.append(f"url must be at most {MAX_URL_LENGTH} characters long")
     else:
         parts = urlsplit(url.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname:
