@@ -198,7 +198,8 @@ _ERRORS: dict[int, dict[str, Any]] = {
         "headers": {"Retry-After": _STRING},
     },
 }
-AUTHENTICATED = (401, 403, 404, 503)  # what every route behind a token can answer
+# What every route behind a token can answer (400: a NUL character in the path or query)
+AUTHENTICATED = (400, 401, 403, 404, 503)
 
 
 def responses(
