@@ -127,7 +127,7 @@ def test_the_citus_section_places_every_table(tmp_path: Path) -> None:
     reference = re.findall(r"create_reference_table\('([a-z_]+)'\)", section)
     distributed = re.findall(r"create_distributed_table\('([a-z_]+)', 'org_id'", section)
     in_sql = reference + distributed
-    assert sorted(in_sql) == sorted(tables), f"not in the SQL: {tables - set(in_sql)}; twice or unknown: {in_sql}"
+    assert sorted(in_sql) == sorted(tables), f"not in the SQL: {tables - set(in_sql)}; all: {in_sql}"
     for name in distributed:
         assert _leads_with_org_id(metadata.tables[name]), f"{name} is distributed by org_id"
 
