@@ -14,10 +14,9 @@ import typer
 
 from journeys import accounts, catalog
 from journeys.cli_channels import channel_app, webhook_app
-from journeys.cli_common import _engine, _fail, _now, _print_json, _settings, _state
+from journeys.cli_common import _engine, _fail, _load_or_exit, _now, _print_json, _settings, _state
 from journeys.cli_demo import demo
 from journeys.clock import iso_z
-from journeys.definitions import DefinitionError, load_definition_file
 from journeys.store.db import read_only, transaction
 
 app = typer.Typer(
@@ -50,7 +49,7 @@ def init() -> None:
     """Create or migrate the database schema to the latest version."""
     engine = _engine()
     engine.dispose()
-    typer.echo("database is at the latest schema version", err=True)
+    typer.echo("database is at the latest schema version")
 
 
 # ------------------------------------------------------------------ orgs
@@ -141,30 +140,16 @@ def token_revoke(token_id: str) -> None:
             accounts.revoke_token(conn, token_id, _now())
     except accounts.AccountError as exc:
         _fail(str(exc))
-    typer.echo(f"revoked {token_id}", err=True)
+    typer.echo(f"revoked {token_id}")
 
 
 # ------------------------------------------------------------------ journeys
 @journey_app.command("validate")
 def journey_validate(file: Path) -> None:
-    """Validate a definition file: exit 0, or 1 with each problem on its own line."""
-    try:
-        load_definition_file(file)
-    except DefinitionError as exc:
-        for p in exc.problems:
-            typer.echo(p.format(str(file)))
-        raise typer.Exit(1) from None
-    typer.echo(f"{file}: ok", err=True)
-
-
-def _load_or_exit(file: Path) -> Any:
-    """Load a definition, or print its problems (FILE:LINE: path: message) on stderr and exit 1."""
-    try:
-        return load_definition_file(file)
-    except DefinitionError as exc:
-        for p in exc.problems:
-            typer.echo(p.format(str(file)), err=True)
-        raise typer.Exit(1) from None
+    """Validate a definition file: "FILE: ok" on stdout, or exit 1 with each problem on its own
+    line on stderr."""
+    _load_or_exit(file)
+    typer.echo(f"{file}: ok")
 
 
 @journey_app.command("publish")

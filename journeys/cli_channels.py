@@ -47,7 +47,7 @@ def channel_set(
         if accounts_repo.get_org(conn, org) is None:
             _fail(f"unknown org {org}")
         channels_repo.set_channel(conn, org, channel, provider, sealed, _now())
-    typer.echo(f"{channel} for org {org} now goes through {provider}", err=True)
+    typer.echo(f"{channel} for org {org} now goes through {provider}")
 
 
 @channel_app.command("list")
@@ -84,7 +84,7 @@ def channel_remove(
     with transaction(_engine()) as conn:
         if not channels_repo.remove_channel(conn, org, channel):
             _fail(f"org {org} has no provider for {channel}")
-    typer.echo(f"removed the {channel} provider of org {org}", err=True)
+    typer.echo(f"removed the {channel} provider of org {org}")
 
 
 # ------------------------------------------------------------------ webhooks
@@ -153,7 +153,7 @@ def webhook_delete(webhook_id: str, org: str = typer.Option(..., "--org")) -> No
 
     engine = _engine()
     _webhook_call(lambda: service.delete(engine, org, webhook_id, _now()))
-    typer.echo(f"deleted webhook {webhook_id}", err=True)
+    typer.echo(f"deleted webhook {webhook_id}")
 
 
 @webhook_app.command("verify")
@@ -163,7 +163,7 @@ def webhook_verify(webhook_id: str, org: str = typer.Option(..., "--org")) -> No
 
     engine = _engine()
     _webhook_call(lambda: service.verify(engine, _settings().secret_key, org, webhook_id, _now()))
-    typer.echo(f"webhook {webhook_id} verified", err=True)
+    typer.echo(f"webhook {webhook_id} verified")
 
 
 @webhook_app.command("deliveries")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import typer
 
 from journeys.clock import iso_z
 from journeys.config import Settings
+from journeys.definitions import DefinitionError, JourneyDefinition, load_definition_file
 from journeys.store.db import create_db_engine
 from journeys.store.migrate import upgrade
 
@@ -51,3 +53,13 @@ def _print_json(value: Any) -> None:
 def _fail(message: str, code: int = 1) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
+
+
+def _load_or_exit(file: Path) -> JourneyDefinition:
+    """Load a definition, or print its problems (FILE:LINE: path: message) on stderr and exit 1."""
+    try:
+        return load_definition_file(file)
+    except DefinitionError as exc:
+        for problem in exc.problems:
+            typer.echo(problem.format(str(file)), err=True)
+        raise typer.Exit(1) from None

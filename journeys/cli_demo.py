@@ -12,8 +12,7 @@ from typing import Any
 import typer
 
 from journeys import demo as demo_service
-from journeys.cli_common import _engine, _now, _settings, _state
-from journeys.definitions import load_definition_file
+from journeys.cli_common import _engine, _load_or_exit, _now, _settings, _state
 from journeys.store.db import transaction
 
 
@@ -33,7 +32,7 @@ def demo(
     settings = _settings()
     now = _now()
     saved = _read_state(state_file)
-    definition = load_definition_file(example)
+    definition = _load_or_exit(example)
     with transaction(_engine()) as conn:
         setup = demo_service.ensure_demo(conn, definition, saved.get("token"), int(saved.get("runs", 0)), now)
     folder = state_file.parent
