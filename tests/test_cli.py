@@ -498,8 +498,6 @@ def test_validate_yaml_syntax_error(cli: Cli, tmp_path: Path) -> None:
 
 
 def test_validate_reports_every_problem_on_its_own_line(cli: Cli, tmp_path: Path) -> None:
-    # Two problems of the same kind (the validator reports reference problems only once the
-    # file's shape is right, so an unknown step type alone would hide them: a design choice).
     text = replace_once(
         example_text(),
         "        to: phoneNumber\n        frequency_cap: false  # transactional: confirms",
@@ -519,6 +517,29 @@ def test_validate_reports_every_problem_on_its_own_line(cli: Cli, tmp_path: Path
     assert by_line[line_of(text, "to: mobileNumber")]["path"] == "flows[0].steps[0].to"
     assert "cellNumber" in by_line[line_of(text, "to: cellNumber")]["message"]
     assert by_line[line_of(text, "to: cellNumber")]["path"] == "flows[0].steps[2].to"
+
+
+def test_validate_reports_shape_and_reference_problems_in_one_run(cli: Cli, tmp_path: Path) -> None:
+    """An unknown step type (step 20) does not hide a reference to an unknown parameter elsewhere;
+    step 110's `next: 20`, naming the step that failed, is not reported as unknown."""
+    text = replace_once(
+        example_text(), "      - id: 20\n        type: wait_until", "      - id: 20\n        type: teleport"
+    )
+    text = replace_once(
+        text,
+        '        to: phoneNumber\n        body: "Reminder:',
+        '        to: cellNumber\n        body: "Reminder:',
+    )
+    text = replace_once(text, "        next: 30\n", "        next: 20\n")
+    path = write(tmp_path, "both.yaml", text)
+    proc, problems = validate(cli, path)
+    assert proc.returncode == 1
+    assert [(int(p["line"]), p["path"]) for p in problems] == [
+        (line_of(text, "type: teleport"), "flows[0].steps[1].type"),
+        (line_of(text, "to: cellNumber"), "flows[0].steps[2].to"),
+    ], proc.stderr
+    assert "unknown step type 'teleport'" in problems[0]["message"]
+    assert "no parameter named 'cellNumber'" in problems[1]["message"]
 
 
 def test_validate_missing_file_fails(cli: Cli, tmp_path: Path) -> None:
