@@ -12,22 +12,30 @@ from typing import Any
 
 import typer
 
-from journeys import accounts, catalog
+from journeys import __version__, accounts, catalog
 from journeys.cli_channels import channel_app, webhook_app
-from journeys.cli_common import _engine, _fail, _load_or_exit, _now, _print_json, _settings, _state
+from journeys.cli_common import (
+    _engine,
+    _fail,
+    _load_or_exit,
+    _now,
+    _print_json,
+    _settings,
+    _state,
+    json_option,
+    limit_option,
+    new_app,
+    org_filter_option,
+    org_option,
+)
 from journeys.cli_demo import demo
 from journeys.clock import iso_z
 from journeys.store.db import read_only, transaction
 
-app = typer.Typer(
-    help="journeys: a self-hostable patient-journey engine.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_show_locals=False,  # locals may hold patient data or secrets
-)
-org_app = typer.Typer(help="Organisations.", no_args_is_help=True)
-token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
-journey_app = typer.Typer(help="Journey definitions.", no_args_is_help=True)
+app = new_app("journeys: a self-hostable patient-journey engine.")
+org_app = new_app("Organisations.")
+token_app = new_app("API tokens.")
+journey_app = new_app("Journey definitions.")
 app.add_typer(org_app, name="org")
 app.add_typer(channel_app, name="channel")
 app.add_typer(token_app, name="token")
@@ -35,10 +43,23 @@ app.add_typer(journey_app, name="journey")
 app.add_typer(webhook_app, name="webhook")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"journeys {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main_callback(
     db: str = typer.Option(
-        None, "--db", help="Database URL (default: $JOURNEYS_DATABASE_URL or sqlite:///./journeys.db)"
+        None,
+        "--db",
+        metavar="URL",
+        help="Database URL: sqlite:///FILE or postgresql://USER@HOST:PORT/DB",
+        show_default="$JOURNEYS_DATABASE_URL, else sqlite:///./journeys.db",
+    ),
+    version: bool = typer.Option(
+        False, "--version", "-V", is_eager=True, callback=_print_version, help="Print the version and exit."
     ),
 ) -> None:
     _state["db"] = db
@@ -55,7 +76,8 @@ def init() -> None:
 # ------------------------------------------------------------------ orgs
 @org_app.command("create")
 def org_create(
-    name: str, as_json: bool = typer.Option(False, "--json", help="Print one JSON object")
+    name: str = typer.Argument(..., metavar="NAME", help="The organisation's name"),
+    as_json: bool = json_option(),
 ) -> None:
     """Create an organisation."""
     engine = _engine()
@@ -71,7 +93,7 @@ def org_create(
 
 
 @org_app.command("list")
-def org_list(as_json: bool = typer.Option(False, "--json")) -> None:
+def org_list(as_json: bool = json_option("Print one JSON array instead of text")) -> None:
     """List organisations."""
     from journeys.store import accounts as repo
 
@@ -89,15 +111,22 @@ def org_list(as_json: bool = typer.Option(False, "--json")) -> None:
 # ------------------------------------------------------------------ tokens
 @token_app.command("create")
 def token_create(
-    org: str = typer.Option(..., "--org", help="Org id"),
-    name: str = typer.Option(..., "--name", help="A label for the token"),
+    org: str = org_option(),
+    name: str = typer.Option(..., "--name", metavar="TEXT", help="A label for the token"),
     scopes: str = typer.Option(
-        f"{accounts.SCOPE_CREATE},{accounts.SCOPE_READ}", "--scopes", help="Comma-separated scopes"
+        f"{accounts.SCOPE_CREATE},{accounts.SCOPE_READ}",
+        "--scopes",
+        metavar="SCOPES",
+        help="Comma-separated scopes",
     ),
-    expires_in_days: int = typer.Option(None, "--expires-in-days", help="Expire after N days"),
-    as_json: bool = typer.Option(False, "--json"),
+    expires_in_days: int = typer.Option(
+        None, "--expires-in-days", metavar="N", help="Expire after N days", show_default="never"
+    ),
+    as_json: bool = json_option(),
 ) -> None:
-    """Create an API token. The secret is printed once and stored only as a hash."""
+    """Create an API token.
+
+    The secret is printed once and stored only as a hash."""
     engine = _engine()
     try:
         parsed = accounts.parse_scopes(scopes)
@@ -116,7 +145,10 @@ def token_create(
 
 
 @token_app.command("list")
-def token_list(org: str = typer.Option(None, "--org"), as_json: bool = typer.Option(False, "--json")) -> None:
+def token_list(
+    org: str = org_filter_option("Only this org's tokens"),
+    as_json: bool = json_option("Print one JSON array instead of text"),
+) -> None:
     """List tokens (never their secrets)."""
     with read_only(_engine()) as conn:
         rows = accounts.list_tokens(conn, org)
@@ -132,7 +164,9 @@ def token_list(org: str = typer.Option(None, "--org"), as_json: bool = typer.Opt
 
 
 @token_app.command("revoke")
-def token_revoke(token_id: str) -> None:
+def token_revoke(
+    token_id: str = typer.Argument(..., metavar="TOKEN_ID", help="The token's id (journeys token list)"),
+) -> None:
     """Revoke a token at once."""
     engine = _engine()
     try:
@@ -144,19 +178,23 @@ def token_revoke(token_id: str) -> None:
 
 
 # ------------------------------------------------------------------ journeys
+_FILE_HELP = "A journey definition file (YAML or JSON)"
+
 @journey_app.command("validate")
-def journey_validate(file: Path) -> None:
-    """Validate a definition file: "FILE: ok" on stdout, or exit 1 with each problem on its own
-    line on stderr."""
+def journey_validate(file: Path = typer.Argument(..., metavar="FILE", help=_FILE_HELP)) -> None:
+    """Validate a journey definition file.
+
+    Prints "FILE: ok" on stdout, or exits 1 with every problem on stderr, one per line:
+    FILE:LINE: path: message."""
     _load_or_exit(file)
     typer.echo(f"{file}: ok")
 
 
 @journey_app.command("publish")
 def journey_publish(
-    file: Path,
-    org: str = typer.Option(..., "--org", help="Org id"),
-    as_json: bool = typer.Option(False, "--json"),
+    file: Path = typer.Argument(..., metavar="FILE", help=_FILE_HELP),
+    org: str = org_option(),
+    as_json: bool = json_option(),
 ) -> None:
     """Publish a definition as a new version of the org's journey with that name."""
     definition = _load_or_exit(file)
@@ -176,7 +214,7 @@ def journey_publish(
 
 @journey_app.command("list")
 def journey_list(
-    org: str = typer.Option(..., "--org"), as_json: bool = typer.Option(False, "--json")
+    org: str = org_option(), as_json: bool = json_option("Print one JSON array instead of text")
 ) -> None:
     """List the org's journeys (latest versions)."""
     with read_only(_engine()) as conn:
@@ -199,13 +237,17 @@ def journey_schema() -> None:
 # ------------------------------------------------------------------ messages
 @app.command()
 def messages(
-    org: str = typer.Option(None, "--org", help="Only this org's messages"),
-    instance: str = typer.Option(None, "--instance", help="Only this instance's messages"),
-    limit: int = typer.Option(100, "--limit", min=1, max=10_000, help="At most this many, newest first"),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON array"),
+    org: str = org_filter_option("Only this org's messages"),
+    instance: str = typer.Option(
+        None, "--instance", metavar="INSTANCE_ID", help="Only this instance's messages"
+    ),
+    limit: int = limit_option("At most N messages, newest first"),
+    as_json: bool = json_option("Print one JSON array instead of text"),
 ) -> None:
-    """List outgoing messages, newest first: sent, queued, failed, dropped, and sends held at their
-    step (send window, frequency cap) with the time they will go. Shows message text: for staff."""
+    """List outgoing messages, newest first.
+
+    Sent, queued, failed and dropped messages, and sends held at their step (send window,
+    frequency cap) with the time they will go. Shows message text: for staff."""
     from journeys.channels.outgoing import list_outgoing
 
     now = _now()
@@ -248,10 +290,10 @@ def _from_now(when: datetime, now: datetime) -> str:
 
 @app.command()
 def reply(
-    org: str = typer.Option(..., "--org", help="Org id"),
-    from_: str = typer.Option(..., "--from", help="The patient's phone number"),
-    body: str = typer.Option(..., "--body", help="The reply text"),
-    as_json: bool = typer.Option(False, "--json"),
+    org: str = org_option(),
+    from_: str = typer.Option(..., "--from", metavar="PHONE", help="The patient's phone number"),
+    body: str = typer.Option(..., "--body", metavar="TEXT", help="The reply text"),
+    as_json: bool = json_option(),
 ) -> None:
     """Inject an inbound SMS reply, as if the patient had texted it."""
     from journeys.engine.replies import ReplyError, receive_reply
@@ -273,20 +315,47 @@ def reply(
 
 @app.command()
 def simulate(
-    file: Path,
-    params: str = typer.Option("{}", "--params", help="The instance's parameters, a JSON object"),
-    tz: str = typer.Option("UTC", "--tz", help="The instance's IANA time zone"),
-    start: str = typer.Option(None, "--start", help="Local start time 'YYYY-MM-DD HH:MM' (default: now)"),
+    file: Path = typer.Argument(..., metavar="FILE", help=_FILE_HELP),
+    params: str = typer.Option(
+        "{}", "--params", metavar="JSON", help="The instance's parameters, a JSON object"
+    ),
+    tz: str = typer.Option("UTC", "--tz", metavar="ZONE", help="The instance's IANA time zone"),
+    start: str = typer.Option(
+        None,
+        "--start",
+        metavar="'YYYY-MM-DD HH:MM'",
+        help="Local start time, in --tz",
+        show_default="now",
+    ),
     reply: list[str] = typer.Option(
         [],
         "--reply",
-        help="STEP_ID=TEXT[@DELAY]: the patient's reply to that wait_for_reply step (repeatable)",
+        metavar="STEP_ID=TEXT[@DELAY]",
+        help="What the patient texts back to that wait_for_reply step, DELAY (default 5m) after it "
+        "starts waiting; repeatable",
+        show_default=False,
     ),
-    http: list[str] = typer.Option([], "--http", help="STEP_ID=STATUS[:JSON]: an http_request step's answer"),
-    horizon_days: int = typer.Option(400, "--horizon-days", min=1),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON array of events"),
+    http: list[str] = typer.Option(
+        [],
+        "--http",
+        metavar="STEP_ID=STATUS[:JSON]",
+        help="The answer of that http_request step's call; repeatable (a step without one gets 200 "
+        "and {})",
+        show_default=False,
+    ),
+    horizon_days: int = typer.Option(
+        400,
+        "--horizon-days",
+        metavar="N",
+        min=1,
+        help="Stop when the next thing to do is more than N days after the start",
+    ),
+    as_json: bool = json_option("Print one JSON array of events instead of text"),
 ) -> None:
-    """Preview a journey: run one instance on a simulated clock (no database, nothing sent)."""
+    """Preview a journey on a simulated clock.
+
+    Runs one instance of the definition in FILE and prints its timeline; no database is used and
+    nothing is sent (docs/simulate.md)."""
     from journeys.definitions.model import parse_duration
     from journeys.definitions.values import get_zone, parse_datetime
     from journeys.engine.simulate import Reply, SimulationError
@@ -377,12 +446,14 @@ def simulate(
 
 @app.command()
 def replies(
-    org: str = typer.Option(..., "--org", help="Org id"),
+    org: str = org_option(),
     unmatched: bool = typer.Option(False, "--unmatched", help="Only replies no instance was waiting for"),
-    limit: int = typer.Option(100, "--limit", min=1, max=10_000),
-    as_json: bool = typer.Option(False, "--json"),
+    limit: int = limit_option("At most N replies, newest first"),
+    as_json: bool = json_option("Print one JSON array instead of text"),
 ) -> None:
-    """List inbound SMS replies, newest first (shows message text: for staff)."""
+    """List inbound SMS replies, newest first.
+
+    Shows message text: for staff."""
     from journeys.engine.replies import list_replies
 
     with read_only(_engine()) as conn:
@@ -404,11 +475,28 @@ def _configure_logging(level: str) -> None:
 
 @app.command()
 def serve(
-    host: str = typer.Option(None, "--host"),
-    port: int = typer.Option(None, "--port"),
+    host: str = typer.Option(
+        None,
+        "--host",
+        metavar="HOST",
+        help="The address to listen on",
+        show_default="$JOURNEYS_HOST, else 127.0.0.1",
+    ),
+    port: int = typer.Option(
+        None,
+        "--port",
+        metavar="PORT",
+        min=1,
+        max=65535,
+        help="The TCP port to listen on",
+        show_default="$JOURNEYS_PORT, else 8080",
+    ),
     no_worker: bool = typer.Option(False, "--no-worker", help="API only; run workers separately"),
 ) -> None:
-    """Run the API server (with the worker in the same process unless --no-worker)."""
+    """Run the API server.
+
+    The worker runs in the same process unless --no-worker. SIGTERM or SIGINT finish the requests
+    in flight (and the worker's batch), then exit 0."""
     import uvicorn
 
     from journeys.api.app import create_app
@@ -429,8 +517,10 @@ def serve(
 
 
 @app.command()
-def workers(as_json: bool = typer.Option(False, "--json")) -> None:
-    """List worker processes from their heartbeats (stale ones have stopped or died)."""
+def workers(as_json: bool = json_option("Print one JSON array instead of text")) -> None:
+    """List worker processes from their heartbeats.
+
+    alive: seen in the last 30 s; silent: not seen since (it died or hangs); stopped: it exited."""
     from journeys.store.work import list_workers
 
     with read_only(_engine()) as conn:
@@ -465,7 +555,9 @@ def workers(as_json: bool = typer.Option(False, "--json")) -> None:
 
 @app.command()
 def worker() -> None:
-    """Run a worker only (no HTTP)."""
+    """Run a worker only (no HTTP).
+
+    SIGTERM or SIGINT finish the batch in progress, then exit 0."""
     import signal
     import threading
 
