@@ -91,6 +91,11 @@ def org_filter_option(help: str) -> Any:
     return typer.Option(None, "--org", metavar="ORG", help=help)
 
 
+def definition_file_argument() -> Any:
+    """FILE: a journey definition."""
+    return typer.Argument(..., metavar="FILE", help="A journey definition file (YAML or JSON)")
+
+
 def json_option(help: str = "Print one JSON object instead of text") -> Any:
     return typer.Option(False, "--json", help=help)
 
