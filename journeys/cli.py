@@ -7,28 +7,36 @@ import math
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import typer
 
-from journeys import accounts, catalog
+from journeys import __version__, accounts, catalog
 from journeys.cli_channels import channel_app, webhook_app
-from journeys.cli_common import _engine, _fail, _is_ascii_int, _now, _print_json, _settings, _state
+from journeys.cli_common import (
+    _engine,
+    _fail,
+    _load_or_exit,
+    _now,
+    _print_json,
+    _settings,
+    _state,
+    definition_file_argument,
+    json_option,
+    limit_option,
+    new_app,
+    org_filter_option,
+    org_option,
+)
 from journeys.cli_demo import demo
 from journeys.cli_ops import cancel, optout_app, replies, reply
+from journeys.cli_simulate import simulate
 from journeys.clock import iso_z
-from journeys.definitions import DefinitionError, load_definition_file
 from journeys.store.db import read_only, transaction
 
-app = typer.Typer(
-    help="journeys: a self-hostable patient-journey engine.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_show_locals=False,  # locals may hold patient data or secrets
-)
-org_app = typer.Typer(help="Organisations.", no_args_is_help=True)
-token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
-journey_app = typer.Typer(help="Journey definitions.", no_args_is_help=True)
+app = new_app("journeys: a self-hostable patient-journey engine.")
+org_app = new_app("Organisations.")
+token_app = new_app("API tokens.")
+journey_app = new_app("Journey definitions.")
 app.add_typer(org_app, name="org")
 app.add_typer(channel_app, name="channel")
 app.add_typer(token_app, name="token")
@@ -37,10 +45,23 @@ app.add_typer(webhook_app, name="webhook")
 app.add_typer(optout_app, name="optout")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"journeys {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main_callback(
     db: str = typer.Option(
-        None, "--db", help="Database URL (default: $JOURNEYS_DATABASE_URL or sqlite:///./journeys.db)"
+        None,
+        "--db",
+        metavar="URL",
+        help="Database URL: sqlite:///FILE or postgresql://USER@HOST:PORT/DB",
+        show_default="$JOURNEYS_DATABASE_URL, else sqlite:///./journeys.db",
+    ),
+    version: bool = typer.Option(
+        False, "--version", "-V", is_eager=True, callback=_print_version, help="Print the version and exit."
     ),
 ) -> None:
     _state["db"] = db
@@ -51,13 +72,14 @@ def init() -> None:
     """Create or migrate the database schema to the latest version."""
     engine = _engine()
     engine.dispose()
-    typer.echo("database is at the latest schema version", err=True)
+    typer.echo("database is at the latest schema version")
 
 
 # ------------------------------------------------------------------ orgs
 @org_app.command("create")
 def org_create(
-    name: str, as_json: bool = typer.Option(False, "--json", help="Print one JSON object")
+    name: str = typer.Argument(..., metavar="NAME", help="The organisation's name"),
+    as_json: bool = json_option(),
 ) -> None:
     """Create an organisation."""
     engine = _engine()
@@ -73,7 +95,7 @@ def org_create(
 
 
 @org_app.command("list")
-def org_list(as_json: bool = typer.Option(False, "--json")) -> None:
+def org_list(as_json: bool = json_option("Print one JSON array instead of text")) -> None:
     """List organisations."""
     from journeys.store import accounts as repo
 
@@ -91,15 +113,22 @@ def org_list(as_json: bool = typer.Option(False, "--json")) -> None:
 # ------------------------------------------------------------------ tokens
 @token_app.command("create")
 def token_create(
-    org: str = typer.Option(..., "--org", help="Org id"),
-    name: str = typer.Option(..., "--name", help="A label for the token"),
+    org: str = org_option(),
+    name: str = typer.Option(..., "--name", metavar="TEXT", help="A label for the token"),
     scopes: str = typer.Option(
-        f"{accounts.SCOPE_CREATE},{accounts.SCOPE_READ}", "--scopes", help="Comma-separated scopes"
+        f"{accounts.SCOPE_CREATE},{accounts.SCOPE_READ}",
+        "--scopes",
+        metavar="SCOPES",
+        help="Comma-separated scopes",
     ),
-    expires_in_days: int = typer.Option(None, "--expires-in-days", help="Expire after N days"),
-    as_json: bool = typer.Option(False, "--json"),
+    expires_in_days: int = typer.Option(
+        None, "--expires-in-days", metavar="N", help="Expire after N days", show_default="never"
+    ),
+    as_json: bool = json_option(),
 ) -> None:
-    """Create an API token. The secret is printed once and stored only as a hash."""
+    """Create an API token.
+
+    The secret is printed once and stored only as a hash."""
     engine = _engine()
     try:
         parsed = accounts.parse_scopes(scopes)
@@ -118,7 +147,10 @@ def token_create(
 
 
 @token_app.command("list")
-def token_list(org: str = typer.Option(None, "--org"), as_json: bool = typer.Option(False, "--json")) -> None:
+def token_list(
+    org: str = org_filter_option("Only this org's tokens"),
+    as_json: bool = json_option("Print one JSON array instead of text"),
+) -> None:
     """List tokens (never their secrets)."""
     with read_only(_engine()) as conn:
         rows = accounts.list_tokens(conn, org, _now())
@@ -133,7 +165,9 @@ def token_list(org: str = typer.Option(None, "--org"), as_json: bool = typer.Opt
 
 
 @token_app.command("revoke")
-def token_revoke(token_id: str) -> None:
+def token_revoke(
+    token_id: str = typer.Argument(..., metavar="TOKEN_ID", help="The token's id (journeys token list)"),
+) -> None:
     """Revoke a token at once."""
     engine = _engine()
     try:
@@ -141,37 +175,25 @@ def token_revoke(token_id: str) -> None:
             accounts.revoke_token(conn, token_id, _now())
     except accounts.AccountError as exc:
         _fail(str(exc))
-    typer.echo(f"revoked {token_id}", err=True)
+    typer.echo(f"revoked {token_id}")
 
 
 # ------------------------------------------------------------------ journeys
 @journey_app.command("validate")
-def journey_validate(file: Path) -> None:
-    """Validate a definition file: exit 0, or 1 with each problem on its own line."""
-    try:
-        load_definition_file(file)
-    except DefinitionError as exc:
-        for p in exc.problems:
-            typer.echo(p.format(str(file)))
-        raise typer.Exit(1) from None
-    typer.echo(f"{file}: ok", err=True)
+def journey_validate(file: Path = definition_file_argument()) -> None:
+    """Validate a journey definition file.
 
-
-def _load_or_exit(file: Path) -> Any:
-    """Load a definition, or print its problems (FILE:LINE: path: message) on stderr and exit 1."""
-    try:
-        return load_definition_file(file)
-    except DefinitionError as exc:
-        for p in exc.problems:
-            typer.echo(p.format(str(file)), err=True)
-        raise typer.Exit(1) from None
+    Prints "FILE: ok" on stdout, or exits 1 with every problem on stderr, one per line:
+    FILE:LINE: path: message."""
+    _load_or_exit(file)
+    typer.echo(f"{file}: ok")
 
 
 @journey_app.command("publish")
 def journey_publish(
-    file: Path,
-    org: str = typer.Option(..., "--org", help="Org id"),
-    as_json: bool = typer.Option(False, "--json"),
+    file: Path = definition_file_argument(),
+    org: str = org_option(),
+    as_json: bool = json_option(),
 ) -> None:
     """Publish a definition as a new version of the org's journey with that name."""
     definition = _load_or_exit(file)
@@ -191,7 +213,7 @@ def journey_publish(
 
 @journey_app.command("list")
 def journey_list(
-    org: str = typer.Option(..., "--org"), as_json: bool = typer.Option(False, "--json")
+    org: str = org_option(), as_json: bool = json_option("Print one JSON array instead of text")
 ) -> None:
     """List the org's journeys (latest versions)."""
     with read_only(_engine()) as conn:
@@ -214,13 +236,17 @@ def journey_schema() -> None:
 # ------------------------------------------------------------------ messages
 @app.command()
 def messages(
-    org: str = typer.Option(None, "--org", help="Only this org's messages"),
-    instance: str = typer.Option(None, "--instance", help="Only this instance's messages"),
-    limit: int = typer.Option(100, "--limit", min=1, max=10_000, help="At most this many, newest first"),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON array"),
+    org: str = org_filter_option("Only this org's messages"),
+    instance: str = typer.Option(
+        None, "--instance", metavar="INSTANCE_ID", help="Only this instance's messages"
+    ),
+    limit: int = limit_option("At most N messages, newest first"),
+    as_json: bool = json_option("Print one JSON array instead of text"),
 ) -> None:
-    """List outgoing messages, newest first: sent, queued, failed, dropped, and sends held at their
-    step (send window, frequency cap) with the time they will go. Shows message text: for staff."""
+    """List outgoing messages, newest first.
+
+    Sent, queued, failed and dropped messages, and sends held at their step (send window,
+    frequency cap) with the time they will go. Shows message text: for staff."""
     from journeys.channels.outgoing import list_outgoing
 
     now = _now()
@@ -261,110 +287,6 @@ def _from_now(when: datetime, now: datetime) -> str:
     return f"in {hours} h {rest} min" if hours else f"in {rest} min"
 
 
-@app.command()
-def simulate(
-    file: Path,
-    params: str = typer.Option("{}", "--params", help="The instance's parameters, a JSON object"),
-    tz: str = typer.Option("UTC", "--tz", help="The instance's IANA time zone"),
-    start: str = typer.Option(None, "--start", help="Local start time 'YYYY-MM-DD HH:MM' (default: now)"),
-    reply: list[str] = typer.Option(
-        [],
-        "--reply",
-        help="STEP_ID=TEXT[@DELAY]: the patient's reply to that wait_for_reply step (repeatable)",
-    ),
-    http: list[str] = typer.Option([], "--http", help="STEP_ID=STATUS[:JSON]: an http_request step's answer"),
-    horizon_days: int = typer.Option(400, "--horizon-days", min=1, max=36_600),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON array of events"),
-) -> None:
-    """Preview a journey: run one instance on a simulated clock (no database, nothing sent)."""
-    from journeys.definitions.model import parse_duration
-    from journeys.definitions.values import datetime_problem, get_zone
-    from journeys.engine.simulate import Reply, SimulationError
-    from journeys.engine.simulate import simulate as run_simulation
-    from journeys.engine.trigger import validate_parameters
-
-    definition = _load_or_exit(file)
-    zone = get_zone(tz)
-    if zone is None:
-        _fail(f"--tz: {tz!r} is not an IANA time zone")
-    try:
-        given = json.loads(params)
-    except ValueError:
-        _fail("--params: not valid JSON")
-    if not isinstance(given, dict):
-        _fail("--params: must be a JSON object")
-    canonical, problems = validate_parameters(definition, given, zone)
-    if problems:
-        for problem in problems:
-            typer.echo(f"--params: {problem}", err=True)
-        raise typer.Exit(1)
-    begin, problem = (_now(), None) if start is None else datetime_problem(start, zone)  # type: ignore
-    if begin is None:
-        _fail(f"--start: {start!r} {problem} (use 'YYYY-MM-DD HH:MM', local to --tz)")
-    replies: dict[int, list[Reply]] = {}
-    for item in reply:
-        key, sep, text = item.partition("=")
-        delay = None
-        if "@" in text:
-            text, _, delay_text = text.rpartition("@")
-            try:
-                delay = parse_duration(delay_text)
-            except ValueError as exc:
-                _fail(f"--reply {item!r}: {exc}")
-        if not sep or not _is_ascii_int(key.strip()):
-            _fail(f"--reply {item!r}: use STEP_ID=TEXT[@DELAY], e.g. 30=C or 30=R@2h")
-        r = Reply(text) if delay is None else Reply(text, delay)
-        replies.setdefault(int(key), []).append(r)
-    answers: dict[int, dict[str, Any]] = {}
-    for item in http:
-        key, sep, rest = item.partition("=")
-        status_text, _, body_text = rest.partition(":")
-        if not sep or not _is_ascii_int(key.strip()) or not _is_ascii_int(status_text):
-            _fail(f"--http {item!r}: use STEP_ID=STATUS[:JSON], e.g. 40=200:'{{\"ok\": true}}'")
-        try:
-            answers[int(key)] = {
-                "status": int(status_text),
-                "json": json.loads(body_text) if body_text else {},
-            }
-        except ValueError:
-            _fail(f"--http {item!r}: the body is not valid JSON")
-    kinds = {step.id: step.type for flow in definition.flows for step in flow.steps}
-    for option, given_steps, kind in (
-        ("--reply", replies, "wait_for_reply"),
-        ("--http", answers, "http_request"),
-    ):
-        for step_id in given_steps:
-            if kinds.get(step_id) != kind:
-                have = ", ".join(str(i) for i, k in kinds.items() if k == kind) or "none"
-                _fail(f"{option}: step {step_id} is not a {kind} step ({kind} steps: {have})")
-    try:
-        timeline = run_simulation(
-            definition,
-            canonical,
-            tz,
-            begin,
-            replies=replies,
-            http=answers,
-            horizon=timedelta(days=horizon_days),
-        )
-    except SimulationError as exc:
-        _fail(str(exc))
-    if as_json:
-        _print_json(timeline)
-        return
-    for ev in timeline:
-        local = datetime.fromisoformat(ev["time"].replace("Z", "+00:00")).astimezone(zone)
-        where = f"{ev['flowId']}/{ev['stepId']}" if ev["stepId"] is not None else f"{ev['flowId']}"
-        detail = {k: v for k, v in ev["detail"].items() if k != "messageId"}
-        extra = " ".join(f"{k}={v}" for k, v in detail.items())
-        typer.echo(
-            f"{local:%a %Y-%m-%d %H:%M %Z} ({ev['time']})  {where:<16} {ev['type']:<18} {extra}".rstrip()
-        )
-        if "body" in ev:
-            subject = f" [{ev['subject']}]" if "subject" in ev else ""
-            typer.echo(f"        -> {ev['channel']} to {ev['to']}{subject}: {ev['body']}")
-
-
 # Staff operations (journeys/cli_ops.py): patients' replies, bulk cancel; `optout` is a group.
 app.command("reply")(reply)
 app.command("replies")(replies)
@@ -380,11 +302,28 @@ def _configure_logging(level: str) -> None:
 
 @app.command()
 def serve(
-    host: str = typer.Option(None, "--host"),
-    port: int = typer.Option(None, "--port"),
+    host: str = typer.Option(
+        None,
+        "--host",
+        metavar="HOST",
+        help="The address to listen on",
+        show_default="$JOURNEYS_HOST, else 127.0.0.1",
+    ),
+    port: int = typer.Option(
+        None,
+        "--port",
+        metavar="PORT",
+        min=1,
+        max=65535,
+        help="The TCP port to listen on",
+        show_default="$JOURNEYS_PORT, else 8080",
+    ),
     no_worker: bool = typer.Option(False, "--no-worker", help="API only; run workers separately"),
 ) -> None:
-    """Run the API server (with the worker in the same process unless --no-worker)."""
+    """Run the API server.
+
+    The worker runs in the same process unless --no-worker. SIGTERM or SIGINT finish the requests
+    in flight (and the worker's batch), then exit 0."""
     import uvicorn
 
     from journeys.api.app import create_app
@@ -408,8 +347,10 @@ def serve(
 
 
 @app.command()
-def workers(as_json: bool = typer.Option(False, "--json")) -> None:
-    """List worker processes from their heartbeats (stale ones have stopped or died)."""
+def workers(as_json: bool = json_option("Print one JSON array instead of text")) -> None:
+    """List worker processes from their heartbeats.
+
+    alive: seen in the last 30 s; silent: not seen since (it died or hangs); stopped: it exited."""
     from journeys.store.work import list_workers
 
     with read_only(_engine()) as conn:
@@ -444,7 +385,9 @@ def workers(as_json: bool = typer.Option(False, "--json")) -> None:
 
 @app.command()
 def worker() -> None:
-    """Run a worker only (no HTTP)."""
+    """Run a worker only (no HTTP).
+
+    SIGTERM or SIGINT finish the batch in progress, then exit 0."""
     import signal
     import threading
 
@@ -473,6 +416,7 @@ def worker() -> None:
     w.stop()
 
 
+app.command()(simulate)
 app.command()(demo)
 
 

@@ -6,26 +6,48 @@ from typing import Any
 
 import typer
 
-from journeys.cli_common import _engine, _fail, _now, _print_json, _settings
+from journeys.cli_common import (
+    _engine,
+    _fail,
+    _now,
+    _print_json,
+    _settings,
+    json_option,
+    limit_option,
+    new_app,
+    org_filter_option,
+    org_option,
+)
 from journeys.store.db import read_only, transaction
 
-channel_app = typer.Typer(
-    help="Delivery providers per org and channel (credentials stored encrypted).", no_args_is_help=True
+channel_app = new_app(
+    "Delivery providers per org and channel.\n\nCredentials are stored encrypted (JOURNEYS_SECRET_KEY)."
 )
-webhook_app = typer.Typer(help="Event webhooks to the org's own systems.", no_args_is_help=True)
+webhook_app = new_app("Event webhooks to the org's own systems.")
+
+_CHANNEL_HELP = "sms or email"
+_WEBHOOK_ID_HELP = "The subscription's id (journeys webhook list)"
 
 
 # ------------------------------------------------------------------ channels
 @channel_app.command("set")
 def channel_set(
-    org: str = typer.Option(..., "--org", help="Org id"),
-    channel: str = typer.Option(..., "--channel", help="sms or email"),
-    provider: str = typer.Option(..., "--provider", help="twilio (sms) or smtp (email)"),
+    org: str = org_option(),
+    channel: str = typer.Option(..., "--channel", metavar="CHANNEL", help=_CHANNEL_HELP),
+    provider: str = typer.Option(
+        ..., "--provider", metavar="PROVIDER", help="twilio (sms) or smtp (email)"
+    ),
     setting: list[str] = typer.Option(
-        [], "--set", help="KEY=VALUE of the provider's configuration (repeatable)"
+        [],
+        "--set",
+        metavar="KEY=VALUE",
+        help="One setting of the provider's configuration; repeatable (see docs/channels.md)",
+        show_default=False,
     ),
 ) -> None:
-    """Configure an org's provider for a channel. Needs JOURNEYS_SECRET_KEY; secrets are never printed."""
+    """Configure an org's provider for a channel.
+
+    Needs JOURNEYS_SECRET_KEY; secrets are never printed."""
     from journeys.channels import registry
     from journeys.channels.secrets import SecretBox, SecretKeyMissing
     from journeys.store import accounts as accounts_repo
@@ -47,12 +69,13 @@ def channel_set(
         if accounts_repo.get_org(conn, org) is None:
             _fail(f"unknown org {org}")
         channels_repo.set_channel(conn, org, channel, provider, sealed, _now())
-    typer.echo(f"{channel} for org {org} now goes through {provider}", err=True)
+    typer.echo(f"{channel} for org {org} now goes through {provider}")
 
 
 @channel_app.command("list")
 def channel_list(
-    org: str = typer.Option(None, "--org"), as_json: bool = typer.Option(False, "--json")
+    org: str = org_filter_option("Only this org's providers"),
+    as_json: bool = json_option("Print one JSON array instead of text"),
 ) -> None:
     """List configured providers (never their credentials)."""
     from journeys.store import channels as channels_repo
@@ -76,15 +99,18 @@ def channel_list(
 
 @channel_app.command("remove")
 def channel_remove(
-    org: str = typer.Option(..., "--org"), channel: str = typer.Option(..., "--channel")
+    org: str = org_option(),
+    channel: str = typer.Option(..., "--channel", metavar="CHANNEL", help=_CHANNEL_HELP),
 ) -> None:
-    """Remove an org's provider for a channel (its messages go back to the built-in outbox)."""
+    """Remove an org's provider for a channel.
+
+    Its messages go back to the built-in outbox."""
     from journeys.store import channels as channels_repo
 
     with transaction(_engine()) as conn:
         if not channels_repo.remove_channel(conn, org, channel):
             _fail(f"org {org} has no provider for {channel}")
-    typer.echo(f"removed the {channel} provider of org {org}", err=True)
+    typer.echo(f"removed the {channel} provider of org {org}")
 
 
 # ------------------------------------------------------------------ webhooks
@@ -107,13 +133,19 @@ def _webhook_org(engine: Any, org: str) -> None:
 
 @webhook_app.command("create")
 def webhook_create(
-    org: str = typer.Option(..., "--org", help="Org id"),
-    url: str = typer.Option(..., "--url", help="http(s) URL receiving the events"),
-    secret: str = typer.Option(..., "--secret", help="Shared secret (16+ characters); never printed"),
-    events: str = typer.Option("*", "--events", help="Comma-separated event types, or * for all"),
-    as_json: bool = typer.Option(False, "--json"),
+    org: str = org_option(),
+    url: str = typer.Option(..., "--url", metavar="URL", help="The http(s) URL receiving the events"),
+    secret: str = typer.Option(
+        ..., "--secret", metavar="SECRET", help="Shared secret (16+ characters); never printed"
+    ),
+    events: str = typer.Option(
+        "*", "--events", metavar="TYPES", help="Comma-separated event types, or * for all"
+    ),
+    as_json: bool = json_option(),
 ) -> None:
-    """Subscribe an endpoint; it is challenged at once (needs JOURNEYS_SECRET_KEY)."""
+    """Subscribe an endpoint to the org's events.
+
+    The endpoint is challenged at once (docs/webhooks.md); needs JOURNEYS_SECRET_KEY."""
     from journeys.engine import webhooks as service
 
     engine = _engine()
@@ -133,7 +165,7 @@ def webhook_create(
 
 @webhook_app.command("list")
 def webhook_list(
-    org: str = typer.Option(..., "--org"), as_json: bool = typer.Option(False, "--json")
+    org: str = org_option(), as_json: bool = json_option("Print one JSON array instead of text")
 ) -> None:
     """List the org's webhook subscriptions."""
     from journeys.engine import webhooks as service
@@ -150,18 +182,28 @@ def webhook_list(
 
 
 @webhook_app.command("delete")
-def webhook_delete(webhook_id: str, org: str = typer.Option(..., "--org")) -> None:
-    """Delete (disable) a subscription; its undelivered events are dropped."""
+def webhook_delete(
+    webhook_id: str = typer.Argument(..., metavar="WEBHOOK_ID", help=_WEBHOOK_ID_HELP),
+    org: str = org_option(),
+) -> None:
+    """Delete (disable) a subscription.
+
+    Its undelivered events are dropped."""
     from journeys.engine import webhooks as service
 
     engine = _engine()
     _webhook_call(lambda: service.delete(engine, org, webhook_id, _now()))
-    typer.echo(f"deleted webhook {webhook_id}", err=True)
+    typer.echo(f"deleted webhook {webhook_id}")
 
 
 @webhook_app.command("verify")
-def webhook_verify(webhook_id: str, org: str = typer.Option(..., "--org")) -> None:
-    """Challenge the endpoint again (events flow only to verified subscriptions)."""
+def webhook_verify(
+    webhook_id: str = typer.Argument(..., metavar="WEBHOOK_ID", help=_WEBHOOK_ID_HELP),
+    org: str = org_option(),
+) -> None:
+    """Challenge the endpoint again.
+
+    Events flow only to verified subscriptions."""
     from journeys.engine import webhooks as service
 
     engine = _engine()
@@ -171,18 +213,24 @@ def webhook_verify(webhook_id: str, org: str = typer.Option(..., "--org")) -> No
             engine, settings.secret_key, org, webhook_id, _now(), settings.outbound_policy()
         )
     )
-    typer.echo(f"webhook {webhook_id} verified", err=True)
+    typer.echo(f"webhook {webhook_id} verified")
 
 
 @webhook_app.command("deliveries")
 def webhook_deliveries(
-    org: str = typer.Option(..., "--org"),
-    webhook: str = typer.Option(None, "--webhook", help="Only this subscription"),
-    status: str = typer.Option(None, "--status", help="pending, sending, delivered or failed"),
-    limit: int = typer.Option(100, "--limit"),
-    as_json: bool = typer.Option(False, "--json"),
+    org: str = org_option(),
+    webhook: str = typer.Option(
+        None, "--webhook", metavar="WEBHOOK_ID", help="Only this subscription's deliveries"
+    ),
+    status: str = typer.Option(
+        None, "--status", metavar="STATUS", help="Only deliveries pending, sending, delivered or failed"
+    ),
+    limit: int = limit_option("At most N deliveries, newest first", maximum=1000),
+    as_json: bool = json_option("Print one JSON array instead of text"),
 ) -> None:
-    """Recent deliveries, newest first, with attempts and the last status code."""
+    """List recent deliveries, newest first.
+
+    With their attempts and the last status code."""
     from journeys.engine import webhooks as service
 
     engine = _engine()

@@ -12,28 +12,39 @@ from typing import Any
 import typer
 
 from journeys import demo as demo_service
-from journeys.cli_common import _engine, _now, _settings, _state
-from journeys.definitions import load_definition_file
+from journeys.cli_common import _engine, _load_or_exit, _now, _settings, _state
 from journeys.store.db import transaction
 
 
 def demo(
     example: Path = typer.Option(
-        Path("examples/appointment-reminder.yaml"), "--example", help="The journey to publish"
+        Path("examples/appointment-reminder.yaml"),
+        "--example",
+        metavar="FILE",
+        help="The journey definition to publish",
     ),
     state_file: Path = typer.Option(
         Path(".demo/demo.json"),
         "--state-file",
+        metavar="FILE",
         help="Where the demo token is kept; the tour's request bodies are written beside it",
     ),
-    base_url: str = typer.Option(None, "--base-url", help="The server's URL in the printed commands"),
+    base_url: str = typer.Option(
+        None,
+        "--base-url",
+        metavar="URL",
+        help="The server's URL in the printed commands",
+        show_default="http://$JOURNEYS_HOST:$JOURNEYS_PORT, else http://127.0.0.1:8080",
+    ),
 ) -> None:
-    """Set up a demo org, token and example journey (once), write the tour's requests, and print
-    what to try."""
+    """Set up the demo and print what to try.
+
+    Creates a demo org, token and example journey (once), writes the tour's request bodies
+    beside --state-file, and prints the tour, true at this hour."""
     settings = _settings()
     now = _now()
     saved = _read_state(state_file)
-    definition = load_definition_file(example)
+    definition = _load_or_exit(example)
     with transaction(_engine()) as conn:
         setup = demo_service.ensure_demo(conn, definition, saved.get("token"), int(saved.get("runs", 0)), now)
     folder = state_file.parent

@@ -9,19 +9,28 @@ from typing import Any
 
 import typer
 
-from journeys.cli_common import _engine, _fail, _now, _print_json, _settings
-from journeys.clock import SystemClock
+from journeys.cli_common import (
+    _engine,
+    _fail,
+    _now,
+    _print_json,
+    _settings,
+    json_option,
+    limit_option,
+    new_app,
+    org_option,
+)
 from journeys.store.db import read_only, transaction
 
-optout_app = typer.Typer(help="SMS opt-outs of an org: list, add, remove.", no_args_is_help=True)
+optout_app = new_app("SMS opt-outs of an org: list, add, remove.")
 
 
 # ------------------------------------------------------------------ patient replies
 def reply(
-    org: str = typer.Option(..., "--org", help="Org id"),
-    from_: str = typer.Option(..., "--from", help="The patient's phone number"),
-    body: str = typer.Option(..., "--body", help="The reply text"),
-    as_json: bool = typer.Option(False, "--json"),
+    org: str = org_option(),
+    from_: str = typer.Option(..., "--from", metavar="PHONE", help="The patient's phone number"),
+    body: str = typer.Option(..., "--body", metavar="TEXT", help="The reply text"),
+    as_json: bool = json_option(),
 ) -> None:
     """Inject an inbound SMS reply, as if the patient had texted it."""
     from journeys.engine.replies import ReplyError, receive_reply
@@ -42,14 +51,16 @@ def reply(
 
 
 def replies(
-    org: str = typer.Option(..., "--org", help="Org id"),
+    org: str = org_option(),
     unmatched: bool = typer.Option(
         False, "--unmatched", help="Only replies no instance was waiting for (not consent keywords)"
     ),
-    limit: int = typer.Option(100, "--limit", min=1, max=10_000),
-    as_json: bool = typer.Option(False, "--json"),
+    limit: int = limit_option("At most N replies, newest first"),
+    as_json: bool = json_option("Print one JSON array instead of text"),
 ) -> None:
-    """List inbound SMS replies, newest first (shows message text: for staff)."""
+    """List inbound SMS replies, newest first.
+
+    Shows message text: for staff."""
     from journeys.engine.replies import list_replies
 
     with read_only(_engine()) as conn:
@@ -99,17 +110,23 @@ def _cancel_body(filter_json: str | None, params: list[str], cancel_all: bool) -
 
 
 def cancel(
-    org: str = typer.Option(..., "--org", help="Org id"),
-    journey: str = typer.Option(..., "--journey", help="The journey's id (the API's chatBotId)"),
+    org: str = org_option(),
+    journey: str = typer.Option(
+        ..., "--journey", metavar="ID", help="The journey's id (the API's chatBotId)"
+    ),
     filter_json: str = typer.Option(
-        None, "--filter", help="A search filterSpecification, as JSON (see docs/api.md)"
+        None, "--filter", metavar="JSON", help="A search filterSpecification (see docs/api.md)"
     ),
     param: list[str] = typer.Option(
-        [], "--param", help="NAME=VALUE: only instances whose parameter equals VALUE (repeatable)"
+        [],
+        "--param",
+        metavar="NAME=VALUE",
+        help="Only instances whose parameter equals VALUE; repeatable",
+        show_default=False,
     ),
     cancel_all: bool = typer.Option(False, "--all", help="Every InProgress instance of the journey"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only count what would be cancelled"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = json_option(),
 ) -> None:
     """Cancel every InProgress instance of a journey that matches a filter (e.g. a closure day)."""
     from journeys import catalog
@@ -138,7 +155,7 @@ def cancel(
             return
     try:
         done = instance_service.cancel_all_matching(
-            engine, jv, query.filter, SystemClock().now, "cli", _settings().cancel_chunk_size
+            engine, jv, query.filter, _settings().clock().now, "cli", _settings().cancel_chunk_size
         )
     except instance_service.BulkCancelInterrupted as exc:
         _fail(
@@ -161,10 +178,10 @@ def _org_or_fail(conn: Any, org: str) -> None:
 
 @optout_app.command("list")
 def optout_list(
-    org: str = typer.Option(..., "--org", help="Org id"),
-    phone: str = typer.Option(None, "--phone", help="Only this number"),
-    limit: int = typer.Option(100, "--limit", min=1, max=10_000),
-    as_json: bool = typer.Option(False, "--json"),
+    org: str = org_option(),
+    phone: str = typer.Option(None, "--phone", metavar="PHONE", help="Only this number"),
+    limit: int = limit_option("At most N numbers, most recently changed first", 1_000),
+    as_json: bool = json_option("Print one JSON array instead of text"),
 ) -> None:
     """Opted-out numbers, most recently changed first (shows phone numbers: for staff)."""
     from journeys.engine import consent
@@ -187,10 +204,10 @@ def optout_list(
 
 @optout_app.command("add")
 def optout_add(
-    org: str = typer.Option(..., "--org", help="Org id"),
-    phone: str = typer.Option(..., "--phone", help="The patient's phone number"),
-    reason: str = typer.Option(None, "--reason", help="Why (a note for staff)"),
-    as_json: bool = typer.Option(False, "--json"),
+    org: str = org_option(),
+    phone: str = typer.Option(..., "--phone", metavar="PHONE", help="The patient's phone number"),
+    reason: str = typer.Option(None, "--reason", metavar="TEXT", help="Why (a note for staff)"),
+    as_json: bool = json_option(),
 ) -> None:
     """Opt a number out of the org's SMS, as if the patient had texted STOP."""
     from journeys.engine import consent
@@ -211,8 +228,8 @@ def optout_add(
 
 @optout_app.command("remove")
 def optout_remove(
-    org: str = typer.Option(..., "--org", help="Org id"),
-    phone: str = typer.Option(..., "--phone", help="The patient's phone number"),
+    org: str = org_option(),
+    phone: str = typer.Option(..., "--phone", metavar="PHONE", help="The patient's phone number"),
 ) -> None:
     """Opt a number back in, as if the patient had texted START."""
     from journeys.engine import consent

@@ -196,6 +196,7 @@ def test_init_creates_schema_and_is_idempotent(cli: Cli) -> None:
     assert not cli.path.exists()
     first = cli.run("init")
     assert first.returncode == 0, first.stderr
+    assert (first.stdout, first.stderr) == ("database is at the latest schema version\n", "")
     assert cli.path.exists()
     conn = sqlite3.connect(cli.path)
     try:
@@ -415,6 +416,7 @@ def test_token_revoke_marks_revoked(cli: Cli) -> None:
     org = cli.org()
     keep, gone = cli.token(org), cli.token(org)
     proc = cli.ok("token", "revoke", gone["id"])
+    assert (proc.stdout, proc.stderr) == (f"revoked {gone['id']}\n", "")  # the result, on stdout
     assert gone["token"] not in proc.stdout + proc.stderr
     by_id = {t["id"]: t for t in cli.json("token", "list", "--json")}
     assert by_id[keep["id"]]["revokedAt"] is None
@@ -503,7 +505,8 @@ def test_validate_example_ok(cli: Cli) -> None:
         timeout=TIMEOUT,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout == ""
+    assert proc.stdout == f"{EXAMPLE}: ok\n"  # the result on stdout; stderr is for problems
+    assert proc.stderr == ""
     assert not cli.path.exists()  # validation needs no database
 
 
@@ -511,10 +514,12 @@ PROBLEM_LINE = re.compile(r"^(?P<file>.+?):(?P<line>\d+): (?:(?P<path>[\w\[\].]+
 
 
 def validate(cli: Cli, path: Path) -> tuple[subprocess.CompletedProcess[str], list[re.Match[str]]]:
+    """Problems are diagnostics: one per line on stderr, nothing on stdout."""
     proc = cli.run("journey", "validate", str(path))
-    lines = proc.stdout.splitlines()
+    lines = proc.stderr.splitlines()
     matches = [PROBLEM_LINE.match(line) for line in lines]
-    assert lines and all(matches), proc.stdout
+    assert lines and all(matches), proc.stderr
+    assert proc.stdout == ""
     return proc, [m for m in matches if m]
 
 
@@ -542,7 +547,7 @@ def test_validate_unknown_step_type(cli: Cli, tmp_path: Path) -> None:
     path = write(tmp_path, "unknown-step.yaml", text)
     proc, problems = validate(cli, path)
     assert proc.returncode == 1
-    assert len(problems) == 1, proc.stdout
+    assert len(problems) == 1, proc.stderr
     p = problems[0]
     assert p["file"] == str(path)
     assert int(p["line"]) == line_of(text, "type: teleport")
@@ -559,7 +564,7 @@ def test_validate_send_sms_to_unknown_parameter(cli: Cli, tmp_path: Path) -> Non
     path = write(tmp_path, "unknown-param.yaml", text)
     proc, problems = validate(cli, path)
     assert proc.returncode == 1
-    assert len(problems) == 1, proc.stdout
+    assert len(problems) == 1, proc.stderr
     p = problems[0]
     assert p["file"] == str(path)
     assert int(p["line"]) == line_of(text, "to: mobileNumber")
@@ -572,7 +577,7 @@ def test_validate_yaml_syntax_error(cli: Cli, tmp_path: Path) -> None:
     path = write(tmp_path, "syntax.yaml", text)
     proc, problems = validate(cli, path)
     assert proc.returncode == 1
-    assert len(problems) == 1, proc.stdout
+    assert len(problems) == 1, proc.stderr
     p = problems[0]
     assert p["file"] == str(path)
     # the parser notices one line after the unclosed bracket
@@ -581,8 +586,6 @@ def test_validate_yaml_syntax_error(cli: Cli, tmp_path: Path) -> None:
 
 
 def test_validate_reports_every_problem_on_its_own_line(cli: Cli, tmp_path: Path) -> None:
-    # Two problems of the same kind (the validator reports reference problems only once the
-    # file's shape is right, so an unknown step type alone would hide them: a design choice).
     text = replace_once(
         example_text(),
         "        to: phoneNumber\n        frequency_cap: false  # transactional: confirms",
@@ -596,7 +599,7 @@ def test_validate_reports_every_problem_on_its_own_line(cli: Cli, tmp_path: Path
     path = write(tmp_path, "two.yaml", text)
     proc, problems = validate(cli, path)
     assert proc.returncode == 1
-    assert len(problems) == 2, proc.stdout
+    assert len(problems) == 2, proc.stderr
     by_line = {int(p["line"]): p for p in problems}
     assert "mobileNumber" in by_line[line_of(text, "to: mobileNumber")]["message"]
     assert by_line[line_of(text, "to: mobileNumber")]["path"] == "flows[0].steps[0].to"
@@ -604,10 +607,48 @@ def test_validate_reports_every_problem_on_its_own_line(cli: Cli, tmp_path: Path
     assert by_line[line_of(text, "to: cellNumber")]["path"] == "flows[0].steps[2].to"
 
 
+def test_validate_reports_shape_and_reference_problems_in_one_run(cli: Cli, tmp_path: Path) -> None:
+    """An unknown step type (step 20) does not hide a reference to an unknown parameter elsewhere;
+    step 110's `next: 20`, naming the step that failed, is not reported as unknown."""
+    text = replace_once(
+        example_text(), "      - id: 20\n        type: wait_until", "      - id: 20\n        type: teleport"
+    )
+    text = replace_once(
+        text,
+        '        to: phoneNumber\n        body: "Reminder:',
+        '        to: cellNumber\n        body: "Reminder:',
+    )
+    text = replace_once(text, "        next: 30\n", "        next: 20\n")
+    path = write(tmp_path, "both.yaml", text)
+    proc, problems = validate(cli, path)
+    assert proc.returncode == 1
+    assert [(int(p["line"]), p["path"]) for p in problems] == [
+        (line_of(text, "type: teleport"), "flows[0].steps[1].type"),
+        (line_of(text, "to: cellNumber"), "flows[0].steps[2].to"),
+    ], proc.stderr
+    assert "unknown step type 'teleport'" in problems[0]["message"]
+    assert "no parameter named 'cellNumber'" in problems[1]["message"]
+
+
 def test_validate_missing_file_fails(cli: Cli, tmp_path: Path) -> None:
-    proc = cli.run("journey", "validate", str(tmp_path / "nope.yaml"))
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr
+    missing = tmp_path / "nope.yaml"
+    proc = cli.run("journey", "validate", str(missing))
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    assert proc.stderr == f"{missing}: cannot read file: No such file or directory\n"
+
+
+def test_demo_with_a_missing_or_invalid_example_fails_clearly(cli: Cli, tmp_path: Path) -> None:
+    state = ["--state-file", str(tmp_path / "demo" / "demo.json")]
+    missing = tmp_path / "nope.yaml"
+    proc = cli.run("demo", "--example", str(missing), *state)
+    assert (proc.returncode, proc.stdout) == (1, "")
+    assert proc.stderr == f"{missing}: cannot read file: No such file or directory\n"
+    bad = write(tmp_path, "bad.yaml", example_text().replace("type: wait_until", "type: teleport", 1))
+    proc = cli.run("demo", "--example", str(bad), *state)
+    assert (proc.returncode, proc.stdout) == (1, "")
+    assert "unknown step type 'teleport'" in proc.stderr and "Traceback" not in proc.stderr
+    assert not cli.path.exists() and not (tmp_path / "demo").exists()  # nothing set up
 
 
 # ---------------------------------------------------------------------------- journey publish

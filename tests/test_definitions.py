@@ -373,6 +373,124 @@ def test_validate_graph_gives_paths_without_lines() -> None:
     assert validate_graph(defn) == [Problem("no step with id 7", "flows[0].steps[0].next", None)]
 
 
+# --- one run reports every problem: the model's and the cross-references' -------------------
+
+
+def found(text: str) -> list[tuple[int | None, str, str]]:
+    return [(p.line, p.path, p.message) for p in problems_of(text)]
+
+
+def test_a_shape_problem_does_not_hide_the_reference_problems_elsewhere() -> None:
+    text = edit("        type: end\n", "        type: send_text\n")
+    text = edit("        to: phone\n", "        to: mobile\n", text)
+    text = edit("        duration: 1h\n", "        duration: 1h\n        next: 35\n", text).replace(
+        "        next: 30\n", ""
+    )
+    assert found(text) == [
+        (18, "flows[0].steps[0].to", "no parameter named 'mobile' (phone parameters: phone)"),
+        (
+            25,
+            "flows[0].steps[2].type",
+            "unknown step type 'send_text' (expected one of: send_sms, send_email, http_request, wait, "
+            "wait_until, wait_for_reply, branch, set_parameters, goto, end)",
+        ),
+        (32, "flows[1].steps[0].next", "no step with id 35"),
+    ]
+
+
+def test_a_reference_to_a_step_that_did_not_parse_is_not_unknown() -> None:
+    # Step 30 fails the model; step 40's `next: 30` names it, so only the shape problem is reported.
+    text = edit("        type: end\n", "        type: end\n        colour: red\n")
+    assert found(text) == [(26, "flows[0].steps[2].colour", "unknown field")]
+    # ... also when its id is written as the model would read it, and while its type is unknown.
+    text = edit("      - id: 30\n        type: end\n", "      - id: '30'\n        type: finish\n")
+    assert [(line, path) for line, path, _ in found(text)] == [(25, "flows[0].steps[2].type")]
+    # A step whose id cannot be read at all gives no id to refer to.
+    text = edit("      - id: 30\n        type: end\n", "      - id: thirty\n        type: end\n")
+    assert found(text) == [
+        (24, "flows[0].steps[2].id", "expected a whole number, got text"),
+        (32, "flows[1].steps[0].next", "no step with id 30"),
+    ]
+
+
+def test_a_step_that_did_not_parse_still_counts_for_duplicate_ids() -> None:
+    text = edit("      - id: 40\n", "      - id: 20\n")
+    text = edit("        duration: 1h\n", "        duration: 1h\n        colour: red\n", text)
+    assert found(text) == [
+        (
+            29,
+            "flows[1].steps[0].id",
+            "duplicate step id 20 (flows[0].steps[1] has the same id; step ids must be unique across the "
+            "whole journey)",
+        ),
+        (32, "flows[1].steps[0].colour", "unknown field"),
+    ]
+
+
+def test_a_reference_to_a_parameter_that_did_not_parse_is_not_unknown_nor_of_the_wrong_type() -> None:
+    # `phone` fails on its type: `to: phone` is neither unknown nor "not a phone parameter".
+    assert found(edit("    type: phone\n", "    type: mobile\n")) == [
+        (
+            9,
+            "parameters[3].type",
+            "unknown parameter type 'mobile' (expected one of: string, datetime, phone, email, number)",
+        ),
+    ]
+    # `phone` fails elsewhere: its type is still known, so `to: when` (a datetime) is reported.
+    text = edit("    required: false\n", "    requird: false\n")
+    text = edit("        to: phone\n", "        to: when\n", text)
+    assert found(text) == [
+        (10, "parameters[3].requird", "unknown field (did you mean 'required'?)"),
+        (18, "flows[0].steps[0].to", "parameter 'when' is of type datetime, not phone"),
+    ]
+    # A template may name it; a parameter without a readable name gives nothing to refer to.
+    text = edit("  - name: patientName\n", "  - name: [patientName]\n")
+    assert found(text) == [
+        (3, "parameters[0].name", "expected text, got a list"),
+        (
+            19,
+            "flows[0].steps[0].body",
+            "template uses unknown variable 'patientName' (parameters: appointmentId, phone, when)",
+        ),
+    ]
+
+
+def test_the_whole_graph_is_checked_once_every_step_parses() -> None:
+    unreachable = "      - id: 30\n        type: end\n      - id: 35\n        type: end\n"
+    text = edit("      - id: 30\n        type: end\n", unreachable)
+    assert found(text) == [(26, "flows[0].steps[3]", "step 35 is unreachable")]
+    # While a step fails, where the steps lead is not known: no "unreachable" or loop is reported.
+    failing = edit("        duration: 1h\n", "        duration: 1\n", text)
+    assert [path for _, path, _ in found(failing)] == ["flows[1].steps[0].duration"]
+    # A problem outside the steps does not stop the graph checks.
+    outside = edit("flows:\n", "send_window: {start: '21:00', end: '08:00'}\nflows:\n", text)
+    assert found(outside) == [
+        (11, "send_window", "the send window's start must be before its end"),
+        (27, "flows[0].steps[3]", "step 35 is unreachable"),
+    ]
+
+
+def test_a_reply_condition_is_not_checked_while_a_step_that_may_record_it_fails() -> None:
+    text = edit("- reply: confirmed", "- reply: maybe", FULL)
+    assert "no wait_for_reply step has the outcome 'maybe'" in only_problem(text).message
+    failing = edit("        timeout: 24h\n", "        timeout: 24\n", text)
+    assert [path for _, path, _ in found(failing)] == ["flows[0].steps[1].timeout"]
+    # The other references are still checked.
+    failing = edit("        to: email\n", "        to: mail\n", failing)
+    assert [path for _, path, _ in found(failing)] == ["flows[0].steps[1].timeout", "flows[0].steps[2].to"]
+
+
+def test_unreadable_lists_give_only_the_shape_problems() -> None:
+    # Without the parameters list, every parameter reference would be reported: none is.
+    text = edit("parameters:\n", "parameters: {}\nunused:\n")
+    assert [path for _, path, _ in found(edit("        to: phone\n", "        to: mobile\n", text))] == [
+        "parameters",
+        "unused",
+    ]
+    steps = edit("    steps:\n      - id: 40\n", "    steps: {}\n    more:\n      - id: 40\n")
+    assert [path for _, path, _ in found(steps)] == ["flows[1].steps", "flows[1].more"]
+
+
 # --- the control-flow steps: send_email, http_request, wait_for_reply, branch, set_parameters, goto
 
 # Line numbers below refer to this text (line 1 is "name: Everything").

@@ -3,6 +3,7 @@ matches the SQLAlchemy tables, and every table leads its primary key with org_id
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -90,3 +91,56 @@ def test_migrating_twice_is_a_no_op(tmp_path: Path) -> None:
     assert _describe(engine) == before
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM alembic_version").scalar_one() == 1
+
+
+# ---------------------------------------------------------------------------- docs/operations.md
+OPERATIONS = Path(__file__).resolve().parent.parent / "docs" / "operations.md"
+
+
+def _citus_section() -> str:
+    text = OPERATIONS.read_text(encoding="utf-8")
+    start = text.index("## Distributing by org (Citus)")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else len(text)]
+
+
+def _leads_with_org_id(table: sa.Table) -> bool:
+    pk = list(table.primary_key.columns)
+    return bool(pk) and pk[0].name == "org_id"
+
+
+def test_the_citus_section_places_every_table(tmp_path: Path) -> None:
+    """docs/operations.md's Citus section names every table (so a new one cannot be forgotten):
+    each once in its table of placements and once in its SQL, as a reference table or
+    distributed by org_id; only tables that lead their primary key with org_id are distributed."""
+    section = _citus_section()
+    tables = set(metadata.tables)
+    assert set(_describe(_migrated_sqlite(tmp_path))) == tables  # the tables are what migrations make
+
+    placed = [
+        name
+        for row in re.findall(r"^\|(.*?)\|", section, flags=re.MULTILINE)
+        for name in re.findall(r"`([a-z_]+)`", row)
+    ]
+    assert sorted(placed) == sorted(tables), f"not placed: {tables - set(placed)}; twice or unknown: {placed}"
+
+    reference = re.findall(r"create_reference_table\('([a-z_]+)'\)", section)
+    distributed = re.findall(r"create_distributed_table\('([a-z_]+)', 'org_id'", section)
+    in_sql = reference + distributed
+    assert sorted(in_sql) == sorted(tables), f"not in the SQL: {tables - set(in_sql)}; all: {in_sql}"
+    for name in distributed:
+        assert _leads_with_org_id(metadata.tables[name]), f"{name} is distributed by org_id"
+
+
+def test_the_citus_section_says_which_tables_have_no_org_id() -> None:
+    """The claim "Every table but X carries `org_id` and leads its primary key with it" names
+    exactly the tables that do not, and those are reference tables."""
+    section = _citus_section()
+    claim = re.search(r"Every table but (.+?) carries `org_id` and leads its primary key with it", section)
+    assert claim, "the section states which tables carry org_id"
+    named = set(re.findall(r"`([a-z_]+)`", claim.group(1)))
+    without = {name for name, table in metadata.tables.items() if not _leads_with_org_id(table)}
+    assert named == without
+    assert without <= NOT_TENANT_DATA
+    reference = set(re.findall(r"create_reference_table\('([a-z_]+)'\)", section))
+    assert without <= reference

@@ -156,8 +156,8 @@ def test_appointment_examples_validate() -> None:
             check=False,
         )
         assert result.returncode == 0, result.stdout + result.stderr
-        assert result.stdout == ""
-        assert result.stderr.strip() == f"{path}: ok"
+        assert result.stdout == f"{path}: ok\n"
+        assert result.stderr == ""
 
 
 def test_full_journey_confirmed_across_the_fall_back_by_cli() -> None:

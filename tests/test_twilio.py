@@ -582,9 +582,20 @@ def test_the_cli_configures_twilio_validates_and_never_prints_secrets(tmp_path: 
 
     ok = run_cli(tmp_path, *good)
     assert ok.returncode == 0, ok.stderr
+    assert (ok.stdout, ok.stderr) == (f"sms for org {org} now goes through twilio\n", "")
     for args in (["channel", "list"], ["channel", "list", "--json"]):
         listed = run_cli(tmp_path, *args)
         assert listed.returncode == 0, listed.stderr
         assert "twilio" in listed.stdout
         for secret in (TOKEN, SID, SECRET_KEY):
             assert secret not in listed.stdout + listed.stderr
+
+    removed = run_cli(tmp_path, "channel", "remove", "--org", org, "--channel", "sms")
+    assert (removed.returncode, removed.stdout, removed.stderr) == (
+        0,
+        f"removed the sms provider of org {org}\n",
+        "",
+    )
+    again = run_cli(tmp_path, "channel", "remove", "--org", org, "--channel", "sms")
+    assert (again.returncode, again.stdout) == (1, "")
+    assert again.stderr == f"error: org {org} has no provider for sms\n"

@@ -518,8 +518,11 @@ def test_cli(srv: Server, rec: Receiver) -> None:
     assert (
         run_cli(srv, "deliveries", "--org", t.org_id, "--status", "failed", "--json").stdout.strip() == "[]"
     )
-    assert run_cli(srv, "verify", hook["id"], "--org", t.org_id).returncode == 0
-    assert run_cli(srv, "delete", hook["id"], "--org", t.org_id).returncode == 0
+    verified = run_cli(srv, "verify", hook["id"], "--org", t.org_id)
+    assert (verified.returncode, verified.stderr) == (0, "")
+    assert verified.stdout == f"webhook {hook['id']} verified\n"
+    deleted = run_cli(srv, "delete", hook["id"], "--org", t.org_id)
+    assert (deleted.returncode, deleted.stdout, deleted.stderr) == (0, f"deleted webhook {hook['id']}\n", "")
     assert json.loads(run_cli(srv, "list", "--org", t.org_id, "--json").stdout) == []
 
 

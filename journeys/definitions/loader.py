@@ -3,7 +3,9 @@
 The text is parsed once into YAML nodes, from which a map of every path (``flows[0].steps[2]``,
 ``flows[0].steps[2].to``) to its line is recorded; the data is then checked against the model
 (`JourneyDefinition`) and the cross-reference rules (`validator.validate_graph`), and every
-problem found is reported together in one `DefinitionError`.
+problem found is reported together in one `DefinitionError`. When the model rejects the data,
+the cross-references are still checked over the parts it accepts (`partial.partial_definition`),
+so one run reports the problems of both kinds.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from journeys.definitions.model import (
     WaitStep,
     WaitUntilStep,
 )
+from journeys.definitions.partial import partial_definition
 
 _STEP_MODELS: dict[str, type[BaseModel]] = {
     "send_sms": SendSmsStep,
@@ -420,6 +423,9 @@ def load_definition_text(text: str, filename: str = "<definition>") -> JourneyDe
         defn = JourneyDefinition.model_validate(data)
     except ValidationError as exc:
         problems.extend(_error_problem(err, data) for err in exc.errors())
+        partial = partial_definition(data)
+        if partial is not None:
+            problems.extend(validate_graph(partial))
         raise DefinitionError(_with_lines(problems, lines), filename) from None
     problems.extend(validate_graph(defn))
     if problems:

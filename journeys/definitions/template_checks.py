@@ -37,7 +37,7 @@ def check_template(
         where = f" (line {exc.lineno} of the template)" if exc.lineno and "\n" in source.strip() else ""
         problems.append(Problem(f"template syntax error: {exc.message}{where}", path))
         return False
-    canonical = {p.name for p in defn.parameters}
+    canonical = {p.name for p in defn.parameters if p.name}  # unparsed ones may have none
     by_lower = {p.name.lower(): p.name for p in defn.parameters}
     fine = True
     for name in sorted(names):

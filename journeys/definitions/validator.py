@@ -1,4 +1,4 @@
-"""Cross-reference checks on a definition that already matches the model.
+"""Cross-reference checks on a definition that matches the model, or on the parts of one that do.
 
 `validate_graph` reports problems by path only (``flows[0].steps[2].to``); the loader adds line
 numbers. It checks names and ids are unique, that every reference (step ids such as ``next``,
@@ -6,6 +6,10 @@ numbers. It checks names and ids are unique, that every reference (step ids such
 parameter names in ``to``, ``parameter``, ``save``, ``values`` and conditions; template
 variables; ``reply:`` outcomes) points at something of the right kind, that every step can be
 reached, and that no loop can run without ever waiting.
+
+A definition that fails the model is checked as `partial.partial_definition` sees it: parts that
+failed stand in as `UnparsedStep` / `UnparsedParameter`; references to them are not reported,
+and the whole-graph checks wait until every step parses.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from journeys.definitions.model import (
     WaitForReplyStep,
     WaitUntilStep,
 )
+from journeys.definitions.partial import UnparsedStep, is_complete
 from journeys.definitions.template_checks import check_json_templates, check_template
 from journeys.definitions.template_checks import suggestion as _suggestion
 from journeys.definitions.templates import (
@@ -52,6 +57,8 @@ RESERVED_OUTCOMES = {
 }
 _BARE_VARIABLE = re.compile(r"^\s*\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}\s*$")
 _DATETIME_FORMAT = "%Y-%m-%d %H:%M"
+# In the outcomes a reply condition may name: a step that did not parse may record any outcome.
+ANY_OUTCOME = "*"  # never a valid outcome name
 
 
 def _step_path(pos: Position) -> str:
@@ -100,7 +107,7 @@ def validate_graph(defn: JourneyDefinition) -> list[Problem]:
                 _check_set_parameters(defn, step, path, problems)
             elif isinstance(step, GotoStep):
                 _check_step_ref(step.target, ids, f"{path}.target", problems)
-    if unique:  # with duplicate ids the graph is ambiguous; fix those first
+    if unique and is_complete(defn):  # with duplicate or unknown steps the graph is not known yet
         successors = _successors(defn, ids)
         _check_reachable(defn, successors, problems)
         _check_loops(defn, successors, problems)
@@ -114,6 +121,8 @@ def _check_parameters(defn: JourneyDefinition, problems: list[Problem]) -> None:
     seen: dict[str, int] = {}
     for i, param in enumerate(defn.parameters):
         key = param.name.lower()
+        if not key:  # an unparsed parameter whose name is not text
+            continue
         if key in seen:
             first = defn.parameters[seen[key]].name
             problems.append(
@@ -146,7 +155,7 @@ def _check_flows(defn: JourneyDefinition, problems: list[Problem]) -> None:
                     f"flows[{i}].id",
                 )
             )
-        else:
+        elif flow.id:  # "": an unparsed flow whose id is not text
             seen[flow.id] = i
         if flow.main:
             if main is None:
@@ -166,6 +175,8 @@ def _check_step_ids(defn: JourneyDefinition, problems: list[Problem]) -> tuple[d
     unique = True
     for fi, flow in enumerate(defn.flows):
         for si, step in enumerate(flow.steps):
+            if step.id is None:  # an unparsed step whose id cannot be read
+                continue
             if step.id in ids:
                 unique = False
                 problems.append(
@@ -219,6 +230,12 @@ def _check_next(step: Any, ids: dict[int, Position], path: str, problems: list[P
     problems.append(Problem(message, f"{path}.next"))
 
 
+def _parameter_names(defn: JourneyDefinition) -> list[str]:
+    """The declared parameter names, in order (leaving out unparsed ones whose name is not text)."""
+    return [p.name for p in defn.parameters if p.name]
+
+
+
 def _check_parameter_ref(
     defn: JourneyDefinition, name: str, wanted: str, path: str, problems: list[Problem]
 ) -> Parameter | None:
@@ -229,7 +246,7 @@ def _check_parameter_ref(
             f" ({wanted} parameters: {', '.join(of_type)})" if of_type else f" (declare a {wanted} parameter)"
         )
         problems.append(Problem(f"no parameter named '{name}'{hint}", path))
-    elif param.type != wanted:
+    elif param.type is not None and param.type != wanted:  # None: an unparsed one's unknown type
         problems.append(Problem(f"parameter '{param.name}' is of type {param.type}, not {wanted}", path))
     return param
 
@@ -240,7 +257,7 @@ def _find_parameter(
     """A parameter of any type, by case-insensitive name; a problem (with a hint) if there is none."""
     param = defn.parameter(name)
     if param is None:
-        names = [p.name for p in defn.parameters]
+        names = _parameter_names(defn)
         hint = _suggestion(name, names) or (
             f" (parameters: {', '.join(names)})" if names else " (the journey declares no parameters)"
         )
@@ -429,13 +446,16 @@ def _check_set_parameters(
 
 
 def _reply_outcomes(defn: JourneyDefinition) -> set[str] | None:
-    """Every outcome a wait_for_reply step can record; None when the journey has none."""
+    """Every outcome a wait_for_reply step can record (with ANY_OUTCOME when an unparsed step may
+    be one); None when the journey has none."""
     outcomes: set[str] | None = None
     for flow in defn.flows:
         for step in flow.steps:
             if isinstance(step, WaitForReplyStep):
                 outcomes = (outcomes or set()) | set(RESERVED_OUTCOMES)
                 outcomes |= {route.outcome for route in step.replies}
+            elif isinstance(step, UnparsedStep) and step.may_wait_for_reply():
+                outcomes = (outcomes or set()) | {ANY_OUTCOME}
     return outcomes
 
 
@@ -472,6 +492,8 @@ def _check_reply_condition(reply: str, path: str, outcomes: set[str] | None, pro
         problems.append(
             Problem("the journey has no wait_for_reply step, so a 'reply' condition never holds", path)
         )
+    elif ANY_OUTCOME in outcomes:
+        return  # a step that did not parse may record it: checked once it does
     elif reply not in outcomes:
         known = sorted(outcomes)
         hint = _suggestion(reply, known) or f" (outcomes: {', '.join(known)})"

@@ -1,7 +1,9 @@
 """SQLAlchemy Core tables.
 
-Every table carries `org_id` and leads its primary key with it, so the schema can later be
-distributed by org (Citus) without changing a key. Times are stored as UTC.
+Every table of tenant data carries `org_id` and leads its primary key with it, so the schema can
+later be distributed by org (Citus) without changing a key; `worker_heartbeats` (operational, one
+row per worker process) has none and would be a reference table. docs/operations.md's Citus
+section places every table (tests/test_schema.py checks it). Times are stored as UTC.
 """
 
 from __future__ import annotations
