@@ -53,6 +53,7 @@ def demo(
     bulk, search = folder / "bulk.json", folder / "search.json"
     _write_private(bulk, demo_service.bulk_body(setup.run, now))
     _write_private(search, demo_service.search_body())
+    _write_private(folder / "reschedule.json", demo_service.reschedule_body(setup.run, now))
     base = base_url or f"http://{settings.host}:{settings.port}"
     db_flag = f" --db '{settings.database_url}'" if _state.get("db") else ""
     typer.echo(_tour(setup, base, bulk, search, db_flag, demo_service.window_now(definition, now), now))
@@ -139,7 +140,12 @@ In another terminal, in this directory:
   curl -sS -X POST "$API/search" {auth} {json_type} -d @{search}
   curl -sS "$API/<id>" {auth}
 
-5. Cancel one; nothing more is sent:
+5. Move John's appointment a day later, to 11:00 (the journey's `rescheduled` subflow, found
+   by his appointmentId): he is told the new time, and the reminder is planned again.
+
+  curl -sS -i -X POST "$API/bulk" {auth} {json_type} -d @{bulk.parent / "reschedule.json"}
+
+6. Cancel one; nothing more is sent:
 
   curl -sS -i -X DELETE "$API/<id>/execution" {auth}
 """

@@ -84,6 +84,23 @@ def bulk_body(run: int, now: datetime) -> dict[str, Any]:
     }
 
 
+def reschedule_body(run: int, now: datetime) -> dict[str, Any]:
+    """The tour's reschedule: John's appointment moves a day later, to 11:00 (the subflow)."""
+    moved = datetime.fromisoformat(demo_day(now)) + timedelta(days=1)
+    return {
+        "flowId": "rescheduled",
+        "timeZone": DEMO_ZONE,
+        "instances": [
+            {
+                "parameters": {
+                    "appointmentId": f"D{run}-XYZ-11123",
+                    "appointmentDateTime": f"{moved:%Y-%m-%d} 11:00:00",
+                }
+            }
+        ],
+    }
+
+
 def search_body() -> dict[str, Any]:
     return {
         "filterSpecification": {

@@ -819,7 +819,7 @@ def test_demo_then_serve_end_to_end(cli: Cli, tmp_path: Path) -> None:
 
     saved = json.loads(state.read_text())
     token, org = saved["token"], saved["orgId"]
-    for private in (state, tmp_path / "bulk.json", tmp_path / "search.json"):
+    for private in (state, *(tmp_path / f"{n}.json" for n in ("bulk", "search", "reschedule"))):
         assert oct(private.stat().st_mode & 0o777) == oct(0o600)
     chat_bot = re.search(r"chatBotId\s+(\S+)", out)
     assert chat_bot, out
@@ -934,6 +934,18 @@ def test_demo_then_serve_end_to_end(cli: Cli, tmp_path: Path) -> None:
         assert got["lastStepExecuted"]["flowName"] == "Main Flow"
         kinds = [e["type"] for e in got["events"]]
         assert kinds[kinds.index("reply_received") :][:3] == ["reply_received", "sms_queued", "wait"]
+
+        # the tour's reschedule: the second run's John moves to Thursday 11:00
+        m = re.search(r'curl -sS -i -X POST "\$API/bulk" .* -d @(\S+reschedule\.json)$', out, re.M)
+        assert m, out
+        moved = json.loads((tmp_path / "reschedule.json").read_text())
+        assert moved["flowId"] == "rescheduled"
+        r = http.post(again.bulk_url, content=json.dumps(moved), headers=again.headers)
+        assert r.status_code == 204, r.text
+        johns = {f["parameters"]["appointmentId"]: f["id"] for f in found}
+        second_john = johns[moved["instances"][0]["parameters"]["appointmentId"]]
+        told = wait_for("the new time", lambda: [m for m in sent_to(second_john) if m["stepId"] == 105])
+        assert told[0]["body"] == f"{name}, your appointment has moved to Thursday, November 5 at 11:00 AM."
 
         # graceful shutdown on SIGTERM
         srv.proc.send_signal(signal.SIGTERM)
