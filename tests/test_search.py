@@ -397,7 +397,7 @@ def test_take_defaults_to_100_and_allows_1000(http: Client, tenant: Tenant) -> N
         ({"includeParameters": "yes"}, "includeParameters: must be true or false"),
         # Documented as an integer / a boolean: null is neither (it was taken as the default).
         ({"take": None}, "take: must be a whole number from 1 to 1000"),
-        ({"skip": None}, "skip: must be a whole number >= 0"),
+        ({"skip": None}, "skip: must be a whole number from 0 to 2147483647"),
         ({"includeParameters": None}, "includeParameters: must be true or false"),
     ],
 )
