@@ -1535,6 +1535,84 @@ def test_cli_rejects_bad_http_syntax(answer: str) -> None:
     assert_fails(cli(*simulate_args(json.dumps(APPOINTMENT), "--http", answer)), f"--http {answer!r}")
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--reply", "50=C", "--reply: step 50 is not a wait_for_reply step (wait_for_reply steps: 60, 180)"),
+        ("--reply", "999=C", "--reply: step 999 is not a wait_for_reply step"),
+        ("--http", "60=500", "--http: step 60 is not a http_request step (http_request steps: 100)"),
+    ],
+)
+def test_cli_rejects_a_reply_or_answer_for_the_wrong_step(option: str, value: str, message: str) -> None:
+    """A `--reply` for the SMS that asks the question (50), not the step that waits for the
+    answer (60), is an error naming the steps that wait, not silently ignored."""
+    assert_fails(cli(*simulate_args(json.dumps(APPOINTMENT), option, value)), message)
+
+
+def test_cli_a_reply_for_a_wait_never_reached_is_not_used() -> None:
+    """Step 180 waits only after a no-show; the patient here is checked in, so its reply is unused."""
+    params = {**APPOINTMENT, "checkedIn": "yes"}
+    events = cli_json(APPOINTMENT_FULL, params, "2026-10-20 10:00", "--reply", "60=C", "--reply", "180=R")
+    assert events[-1]["type"] == "end" and events[-1]["detail"] == {"outcome": "attended"}
+    assert not any(e["stepId"] == 180 for e in events)
+
+
+def _documented_commands() -> list[tuple[str, str, list[str]]]:
+    """Every `journeys simulate` command in docs/simulate.md (with the output shown after it)
+    and in the examples' "Preview it" header comments: (where, command, shown output)."""
+    found: list[tuple[str, str, list[str]]] = []
+    lines = (ROOT / "docs" / "simulate.md").read_text().splitlines()
+    i = 0
+    while i < len(lines):
+        if lines[i].strip().startswith("$ journeys simulate") and "FILE" not in lines[i]:
+            command = [lines[i].strip()[2:]]
+            while command[-1].endswith("\\") or "".join(command).count("'") % 2:
+                i += 1
+                command.append(lines[i].strip())
+            shown = []
+            while not lines[i + 1].strip().startswith(("```", "$")):
+                i += 1
+                if lines[i].strip():
+                    shown.append(lines[i].strip())
+            found.append(("docs/simulate.md", "\n".join(command), shown))
+        i += 1
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        header = path.read_text().splitlines()
+        for j, line in enumerate(header):
+            if line.startswith("#   journeys simulate"):
+                command = [line[4:]]
+                while header[j + len(command)].startswith("#     "):
+                    command.append(header[j + len(command)][6:])
+                found.append((path.name, "\n".join(command), []))
+    return found
+
+
+def test_documented_commands_run_as_written() -> None:
+    """Users copy these: each runs as written (with `journeys` on the PATH), and the output the
+    docs show is what it prints (all of it, or after a `…`, a part of it)."""
+    commands = _documented_commands()
+    assert sorted({where for where, _, _ in commands}) == [
+        "appointment-full.yaml",
+        "docs/simulate.md",
+        "post-visit-survey.yaml",
+        "pre-procedure.yaml",
+    ]
+    assert len(commands) >= 7
+    env = clean_env(PATH=f"{Path(JOURNEYS[0]).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    for where, command, shown in commands:
+        result = subprocess.run(
+            ["bash", "-c", command], capture_output=True, text=True, timeout=TIMEOUT, cwd=ROOT, env=env
+        )
+        assert result.returncode == 0, (where, command, result.stderr)
+        printed = [line.strip() for line in result.stdout.splitlines()]
+        assert printed, (where, command)
+        if shown and shown[0] == "…":
+            part = shown[1:]
+            assert any(printed[k : k + len(part)] == part for k in range(len(printed))), (where, command)
+        elif shown:
+            assert printed == shown, (where, command)
+
+
 def test_cli_rejects_a_bad_start() -> None:
     result = cli(
         str(APPOINTMENT_FULL), "--params", json.dumps(APPOINTMENT), "--tz", TZ, "--start", "tomorrow"
