@@ -605,6 +605,23 @@ def test_full_booked_at_night_for_an_early_appointment_is_not_texted_after_it() 
     assert bodies(events) == []
 
 
+def test_full_confirmation_held_until_the_appointment_time_itself_sends_nothing() -> None:
+    """Booked at 23:00 for 08:00: the confirmation is held until 08:00, the appointment's own
+    minute. send_before skips it; "already past?" must count "now" as past, or the email and
+    the rest of the journey would go on for an appointment that has begun."""
+    params = {**APPOINTMENT, "appointmentDateTime": "2026-11-03 08:00", "email": "ana@example.org"}
+    events = run(APPOINTMENT_FULL, params, "2026-11-02 23:00")
+    assert timeline(events) == [
+        ("2026-11-03T05:00:00Z", 5, "branch"),
+        ("2026-11-03T05:00:00Z", 10, "send_held"),
+        ("2026-11-03T14:00:00Z", 10, "sms_skipped"),
+        ("2026-11-03T14:00:00Z", 12, "branch"),
+        ("2026-11-03T14:00:00Z", 195, "end"),
+    ]
+    assert detail(events, 195, "end") == {"outcome": "appointment-passed"}
+    assert bodies(events) == []
+
+
 def test_early_appointment_gets_no_day_of_reminder_after_it() -> None:
     """An appointment at 07:00: "see you today" would go at 08:00, after it; send_before skips
     it (the wait_until at 08:00 used to let it through)."""
@@ -1331,6 +1348,14 @@ def test_pre_procedure_already_past_sends_nothing_and_says_why_by_cli() -> None:
     assert bodies(events) == []
 
 
+def test_pre_procedure_triggered_at_its_own_start_time_sends_nothing() -> None:
+    """Triggered at 07:30 for a 07:30 procedure: it has begun, so no instructions are sent."""
+    events = run(PRE_PROCEDURE, PROCEDURE, "2026-11-12 07:30")
+    assert [(s, k) for _, s, k in timeline(events)] == [(5, "branch"), (90, "end")]
+    assert detail(events, 90, "end") == {"outcome": "procedure-passed"}
+    assert bodies(events) == []
+
+
 def test_pre_procedure_booked_the_same_afternoon_says_no_good_morning() -> None:
     """Booked at 14:00 for 17:00: the morning-of text goes at once (run_now); it used to open
     with "Good morning"."""
@@ -1399,6 +1424,62 @@ def test_pre_procedure_a_capped_fasting_text_is_skipped_not_sent_the_next_day() 
     assert detail(events, 40, "sms_capped") == {"limit": "1 per day"}
     assert FASTING_730 not in bodies(events)
     assert MORNING_730 in bodies(events)
+
+
+# ============================================================================ every example, every timing
+AFTER_THE_VISIT = {APPOINTMENT_FULL: {110, 115, 170}}  # "we'll call you", "call us", "we missed you"
+
+
+def _untrue_sends(
+    path: Path, events: list[Event], when: datetime, start: datetime
+) -> list[tuple[int, str, str]]:
+    """Sends that would say something false about a visit at `when` (started at `start`)."""
+    wrong = []
+    for e in events:
+        if e["type"] not in SEND_KINDS:
+            continue
+        at = datetime.fromisoformat(e["localTime"])
+        text = f"{e.get('subject', '')} {e['body']}".lower()
+        if path != SURVEY and e["stepId"] not in AFTER_THE_VISIT.get(path, set()) and at >= when:
+            wrong.append((e["stepId"], e["localTime"], "sent at or after the time it is about"))
+        if " today" in text and at.date() != when.date():
+            wrong.append((e["stepId"], e["localTime"], '"today" on another day'))
+        if ("tomorrow" in text or "tonight" in text) and at.date() != when.date() - timedelta(days=1):
+            wrong.append((e["stepId"], e["localTime"], '"tomorrow" not the day before'))
+        if path == SURVEY and start < when:
+            wrong.append((e["stepId"], e["localTime"], "a survey for a visit not started"))
+    return wrong
+
+
+@pytest.mark.parametrize("day", ["2026-03-08", "2026-11-01", "2026-11-03"])
+def test_no_example_text_is_untrue_whenever_it_is_booked(day: str) -> None:
+    """The timing edge cases, on the DST days and an ordinary one: times from 05:30 (before the
+    send windows open) to 23:30, booked a week ahead to an hour after, in the evening and at
+    night before, with and without replies. No text about a visit goes out at or after it
+    (except the follow-ups meant for after), "today" is only said on the day, "tomorrow" and
+    "tonight" only the day before, and no survey thanks a patient for a visit not started."""
+    offsets = [timedelta(days=-7, hours=-1), timedelta(days=-2, hours=2), timedelta(hours=-25)]
+    offsets += [timedelta(hours=-9), timedelta(hours=-3), timedelta(minutes=-30), timedelta(0)]
+    offsets += [timedelta(hours=1)]
+    checked = 0
+    for hour in ("05:30", "07:30", "08:00", "20:00", "23:30"):
+        when = local(f"{day} {hour}")
+        evening = (when - timedelta(days=1)).strftime("%Y-%m-%d")
+        starts = [when + o for o in offsets] + [local(f"{evening} 21:30"), local(f"{evening} 23:00")]
+        at = f"{day} {hour}"
+        late_yes = {60: [Reply("C", timedelta(hours=20))]}
+        for start in starts:
+            runs = [
+                (APPOINTMENT_FULL, {**APPOINTMENT, "appointmentDateTime": at}, {}),
+                (APPOINTMENT_FULL, {**APPOINTMENT, "appointmentDateTime": at}, late_yes),
+                (PRE_PROCEDURE, {**PROCEDURE, "procedureDateTime": at}, {}),
+                (SURVEY, {**SURVEY_PARAMS, "visitDateTime": at}, {30: [Reply("5")]}),
+            ]
+            for path, params, replies in runs:
+                events = run(path, params, start.strftime("%Y-%m-%d %H:%M"), replies=replies)
+                assert _untrue_sends(path, events, when, start) == [], (path.name, at, start)
+                checked += 1
+    assert checked == 5 * 10 * 4
 
 
 # ============================================================================ engine rules
