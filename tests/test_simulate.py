@@ -923,6 +923,43 @@ def test_reminder_for_an_appointment_already_past_sends_nothing_and_says_why() -
     assert bodies(events) == []
 
 
+def test_reminder_held_until_the_appointments_own_minute_ends_the_instance() -> None:
+    """Booked at 23:00 for 08:00: the booking text is held until 08:00, the appointment's own
+    minute, and skipped (send_before). Step 12 used to test "before now", which an appointment
+    at this minute is not: the instance then waited 12 hours for a reply to a text never sent
+    and thanked a patient who answered "C" for confirming an appointment already begun."""
+    params = {**REMINDER_PARAMS, "appointmentDateTime": "2026-11-03 08:00"}
+    events = run(APPOINTMENT_REMINDER, params, "2026-11-02 23:00", replies={15: [Reply("C")]})
+    assert timeline(events) == [
+        ("2026-11-03T05:00:00Z", 5, "branch"),
+        ("2026-11-03T05:00:00Z", 10, "send_held"),
+        ("2026-11-03T14:00:00Z", 10, "sms_skipped"),
+        ("2026-11-03T14:00:00Z", 12, "branch"),
+        ("2026-11-03T14:00:00Z", 90, "end"),
+    ]
+    assert detail(events, 12, "branch") == {"case": 0, "next": 90}
+    assert detail(events, 90, "end") == {"outcome": "appointment-passed"}
+    assert bodies(events) == []
+
+
+def test_reminder_a_reply_after_the_appointment_is_not_answered_as_if_it_were_ahead() -> None:
+    """Booked at 10:00 for 13:00, "C" comes at 14:00 (within the 12 hours): "your appointment
+    is confirmed" would speak of one already past, so it is skipped (send_before)."""
+    params = {**REMINDER_PARAMS, "appointmentDateTime": "2026-11-02 13:00"}
+    replies = {15: [Reply("C", timedelta(hours=4))]}
+    events = run(APPOINTMENT_REMINDER, params, "2026-11-02 10:00", replies=replies)
+    assert timeline(events)[4:7] == [
+        ("2026-11-02T20:00:00Z", 15, "reply_received"),
+        ("2026-11-02T20:00:00Z", 16, "sms_skipped"),
+        ("2026-11-02T20:00:00Z", 20, "wait_skipped"),
+    ]
+    assert detail(events, 16, "sms_skipped") == {"reason": "appointmentDateTime has passed"}
+    assert bodies(events) == [
+        "Hi John Smith, your appointment is booked for Monday, November 2 at 1:00 PM. "
+        "Reply C to confirm or R to reschedule."
+    ]
+
+
 # ============================================================================ post-visit survey
 SURVEY_PARAMS = {
     "patientId": "p-200",
@@ -1453,9 +1490,9 @@ def _untrue_sends(
 
 @pytest.mark.parametrize("day", ["2026-03-08", "2026-11-01", "2026-11-03"])
 def test_no_example_text_is_untrue_whenever_it_is_booked(day: str) -> None:
-    """The timing edge cases, on the DST days and an ordinary one: times from 05:30 (before the
-    send windows open) to 23:30, booked a week ahead to an hour after, in the evening and at
-    night before, with and without replies. No text about a visit goes out at or after it
+    """The timing edge cases of every example, on the DST days and an ordinary one: times from
+    05:30 (before the send windows open) to 23:30, booked a week ahead to an hour after, in the
+    evening and at night before, with and without replies. No text about a visit goes out at or after it
     (except the follow-ups meant for after), "today" is only said on the day, "tomorrow" and
     "tonight" only the day before, and no survey thanks a patient for a visit not started."""
     offsets = [timedelta(days=-7, hours=-1), timedelta(days=-2, hours=2), timedelta(hours=-25)]
@@ -1468,18 +1505,20 @@ def test_no_example_text_is_untrue_whenever_it_is_booked(day: str) -> None:
         starts = [when + o for o in offsets] + [local(f"{evening} 21:30"), local(f"{evening} 23:00")]
         at = f"{day} {hour}"
         late_yes = {60: [Reply("C", timedelta(hours=20))]}
+        late_reminder_yes = {15: [Reply("C", timedelta(hours=11))]}
         for start in starts:
             runs = [
                 (APPOINTMENT_FULL, {**APPOINTMENT, "appointmentDateTime": at}, {}),
                 (APPOINTMENT_FULL, {**APPOINTMENT, "appointmentDateTime": at}, late_yes),
                 (PRE_PROCEDURE, {**PROCEDURE, "procedureDateTime": at}, {}),
                 (SURVEY, {**SURVEY_PARAMS, "visitDateTime": at}, {30: [Reply("5")]}),
+                (APPOINTMENT_REMINDER, {**REMINDER_PARAMS, "appointmentDateTime": at}, late_reminder_yes),
             ]
             for path, params, replies in runs:
                 events = run(path, params, start.strftime("%Y-%m-%d %H:%M"), replies=replies)
                 assert _untrue_sends(path, events, when, start) == [], (path.name, at, start)
                 checked += 1
-    assert checked == 5 * 10 * 4
+    assert checked == 5 * 10 * 5
 
 
 # ============================================================================ engine rules
