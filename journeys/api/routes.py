@@ -19,7 +19,7 @@ from journeys.api.schemas import BulkRequest, SearchRequest, event_json, instanc
 from journeys.catalog import JourneyVersion
 from journeys.engine import instances as instance_service
 from journeys.engine.search import SearchError, parse_search
-from journeys.engine.trigger import ConcurrentChange, TriggerError, trigger
+from journeys.engine.trigger import ConcurrentChange, TriggerError, refresh_statistics, trigger
 from journeys.store.db import read_only, transaction
 
 router = APIRouter(prefix="/chatbotapi/external/orgs/{orgId}/journeys")
@@ -98,7 +98,7 @@ async def bulk(
             try:
                 with transaction(state.engine) as conn:
                     jv = _journey(conn, orgId, chatBotId)
-                    trigger(
+                    result = trigger(
                         conn,
                         jv,
                         body,
@@ -108,6 +108,8 @@ async def bulk(
                         # conflict, look the identifiers up to name every one of them.
                         optimistic=attempt == 0,
                     )
+                if result.statistics_stale and state.settings.analyze_after_bulk:
+                    refresh_statistics(state.engine)
                 return
             except TriggerError as exc:
                 raise ApiError(400, exc.errors) from None

@@ -13,6 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.util import ClauseAdapter
 
 from journeys.store.bulk import insert_many, one_of
 from journeys.store.tables import (
@@ -100,9 +101,31 @@ def _compile(f: Filter, org_id: str, journey_id: str, dialect: str) -> sa.Column
         return sa.not_(_compile(f.child, org_id, journey_id, dialect))
     if f.operator == "notEquals":
         return sa.not_(_compile(ParamFilter(f.name, "equals", f.value), org_id, journey_id, dialect))
+    if dialect == "postgresql":
+        return _pg_has_parameter(f)
     conds = [ip.c.org_id == org_id, ip.c.journey_id == journey_id, ip.c.name == f.name]
     conds.append(_value_condition(ip.c.value, f, dialect))
     return ji.c.instance_id.in_(sa.select(ip.c.instance_id).where(*conds))
+
+
+def _pg_has_parameter(f: ParamFilter) -> sa.ColumnElement[bool]:
+    """PostgreSQL: the instance's own parameter row, probed by primary key (org_id, instance_id,
+    name) for each instance the query walks. `OFFSET 0` keeps the planner from turning the EXISTS into
+    a join, whose method and order would rest on row estimates — and with stale statistics
+    (right after a large load) an estimate of 1 row made a nested loop rescan thousands of
+    parameter rows per instance (bench/README.md, "Search right after a load")."""
+    own = ip.alias("own")
+    return sa.exists(
+        sa.select(sa.literal_column("1"))
+        .select_from(own)
+        .where(
+            own.c.org_id == ji.c.org_id,
+            own.c.instance_id == ji.c.instance_id,
+            own.c.name == f.name,
+            _value_condition(own.c.value, f, "postgresql"),
+        )
+        .offset(0)
+    )
 
 
 _DRIVING_OPERATORS = ("equals", "in", "startsWith")
@@ -120,13 +143,71 @@ def _driver(f: Filter | None) -> ParamFilter | None:
     return None
 
 
-def _without(f: Filter, driver: ParamFilter) -> Filter | None:
+def _without(f: Filter, driver: Filter) -> Filter | None:
     if f is driver:
         return None
     if isinstance(f, AndFilter):
         rest = tuple(c for c in f.children if c is not driver)
         return AndFilter(rest) if rest else None
     return f
+
+
+def _drivable(f: Filter) -> bool:
+    """PostgreSQL: a condition the lookup index can produce the instances of by itself: an
+    index-served parameter condition, or an Or of such conditions (a union of lookups)."""
+    if isinstance(f, ParamFilter):
+        return f.operator in _DRIVING_OPERATORS
+    if isinstance(f, OrFilter):
+        return bool(f.children) and all(isinstance(c, ParamFilter) and _drivable(c) for c in f.children)
+    return False
+
+
+def _pg_drivers(f: Filter | None) -> list[Filter]:
+    """PostgreSQL: the conditions every result meets that could drive the query (the filter
+    itself, or the direct children of a top-level And)."""
+    if f is None:
+        return []
+    if _drivable(f):
+        return [f]
+    if isinstance(f, AndFilter):
+        return [c for c in f.children if _drivable(c)]
+    return []
+
+
+def _pg_lookup(org_id: str, journey_id: str, driver: Filter) -> sa.Select[Any]:
+    """The ids of the journey's instances that meet `driver`, from the lookup index."""
+    if isinstance(driver, OrFilter):
+        arms = [_pg_lookup(org_id, journey_id, c) for c in driver.children]
+        return sa.select(sa.union(*arms).subquery("arms").c.instance_id)
+    assert isinstance(driver, ParamFilter)
+    p = ip.alias("p")
+    return sa.select(p.c.instance_id).where(
+        p.c.org_id == org_id,
+        p.c.journey_id == journey_id,
+        p.c.name == driver.name,
+        _value_condition(p.c.value, driver, "postgresql"),
+    )
+
+
+PG_DRIVER_PROBE = 1_000  # matches counted per candidate when choosing what drives a search
+
+
+def _pg_choose_driver(conn: Connection, org_id: str, journey_id: str, drivers: list[Filter]) -> Filter:
+    """The candidate with the fewest matches, counted from the lookup index up to
+    PG_DRIVER_PROBE each (one round trip; the counts do not depend on statistics)."""
+    if len(drivers) == 1:
+        return drivers[0]
+    counts = conn.execute(
+        sa.select(
+            *(
+                sa.select(sa.func.count())
+                .select_from(_pg_lookup(org_id, journey_id, d).limit(PG_DRIVER_PROBE).subquery())
+                .scalar_subquery()
+                for d in drivers
+            )
+        )
+    ).one()
+    return drivers[min(range(len(drivers)), key=lambda i: counts[i])]
 
 
 # ---------------------------------------------------------------- writes
@@ -227,39 +308,76 @@ _RESULT_COLS = [
 def search(
     conn: Connection, org_id: str, journey_id: str, flt: Filter | None, skip: int, take: int
 ) -> list[dict[str, Any]]:
-    """Newest first. A selective parameter condition drives the query from the
-    (org_id, journey_id, name, value) index and reaches instances by primary key; otherwise the
-    (org_id, journey_id[, status], created_at) indexes serve it."""
+    """Newest first (the statement: `search_statement`)."""
+    q = search_statement(conn, org_id, journey_id, flt, skip, take)
+    return [dict(r) for r in conn.execute(q).mappings()]
+
+
+def search_statement(
+    conn: Connection, org_id: str, journey_id: str, flt: Filter | None, skip: int, take: int
+) -> sa.Select[Any]:
+    """A selective parameter condition drives the query from the (org_id, journey_id, name,
+    value) index and reaches instances by primary key; otherwise the (org_id, journey_id[,
+    status], created_at) indexes serve it, newest first, and the other conditions are checked
+    on the instances it walks. PostgreSQL: `_pg_search_statement`."""
     dialect = conn.dialect.name
-    driver = _driver(flt)
+    if dialect == "postgresql":
+        drivers = _pg_drivers(flt)
+        if drivers:
+            driver = _pg_choose_driver(conn, org_id, journey_id, drivers)
+            return _pg_search_statement(org_id, journey_id, flt, driver, skip, take)
+    driver = _driver(flt) if dialect != "postgresql" else None
+    rest = flt if driver is None else (_without(flt, driver) if flt is not None else None)
     if driver is None:
         q = sa.select(*_RESULT_COLS).where(ji.c.org_id == org_id, ji.c.journey_id == journey_id)
-        rest = flt
-    else:
-        p = ip.alias("p")
-        joined = p.join(ji, sa.and_(ji.c.org_id == p.c.org_id, ji.c.instance_id == p.c.instance_id))
-        # On SQLite the unary + keeps the planner off the (org_id, journey_id, created_at)
-        # index, which would walk every instance of the journey to avoid a small sort.
-        journey_col = (
-            sa.literal_column("+journey_instances.journey_id") if dialect == "sqlite" else ji.c.journey_id
+        if rest is not None:
+            q = q.where(_compile(rest, org_id, journey_id, dialect))
+        return q.order_by(ji.c.created_at.desc(), ji.c.instance_id.desc()).offset(skip).limit(take)
+    p = ip.alias("p")
+    joined = p.join(ji, sa.and_(ji.c.org_id == p.c.org_id, ji.c.instance_id == p.c.instance_id))
+    # The unary + keeps SQLite's planner off the (org_id, journey_id, created_at) index, which
+    # would walk every instance of the journey to avoid a small sort.
+    journey_col = sa.literal_column("+journey_instances.journey_id")
+    q = (
+        sa.select(*_RESULT_COLS)
+        .select_from(joined)
+        .where(
+            p.c.org_id == org_id,
+            p.c.journey_id == journey_id,
+            p.c.name == driver.name,
+            _value_condition(p.c.value, driver, dialect),
+            ji.c.org_id == org_id,
+            journey_col == journey_id,
         )
-        q = (
-            sa.select(*_RESULT_COLS)
-            .select_from(joined)
-            .where(
-                p.c.org_id == org_id,
-                p.c.journey_id == journey_id,
-                p.c.name == driver.name,
-                _value_condition(p.c.value, driver, dialect),
-                ji.c.org_id == org_id,
-                journey_col == journey_id,
-            )
-        )
-        rest = _without(flt, driver) if flt is not None else None
+    )
     if rest is not None:
         q = q.where(_compile(rest, org_id, journey_id, dialect))
-    q = q.order_by(ji.c.created_at.desc(), ji.c.instance_id.desc()).offset(skip).limit(take)
-    return [dict(r) for r in conn.execute(q).mappings()]
+    return q.order_by(ji.c.created_at.desc(), ji.c.instance_id.desc()).offset(skip).limit(take)
+
+
+def _pg_search_statement(
+    org_id: str, journey_id: str, flt: Filter | None, driver: Filter, skip: int, take: int
+) -> sa.Select[Any]:
+    """PostgreSQL, driven by a lookup: the statement's shape fixes the plan, so that it does
+    not rest on row estimates — which stay wrong after a large load until the tables are
+    analysed. (With estimates of 1 row on tables of 20,000, the former join shape rescanned the
+    journey's instances, or a partial index, for every matching parameter row: 23–500 s per
+    search; bench/README.md, "Search right after a load".)
+
+    The lookup's instance ids are the outer side of a `LATERAL` subquery that fetches each
+    instance by primary key: a nested loop of key probes, the one join method a lateral
+    reference allows. Only the key is given to it — no journey or status condition (a partial
+    index on status looks empty to the planner until the table is analysed) — and `OFFSET 0`
+    keeps the other conditions from being pushed into it; they are checked on the instance it
+    found, parameter conditions by key probes too (`_pg_has_parameter`)."""
+    found = _pg_lookup(org_id, journey_id, driver).subquery("found")
+    hit = sa.select(ji).where(ji.c.org_id == org_id, ji.c.instance_id == found.c.instance_id)
+    hit = hit.offset(0).lateral("hit")
+    q = sa.select(*(hit.c[c.name] for c in _RESULT_COLS)).select_from(found.join(hit, sa.true()))
+    rest = _without(flt, driver) if flt is not None else None
+    if rest is not None:  # the conditions on journey_instances, applied to the lateral's rows
+        q = q.where(ClauseAdapter(hit).traverse(_compile(rest, org_id, journey_id, "postgresql")))
+    return q.order_by(hit.c.created_at.desc(), hit.c.instance_id.desc()).offset(skip).limit(take)
 
 
 def get(conn: Connection, org_id: str, journey_id: str, instance_id: str) -> dict[str, Any] | None:

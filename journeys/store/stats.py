@@ -1,0 +1,55 @@
+"""Planner statistics after large loads (PostgreSQL; SQLite keeps none and needs none).
+
+A bulk load of tens of thousands of instances leaves PostgreSQL's statistics describing the
+tables as they were before it until autovacuum gets to them (a minute or more later; never,
+with autovacuum off). The bulk trigger therefore asks `need_analyze` inside its transaction
+(the rows it has just written are not yet in the server's counters, so they are added) and,
+after its commit, `analyze_instances` gathers fresh statistics when the table has grown by
+more than ANALYZE_FRACTION since it was last analysed.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+log = logging.getLogger("journeys.store")
+
+ANALYZE_FRACTION = 0.2  # of the rows the statistics describe
+ANALYZE_MIN_ROWS = 1_000  # below this, plans do not depend on statistics
+ANALYZED_TABLES = ("journey_instances", "instance_parameters")
+_ADVISORY_KEY = 0x6A6F75726E6579  # one ANALYZE at a time across processes; others skip
+
+_PENDING = sa.text(
+    "SELECT c.reltuples, coalesce(s.n_mod_since_analyze, 0) FROM pg_class c "
+    "LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid WHERE c.oid = 'journey_instances'::regclass"
+)
+
+
+def need_analyze(conn: Connection, added: int) -> bool:
+    """True when `added` new instances (not yet committed) and the changes since the last
+    ANALYZE make up more than ANALYZE_FRACTION of the rows the statistics know of."""
+    if conn.dialect.name != "postgresql" or added <= 0:
+        return False
+    reltuples, modified = conn.execute(_PENDING).one()
+    pending = int(modified) + added
+    return pending >= max(ANALYZE_MIN_ROWS, ANALYZE_FRACTION * max(float(reltuples), 0.0))
+
+
+def analyze_instances(engine: Engine) -> bool:
+    """ANALYZE the tables searches read, unless another process is analysing them right now.
+    Returns whether it ran. Never raises: the caller's data is already committed."""
+    if engine.dialect.name != "postgresql":
+        return False
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("SET LOCAL lock_timeout = '5s'")
+            if not conn.exec_driver_sql(f"SELECT pg_try_advisory_xact_lock({_ADVISORY_KEY})").scalar():
+                return False
+            conn.exec_driver_sql(f"ANALYZE {', '.join(ANALYZED_TABLES)}")
+        return True
+    except Exception as exc:  # statistics are an optimisation; report the class only
+        log.warning("ANALYZE after a bulk load failed: %s", type(exc).__name__)
+        return False
