@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 from datetime import UTC, datetime, timedelta
@@ -12,10 +11,11 @@ from typing import Any
 
 import typer
 
-from journeys import accounts, catalog
+from journeys import accounts, catalog, logs
 from journeys.cli_channels import channel_app, webhook_app
 from journeys.cli_common import _engine, _fail, _now, _print_json, _settings, _state
 from journeys.clock import SystemClock, iso_z
+from journeys.config import Settings
 from journeys.definitions import DefinitionError, load_definition_file
 from journeys.store.db import read_only, transaction
 
@@ -403,8 +403,9 @@ def replies(
 
 
 # ------------------------------------------------------------------ running
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _configure_logging(settings: Settings) -> None:
+    """Text, or one JSON object per line (JOURNEYS_LOG_FORMAT=json): journeys.logs."""
+    logs.configure(settings.log_level, settings.log_format)
 
 
 @app.command()
@@ -420,14 +421,16 @@ def serve(
     from journeys.api.server import GracefulServer
 
     settings = _settings()
-    _configure_logging(settings.log_level)
+    _configure_logging(settings)
     application = create_app(settings, run_worker=not no_worker and settings.worker_enabled)
-    # access_log off: request lines carry no PHI today, but paths and queries are not ours to vouch for.
+    # uvicorn's access log stays off (paths carry ids): journeys.access writes one line per
+    # request with the route template instead. log_config=None: uvicorn logs through ours.
     config = uvicorn.Config(
         application,
         host=host or settings.host,
         port=port or settings.port,
         access_log=False,
+        log_config=None,
         log_level=settings.log_level.lower(),
     )
     GracefulServer(config).run()
@@ -477,7 +480,7 @@ def worker() -> None:
     from journeys.engine.worker import Worker
 
     settings = _settings()
-    _configure_logging(settings.log_level)
+    _configure_logging(settings)
     engine = _engine()
     from journeys.channels.dispatch import Dispatcher, check_secret_key
 

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import typer
+from pydantic import ValidationError
 
 from journeys.clock import SystemClock, iso_z
 from journeys.config import Settings
@@ -17,10 +18,17 @@ _state: dict[str, Any] = {}
 
 
 def _settings() -> Settings:
+    """The settings, or exit 1 naming each bad JOURNEYS_* variable (never a traceback)."""
     overrides: dict[str, Any] = {}
     if _state.get("db"):
         overrides["database_url"] = _state["db"]
-    return Settings(**overrides)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        for err in exc.errors():
+            name = "JOURNEYS_" + "_".join(str(part) for part in err["loc"]).upper()
+            typer.echo(f"error: {name}: {err['msg']}", err=True)
+        raise typer.Exit(1) from None
 
 
 def _engine() -> Any:

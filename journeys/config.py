@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -31,7 +33,11 @@ class Settings(BaseSettings):
     pool_size: int = Field(default=10, ge=1)
     max_overflow: int = Field(default=10, ge=0)
 
+    # Operations: log lines as text or one JSON object per line; /readyz; /metrics.
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    ready_timeout: float = Field(default=2.0, gt=0, le=60)
+    metrics_token: str | None = Field(default=None, min_length=16)
 
     # Channels: provider credentials are encrypted with a key derived from this secret.
     secret_key: str | None = None

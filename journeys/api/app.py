@@ -10,10 +10,9 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from starlette.responses import Response
 
 from journeys import __version__
-from journeys.api import errors, extensions, inbound_routes, routes, twilio_routes, webhook_routes
+from journeys.api import errors, extensions, inbound_routes, observe, routes, twilio_routes, webhook_routes
 from journeys.api.schemas import component_schemas
 from journeys.channels.dispatch import Dispatcher, check_secret_key
 from journeys.clock import Clock, SystemClock
@@ -74,10 +73,8 @@ def create_app(
     app.include_router(twilio_routes.router)
     app.include_router(webhook_routes.router)
     app.include_router(inbound_routes.router)
-
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> Response:
-        return Response(b'{"status":"ok"}', media_type="application/json")
+    app.state.metrics = observe.Metrics(engine, clock)
+    observe.install(app, app.state.metrics)  # /healthz, /readyz, /metrics; request ids, access lines
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
