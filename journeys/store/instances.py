@@ -131,18 +131,6 @@ def _pg_has_parameter(f: ParamFilter) -> sa.ColumnElement[bool]:
 _DRIVING_OPERATORS = ("equals", "in", "startsWith")
 
 
-def _driver(f: Filter | None) -> ParamFilter | None:
-    """A parameter condition every result must meet and the lookup index can serve directly:
-    the filter itself, or a direct child of a top-level And."""
-    if isinstance(f, ParamFilter) and f.operator in _DRIVING_OPERATORS:
-        return f
-    if isinstance(f, AndFilter):
-        for child in f.children:
-            if isinstance(child, ParamFilter) and child.operator in _DRIVING_OPERATORS:
-                return child
-    return None
-
-
 def _without(f: Filter, driver: Filter) -> Filter | None:
     if f is driver:
         return None
@@ -152,32 +140,34 @@ def _without(f: Filter, driver: Filter) -> Filter | None:
     return f
 
 
-def _drivable(f: Filter) -> bool:
-    """PostgreSQL: a condition the lookup index can produce the instances of by itself: an
-    index-served parameter condition, or an Or of such conditions (a union of lookups)."""
+def _drivable(f: Filter, dialect: str) -> bool:
+    """A condition the lookup index can produce the instances of by itself: an index-served
+    parameter condition, or on PostgreSQL an Or of such conditions (a union of lookups)."""
     if isinstance(f, ParamFilter):
         return f.operator in _DRIVING_OPERATORS
-    if isinstance(f, OrFilter):
-        return bool(f.children) and all(isinstance(c, ParamFilter) and _drivable(c) for c in f.children)
+    if isinstance(f, OrFilter) and dialect == "postgresql":
+        return bool(f.children) and all(
+            isinstance(c, ParamFilter) and _drivable(c, dialect) for c in f.children
+        )
     return False
 
 
-def _pg_drivers(f: Filter | None) -> list[Filter]:
-    """PostgreSQL: the conditions every result meets that could drive the query (the filter
-    itself, or the direct children of a top-level And)."""
+def _drivers(f: Filter | None, dialect: str) -> list[Filter]:
+    """The conditions every result meets that could drive the query: the filter itself, or the
+    direct children of a top-level And."""
     if f is None:
         return []
-    if _drivable(f):
+    if _drivable(f, dialect):
         return [f]
     if isinstance(f, AndFilter):
-        return [c for c in f.children if _drivable(c)]
+        return [c for c in f.children if _drivable(c, dialect)]
     return []
 
 
-def _pg_lookup(org_id: str, journey_id: str, driver: Filter) -> sa.Select[Any]:
+def _lookup(org_id: str, journey_id: str, driver: Filter, dialect: str) -> sa.Select[Any]:
     """The ids of the journey's instances that meet `driver`, from the lookup index."""
     if isinstance(driver, OrFilter):
-        arms = [_pg_lookup(org_id, journey_id, c) for c in driver.children]
+        arms = [_lookup(org_id, journey_id, c, dialect) for c in driver.children]
         return sa.select(sa.union(*arms).subquery("arms").c.instance_id)
     assert isinstance(driver, ParamFilter)
     p = ip.alias("p")
@@ -185,23 +175,26 @@ def _pg_lookup(org_id: str, journey_id: str, driver: Filter) -> sa.Select[Any]:
         p.c.org_id == org_id,
         p.c.journey_id == journey_id,
         p.c.name == driver.name,
-        _value_condition(p.c.value, driver, "postgresql"),
+        _value_condition(p.c.value, driver, dialect),
     )
 
 
-PG_DRIVER_PROBE = 1_000  # matches counted per candidate when choosing what drives a search
+DRIVER_PROBE = 1_000  # matches counted per candidate when choosing what drives a search
 
 
-def _pg_choose_driver(conn: Connection, org_id: str, journey_id: str, drivers: list[Filter]) -> Filter:
-    """The candidate with the fewest matches, counted from the lookup index up to
-    PG_DRIVER_PROBE each (one round trip; the counts do not depend on statistics)."""
+def _choose_driver(conn: Connection, org_id: str, journey_id: str, drivers: list[Filter]) -> Filter:
+    """The candidate with the fewest matches, counted from the lookup index up to DRIVER_PROBE
+    each (one round trip; the counts depend on no statistics). Otherwise the order the client
+    wrote the conditions in would decide, and `appointmentDateTime equals X AND patientId
+    equals Y` would walk every instance booked at X."""
     if len(drivers) == 1:
         return drivers[0]
+    dialect = conn.dialect.name
     counts = conn.execute(
         sa.select(
             *(
                 sa.select(sa.func.count())
-                .select_from(_pg_lookup(org_id, journey_id, d).limit(PG_DRIVER_PROBE).subquery())
+                .select_from(_lookup(org_id, journey_id, d, dialect).limit(DRIVER_PROBE).subquery())
                 .scalar_subquery()
                 for d in drivers
             )
@@ -321,18 +314,17 @@ def search_statement(
     status], created_at) indexes serve it, newest first, and the other conditions are checked
     on the instances it walks. PostgreSQL: `_pg_search_statement`."""
     dialect = conn.dialect.name
-    if dialect == "postgresql":
-        drivers = _pg_drivers(flt)
-        if drivers:
-            driver = _pg_choose_driver(conn, org_id, journey_id, drivers)
-            return _pg_search_statement(org_id, journey_id, flt, driver, skip, take)
-    driver = _driver(flt) if dialect != "postgresql" else None
+    drivers = _drivers(flt, dialect)
+    driver = _choose_driver(conn, org_id, journey_id, drivers) if drivers else None
+    if driver is not None and dialect == "postgresql":
+        return _pg_search_statement(org_id, journey_id, flt, driver, skip, take)
     rest = flt if driver is None else (_without(flt, driver) if flt is not None else None)
     if driver is None:
         q = sa.select(*_RESULT_COLS).where(ji.c.org_id == org_id, ji.c.journey_id == journey_id)
         if rest is not None:
             q = q.where(_compile(rest, org_id, journey_id, dialect))
         return q.order_by(ji.c.created_at.desc(), ji.c.instance_id.desc()).offset(skip).limit(take)
+    assert isinstance(driver, ParamFilter)
     p = ip.alias("p")
     joined = p.join(ji, sa.and_(ji.c.org_id == p.c.org_id, ji.c.instance_id == p.c.instance_id))
     # The unary + keeps SQLite's planner off the (org_id, journey_id, created_at) index, which
@@ -370,7 +362,7 @@ def _pg_search_statement(
     index on status looks empty to the planner until the table is analysed) — and `OFFSET 0`
     keeps the other conditions from being pushed into it; they are checked on the instance it
     found, parameter conditions by key probes too (`_pg_has_parameter`)."""
-    found = _pg_lookup(org_id, journey_id, driver).subquery("found")
+    found = _lookup(org_id, journey_id, driver, "postgresql").subquery("found")
     hit = sa.select(ji).where(ji.c.org_id == org_id, ji.c.instance_id == found.c.instance_id)
     hit = hit.offset(0).lateral("hit")
     q = sa.select(*(hit.c[c.name] for c in _RESULT_COLS)).select_from(found.join(hit, sa.true()))

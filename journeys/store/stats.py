@@ -3,9 +3,13 @@
 A bulk load of tens of thousands of instances leaves PostgreSQL's statistics describing the
 tables as they were before it until autovacuum gets to them (a minute or more later; never,
 with autovacuum off). The bulk trigger therefore asks `need_analyze` inside its transaction
-(the rows it has just written are not yet in the server's counters, so they are added) and,
-after its commit, `analyze_instances` gathers fresh statistics when the table has grown by
+and, after its commit, `analyze_instances` gathers fresh statistics when the table has grown by
 more than ANALYZE_FRACTION since it was last analysed.
+
+Growth is measured in pages: the table's size now (which includes the rows the transaction has
+just written) against its size at the last ANALYZE (`pg_class.relpages`) — exact and current,
+where the server's change counters (`n_mod_since_analyze`) arrive up to a second or more late
+and would count a load's rows again after the ANALYZE it caused.
 """
 
 from __future__ import annotations
@@ -22,20 +26,25 @@ ANALYZE_MIN_ROWS = 1_000  # below this, plans do not depend on statistics
 ANALYZED_TABLES = ("journey_instances", "instance_parameters")
 _ADVISORY_KEY = 0x6A6F75726E6579  # one ANALYZE at a time across processes; others skip
 
-_PENDING = sa.text(
-    "SELECT c.reltuples, coalesce(s.n_mod_since_analyze, 0) FROM pg_class c "
-    "LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid WHERE c.oid = 'journey_instances'::regclass"
+_SIZES = sa.text(
+    "SELECT c.reltuples, c.relpages, pg_relation_size(c.oid) / current_setting('block_size')::int, "
+    "coalesce(s.n_live_tup, 0) FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid "
+    "WHERE c.oid = 'journey_instances'::regclass"
 )
 
 
 def need_analyze(conn: Connection, added: int) -> bool:
-    """True when `added` new instances (not yet committed) and the changes since the last
-    ANALYZE make up more than ANALYZE_FRACTION of the rows the statistics know of."""
+    """True when the instances table holds more than ANALYZE_FRACTION more rows (at least
+    ANALYZE_MIN_ROWS) than its statistics describe, counting the `added` rows of this
+    transaction."""
     if conn.dialect.name != "postgresql" or added <= 0:
         return False
-    reltuples, modified = conn.execute(_PENDING).one()
-    pending = int(modified) + added
-    return pending >= max(ANALYZE_MIN_ROWS, ANALYZE_FRACTION * max(float(reltuples), 0.0))
+    reltuples, relpages, pages, live = conn.execute(_SIZES).one()
+    if float(reltuples) < 0 or int(relpages) == 0:  # never analysed
+        return int(live) + added >= ANALYZE_MIN_ROWS
+    now = float(reltuples) * int(pages) / int(relpages)  # what the planner itself assumes
+    grown = now - float(reltuples)
+    return grown >= max(ANALYZE_MIN_ROWS, ANALYZE_FRACTION * float(reltuples))
 
 
 def analyze_instances(engine: Engine) -> bool:
