@@ -101,31 +101,31 @@ def _compile(f: Filter, org_id: str, journey_id: str, dialect: str) -> sa.Column
         return sa.not_(_compile(f.child, org_id, journey_id, dialect))
     if f.operator == "notEquals":
         return sa.not_(_compile(ParamFilter(f.name, "equals", f.value), org_id, journey_id, dialect))
-    if dialect == "postgresql":
-        return _pg_has_parameter(f)
-    conds = [ip.c.org_id == org_id, ip.c.journey_id == journey_id, ip.c.name == f.name]
-    conds.append(_value_condition(ip.c.value, f, dialect))
-    return ji.c.instance_id.in_(sa.select(ip.c.instance_id).where(*conds))
+    return _has_parameter(f, dialect)
 
 
-def _pg_has_parameter(f: ParamFilter) -> sa.ColumnElement[bool]:
-    """PostgreSQL: the instance's own parameter row, probed by primary key (org_id, instance_id,
-    name) for each instance the query walks. `OFFSET 0` keeps the planner from turning the EXISTS into
-    a join, whose method and order would rest on row estimates — and with stale statistics
-    (right after a large load) an estimate of 1 row made a nested loop rescan thousands of
-    parameter rows per instance (bench/README.md, "Search right after a load")."""
+def _has_parameter(f: ParamFilter, dialect: str) -> sa.ColumnElement[bool]:
+    """The instance's own parameter row, probed by primary key (org_id, instance_id, name) for
+    each instance the query walks or the lookup found: the cost follows the instances looked at,
+    never the number of instances that meet the condition (an `IN (subquery)` gathered all of
+    them first: 1.3 s for a value shared by 1,000,000 instances on SQLite).
+
+    PostgreSQL: `OFFSET 0` keeps the planner from turning the EXISTS into a join, whose method
+    and order would rest on row estimates — and with stale statistics (right after a large
+    load) an estimate of 1 row made a nested loop rescan thousands of parameter rows per
+    instance (docs/operations.md, "Search plans and statistics")."""
     own = ip.alias("own")
-    return sa.exists(
+    probe = (
         sa.select(sa.literal_column("1"))
         .select_from(own)
         .where(
             own.c.org_id == ji.c.org_id,
             own.c.instance_id == ji.c.instance_id,
             own.c.name == f.name,
-            _value_condition(own.c.value, f, "postgresql"),
+            _value_condition(own.c.value, f, dialect),
         )
-        .offset(0)
     )
+    return sa.exists(probe.offset(0) if dialect == "postgresql" else probe)
 
 
 _DRIVING_OPERATORS = ("equals", "in", "startsWith")
@@ -142,10 +142,10 @@ def _without(f: Filter, driver: Filter) -> Filter | None:
 
 def _drivable(f: Filter, dialect: str) -> bool:
     """A condition the lookup index can produce the instances of by itself: an index-served
-    parameter condition, or on PostgreSQL an Or of such conditions (a union of lookups)."""
+    parameter condition, or an Or of such conditions (a union of lookups)."""
     if isinstance(f, ParamFilter):
         return f.operator in _DRIVING_OPERATORS
-    if isinstance(f, OrFilter) and dialect == "postgresql":
+    if isinstance(f, OrFilter):
         return bool(f.children) and all(
             isinstance(c, ParamFilter) and _drivable(c, dialect) for c in f.children
         )
@@ -324,24 +324,12 @@ def search_statement(
         if rest is not None:
             q = q.where(_compile(rest, org_id, journey_id, dialect))
         return q.order_by(ji.c.created_at.desc(), ji.c.instance_id.desc()).offset(skip).limit(take)
-    assert isinstance(driver, ParamFilter)
-    p = ip.alias("p")
-    joined = p.join(ji, sa.and_(ji.c.org_id == p.c.org_id, ji.c.instance_id == p.c.instance_id))
-    # The unary + keeps SQLite's planner off the (org_id, journey_id, created_at) index, which
-    # would walk every instance of the journey to avoid a small sort.
-    journey_col = sa.literal_column("+journey_instances.journey_id")
-    q = (
-        sa.select(*_RESULT_COLS)
-        .select_from(joined)
-        .where(
-            p.c.org_id == org_id,
-            p.c.journey_id == journey_id,
-            p.c.name == driver.name,
-            _value_condition(p.c.value, driver, dialect),
-            ji.c.org_id == org_id,
-            journey_col == journey_id,
-        )
-    )
+    # SQLite: the instances found are looked up by primary key. No journey condition on them
+    # (the lookup has already pinned the journey): with one, the planner would walk the
+    # (org_id, journey_id, created_at) index — every instance of the journey — to avoid a sort.
+    found = _lookup(org_id, journey_id, driver, dialect).subquery("found")
+    on_key = sa.and_(ji.c.org_id == org_id, ji.c.instance_id == found.c.instance_id)
+    q = sa.select(*_RESULT_COLS).select_from(found.join(ji, on_key))
     if rest is not None:
         q = q.where(_compile(rest, org_id, journey_id, dialect))
     return q.order_by(ji.c.created_at.desc(), ji.c.instance_id.desc()).offset(skip).limit(take)
@@ -361,7 +349,7 @@ def _pg_search_statement(
     reference allows. Only the key is given to it — no journey or status condition (a partial
     index on status looks empty to the planner until the table is analysed) — and `OFFSET 0`
     keeps the other conditions from being pushed into it; they are checked on the instance it
-    found, parameter conditions by key probes too (`_pg_has_parameter`)."""
+    found, parameter conditions by key probes too (`_has_parameter`)."""
     found = _lookup(org_id, journey_id, driver, "postgresql").subquery("found")
     hit = sa.select(ji).where(ji.c.org_id == org_id, ji.c.instance_id == found.c.instance_id)
     hit = hit.offset(0).lateral("hit")
