@@ -317,6 +317,7 @@ def search_and_cancel(db: Database, data: SearchData, runs: int, total: int = 1_
                     p99s.append(percentile(lat, 99))
                 out.append(result(db.label, f"{name}: p50", "ms", p50s))
                 out.append(result(db.label, f"{name}: p99", "ms", p99s, 20.0, "lower"))
+            out += _scrapes(client, base, total, db.label)
             rng.shuffle(active)
             p50s, p99s = [], []
             for run in range(runs):
@@ -334,6 +335,23 @@ def search_and_cancel(db: Database, data: SearchData, runs: int, total: int = 1_
     finally:
         server.stop()
     return out, [server]
+
+
+def _scrapes(client: httpx.Client, base: str, total: int, label_db: str, scrapes: int = 100) -> list[Row]:
+    """GET /metrics with `total` instances stored (a fifth of them active): the time the
+    database gauges take at scrape time, as Prometheus would see it."""
+    lat = []
+    for _ in range(scrapes):
+        t = time.perf_counter()
+        r = client.get(f"{base}/metrics")
+        lat.append((time.perf_counter() - t) * 1000)
+        if r.status_code != 200 or "journeys_database_up 1.0" not in r.text:
+            raise RuntimeError(f"/metrics answered {r.status_code}: {r.text[:300]}")
+    label = f"GET /metrics with {total:,} instances"
+    return [
+        result(label_db, f"{label}: p50", "ms", [percentile(lat, 50)]),
+        result(label_db, f"{label}: p99", "ms", [percentile(lat, 99)]),
+    ]
 
 
 # ------------------------------------------------------------------ search right after a load

@@ -20,7 +20,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     search_default_take: int = Field(default=100, ge=1)
     search_max_take: int = Field(default=1_000, ge=1)
-    # PostgreSQL: ANALYZE the instance tables after a bulk load that grew them by more than 20 %.
+    # PostgreSQL: ANALYZE journey_instances after a bulk load that grew it by more than 20 %.
     analyze_after_bulk: bool = True
 
     # Worker

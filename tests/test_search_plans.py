@@ -7,8 +7,8 @@
   23–500 s on PostgreSQL (a nested loop estimated at 1 row that rescanned the journey's
   instances, or a partial index, per matching parameter row) run on the plan their shape fixes:
   the parameter lookup index, then instances and their parameters by primary key.
-- PostgreSQL: a bulk load that grows the instance tables by more than a fifth is followed by an
-  ANALYZE of them; a small one is not.
+- PostgreSQL: a bulk load that grows the instances table by more than a fifth is followed by an
+  ANALYZE of it; a small one is not.
 
 No timings are asserted: the plans are read with EXPLAIN.
 """
@@ -330,7 +330,8 @@ def test_a_large_bulk_load_is_followed_by_analyze_and_a_small_one_is_not() -> No
         assert _analyze_counts(server) == {"journey_instances": 0, "instance_parameters": 0}
         _load(server, tenant, 20_000)
         counts = _analyze_counts(server)
-        assert counts["journey_instances"] >= 1 and counts["instance_parameters"] >= 1, counts
+        assert counts["journey_instances"] >= 1, counts
+        assert counts["instance_parameters"] == 0, "left to autovacuum (no plan depends on it)"
         with server.engine.connect() as conn:
             reltuples = conn.exec_driver_sql(
                 "SELECT reltuples FROM pg_class WHERE relname = 'journey_instances'"

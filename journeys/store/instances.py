@@ -140,27 +140,25 @@ def _without(f: Filter, driver: Filter) -> Filter | None:
     return f
 
 
-def _drivable(f: Filter, dialect: str) -> bool:
+def _drivable(f: Filter) -> bool:
     """A condition the lookup index can produce the instances of by itself: an index-served
     parameter condition, or an Or of such conditions (a union of lookups)."""
     if isinstance(f, ParamFilter):
         return f.operator in _DRIVING_OPERATORS
     if isinstance(f, OrFilter):
-        return bool(f.children) and all(
-            isinstance(c, ParamFilter) and _drivable(c, dialect) for c in f.children
-        )
+        return bool(f.children) and all(isinstance(c, ParamFilter) and _drivable(c) for c in f.children)
     return False
 
 
-def _drivers(f: Filter | None, dialect: str) -> list[Filter]:
+def _drivers(f: Filter | None) -> list[Filter]:
     """The conditions every result meets that could drive the query: the filter itself, or the
     direct children of a top-level And."""
     if f is None:
         return []
-    if _drivable(f, dialect):
+    if _drivable(f):
         return [f]
     if isinstance(f, AndFilter):
-        return [c for c in f.children if _drivable(c, dialect)]
+        return [c for c in f.children if _drivable(c)]
     return []
 
 
@@ -314,7 +312,7 @@ def search_statement(
     status], created_at) indexes serve it, newest first, and the other conditions are checked
     on the instances it walks. PostgreSQL: `_pg_search_statement`."""
     dialect = conn.dialect.name
-    drivers = _drivers(flt, dialect)
+    drivers = _drivers(flt)
     driver = _choose_driver(conn, org_id, journey_id, drivers) if drivers else None
     if driver is not None and dialect == "postgresql":
         return _pg_search_statement(org_id, journey_id, flt, driver, skip, take)
