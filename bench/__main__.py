@@ -9,10 +9,13 @@ Environment:
   JOURNEYS_BENCH_POSTGRES_URL  a PostgreSQL server to create scratch databases on (unset: SQLite only)
   JOURNEYS_BENCH_RUNS          runs per figure (default 3; median, min and max are reported)
   JOURNEYS_BENCH_ONLY          "sqlite" or "postgresql" to run one database
-  JOURNEYS_BENCH_FIGURES       comma-separated subset of: bulk, engine, search (default: all)
+  JOURNEYS_BENCH_FIGURES       comma-separated subset of: bulk, engine, search, fresh (default: all)
   JOURNEYS_BENCH_SEARCH_ROWS   instances stored for search and cancel (default 1,000,000)
   JOURNEYS_BENCH_LAG_RUNS      runs of the 30-second timer-lag figure (default 1)
   JOURNEYS_BENCH_LATENCY_RUNS  runs of the search and cancel figures, 1,000 requests each (default 3)
+  JOURNEYS_BENCH_FRESH_ROWS    instances loaded before "search right after a load" (default 100,000)
+  JOURNEYS_BENCH_FRESH_QUERIES searches of each kind right after the load (default 200)
+  JOURNEYS_BENCH_FRESH_RUNS    runs of that figure, each on a new database (default 1)
 """
 
 from __future__ import annotations
@@ -43,18 +46,23 @@ def _int_env(name: str, default: int, minimum: int) -> int:
 
 
 RUNS = _int_env("JOURNEYS_BENCH_RUNS", 3, 1)
+GROUPS = ("bulk", "engine", "search", "fresh")
 FIGURES = [
-    f.strip() for f in os.environ.get("JOURNEYS_BENCH_FIGURES", "bulk,engine,search").split(",") if f.strip()
+    f.strip() for f in os.environ.get("JOURNEYS_BENCH_FIGURES", ",".join(GROUPS)).split(",") if f.strip()
 ]
 for _name in FIGURES:
-    if _name not in ("bulk", "engine", "search"):
+    if _name not in GROUPS:
         raise SystemExit(
-            f"JOURNEYS_BENCH_FIGURES: unknown figure group {_name!r} (known: bulk, engine, search)"
+            f"JOURNEYS_BENCH_FIGURES: unknown figure group {_name!r} (known: {', '.join(GROUPS)})"
         )
 SEARCH_ROWS = _int_env("JOURNEYS_BENCH_SEARCH_ROWS", 1_000_000, 10_000)
 LAG_RUNS = _int_env("JOURNEYS_BENCH_LAG_RUNS", 1, 0)
 # Search and cancel: 1,000 requests per run and figure.
 LATENCY_RUNS = _int_env("JOURNEYS_BENCH_LATENCY_RUNS", RUNS, 1)
+# Search right after a load: one run by default (each run loads a new database).
+FRESH_ROWS = _int_env("JOURNEYS_BENCH_FRESH_ROWS", 100_000, 10_000)
+FRESH_QUERIES = _int_env("JOURNEYS_BENCH_FRESH_QUERIES", 200, 10)
+FRESH_RUNS = _int_env("JOURNEYS_BENCH_FRESH_RUNS", 1, 1)
 
 
 def machine() -> dict[str, Any]:
@@ -117,6 +125,9 @@ def run_database(
         "bulk": lambda db: figures.bulk(db, RUNS),
         "engine": lambda db: figures.engine(db, RUNS, lag_runs=LAG_RUNS),
         "search": lambda db: figures.search_and_cancel(db, prepared, LATENCY_RUNS, total=SEARCH_ROWS),
+        "fresh": lambda db: figures.search_after_load(
+            db, FRESH_RUNS, lambda: fresh_database(label, base, "fresh"), FRESH_ROWS, FRESH_QUERIES
+        ),
     }
     if "search" in FIGURES:
         assert search is not None, "prepare_search() stores the instances first"

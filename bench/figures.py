@@ -317,6 +317,7 @@ def search_and_cancel(db: Database, data: SearchData, runs: int, total: int = 1_
                     p99s.append(percentile(lat, 99))
                 out.append(result(db.label, f"{name}: p50", "ms", p50s))
                 out.append(result(db.label, f"{name}: p99", "ms", p99s, 20.0, "lower"))
+            out += _scrapes(client, base, total, db.label)
             rng.shuffle(active)
             p50s, p99s = [], []
             for run in range(runs):
@@ -334,3 +335,128 @@ def search_and_cancel(db: Database, data: SearchData, runs: int, total: int = 1_
     finally:
         server.stop()
     return out, [server]
+
+
+def _scrapes(client: httpx.Client, base: str, total: int, label_db: str, scrapes: int = 100) -> list[Row]:
+    """GET /metrics with `total` instances stored (a fifth of them active): the time the
+    database gauges take at scrape time, as Prometheus would see it."""
+    lat = []
+    for _ in range(scrapes):
+        t = time.perf_counter()
+        r = client.get(f"{base}/metrics")
+        lat.append((time.perf_counter() - t) * 1000)
+        if r.status_code != 200 or "journeys_database_up 1.0" not in r.text:
+            raise RuntimeError(f"/metrics answered {r.status_code}: {r.text[:300]}")
+    label = f"GET /metrics with {total:,} instances"
+    return [
+        result(label_db, f"{label}: p50", "ms", [percentile(lat, 50)]),
+        result(label_db, f"{label}: p99", "ms", [percentile(lat, 99)]),
+    ]
+
+
+# ------------------------------------------------------------------ search right after a load
+def search_after_load(db: Database, runs: int, fresh: Callable[[], Database], total: int = 100_000,
+                      queries: int = 200) -> tuple[list[Row], list[Proc]]:  # fmt: skip
+    """`total` instances loaded through the bulk API (requests of 10,000, one appointment time
+    shared by all), then at once `queries` searches of each kind, interleaved — the first minute
+    after a load, before any statistics are gathered in the background: on PostgreSQL
+    autovacuum is switched off on the instance tables, so the only statistics are those the
+    product gathers itself. Each run on a new database (`fresh()`)."""
+    rows: dict[str, list[float]] = {}
+    procs: list[Proc] = []
+    for run in range(runs):
+        run_db = db if run == 0 else fresh()
+        try:
+            loaded, kinds, used = _load_then_search(run_db, total, queries, random.Random(run))
+        finally:
+            if run_db is not db:
+                run_db.close()
+        procs += used
+        rows.setdefault("load", []).append(loaded)
+        for name, (p50, p99) in kinds.items():
+            rows.setdefault(f"{name}: p50", []).append(p50)
+            rows.setdefault(f"{name}: p99", []).append(p99)
+    label = f"right after loading {total:,}"
+    out = [result(db.label, f"{label}: bulk load", "instances/s", rows.pop("load"))]
+    for name, values in rows.items():
+        target = 20.0 if name.endswith("p99") and "matches" not in name else None
+        out.append(result(db.label, f"{label}, search {name}", "ms", values, target, "lower"))
+    return out, procs
+
+
+def _load_then_search(
+    db: Database, total: int, queries: int, rng: random.Random
+) -> tuple[float, dict[str, tuple[float, float]], list[Proc]]:
+    if db.is_pg:
+        with db.engine.begin() as conn:
+            for table in ("journey_instances", "instance_parameters"):
+                conn.exec_driver_sql(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
+    tenant = make_tenant(db, APPOINTMENT)
+    server, base = start_server(db)
+    url = tenant.instances_url(base)
+    when = (utcnow() + timedelta(days=3)).strftime("%Y-%m-%d %H:%M:%S")
+
+    def param(name: str, op: str, value: str) -> dict[str, Any]:
+        return {
+            "type": "JourneyParameterSpecification",
+            "parameterName": name,
+            "operator": op,
+            "rightOperand": value,
+        }
+
+    shared = param("appointmentDateTime", "equals", when)
+    kinds: dict[str, tuple[int, Callable[[], dict[str, Any]]]] = {
+        "parameter equals": (queries, lambda: param("patientId", "equals", f"P{rng.randrange(total):07d}")),
+        "parameter startsWith": (
+            queries,
+            lambda: param("patientId", "startsWith", f"P{rng.randrange(total // 100):05d}"),
+        ),
+        "status InProgress": (
+            queries,
+            lambda: {"type": "JourneyStatusSpecification", "status": "InProgress"},
+        ),
+        "and: shared time + patientId": (
+            queries,
+            lambda: {
+                "type": "AndSpecification",
+                "specifications": [shared, param("patientId", "equals", f"P{rng.randrange(total):07d}")],
+            },
+        ),
+        # Every instance matches: the newest 100 of `total` (a tenth of the queries).
+        f"parameter equals, {total:,} matches": (max(1, queries // 10), lambda: shared),
+    }
+    latencies: dict[str, list[float]] = {name: [] for name in kinds}
+    try:
+        with httpx.Client(timeout=600, headers=tenant.headers) as client:
+            t0 = time.perf_counter()
+            for start in range(0, total, 10_000):
+                body = {
+                    "flowId": None,
+                    "timeZone": "America/Chicago",
+                    "instances": [
+                        {"parameters": appointment_parameters(i, "a", when)}
+                        for i in range(start, min(total, start + 10_000))
+                    ],
+                }
+                r = client.post(
+                    f"{url}/bulk", content=orjson.dumps(body), headers={"Content-Type": "application/json"}
+                )
+                if r.status_code != 204:
+                    raise RuntimeError(f"bulk trigger answered {r.status_code}: {r.text[:300]}")
+            loaded = total / (time.perf_counter() - t0)
+            for i in range(queries):  # interleaved: every kind sees the same time after the load
+                for name, (count, make) in kinds.items():
+                    if i >= count:
+                        continue
+                    body = orjson.dumps({"filterSpecification": make()})
+                    t = time.perf_counter()
+                    r = client.post(
+                        f"{url}/search", content=body, headers={"Content-Type": "application/json"}
+                    )
+                    latencies[name].append((time.perf_counter() - t) * 1000)
+                    if r.status_code != 200 or not r.json():
+                        raise RuntimeError(f"search answered {r.status_code}: {r.text[:300]}")
+    finally:
+        server.stop()
+    stats = {name: (percentile(v, 50), percentile(v, 99)) for name, v in latencies.items()}
+    return loaded, stats, [server]

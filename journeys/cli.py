@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from journeys import __version__, accounts, catalog
+from journeys import __version__, accounts, catalog, logs
 from journeys.cli_channels import channel_app, webhook_app
 from journeys.cli_common import (
     _engine,
@@ -31,6 +31,7 @@ from journeys.cli_demo import demo
 from journeys.cli_ops import cancel, optout_app, replies, reply
 from journeys.cli_simulate import simulate
 from journeys.clock import iso_z
+from journeys.config import Settings
 from journeys.store.db import read_only, transaction
 
 app = new_app("journeys: a self-hostable patient-journey engine.")
@@ -294,10 +295,9 @@ app.command("cancel")(cancel)
 
 
 # ------------------------------------------------------------------ running
-def _configure_logging(level: str) -> None:
-    from journeys.logs import configure_logging
-
-    configure_logging(level)  # third-party loggers quieted, URLs and exception messages scrubbed
+def _configure_logging(settings: Settings) -> None:
+    """Text, or one JSON object per line (JOURNEYS_LOG_FORMAT=json): journeys.logs."""
+    logs.configure(settings.log_level, settings.log_format)
 
 
 @app.command()
@@ -330,18 +330,18 @@ def serve(
     from journeys.api.server import GracefulServer
 
     settings = _settings()
-    _configure_logging(settings.log_level)
+    _configure_logging(settings)
     application = create_app(settings, run_worker=not no_worker and settings.worker_enabled)
-    # access_log off: request lines carry no PHI today, but paths and queries are not ours to vouch for.
-    # log_config and log_level None: uvicorn's loggers keep the levels and the guarded root handler
-    # that _configure_logging set (its own config would add unguarded handlers).
+    # uvicorn's access log stays off (paths carry ids): journeys.access writes one line per
+    # request with the route template instead. log_config=None: uvicorn logs through ours (the
+    # guarded handler that _configure_logging set; its own config would add unguarded handlers).
     config = uvicorn.Config(
         application,
         host=host or settings.host,
         port=port or settings.port,
         access_log=False,
         log_config=None,
-        log_level=None,
+        log_level=settings.log_level.lower(),
     )
     GracefulServer(config).run()
 
@@ -394,7 +394,7 @@ def worker() -> None:
     from journeys.engine.worker import Worker
 
     settings = _settings()
-    _configure_logging(settings.log_level)
+    _configure_logging(settings)
     engine = _engine()
     from journeys.channels.dispatch import Dispatcher, check_secret_key
 

@@ -106,6 +106,7 @@ def limit_option(help: str, maximum: int = 10_000) -> Any:
 
 
 def _settings() -> Settings:
+    """The settings, or exit 1 naming each bad JOURNEYS_* variable (never a traceback)."""
     overrides: dict[str, Any] = {}
     if _state.get("db"):
         overrides["database_url"] = _state["db"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,6 +30,8 @@ class Settings(BaseSettings):
     search_default_take: int = Field(default=100, ge=1)
     search_max_take: int = Field(default=1_000, ge=1)
     cancel_chunk_size: int = Field(default=10_000, ge=1)  # instances per transaction of a bulk cancel
+    # PostgreSQL: ANALYZE journey_instances after a bulk load that grew it by more than 20 %.
+    analyze_after_bulk: bool = True
 
     # Worker
     worker_enabled: bool = True
@@ -40,7 +43,11 @@ class Settings(BaseSettings):
     pool_size: int = Field(default=10, ge=1)
     max_overflow: int = Field(default=10, ge=0)
 
+    # Operations: log lines as text or one JSON object per line; /readyz; /metrics.
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    ready_timeout: float = Field(default=2.0, gt=0, le=60)
+    metrics_token: str | None = Field(default=None, min_length=16)
 
     # Tests and demos only: every clock of the process reads the real time shifted by this many
     # seconds (e.g. to see what a journey does at 03:30 or tomorrow). Processes given the same

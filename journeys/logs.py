@@ -1,4 +1,6 @@
-"""Logging set-up: patient data and secrets stay out of every log line, third-party ones included.
+"""Logging for `journeys serve` and `journeys worker`: patient data and secrets stay out of every
+line, third-party ones included; plain text (the default) or one JSON object per line
+(`JOURNEYS_LOG_FORMAT=json`), with the id of the HTTP request a line was logged in.
 
 - `JOURNEYS_LOG_LEVEL` sets the level of journeys' own loggers (`journeys.*`), which log ids,
   counts and error *kinds* only.
@@ -6,19 +8,29 @@
   would log every outbound URL (an `http_request` step's URL carries patient data in its query,
   a webhook URL may carry `user:pass@`), the Twilio library logs request bodies, SQLAlchemy
   statements' parameters. uvicorn's server messages (start, stop) stay at INFO; its access log
-  is off.
+  is off (journeys.access writes one line per request with the route template instead).
 - A filter on the handlers rewrites what does get through: every URL is cut to its scheme, host
   and port (no user:password, path, query or fragment), and an exception's traceback keeps its
-  frames and type names but withholds its messages (they may quote values).
+  frames and type names but withholds its messages (they may quote values). A JSON line names
+  the exception's class and frames, never its message.
+- The request id lives in a context variable set by the HTTP middleware for the request's
+  lifetime (FastAPI runs route code in threads that inherit it). It is either a valid incoming
+  `X-Request-Id` or a random one, so it carries no patient data of ours.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
+import threading
 import traceback
+import uuid
+from contextvars import ContextVar
+from datetime import UTC, datetime
 from types import TracebackType
+from typing import Any, Literal
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -97,6 +109,9 @@ class ScrubFilter(logging.Filter):
         record.args = None
         if record.exc_info and record.exc_info[1] is not None:
             record.exc_text = exception_text(record.exc_info)  # type: ignore[arg-type]
+            # what a JSON line shows of it: the class and the frames, never the message
+            record.exc_class = record.exc_info[0].__name__ if record.exc_info[0] else None
+            record.exc_frames = _frames(record.exc_info[2])
             record.exc_info = None
         elif record.exc_text:
             record.exc_text = scrub(record.exc_text)
@@ -129,20 +144,115 @@ def guard_third_party() -> None:
             _guard_handler(handler)
 
 
-def configure_logging(level_name: str) -> None:
-    """The `journeys serve` / `journeys worker` set-up: one stderr handler on the root, guarded;
-    journeys' loggers at `level_name`, uvicorn's at INFO at least, everything else at WARNING at
-    least."""
+LogFormat = Literal["text", "json"]
+
+request_id: ContextVar[str | None] = ContextVar("journeys_request_id", default=None)
+
+# What an incoming X-Request-Id may be: what proxies and tracing systems send (UUIDs, hex, dotted
+# or dashed ids), nothing that could break a log line.
+_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+
+# Attributes an access line adds (`extra=`), emitted as JSON fields under these names.
+ACCESS_FIELDS = {
+    "http_method": "method",
+    "http_route": "route",
+    "http_status": "status",
+    "duration_ms": "durationMs",
+}
+
+
+def accept_request_id(incoming: str | None) -> str:
+    """The incoming id when it is a valid one, else a new random id (32 hex digits)."""
+    if incoming and _VALID_REQUEST_ID.fullmatch(incoming):
+        return incoming
+    return uuid.uuid4().hex
+
+
+class _RequestIdFilter(logging.Filter):
+    """Stamps every record with the current request id (None outside a request)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get()
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        rid = getattr(record, "request_id", None)
+        return f"{line} [requestId={rid}]" if rid else line
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC, ISO 8601 with Z), level, logger, message, requestId
+    (inside a request), the access line's fields, and for an exception its class and frames."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        moment = datetime.fromtimestamp(record.created, UTC)
+        out: dict[str, Any] = {
+            "time": moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        rid = getattr(record, "request_id", None)
+        if rid:
+            out["requestId"] = rid
+        for attr, field in ACCESS_FIELDS.items():
+            if hasattr(record, attr):
+                out[field] = getattr(record, attr)
+        if record.exc_info and record.exc_info[0] is not None:  # not through ScrubFilter
+            kind, _, tb = record.exc_info
+            out["exception"] = kind.__name__
+            out["stack"] = _frames(tb)
+        elif getattr(record, "exc_class", None):
+            out["exception"] = record.exc_class
+            out["stack"] = getattr(record, "exc_frames", [])
+        return json.dumps(out, ensure_ascii=False, default=str)
+
+
+def _frames(tb: TracebackType | None) -> list[str]:
+    return [f"{f.filename}:{f.lineno} in {f.name}" for f in traceback.extract_tb(tb)]
+
+
+def configure(level_name: str, fmt: LogFormat = "text") -> None:
+    """The `journeys serve` / `journeys worker` set-up: one stderr handler on the root (text or
+    JSON, request ids, guarded), journeys' loggers at `level_name`, uvicorn's at INFO at least,
+    everything else at WARNING at least; uvicorn logs through it."""
     level = logging.getLevelName(level_name.upper())
     if not isinstance(level, int):
         raise ValueError(f"unknown log level {level_name!r}")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(_RequestIdFilter())
     root = logging.getLogger()
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(FORMAT))
-        root.addHandler(handler)
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
     root.setLevel(max(level, logging.WARNING))
     logging.getLogger("journeys").setLevel(level)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
     for name in SERVER:
         logging.getLogger(name).setLevel(max(level, logging.INFO))
+    logging.captureWarnings(True)
     guard_third_party()
+    if fmt == "json":
+        threading.excepthook = _log_thread_exception
+
+
+def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    """An exception nobody caught in a thread: one JSON line (class and frames), not a
+    traceback that would break the one-object-per-line format and could quote patient data."""
+    if args.exc_type is SystemExit:
+        return
+    logging.getLogger("journeys").error(
+        "uncaught exception in thread %s",
+        args.thread.name if args.thread else "?",
+        exc_info=(args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback),  # type: ignore[arg-type]
+    )

@@ -94,6 +94,12 @@ def test_the_generated_fill_stores_what_the_trigger_would(tmp_path: Path) -> Non
             "JOURNEYS_BENCH_ONLY: 'mysql' is neither 'sqlite' nor 'postgresql'",
         ),
         ({"JOURNEYS_BENCH_FIGURES": "bulk,speed"}, "JOURNEYS_BENCH_FIGURES: unknown figure group 'speed'"),
+        ({"JOURNEYS_BENCH_FRESH_ROWS": "5000"}, "JOURNEYS_BENCH_FRESH_ROWS: must be at least 10000"),
+        (
+            {"JOURNEYS_BENCH_FRESH_QUERIES": "lots"},
+            "JOURNEYS_BENCH_FRESH_QUERIES: 'lots' is not a whole number",
+        ),
+        ({"JOURNEYS_BENCH_FRESH_RUNS": "0"}, "JOURNEYS_BENCH_FRESH_RUNS: must be at least 1"),
     ],
 )
 def test_bad_settings_stop_the_suite_before_it_starts(

@@ -9,10 +9,18 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi import Depends, FastAPI
-from starlette.responses import Response
 
 from journeys import __version__
-from journeys.api import docs, errors, extensions, inbound_routes, routes, twilio_routes, webhook_routes
+from journeys.api import (
+    docs,
+    errors,
+    extensions,
+    inbound_routes,
+    observe,
+    routes,
+    twilio_routes,
+    webhook_routes,
+)
 from journeys.api.inputs import no_nul_in_path_or_query
 from journeys.api.openapi import build as build_openapi
 from journeys.channels.dispatch import Dispatcher, check_secret_key
@@ -86,10 +94,8 @@ def create_app(
     for router in routers:
         app.include_router(router)
     app.state.routers = routers  # for a 405's Allow header (errors.allowed_methods)
-
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> Response:
-        return Response(b'{"status":"ok"}', media_type="application/json")
+    app.state.metrics = observe.Metrics(engine, clock)
+    observe.install(app, app.state.metrics)  # /healthz, /readyz, /metrics; request ids, access lines
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

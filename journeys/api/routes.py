@@ -21,7 +21,7 @@ from journeys.api.schemas import BulkRequest, SearchRequest, event_json, instanc
 from journeys.catalog import JourneyVersion
 from journeys.engine import instances as instance_service
 from journeys.engine.search import SearchError, parse_search
-from journeys.engine.trigger import ConcurrentChange, TriggerError, trigger
+from journeys.engine.trigger import ConcurrentChange, TriggerError, refresh_statistics, trigger
 from journeys.store.db import read_only, transaction
 
 router = APIRouter(
@@ -83,7 +83,7 @@ async def bulk(
             try:
                 with transaction(state.engine) as conn:
                     jv = journey_or_404(conn, orgId, chatBotId)
-                    trigger(
+                    result = trigger(
                         conn,
                         jv,
                         body,
@@ -93,6 +93,8 @@ async def bulk(
                         # conflict, look the identifiers up to name every one of them.
                         optimistic=attempt == 0,
                     )
+                if result.statistics_stale and state.settings.analyze_after_bulk:
+                    refresh_statistics(state.engine)
                 return
             except TriggerError as exc:
                 raise ApiError(400, exc.errors) from None

@@ -15,7 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from journeys.catalog import JourneyVersion, load_version
 from journeys.definitions.model import JourneyDefinition, Parameter
@@ -31,6 +31,7 @@ from journeys.definitions.values import (
 from journeys.engine.timeline import event_row
 from journeys.ids import new_id, new_ids
 from journeys.store import instances as repo
+from journeys.store import stats
 from journeys.store.events import insert_events
 from journeys.store.tables import ACTIVE, instance_parameters, journey_instances
 from journeys.store.work import notify_due
@@ -48,6 +49,9 @@ class TriggerError(ValueError):
 class TriggerResult:
     batch_id: str | None
     instance_ids: list[str] = field(default_factory=list)
+    # The load has grown the instance tables enough that their planner statistics are stale:
+    # after the commit, call `refresh_statistics`.
+    statistics_stale: bool = False
 
 
 @dataclass
@@ -331,7 +335,12 @@ def _start_main(
     repo.insert_rows(conn, instance_parameters, param_rows)
     insert_events(conn, event_rows)
     notify_due(conn)
-    return TriggerResult(batch_id, ids)
+    return TriggerResult(batch_id, ids, statistics_stale=stats.need_analyze(conn, len(inst_rows)))
+
+
+def refresh_statistics(engine: Engine) -> bool:
+    """After a committed load that made the statistics stale: gather fresh ones (PostgreSQL)."""
+    return stats.analyze_instances(engine)
 
 
 def _in_zone(value: str, given_zone: ZoneInfo | None, instance_zone_name: str) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.util import ClauseAdapter
 
 from journeys.store.bulk import insert_many, one_of
 from journeys.store.tables import (
@@ -137,33 +138,104 @@ def _compile(f: Filter, org_id: str, journey_id: str, dialect: str) -> sa.Column
         return sa.not_(_compile(f.child, org_id, journey_id, dialect))
     if f.operator == "notEquals":
         return sa.not_(_compile(ParamFilter(f.name, "equals", f.value), org_id, journey_id, dialect))
-    conds = [ip.c.org_id == org_id, ip.c.journey_id == journey_id, ip.c.name == f.name]
-    conds.append(_value_condition(ip.c.value, f, dialect))
-    return ji.c.instance_id.in_(sa.select(ip.c.instance_id).where(*conds))
+    return _has_parameter(f, dialect)
+
+
+def _has_parameter(f: ParamFilter, dialect: str) -> sa.ColumnElement[bool]:
+    """The instance's own parameter row, probed by primary key (org_id, instance_id, name) for
+    each instance the query walks or the lookup found: the cost follows the instances looked at,
+    never the number of instances that meet the condition (an `IN (subquery)` gathered all of
+    them first: 1.3 s for a value shared by 1,000,000 instances on SQLite).
+
+    PostgreSQL: `OFFSET 0` keeps the planner from turning the EXISTS into a join, whose method
+    and order would rest on row estimates — and with stale statistics (right after a large
+    load) an estimate of 1 row made a nested loop rescan thousands of parameter rows per
+    instance (docs/operations.md, "Search plans and statistics")."""
+    own = ip.alias("own")
+    probe = (
+        sa.select(sa.literal_column("1"))
+        .select_from(own)
+        .where(
+            own.c.org_id == ji.c.org_id,
+            own.c.instance_id == ji.c.instance_id,
+            own.c.name == f.name,
+            _value_condition(own.c.value, f, dialect),
+        )
+    )
+    return sa.exists(probe.offset(0) if dialect == "postgresql" else probe)
 
 
 _DRIVING_OPERATORS = ("equals", "in", "startsWith")
 
 
-def _driver(f: Filter | None) -> ParamFilter | None:
-    """A parameter condition every result must meet and the lookup index can serve directly:
-    the filter itself, or a direct child of a top-level And."""
-    if isinstance(f, ParamFilter) and f.operator in _DRIVING_OPERATORS:
-        return f
-    if isinstance(f, AndFilter):
-        for child in f.children:
-            if isinstance(child, ParamFilter) and child.operator in _DRIVING_OPERATORS:
-                return child
-    return None
-
-
-def _without(f: Filter, driver: ParamFilter) -> Filter | None:
+def _without(f: Filter, driver: Filter) -> Filter | None:
     if f is driver:
         return None
     if isinstance(f, AndFilter):
         rest = tuple(c for c in f.children if c is not driver)
         return AndFilter(rest) if rest else None
     return f
+
+
+def _drivable(f: Filter) -> bool:
+    """A condition the lookup index can produce the instances of by itself: an index-served
+    parameter condition, or an Or of such conditions (a union of lookups)."""
+    if isinstance(f, ParamFilter):
+        return f.operator in _DRIVING_OPERATORS
+    if isinstance(f, OrFilter):
+        return bool(f.children) and all(isinstance(c, ParamFilter) and _drivable(c) for c in f.children)
+    return False
+
+
+def _drivers(f: Filter | None) -> list[Filter]:
+    """The conditions every result meets that could drive the query: the filter itself, or the
+    direct children of a top-level And."""
+    if f is None:
+        return []
+    if _drivable(f):
+        return [f]
+    if isinstance(f, AndFilter):
+        return [c for c in f.children if _drivable(c)]
+    return []
+
+
+def _lookup(org_id: str, journey_id: str, driver: Filter, dialect: str) -> sa.Select[Any]:
+    """The ids of the journey's instances that meet `driver`, from the lookup index."""
+    if isinstance(driver, OrFilter):
+        arms = [_lookup(org_id, journey_id, c, dialect) for c in driver.children]
+        return sa.select(sa.union(*arms).subquery("arms").c.instance_id)
+    assert isinstance(driver, ParamFilter)
+    p = ip.alias("p")
+    return sa.select(p.c.instance_id).where(
+        p.c.org_id == org_id,
+        p.c.journey_id == journey_id,
+        p.c.name == driver.name,
+        _value_condition(p.c.value, driver, dialect),
+    )
+
+
+DRIVER_PROBE = 1_000  # matches counted per candidate when choosing what drives a search
+
+
+def _choose_driver(conn: Connection, org_id: str, journey_id: str, drivers: list[Filter]) -> Filter:
+    """The candidate with the fewest matches, counted from the lookup index up to DRIVER_PROBE
+    each (one round trip; the counts depend on no statistics). Otherwise the order the client
+    wrote the conditions in would decide, and `appointmentDateTime equals X AND patientId
+    equals Y` would walk every instance booked at X."""
+    if len(drivers) == 1:
+        return drivers[0]
+    dialect = conn.dialect.name
+    counts = conn.execute(
+        sa.select(
+            *(
+                sa.select(sa.func.count())
+                .select_from(_lookup(org_id, journey_id, d, dialect).limit(DRIVER_PROBE).subquery())
+                .scalar_subquery()
+                for d in drivers
+            )
+        )
+    ).one()
+    return drivers[min(range(len(drivers)), key=lambda i: counts[i])]
 
 
 # ---------------------------------------------------------------- writes
@@ -261,37 +333,21 @@ _RESULT_COLS = [
 ]
 
 
-def _matching(
-    cols: Sequence[Any], org_id: str, journey_id: str, flt: Filter | None, dialect: str
-) -> sa.Select[Any]:
-    """SELECT `cols` of the journey's instances that match `flt` (one compiler for search, count
-    and bulk cancel). A selective parameter condition drives the query from the
-    (org_id, journey_id, name, value) index and reaches instances by primary key; otherwise the
-    (org_id, journey_id[, status], created_at) indexes serve it."""
-    driver = _driver(flt)
+def _matching(conn: Connection, cols: Sequence[Any], org_id: str, journey_id: str, flt: Filter | None) -> Any:
+    """SELECT `cols` of the journey's instances that match `flt`, unordered: for counting and
+    bulk cancel (search orders and pages: `search_statement`). The driver is chosen as for
+    search, and its lookup reaches the instances by primary key."""
+    drivers = _drivers(flt)
+    driver = _choose_driver(conn, org_id, journey_id, drivers) if drivers else None
+    dialect = conn.dialect.name
     if driver is None:
         q = sa.select(*cols).where(ji.c.org_id == org_id, ji.c.journey_id == journey_id)
         rest = flt
     else:
-        p = ip.alias("p")
-        joined = p.join(ji, sa.and_(ji.c.org_id == p.c.org_id, ji.c.instance_id == p.c.instance_id))
-        # On SQLite the unary + keeps the planner off the (org_id, journey_id, created_at)
-        # index, which would walk every instance of the journey to avoid a small sort.
-        journey_col = (
-            sa.literal_column("+journey_instances.journey_id") if dialect == "sqlite" else ji.c.journey_id
-        )
-        q = (
-            sa.select(*cols)
-            .select_from(joined)
-            .where(
-                p.c.org_id == org_id,
-                p.c.journey_id == journey_id,
-                p.c.name == driver.name,
-                _value_condition(p.c.value, driver, dialect),
-                ji.c.org_id == org_id,
-                journey_col == journey_id,
-            )
-        )
+        # The lookup pins the journey (see search_statement on why no journey condition here).
+        found = _lookup(org_id, journey_id, driver, dialect).subquery("found")
+        on_key = sa.and_(ji.c.org_id == org_id, ji.c.instance_id == found.c.instance_id)
+        q = sa.select(*cols).select_from(found.join(ji, on_key))
         rest = _without(flt, driver) if flt is not None else None
     if rest is not None:
         q = q.where(_compile(rest, org_id, journey_id, dialect))
@@ -301,15 +357,68 @@ def _matching(
 def search(
     conn: Connection, org_id: str, journey_id: str, flt: Filter | None, skip: int, take: int
 ) -> list[dict[str, Any]]:
-    """Newest first."""
-    q = _matching(_RESULT_COLS, org_id, journey_id, flt, conn.dialect.name)
-    q = q.order_by(ji.c.created_at.desc(), ji.c.instance_id.desc()).offset(skip).limit(take)
+    """Newest first (the statement: `search_statement`)."""
+    q = search_statement(conn, org_id, journey_id, flt, skip, take)
     return [dict(r) for r in conn.execute(q).mappings()]
+
+
+def search_statement(
+    conn: Connection, org_id: str, journey_id: str, flt: Filter | None, skip: int, take: int
+) -> sa.Select[Any]:
+    """A selective parameter condition drives the query from the (org_id, journey_id, name,
+    value) index and reaches instances by primary key; otherwise the (org_id, journey_id[,
+    status], created_at) indexes serve it, newest first, and the other conditions are checked
+    on the instances it walks. PostgreSQL: `_pg_search_statement`."""
+    dialect = conn.dialect.name
+    drivers = _drivers(flt)
+    driver = _choose_driver(conn, org_id, journey_id, drivers) if drivers else None
+    if driver is not None and dialect == "postgresql":
+        return _pg_search_statement(org_id, journey_id, flt, driver, skip, take)
+    rest = flt if driver is None else (_without(flt, driver) if flt is not None else None)
+    if driver is None:
+        q = sa.select(*_RESULT_COLS).where(ji.c.org_id == org_id, ji.c.journey_id == journey_id)
+        if rest is not None:
+            q = q.where(_compile(rest, org_id, journey_id, dialect))
+        return q.order_by(ji.c.created_at.desc(), ji.c.instance_id.desc()).offset(skip).limit(take)
+    # SQLite: the instances found are looked up by primary key. No journey condition on them
+    # (the lookup has already pinned the journey): with one, the planner would walk the
+    # (org_id, journey_id, created_at) index — every instance of the journey — to avoid a sort.
+    found = _lookup(org_id, journey_id, driver, dialect).subquery("found")
+    on_key = sa.and_(ji.c.org_id == org_id, ji.c.instance_id == found.c.instance_id)
+    q = sa.select(*_RESULT_COLS).select_from(found.join(ji, on_key))
+    if rest is not None:
+        q = q.where(_compile(rest, org_id, journey_id, dialect))
+    return q.order_by(ji.c.created_at.desc(), ji.c.instance_id.desc()).offset(skip).limit(take)
+
+
+def _pg_search_statement(
+    org_id: str, journey_id: str, flt: Filter | None, driver: Filter, skip: int, take: int
+) -> sa.Select[Any]:
+    """PostgreSQL, driven by a lookup: the statement's shape fixes the plan, so that it does
+    not rest on row estimates — which stay wrong after a large load until the tables are
+    analysed. (With estimates of 1 row on tables of 20,000, the former join shape rescanned the
+    journey's instances, or a partial index, for every matching parameter row: 23–500 s per
+    search; bench/README.md, "Search right after a load".)
+
+    The lookup's instance ids are the outer side of a `LATERAL` subquery that fetches each
+    instance by primary key: a nested loop of key probes, the one join method a lateral
+    reference allows. Only the key is given to it — no journey or status condition (a partial
+    index on status looks empty to the planner until the table is analysed) — and `OFFSET 0`
+    keeps the other conditions from being pushed into it; they are checked on the instance it
+    found, parameter conditions by key probes too (`_has_parameter`)."""
+    found = _lookup(org_id, journey_id, driver, "postgresql").subquery("found")
+    hit = sa.select(ji).where(ji.c.org_id == org_id, ji.c.instance_id == found.c.instance_id)
+    hit = hit.offset(0).lateral("hit")
+    q = sa.select(*(hit.c[c.name] for c in _RESULT_COLS)).select_from(found.join(hit, sa.true()))
+    rest = _without(flt, driver) if flt is not None else None
+    if rest is not None:  # the conditions on journey_instances, applied to the lateral's rows
+        q = q.where(ClauseAdapter(hit).traverse(_compile(rest, org_id, journey_id, "postgresql")))
+    return q.order_by(hit.c.created_at.desc(), hit.c.instance_id.desc()).offset(skip).limit(take)
 
 
 def count_active(conn: Connection, org_id: str, journey_id: str, flt: Filter | None) -> int:
     """How many InProgress instances of the journey match `flt`."""
-    q = _matching([ji.c.instance_id], org_id, journey_id, flt, conn.dialect.name)
+    q = _matching(conn, [ji.c.instance_id], org_id, journey_id, flt)
     q = q.where(ji.c.status == ACTIVE_LITERAL)
     return int(conn.execute(sa.select(sa.func.count()).select_from(q.subquery())).scalar_one())
 
@@ -400,7 +509,7 @@ def cancel_matching(
     the cancel's time; then one UPDATE names them as an array. SQLite: the write transaction is
     exclusive already, so one UPDATE … WHERE … IN (subquery) does it."""
     pick = (
-        _matching([ji.c.instance_id], org_id, journey_id, flt, conn.dialect.name)
+        _matching(conn, [ji.c.instance_id], org_id, journey_id, flt)
         .where(ji.c.status == ACTIVE_LITERAL)
         .order_by(ji.c.instance_id)
         .limit(limit)
