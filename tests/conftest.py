@@ -105,6 +105,9 @@ class Server:
         `public_url_is_own`, JOURNEYS_PUBLIC_BASE_URL is this server's own URL (what a provider
         calls back and signs)."""
         self.clock = ManualClock(START)
+        # The tests' receivers (webhooks, http_request targets, fakes) listen on loopback, which
+        # the outbound policy refuses by default: allowed here unless a test says otherwise.
+        settings.setdefault("outbound_allow", LOOPBACK_ALLOWED)
         self.settings = Settings(database_url=database_url, worker_enabled=False, **settings)
         self.app = create_app(self.settings, clock=self.clock, run_worker=False)
         self.engine = self.app.state.engine
