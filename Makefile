@@ -38,7 +38,8 @@ test: $(STAMP)
 ## The suite with the wall clock set to other hours of the day (UTC): tests/tools/shiftclock.c,
 ## built here with cc, shifts CLOCK_REALTIME for every process of the run (servers and workers
 ## included) and leaves monotonic clocks and sleeps alone. Nothing may depend on the wall clock's
-## hour: this shows it. HOURS (UTC, today's date) and TESTS can be set.
+## hour, date or weekday: this shows it. HOURS are UTC times of today (HH:MM) or full dates
+## (YYYY-MM-DDTHH:MM, e.g. a Sunday on a DST change); TESTS narrows the run.
 HOURS ?= 03:30 12:00 23:30
 TESTS ?=
 SHIFTCLOCK := $(VENV)/shiftclock.so
@@ -48,7 +49,8 @@ $(SHIFTCLOCK): tests/tools/shiftclock.c $(STAMP)
 test-hours: $(SHIFTCLOCK)
 	@failed=""; today=$$(date -u +%F); \
 	for hour in $(HOURS); do \
-	  shift=$$(( $$(date -u -d "$$today $$hour" +%s) - $$(date -u +%s) )); \
+	  case $$hour in *T*) when=$$(echo $$hour | tr T ' ');; *) when="$$today $$hour";; esac; \
+	  shift=$$(( $$(date -u -d "$$when" +%s) - $$(date -u +%s) )); \
 	  echo "== the suite at $$hour UTC (wall clock shifted by $${shift} s)"; \
 	  SHIFTCLOCK_SECONDS=$$shift LD_PRELOAD=$(abspath $(SHIFTCLOCK)) \
 	    $(BIN)/python -m pytest -q -p no:cacheprovider -m "not postgres_only" $(TESTS) || failed="$$failed $$hour"; \
