@@ -59,6 +59,7 @@ test-hours: $(SHIFTCLOCK)
 
 lint: $(STAMP)
 	$(BIN)/ruff check journeys tests bench
+	$(BIN)/mypy
 
 test-sqlite: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not postgres_only"

@@ -24,7 +24,8 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from journeys import accounts, catalog
+import journeys.accounts.service as accounts
+import journeys.catalog.service as catalog
 from journeys.definitions import load_definition_file
 from journeys.store import migrate
 from journeys.store.db import create_db_engine, normalise_url, transaction

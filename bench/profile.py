@@ -19,12 +19,12 @@ import orjson
 
 from bench.harness import APPOINTMENT, SEND_ONCE, fresh_database, make_tenant, utcnow
 from bench.rows import appointment_parameters, build_rows, raw_insert, send_once_parameters
-from journeys.catalog import JourneyVersion, load_version
-from journeys.channels.dispatch import Dispatcher
+from journeys.catalog.service import JourneyVersion, load_version
 from journeys.clock import SystemClock
 from journeys.config import Settings
-from journeys.engine.trigger import trigger
 from journeys.engine.worker import Worker
+from journeys.instances.trigger import trigger
+from journeys.messaging.dispatch import Dispatcher
 
 
 def main() -> None:

@@ -18,11 +18,11 @@ import orjson
 import sqlalchemy as sa
 
 from bench.harness import Database, Tenant
-from journeys.engine.timeline import event_row
 from journeys.ids import new_id, new_ids
 from journeys.store.bulk import insert_many
 from journeys.store.db import transaction
 from journeys.store.tables import instance_events, instance_parameters, journey_instances
+from journeys.timeline import event_row
 
 LAST = ("Garcia", "Smith", "Nguyen", "Johnson", "Patel", "Kim", "Brown", "Lopez", "Okafor", "Müller")
 FIRST = ("Maria", "James", "Linh", "Aisha", "Ravi", "Ji-woo", "Olivia", "Carlos", "Chidi", "Anna")

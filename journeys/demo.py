@@ -10,7 +10,8 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from journeys import accounts, catalog
+import journeys.accounts.service as accounts
+import journeys.catalog.service as catalog
 from journeys.definitions.model import JourneyDefinition
 from journeys.definitions.values import get_zone
 from journeys.engine.rules import next_window_opening

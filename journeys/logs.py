@@ -108,9 +108,9 @@ class ScrubFilter(logging.Filter):
         record.msg = scrub(message)
         record.args = None
         if record.exc_info and record.exc_info[1] is not None:
-            record.exc_text = exception_text(record.exc_info)  # type: ignore[arg-type]
+            record.exc_text = exception_text(record.exc_info)
             # what a JSON line shows of it: the class and the frames, never the message
-            record.exc_class = record.exc_info[0].__name__ if record.exc_info[0] else None
+            record.__dict__["exc_class"] = record.exc_info[0].__name__ if record.exc_info[0] else None
             record.exc_frames = _frames(record.exc_info[2])
             record.exc_info = None
         elif record.exc_text:
@@ -209,7 +209,7 @@ class JsonFormatter(logging.Formatter):
             out["exception"] = kind.__name__
             out["stack"] = _frames(tb)
         elif getattr(record, "exc_class", None):
-            out["exception"] = record.exc_class
+            out["exception"] = record.__dict__["exc_class"]
             out["stack"] = getattr(record, "exc_frames", [])
         return json.dumps(out, ensure_ascii=False, default=str)
 
@@ -254,5 +254,5 @@ def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
     logging.getLogger("journeys").error(
         "uncaught exception in thread %s",
         args.thread.name if args.thread else "?",
-        exc_info=(args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback),  # type: ignore[arg-type]
+        exc_info=(args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback),
     )

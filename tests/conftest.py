@@ -24,7 +24,8 @@ import pytest
 import sqlalchemy as sa
 import uvicorn
 
-from journeys import accounts, catalog
+import journeys.accounts.service as accounts
+import journeys.catalog.service as catalog
 from journeys.api.app import create_app
 from journeys.clock import ManualClock
 from journeys.config import Settings

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from conftest import SEED_BULK_BODY, SEED_SEARCH_BODY, Server, Tenant
 from httpx import Client, Response
 
-from journeys import accounts
+import journeys.accounts.service as accounts
 from journeys.store.db import transaction
 from journeys.store.tables import api_tokens, outbox
 

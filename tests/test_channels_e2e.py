@@ -24,9 +24,9 @@ from conftest import LOOPBACK_ALLOWED, Server, Tenant
 from fake_twilio import FakeTwilio
 from twilio.request_validator import RequestValidator
 
-from journeys.channels.secrets import SecretBox
-from journeys.channels.twilio import check_config
 from journeys.engine.worker import Worker
+from journeys.messaging.providers.twilio import check_config
+from journeys.secrets import SecretBox
 from journeys.store import channels
 from journeys.store.db import read_only, transaction
 from journeys.store.tables import outbox

@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 import pytest
 
-from journeys import accounts
+import journeys.accounts.service as accounts
 from journeys.store.db import create_db_engine, transaction
 from journeys.store.migrate import upgrade
 

@@ -3,7 +3,7 @@
 The commands are found from the Typer app itself, so a command added later is checked too: every
 option and argument has help text and an upper-case metavar naming what it takes (ORG, FILE,
 URL, N), never a Typer type label such as `<bool>`, `<str>` or `<list[str]>`; an option with a
-default shows it. The conventions live in journeys/cli_common.py.
+default shows it. The conventions live in journeys/cli/common.py.
 """
 
 from __future__ import annotations

@@ -20,10 +20,11 @@ from conftest import Server, Tenant, make_postgres_database, post_unfinished, re
 from fake_twilio import FakeTwilio
 from twilio.request_validator import RequestValidator
 
-from journeys import accounts, catalog
-from journeys.api import inbound_routes
-from journeys.channels.secrets import SecretBox
+import journeys.accounts.service as accounts
+import journeys.catalog.service as catalog
+from journeys.api import twilio_inbound as inbound_routes
 from journeys.definitions import load_definition_text
+from journeys.secrets import SecretBox
 from journeys.store import channels
 from journeys.store.db import transaction
 

@@ -33,9 +33,9 @@ from conftest import Server, Tenant, make_postgres_database, require_postgres
 from fake_twilio import FakeTwilio
 from prometheus_client.parser import text_string_to_metric_families
 
-from journeys.channels.secrets import SecretBox
-from journeys.channels.twilio import check_config
 from journeys.logs import JsonFormatter
+from journeys.messaging.providers.twilio import check_config
+from journeys.secrets import SecretBox
 from journeys.store import channels
 from journeys.store.db import create_db_engine, transaction
 

@@ -29,10 +29,10 @@ import pytest
 from conftest import Server, Tenant, make_postgres_database, require_postgres
 from pydantic import ValidationError
 
-from journeys.channels.secrets import SecretBox
 from journeys.config import Settings
 from journeys.ids import new_id
 from journeys.outbound import ADDRESS_NOT_ALLOWED, REQUEST_FAILED, OutboundPolicy, is_public, mask_url
+from journeys.secrets import SecretBox
 from journeys.store import webhooks as webhooks_repo
 from journeys.store.db import transaction
 

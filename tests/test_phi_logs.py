@@ -461,7 +461,8 @@ def test_a_debug_level_server_logs_no_patient_data_and_no_secret(
     assert "DEBUG journeys.worker: batch" in text, text
     assert "Uvicorn running on" in text and "worker stopped" in text
     assert "HTTP Request:" not in text
-    assert "WARNING journeys.channels.twilio: twilio: HTTP 400 (code 21211)" in text  # an error path ran
+    # an error path ran
+    assert "WARNING journeys.messaging.providers.twilio: twilio: HTTP 400 (code 21211)" in text
     for value in [*PHI, *SECRETS, token]:
         assert value not in text, f"{value!r} is in the server's log:\n{text}"
     for output in printed:

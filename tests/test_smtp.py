@@ -28,9 +28,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from journeys.channels import registry
-from journeys.channels.base import OutboundMessage, SendResult
-from journeys.channels.secrets import SecretBox
+from journeys.messaging.providers import registry
+from journeys.messaging.providers.base import OutboundMessage, SendResult
+from journeys.secrets import SecretBox
 from journeys.store import channels
 from journeys.store.db import transaction
 

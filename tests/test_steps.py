@@ -19,9 +19,9 @@ import sqlalchemy as sa
 from conftest import EXAMPLE, Server, Tenant
 from httpx import Client
 
-from journeys import accounts
-from journeys.channels.outgoing import list_outgoing
+import journeys.accounts.service as accounts
 from journeys.definitions import DefinitionError
+from journeys.messaging.outgoing import list_outgoing
 
 CHICAGO = ZoneInfo("America/Chicago")
 START = datetime(2026, 11, 2, 16, 0, tzinfo=UTC)  # Monday 10:00 in Chicago (CST)

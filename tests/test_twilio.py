@@ -22,11 +22,11 @@ from conftest import Server, make_postgres_database, post_unfinished, require_po
 from fake_twilio import FakeTwilio
 from twilio.request_validator import RequestValidator
 
-from journeys.channels.base import OutboundMessage
-from journeys.channels.registry import ProviderConfigError
-from journeys.channels.secrets import SecretBox
-from journeys.channels.twilio import TwilioProvider, check_config
 from journeys.config import Settings
+from journeys.messaging.providers.base import OutboundMessage
+from journeys.messaging.providers.registry import ProviderConfigError
+from journeys.messaging.providers.twilio import TwilioProvider, check_config
+from journeys.secrets import SecretBox
 from journeys.store import channels
 from journeys.store.db import transaction
 

@@ -26,8 +26,8 @@ import sqlalchemy as sa
 from conftest import LOOPBACK_ALLOWED, Server, make_postgres_database, require_postgres
 from fake_twilio import FakeTwilio
 
-from journeys.channels.secrets import SecretBox
-from journeys.channels.twilio import check_config
+from journeys.messaging.providers.twilio import check_config
+from journeys.secrets import SecretBox
 from journeys.store import channels
 from journeys.store.db import transaction
 

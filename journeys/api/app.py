@@ -11,23 +11,18 @@ from typing import Any
 from fastapi import Depends, FastAPI
 
 from journeys import __version__
-from journeys.api import (
-    docs,
-    errors,
-    extensions,
-    inbound_routes,
-    observe,
-    routes,
-    twilio_routes,
-    webhook_routes,
-)
+from journeys.api import docs, errors, extensions, observe
+from journeys.api import medchat as routes
+from journeys.api import twilio_inbound as inbound_routes
+from journeys.api import twilio_status as twilio_routes
+from journeys.api import webhooks as webhook_routes
 from journeys.api.inputs import no_nul_in_path_or_query
 from journeys.api.openapi import build as build_openapi
-from journeys.channels.dispatch import Dispatcher, check_secret_key
 from journeys.clock import Clock
 from journeys.config import Settings
 from journeys.engine.worker import Worker
 from journeys.logs import guard_third_party
+from journeys.messaging.dispatch import Dispatcher, check_secret_key
 from journeys.store.db import create_db_engine
 from journeys.store.migrate import upgrade
 

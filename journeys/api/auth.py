@@ -8,8 +8,8 @@ from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from journeys import accounts
-from journeys.accounts import Principal
+import journeys.accounts.service as accounts
+from journeys.accounts.service import Principal
 from journeys.api.errors import ApiError
 from journeys.api.openapi import BEARER_SCHEME
 from journeys.store.db import read_only, transaction

@@ -12,18 +12,18 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from journeys.accounts import SCOPE_CREATE, SCOPE_READ, Principal
+from journeys.accounts.service import SCOPE_CREATE, SCOPE_READ, Principal
 from journeys.api.auth import require
 from journeys.api.errors import ApiError, is_unavailable
 from journeys.api.inputs import read_json
+from journeys.api.medchat import journey_or_404
 from journeys.api.openapi import CancelResult, OptOut, OptOuts, Replies, ReplyResult, responses
-from journeys.api.routes import journey_or_404
 from journeys.api.schemas import CancelRequest, openapi_body
-from journeys.engine import consent
-from journeys.engine import instances as instance_service
-from journeys.engine import replies as replies_service
-from journeys.engine.replies import ReplyError, receive_reply
-from journeys.engine.search import SearchError, parse_cancel
+from journeys.instances import service as instance_service
+from journeys.instances.search import SearchError, parse_cancel
+from journeys.messaging import consent
+from journeys.messaging import replies as replies_service
+from journeys.messaging.replies import ReplyError, receive_reply
 from journeys.store.db import read_only, transaction
 
 log = logging.getLogger("journeys.api")

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 
 from journeys.clock import iso_z
-from journeys.engine.search import MAX_SKIP
+from journeys.instances.search import MAX_SKIP
 
 
 def instance_json(row: dict[str, Any], journey_name: str, include_parameters: bool) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from journeys.channels.phone import normalise_phone
 from journeys.definitions.model import (
     BranchStep,
     EndStep,
@@ -49,8 +48,9 @@ from journeys.definitions.templates import (
 )
 from journeys.definitions.values import MAX_VALUE_BYTES, MAX_VALUE_CHARS, get_zone, parse_datetime
 from journeys.engine.rules import evaluate, next_window_opening, wait_until_target
-from journeys.engine.timeline import event_row, new_event_id
 from journeys.ids import new_id
+from journeys.messaging.phone import normalise_phone
+from journeys.timeline import event_row, new_event_id
 
 MAX_STEPS_PER_ADVANCE = 100
 HTTP_LEASE_GRACE = timedelta(seconds=60)

@@ -26,19 +26,19 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from journeys.catalog import load_version
-from journeys.channels.dispatch import Dispatcher
-from journeys.channels.phone import normalise_phone
-from journeys.channels.webhooks import WebhookSender
+from journeys.catalog.service import load_version
 from journeys.clock import Clock
 from journeys.engine.http import perform_http
 from journeys.engine.interpreter import Effects, Instance, StepFailed, advance, load_state
-from journeys.engine.timeline import event_row
 from journeys.ids import new_id
+from journeys.messaging.dispatch import Dispatcher
+from journeys.messaging.phone import normalise_phone
 from journeys.outbound import OutboundPolicy
 from journeys.store import work
 from journeys.store.db import read_only, transaction
 from journeys.store.instances import replace_parameters
+from journeys.timeline import event_row
+from journeys.webhooks.delivery import WebhookSender
 
 log = logging.getLogger("journeys.worker")
 

@@ -369,4 +369,4 @@ webhook_deliveries = sa.Table(
 
 # Use this literal (not a bound parameter) in queries that must match the partial indexes'
 # `status = 'InProgress'` predicate: SQLite only uses a partial index when it can prove it.
-ACTIVE_LITERAL = sa.literal_column("'InProgress'")
+ACTIVE_LITERAL: sa.ColumnClause[str] = sa.literal_column("'InProgress'")

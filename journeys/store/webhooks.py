@@ -1,4 +1,4 @@
-"""SQL for webhook subscriptions and deliveries (services in journeys.engine.webhooks)."""
+"""SQL for webhook subscriptions and deliveries (services in journeys.webhooks.service)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ down_revision = "0008"
 branch_labels = None
 depends_on = None
 
-# The consent keywords as journeys.engine.consent classifies them (frozen here: a migration
+# The consent keywords as journeys.messaging.consent classifies them (frozen here: a migration
 # must not change when the code does).
 _KINDS = {
     **dict.fromkeys(("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"), "opt_out"),

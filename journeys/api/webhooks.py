@@ -11,13 +11,13 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from journeys.accounts import SCOPE_CREATE, SCOPE_READ, Principal
+from journeys.accounts.service import SCOPE_CREATE, SCOPE_READ, Principal
 from journeys.api.auth import require
 from journeys.api.errors import ApiError
 from journeys.api.inputs import read_json
 from journeys.api.openapi import Deliveries, Webhook, Webhooks, responses
-from journeys.engine import webhooks as service
 from journeys.store.events import EVENT_TYPES
+from journeys.webhooks import service
 
 router = APIRouter(prefix="/api/orgs/{orgId}/webhooks", tags=["webhooks"])
 

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import orjson
 from sqlalchemy.engine import Connection, Engine
 
-from journeys.catalog import JourneyVersion, load_version
+from journeys.catalog.service import JourneyVersion, load_version
 from journeys.definitions.model import JourneyDefinition, Parameter
 from journeys.definitions.values import (
     MAX_VALUE_BYTES,
@@ -28,13 +28,13 @@ from journeys.definitions.values import (
     has_nul,
     parse_datetime,
 )
-from journeys.engine.timeline import event_row
 from journeys.ids import new_id, new_ids
 from journeys.store import instances as repo
 from journeys.store import stats
 from journeys.store.events import insert_events
 from journeys.store.tables import ACTIVE, instance_parameters, journey_instances
 from journeys.store.work import notify_due
+from journeys.timeline import event_row
 
 MAX_ERRORS = 1000
 

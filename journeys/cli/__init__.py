@@ -10,9 +10,11 @@ from pathlib import Path
 
 import typer
 
-from journeys import __version__, accounts, catalog, logs
-from journeys.cli_channels import channel_app, webhook_app
-from journeys.cli_common import (
+import journeys.accounts.service as accounts
+import journeys.catalog.service as catalog
+from journeys import __version__, logs
+from journeys.cli.channels import channel_app, webhook_app
+from journeys.cli.common import (
     _engine,
     _fail,
     _load_or_exit,
@@ -27,9 +29,9 @@ from journeys.cli_common import (
     org_filter_option,
     org_option,
 )
-from journeys.cli_demo import demo
-from journeys.cli_ops import cancel, optout_app, replies, reply
-from journeys.cli_simulate import simulate
+from journeys.cli.demo import demo
+from journeys.cli.ops import cancel, optout_app, replies, reply
+from journeys.cli.simulate import simulate
 from journeys.clock import iso_z
 from journeys.config import Settings
 from journeys.store.db import read_only, transaction
@@ -162,7 +164,7 @@ def token_list(
         typer.echo(
             f"{r['id']}  org={r['orgId']}  {r['name']}  [{' '.join(r['scopes'])}]  {r['state']}  "  # type: ignore[arg-type]
             f"last used {iso_z(r['lastUsedAt']) or 'never'}"  # type: ignore[arg-type]
-        )  # type: ignore[arg-type]
+        )
 
 
 @token_app.command("revoke")
@@ -248,7 +250,7 @@ def messages(
 
     Sent, queued, failed and dropped messages, and sends held at their step (send window,
     frequency cap) with the time they will go. Shows message text: for staff."""
-    from journeys.channels.outgoing import list_outgoing
+    from journeys.messaging.outgoing import list_outgoing
 
     now = _now()
     with read_only(_engine()) as conn:
@@ -288,7 +290,7 @@ def _from_now(when: datetime, now: datetime) -> str:
     return f"in {hours} h {rest} min" if hours else f"in {rest} min"
 
 
-# Staff operations (journeys/cli_ops.py): patients' replies, bulk cancel; `optout` is a group.
+# Staff operations (journeys/cli/ops.py): patients' replies, bulk cancel; `optout` is a group.
 app.command("reply")(reply)
 app.command("replies")(replies)
 app.command("cancel")(cancel)
@@ -396,7 +398,7 @@ def worker() -> None:
     settings = _settings()
     _configure_logging(settings)
     engine = _engine()
-    from journeys.channels.dispatch import Dispatcher, check_secret_key
+    from journeys.messaging.dispatch import Dispatcher, check_secret_key
 
     check_secret_key(engine, settings)
     clock = settings.clock()

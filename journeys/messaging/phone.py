@@ -2,7 +2,7 @@
 
 This is a light normaliser (digits with a leading +, 10-digit numbers taken as North American)
 used for matching and counting; the Twilio provider validates and formats numbers to E.164
-with `phonenumbers` when it sends (journeys.channels.twilio.to_e164).
+with `phonenumbers` when it sends (journeys.messaging.providers.twilio.to_e164).
 """
 
 from __future__ import annotations

@@ -11,17 +11,17 @@ from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from journeys import catalog
-from journeys.accounts import SCOPE_CREATE, SCOPE_READ, Principal
+import journeys.catalog.service as catalog
+from journeys.accounts.service import SCOPE_CREATE, SCOPE_READ, Principal
 from journeys.api.auth import require
 from journeys.api.errors import ApiError
 from journeys.api.inputs import read_json
 from journeys.api.openapi import InstanceDetail, Instances, Journeys, responses
 from journeys.api.schemas import BulkRequest, SearchRequest, event_json, instance_json, openapi_body
-from journeys.catalog import JourneyVersion
-from journeys.engine import instances as instance_service
-from journeys.engine.search import SearchError, parse_search
-from journeys.engine.trigger import ConcurrentChange, TriggerError, refresh_statistics, trigger
+from journeys.catalog.service import JourneyVersion
+from journeys.instances import service as instance_service
+from journeys.instances.search import SearchError, parse_search
+from journeys.instances.trigger import ConcurrentChange, TriggerError, refresh_statistics, trigger
 from journeys.store.db import read_only, transaction
 
 router = APIRouter(

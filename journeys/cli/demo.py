@@ -12,7 +12,7 @@ from typing import Any
 import typer
 
 from journeys import demo as demo_service
-from journeys.cli_common import _engine, _load_or_exit, _now, _settings, _state
+from journeys.cli.common import _engine, _load_or_exit, _now, _settings, _state
 from journeys.store.db import transaction
 
 

@@ -18,11 +18,11 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from journeys.channels.phone import normalise_phone
 from journeys.clock import iso_z
-from journeys.engine.timeline import event_row
+from journeys.messaging.phone import normalise_phone
 from journeys.store import consent as repo
 from journeys.store.events import insert_events
+from journeys.timeline import event_row
 
 OPT_OUT = "opt_out"
 OPT_IN = "opt_in"

@@ -6,7 +6,7 @@ from typing import Any
 
 import typer
 
-from journeys.cli_common import (
+from journeys.cli.common import (
     _engine,
     _fail,
     _now,
@@ -48,8 +48,8 @@ def channel_set(
     """Configure an org's provider for a channel.
 
     Needs JOURNEYS_SECRET_KEY; secrets are never printed."""
-    from journeys.channels import registry
-    from journeys.channels.secrets import SecretBox, SecretKeyMissing
+    from journeys.messaging.providers import registry
+    from journeys.secrets import SecretBox, SecretKeyMissing
     from journeys.store import accounts as accounts_repo
     from journeys.store import channels as channels_repo
 
@@ -115,7 +115,7 @@ def channel_remove(
 
 # ------------------------------------------------------------------ webhooks
 def _webhook_call(fn: Any) -> Any:
-    from journeys.engine.webhooks import WebhookError
+    from journeys.webhooks.service import WebhookError
 
     try:
         return fn()
@@ -146,7 +146,7 @@ def webhook_create(
     """Subscribe an endpoint to the org's events.
 
     The endpoint is challenged at once (docs/webhooks.md); needs JOURNEYS_SECRET_KEY."""
-    from journeys.engine import webhooks as service
+    from journeys.webhooks import service
 
     engine = _engine()
     _webhook_org(engine, org)
@@ -168,7 +168,7 @@ def webhook_list(
     org: str = org_option(), as_json: bool = json_option("Print one JSON array instead of text")
 ) -> None:
     """List the org's webhook subscriptions."""
-    from journeys.engine import webhooks as service
+    from journeys.webhooks import service
 
     engine = _engine()
     _webhook_org(engine, org)
@@ -189,7 +189,7 @@ def webhook_delete(
     """Delete (disable) a subscription.
 
     Its undelivered events are dropped."""
-    from journeys.engine import webhooks as service
+    from journeys.webhooks import service
 
     engine = _engine()
     _webhook_call(lambda: service.delete(engine, org, webhook_id, _now()))
@@ -204,7 +204,7 @@ def webhook_verify(
     """Challenge the endpoint again.
 
     Events flow only to verified subscriptions."""
-    from journeys.engine import webhooks as service
+    from journeys.webhooks import service
 
     engine = _engine()
     settings = _settings()
@@ -231,7 +231,7 @@ def webhook_deliveries(
     """List recent deliveries, newest first.
 
     With their attempts and the last status code."""
-    from journeys.engine import webhooks as service
+    from journeys.webhooks import service
 
     engine = _engine()
     _webhook_org(engine, org)

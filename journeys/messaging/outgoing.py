@@ -14,11 +14,11 @@ from typing import Any
 import orjson
 from sqlalchemy.engine import Connection
 
-from journeys import catalog
-from journeys.channels.phone import normalise_phone
+import journeys.catalog.service as catalog
 from journeys.definitions.model import JourneyDefinition, SendEmailStep, SendSmsStep
 from journeys.definitions.templates import TemplateRenderError, render
 from journeys.definitions.values import get_zone
+from journeys.messaging.phone import normalise_phone
 from journeys.store import messages as repo
 
 # A window hold lasts at most a day and a cap deferral at most a week (then the send goes or is
@@ -107,7 +107,7 @@ def _from_hold(conn: Connection, r: dict[str, Any]) -> OutgoingMessage:
         channel = "sms" if isinstance(step, SendSmsStep) else "email"
         to = (normalise_phone(raw) or raw) if channel == "sms" else raw
         zone = get_zone(r["time_zone"])
-        types = {p.name: p.type for p in definition.parameters}
+        types: dict[str, str] = {p.name: p.type for p in definition.parameters}
         try:
             body = render(step.body, params, types, zone) if zone is not None else None
         except TemplateRenderError:

@@ -10,7 +10,7 @@ get 403 and change nothing.
 Only final statuses change the outbox row (delivered, undelivered, failed): intermediate ones
 (queued, sending, sent, …) are acknowledged and ignored, so that a late or out-of-order callback
 never re-queues a message or undoes a delivery. A final status for a sid no message has yet is
-held and applied when the send records it (journeys.channels.status).
+held and applied when the send records it (journeys.messaging.status).
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ from starlette.responses import Response
 
 from journeys.api.errors import ApiError
 from journeys.api.inputs import read_body
-from journeys.channels.secrets import SecretBox, SecretKeyMissing
-from journeys.channels.status import (
+from journeys.messaging.status import (
     FINAL_STATUSES,
     apply_early_status,
     hold_early_status,
     record_delivery_status,
 )
+from journeys.secrets import SecretBox, SecretKeyMissing
 from journeys.store import channels as channels_repo
 from journeys.store.db import read_only, transaction
 

@@ -21,8 +21,8 @@ import httpx
 from sqlalchemy.engine import Engine
 
 from journeys import outbound
-from journeys.channels.secrets import SecretBox, SecretKeyMissing
 from journeys.clock import Clock
+from journeys.secrets import SecretBox, SecretKeyMissing
 from journeys.store import webhooks as repo
 from journeys.store.db import transaction
 

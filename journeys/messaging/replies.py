@@ -8,15 +8,15 @@ from datetime import datetime
 
 from sqlalchemy.engine import Connection
 
-from journeys.channels.phone import normalise_phone
 from journeys.clock import iso_z
 from journeys.definitions.values import NUL_PROBLEM, has_nul
-from journeys.engine.consent import apply_keyword
-from journeys.engine.timeline import event_row
 from journeys.ids import new_id
+from journeys.messaging.consent import apply_keyword
+from journeys.messaging.phone import normalise_phone
 from journeys.store import replies as repo
 from journeys.store.events import insert_events
 from journeys.store.work import notify_due
+from journeys.timeline import event_row
 
 MAX_REPLY_CHARS = 1600  # ten SMS segments
 REPLY = "reply"

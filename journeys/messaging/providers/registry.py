@@ -5,12 +5,12 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from journeys.channels.base import Provider
+from journeys.messaging.providers.base import Provider
 
 # provider name -> (module, channels it serves)
 PROVIDERS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "twilio": ("journeys.channels.twilio", ("sms",)),
-    "smtp": ("journeys.channels.smtp", ("email",)),
+    "twilio": ("journeys.messaging.providers.twilio", ("sms",)),
+    "smtp": ("journeys.messaging.providers.smtp", ("email",)),
 }
 
 

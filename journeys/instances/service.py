@@ -10,14 +10,14 @@ from typing import Any
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from journeys.catalog import JourneyVersion
-from journeys.engine.search import SearchQuery
-from journeys.engine.timeline import event_row
+from journeys.catalog.service import JourneyVersion
+from journeys.instances.search import SearchQuery
 from journeys.store import instances as repo
 from journeys.store.db import transaction
 from journeys.store.events import insert_events
 from journeys.store.instances import Filter
 from journeys.store.tables import ACTIVE
+from journeys.timeline import event_row
 
 
 class NotFound(LookupError):

@@ -15,9 +15,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.engine import Connection
 
-from journeys.engine.timeline import event_row
 from journeys.store import channels as repo
 from journeys.store.events import insert_events
+from journeys.timeline import event_row
 
 FINAL_STATUSES = frozenset({"delivered", "undelivered", "failed"})
 # A held status whose message never shows up (another system's message on the same account).

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from journeys.cli_common import (
+from journeys.cli.common import (
     _fail,
     _is_ascii_int,
     _load_or_exit,
@@ -67,7 +67,7 @@ def simulate(
     from journeys.definitions.values import datetime_problem, get_zone
     from journeys.engine.simulate import Reply, SimulationError
     from journeys.engine.simulate import simulate as run_simulation
-    from journeys.engine.trigger import validate_parameters
+    from journeys.instances.trigger import validate_parameters
 
     definition = _load_or_exit(file)
     zone = get_zone(tz)

@@ -3,7 +3,7 @@
 One POST per message to {twilio_api_base}/2010-04-01/Accounts/{account_sid}/Messages.json with
 HTTP basic auth, the message's idempotency key as `I-Twilio-Idempotency-Token` (a retried send
 is not delivered twice) and, when JOURNEYS_PUBLIC_BASE_URL is set, a StatusCallback to
-/channels/twilio/{orgId}/status (see journeys.api.twilio_routes).
+/channels/twilio/{orgId}/status (see journeys.api.twilio_status).
 
 Outcomes: 2xx -> sent (provider_message_id = Twilio's "sid"); 429 -> retried after Retry-After;
 other 4xx -> failed permanently with Twilio's error code; 5xx, timeouts and network errors ->
@@ -19,10 +19,10 @@ from typing import Any
 import httpx
 import phonenumbers
 
-from journeys.channels.base import OutboundMessage, SendResult
-from journeys.channels.registry import ProviderConfigError
+from journeys.messaging.providers.base import OutboundMessage, SendResult
+from journeys.messaging.providers.registry import ProviderConfigError
 
-log = logging.getLogger("journeys.channels.twilio")
+log = logging.getLogger("journeys.messaging.providers.twilio")
 
 TIMEOUT_SECONDS = 10.0
 DEFAULT_RETRY_AFTER = 30.0

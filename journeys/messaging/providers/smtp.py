@@ -34,8 +34,8 @@ from typing import Any, TypeVar
 
 import aiosmtplib
 
-from journeys.channels.base import OutboundMessage, SendResult
-from journeys.channels.registry import ProviderConfigError
+from journeys.messaging.providers.base import OutboundMessage, SendResult
+from journeys.messaging.providers.registry import ProviderConfigError
 
 SECURITY = ("starttls", "tls", "none")
 KEYS = ("host", "port", "security", "username", "password", "from_address", "from_name", "timeout")

@@ -18,16 +18,16 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from journeys.channels import registry
-from journeys.channels.base import OutboundMessage, Provider, SendResult
-from journeys.channels.secrets import SecretBox, SecretKeyMissing
-from journeys.channels.status import apply_early_status
 from journeys.clock import Clock
-from journeys.engine.timeline import event_row
+from journeys.messaging.providers import registry
+from journeys.messaging.providers.base import OutboundMessage, Provider, SendResult
+from journeys.messaging.status import apply_early_status
+from journeys.secrets import SecretBox, SecretKeyMissing
 from journeys.store import channels as repo
 from journeys.store import messages
 from journeys.store.db import read_only, transaction
 from journeys.store.events import insert_events
+from journeys.timeline import event_row
 
 log = logging.getLogger("journeys.channels")
 

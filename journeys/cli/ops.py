@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from journeys.cli_common import (
+from journeys.cli.common import (
     _engine,
     _fail,
     _now,
@@ -33,7 +33,7 @@ def reply(
     as_json: bool = json_option(),
 ) -> None:
     """Inject an inbound SMS reply, as if the patient had texted it."""
-    from journeys.engine.replies import ReplyError, receive_reply
+    from journeys.messaging.replies import ReplyError, receive_reply
 
     engine = _engine()
     try:
@@ -61,7 +61,7 @@ def replies(
     """List inbound SMS replies, newest first.
 
     Shows message text: for staff."""
-    from journeys.engine.replies import list_replies
+    from journeys.messaging.replies import list_replies
 
     with read_only(_engine()) as conn:
         rows = list_replies(conn, org, unmatched, limit)
@@ -129,9 +129,9 @@ def cancel(
     as_json: bool = json_option(),
 ) -> None:
     """Cancel every InProgress instance of a journey that matches a filter (e.g. a closure day)."""
-    from journeys import catalog
-    from journeys.engine import instances as instance_service
-    from journeys.engine.search import SearchError, parse_cancel
+    import journeys.catalog.service as catalog
+    from journeys.instances import service as instance_service
+    from journeys.instances.search import SearchError, parse_cancel
 
     body = _cancel_body(filter_json, param, cancel_all)
     engine = _engine()
@@ -184,7 +184,7 @@ def optout_list(
     as_json: bool = json_option("Print one JSON array instead of text"),
 ) -> None:
     """Opted-out numbers, most recently changed first (shows phone numbers: for staff)."""
-    from journeys.engine import consent
+    from journeys.messaging import consent
 
     with read_only(_engine()) as conn:
         try:
@@ -210,7 +210,7 @@ def optout_add(
     as_json: bool = json_option(),
 ) -> None:
     """Opt a number out of the org's SMS, as if the patient had texted STOP."""
-    from journeys.engine import consent
+    from journeys.messaging import consent
 
     with transaction(_engine()) as conn:
         _org_or_fail(conn, org)
@@ -232,7 +232,7 @@ def optout_remove(
     phone: str = typer.Option(..., "--phone", metavar="PHONE", help="The patient's phone number"),
 ) -> None:
     """Opt a number back in, as if the patient had texted START."""
-    from journeys.engine import consent
+    from journeys.messaging import consent
 
     with transaction(_engine()) as conn:
         _org_or_fail(conn, org)

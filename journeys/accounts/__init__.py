@@ -1,0 +1,1 @@
+"""Accounts: orgs and API tokens."""

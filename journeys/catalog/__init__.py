@@ -1,0 +1,1 @@
+"""Journeys and their published versions (the catalog)."""

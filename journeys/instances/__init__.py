@@ -1,0 +1,1 @@
+"""Journey instances: trigger (bulk and subflows), search, cancel, read."""

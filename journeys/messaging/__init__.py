@@ -1,0 +1,1 @@
+"""Messaging: dispatching queued SMS and email, providers, consent, replies."""

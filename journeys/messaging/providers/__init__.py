@@ -1,0 +1,1 @@
+"""Providers behind one interface: Twilio (SMS), SMTP (email), the built-in outbox."""

@@ -1,0 +1,1 @@
+"""Webhook subscriptions, the events they carry, and delivery."""
