@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import SEED_BULK_BODY, SEED_SEARCH_BODY, Server, Tenant
+from support.api import SEED_BULK_BODY, SEED_SEARCH_BODY
+from support.server import Server, Tenant
 from httpx import Client, Response
 
 from journeys import accounts

@@ -15,7 +15,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from conftest import SEED_BULK_BODY, START, Server, Tenant
+from support.api import SEED_BULK_BODY
+from support.server import START, Server, Tenant
 from httpx import Client, Response
 
 PARAM_NAMES = "patientId, patientName, appointmentId, appointmentDateTime, phoneNumber"

@@ -20,8 +20,9 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import EXAMPLE, LOOPBACK_ALLOWED, Server, Tenant, make_postgres_database, require_postgres
-from fake_twilio import FakeTwilio
+from support.databases import make_postgres_database, require_postgres
+from support.server import EXAMPLE, LOOPBACK_ALLOWED, Server, Tenant
+from support.fake_twilio import FakeTwilio
 from test_channels_e2e import (
     ACCOUNT_SID,
     AUTH_TOKEN,

@@ -9,7 +9,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from conftest import EXAMPLE, Server, Tenant
+from support.server import EXAMPLE, Server, Tenant
 from httpx import Client
 
 from journeys.engine.worker import Worker

@@ -20,8 +20,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import sqlalchemy as sa
-from conftest import LOOPBACK_ALLOWED, Server, Tenant
-from fake_twilio import FakeTwilio
+from support.server import LOOPBACK_ALLOWED, Server, Tenant
+from support.fake_twilio import FakeTwilio
 from twilio.request_validator import RequestValidator
 
 from journeys.channels.secrets import SecretBox

@@ -16,8 +16,10 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from conftest import Server, Tenant, make_postgres_database, post_unfinished, require_postgres
-from fake_twilio import FakeTwilio
+from support.databases import make_postgres_database, require_postgres
+from support.net import post_unfinished
+from support.server import Server, Tenant
+from support.fake_twilio import FakeTwilio
 from twilio.request_validator import RequestValidator
 
 from journeys import accounts, catalog
@@ -36,7 +38,7 @@ EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
 
 class ConsentServer(Server):
-    """The conftest Server with its own database, a secret key, the fake Twilio's API base and
+    """The support Server with its own database, a secret key, the fake Twilio's API base and
     its own URL as the public one (what Twilio calls and signs)."""
 
     def __init__(self, database_url: str, twilio_url: str) -> None:

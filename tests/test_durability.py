@@ -30,7 +30,8 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from conftest import Server, make_postgres_database, require_postgres
+from support.databases import make_postgres_database, require_postgres
+from support.server import Server
 
 from journeys.store.db import create_db_engine, read_only
 

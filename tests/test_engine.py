@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
-from conftest import Server, Tenant
+from support.server import Server, Tenant
 from httpx import Client
 
 from journeys.definitions import load_definition_text

@@ -29,8 +29,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from conftest import Server, Tenant, make_postgres_database, require_postgres
-from fake_twilio import FakeTwilio
+from support.databases import make_postgres_database, require_postgres
+from support.server import Server, Tenant
+from support.fake_twilio import FakeTwilio
 from prometheus_client.parser import text_string_to_metric_families
 
 from journeys.channels.secrets import SecretBox

@@ -24,7 +24,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import schemathesis
-from conftest import LOOPBACK_ALLOWED, SEED_BULK_BODY, SEED_SEARCH_BODY, Server, Tenant
+from support.api import SEED_BULK_BODY, SEED_SEARCH_BODY
+from support.server import LOOPBACK_ALLOWED, Server, Tenant
 from httpx import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import Tenant, make_postgres_database, require_postgres
-from fake_twilio import FakeTwilio
+from support.databases import make_postgres_database, require_postgres
+from support.server import Tenant
+from support.fake_twilio import FakeTwilio
 from test_cli import JOURNEYS, clean_env
 from test_consent import (
     ACCOUNT_SID,

@@ -26,7 +26,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from conftest import Server, Tenant, make_postgres_database, require_postgres
+from support.databases import make_postgres_database, require_postgres
+from support.server import Server, Tenant
 from pydantic import ValidationError
 
 from journeys.channels.secrets import SecretBox

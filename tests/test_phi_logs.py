@@ -36,8 +36,8 @@ import httpx
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from conftest import make_postgres_database, require_postgres
-from fake_twilio import FakeTwilio
+from support.databases import make_postgres_database, require_postgres
+from support.fake_twilio import FakeTwilio
 from twilio.request_validator import RequestValidator
 
 from journeys.logs import ScrubFilter, scrub

@@ -30,7 +30,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 import yaml
-from conftest import Server, make_postgres_database, require_postgres
+from support.databases import make_postgres_database, require_postgres
+from support.server import Server
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 

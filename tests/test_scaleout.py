@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from conftest import make_postgres_database, require_postgres
+from support.databases import make_postgres_database, require_postgres
 
 pytestmark = pytest.mark.postgres_only
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from conftest import make_postgres_database, require_postgres
+from support.databases import make_postgres_database, require_postgres
 
 from journeys.store.db import create_db_engine
 from journeys.store.migrate import upgrade

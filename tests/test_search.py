@@ -10,7 +10,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
-from conftest import EXAMPLE, SEED_BULK_BODY, SEED_SEARCH_BODY, Server, Tenant
+from support.api import SEED_BULK_BODY, SEED_SEARCH_BODY
+from support.server import EXAMPLE, Server, Tenant
 from httpx import Client
 
 CHICAGO = ZoneInfo("America/Chicago")

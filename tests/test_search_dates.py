@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import Server, Tenant
+from support.server import Server, Tenant
 from httpx import Client
 
 HOUR = timedelta(hours=1)

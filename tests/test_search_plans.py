@@ -25,7 +25,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import Server, Tenant, make_postgres_database, require_postgres
+from support.databases import make_postgres_database, require_postgres
+from support.server import Server, Tenant
 from httpx import Client
 
 PG = os.environ.get("JOURNEYS_TEST_DATABASE", "sqlite") == "postgresql"

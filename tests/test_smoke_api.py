@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from conftest import SEED_BULK_BODY, SEED_SEARCH_BODY, Server, Tenant
+from support.api import SEED_BULK_BODY, SEED_SEARCH_BODY
+from support.server import Server, Tenant
 from httpx import Client
 
 

@@ -22,7 +22,7 @@ import pytest
 import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from conftest import Server, Tenant
+from support.server import Server, Tenant
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -42,7 +42,7 @@ REFUSED = "nobody@example.com"
 
 # ---------------------------------------------------------------- our server, with a secret key
 def SmtpTestServer(database_url: str) -> Server:  # noqa: N802 - reads like the class it was
-    """conftest.Server with JOURNEYS_SECRET_KEY set (the session server has none)."""
+    """support.server.Server with JOURNEYS_SECRET_KEY set (the session server has none)."""
     return Server(database_url, secret_key=SECRET)
 
 

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
-from conftest import EXAMPLE, Server, Tenant
+from support.server import EXAMPLE, Server, Tenant
 from httpx import Client
 
 from journeys import accounts

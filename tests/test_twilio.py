@@ -18,8 +18,10 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from conftest import Server, make_postgres_database, post_unfinished, require_postgres
-from fake_twilio import FakeTwilio
+from support.databases import make_postgres_database, require_postgres
+from support.net import post_unfinished
+from support.server import Server
+from support.fake_twilio import FakeTwilio
 from twilio.request_validator import RequestValidator
 
 from journeys.channels.base import OutboundMessage
@@ -63,7 +65,7 @@ JOURNEYS = [str(_ENTRY_POINT)] if _ENTRY_POINT.exists() else [sys.executable, "-
 
 
 def TwilioServer(database_url: str, api_base: str) -> Server:  # noqa: N802 - reads like the class it was
-    """The conftest Server, with a secret key, the fake's API base and its own public URL."""
+    """The support Server, with a secret key, the fake's API base and its own public URL."""
     return Server(database_url, public_url_is_own=True, secret_key=SECRET_KEY, twilio_api_base=api_base)
 
 

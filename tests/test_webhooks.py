@@ -23,8 +23,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import sqlalchemy as sa
-from conftest import LOOPBACK_ALLOWED, Server, make_postgres_database, require_postgres
-from fake_twilio import FakeTwilio
+from support.databases import make_postgres_database, require_postgres
+from support.server import LOOPBACK_ALLOWED, Server
+from support.fake_twilio import FakeTwilio
 
 from journeys.channels.secrets import SecretBox
 from journeys.channels.twilio import check_config
