@@ -22,17 +22,10 @@ import pytest
 import sqlalchemy as sa
 from support.databases import make_postgres_database, require_postgres
 from support.server import EXAMPLE, LOOPBACK_ALLOWED, Server, Tenant
-from support.fake_twilio import FakeTwilio
-from test_channels_e2e import (
-    ACCOUNT_SID,
-    AUTH_TOKEN,
-    HOOK_SECRET,
-    SECRET_KEY,
-    LaggingClock,
-    Receiver,
-    configure_twilio,
-)
-from test_cli import JOURNEYS, clean_env
+from support.fake_twilio import FakeTwilio, twilio_config
+from support.cli import JOURNEYS, clean_env
+from support.clocks import LaggingClock
+from support.receivers import WebhookReceiver
 
 from journeys.engine.worker import Worker
 from journeys.store.db import read_only, transaction
@@ -40,6 +33,10 @@ from journeys.store.tables import journey_instances
 from journeys.store.work import claim_due
 
 START = datetime(2026, 11, 2, 16, 0, tzinfo=UTC)  # Monday 10:00 in Chicago
+SECRET_KEY = "bulk-cancel-test-secret-key"
+ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
+AUTH_TOKEN = "bulk-cancel-twilio-auth-token"
+HOOK_SECRET = "whsec-bulk-cancel-0123456789"
 CHUNK = 3
 DAY_A = "2026-11-10"  # the closure day
 DAY_B = "2026-11-11"
@@ -261,8 +258,8 @@ def test_the_single_cancels_effects_queued_sms_dropped_leases_cleared_webhooks_n
     srv: Server, fake: FakeTwilio
 ) -> None:
     t = srv.tenant()
-    configure_twilio(srv, t.org_id)
-    rec = Receiver()
+    srv.set_channel(t.org_id, "sms", "twilio", twilio_config(ACCOUNT_SID, AUTH_TOKEN, "+13125550199"))
+    rec = WebhookReceiver(HOOK_SECRET)
     try:
         body = {"url": rec.url, "secret": HOOK_SECRET, "eventTypes": ["instance.cancelled"]}
         r = srv.http.post(f"/api/orgs/{t.org_id}/webhooks", json=body, headers=t.headers)

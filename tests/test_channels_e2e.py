@@ -21,7 +21,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import sqlalchemy as sa
 from support.server import LOOPBACK_ALLOWED, Server, Tenant
-from support.fake_twilio import FakeTwilio
+from support.fake_twilio import FakeTwilio, twilio_config
+from support.receivers import WebhookReceiver
+from support.clocks import LaggingClock
 from twilio.request_validator import RequestValidator
 
 from journeys.channels.secrets import SecretBox
@@ -65,41 +67,6 @@ flows:
 """
 
 
-class Receiver:
-    """The clinic's webhook endpoint: answers the challenge, records every POST (raw body)."""
-
-    def __init__(self) -> None:
-        self.posts: list[dict[str, Any]] = []
-        rec = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802
-                code = parse_qs(urlsplit(self.path).query).get("challengeCode", [""])[0]
-                body = hmac.new(HOOK_SECRET.encode(), code.encode(), hashlib.sha256).hexdigest().encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_POST(self) -> None:  # noqa: N802
-                raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                rec.posts.append({"headers": dict(self.headers.items()), "raw": raw})
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hooks"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeTwilio]:
     with FakeTwilio(ACCOUNT_SID, AUTH_TOKEN) as f:
@@ -122,21 +89,18 @@ def srv(fake: FakeTwilio, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 @pytest.fixture()
-def rec() -> Iterator[Receiver]:
-    r = Receiver()
+def rec() -> Iterator[WebhookReceiver]:
+    r = WebhookReceiver(HOOK_SECRET)
     yield r
     r.stop()
 
 
 # ---------------------------------------------------------------- helpers
 def configure_twilio(srv: Server, org_id: str) -> None:
-    config = check_config({"account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN, "from": FROM})
-    with transaction(srv.engine) as conn:
-        sealed = SecretBox(SECRET_KEY).seal(config)
-        channels.set_channel(conn, org_id, "sms", "twilio", sealed, srv.clock.now())
+    srv.set_channel(org_id, "sms", "twilio", twilio_config(ACCOUNT_SID, AUTH_TOKEN, FROM))
 
 
-def subscribe_all(srv: Server, t: Tenant, rec: Receiver) -> None:
+def subscribe_all(srv: Server, t: Tenant, rec: WebhookReceiver) -> None:
     body = {"url": rec.url, "secret": HOOK_SECRET, "eventTypes": ["*"]}
     r = srv.http.post(f"/api/orgs/{t.org_id}/webhooks", json=body, headers=t.headers)
     assert r.status_code == 201, r.text
@@ -201,7 +165,7 @@ def in_order(types: list[str], expected: list[str]) -> bool:
 
 # ---------------------------------------------------------------- the journey
 def test_sms_question_signed_reply_confirm_branch_and_signed_webhooks_in_order(
-    srv: Server, fake: FakeTwilio, rec: Receiver
+    srv: Server, fake: FakeTwilio, rec: WebhookReceiver
 ) -> None:
     t = srv.tenant(CONFIRM)
     configure_twilio(srv, t.org_id)
@@ -263,20 +227,6 @@ def test_sms_question_signed_reply_confirm_branch_and_signed_webhooks_in_order(
     raw = b"".join(p["raw"] for p in rec.posts)
     for phi in (PATIENT[2:], "555-0142", FROM[2:], "Reply C", "Thank you"):
         assert phi.encode() not in raw
-
-
-class LaggingClock:
-    """The first reading is `at`; later readings are a minute earlier. A Worker given this clock
-    runs its batch at `at` but its delivery pass sees the batch's messages as not yet due, so
-    they stay queued: a queued, unsent message that a cancel can still catch."""
-
-    def __init__(self, at: datetime) -> None:
-        self.at = at
-        self.readings = 0
-
-    def now(self) -> datetime:
-        self.readings += 1
-        return self.at if self.readings == 1 else self.at - timedelta(minutes=1)
 
 
 def test_queued_sms_of_a_cancelled_instance_never_reaches_the_provider(srv: Server, fake: FakeTwilio) -> None:

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -27,6 +26,8 @@ from typing import Any
 import httpx
 import pytest
 
+from support.net import free_port
+from support.cli import JOURNEYS, clean_env
 from journeys import accounts
 from journeys.store.db import create_db_engine, transaction
 from journeys.store.migrate import upgrade
@@ -37,21 +38,11 @@ CLASSIC = ROOT / "tests" / "data" / "classic-reminder.yaml"  # fixed text for th
 SCOPES = "create.journey_instances,read.journey_instances"
 TIMEOUT = 60  # seconds, for any single CLI run
 
-_ENTRY_POINT = Path(sys.executable).parent / "journeys"
-JOURNEYS = [str(_ENTRY_POINT)] if _ENTRY_POINT.exists() else [sys.executable, "-m", "journeys.cli"]
 
 ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 
 
 # ---------------------------------------------------------------------------- helpers
-def clean_env(**extra: str) -> dict[str, str]:
-    """The environment without any JOURNEYS_* setting that could leak in from the caller."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEYS_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
-
-
 @dataclass
 class Cli:
     """Runs `journeys --db <this file> ...` in `cwd` (with `env` added to a clean environment)."""
@@ -113,12 +104,6 @@ class Cli:
 @pytest.fixture()
 def cli(tmp_path: Path) -> Cli:
     return Cli(tmp_path / "test.db", tmp_path)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -19,11 +19,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from support.cli import JOURNEYS
 from journeys import __version__
 from journeys.cli import app
 
-_ENTRY_POINT = Path(sys.executable).parent / "journeys"
-JOURNEYS = [str(_ENTRY_POINT)] if _ENTRY_POINT.exists() else [sys.executable, "-m", "journeys.cli"]
 TYPE_LABEL = re.compile(r"<[a-z][a-z_ ]*(\[[^\]]*\])?>")  # <bool>, <str>, <list[str]>, <int range>
 
 

@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +31,8 @@ import pytest
 from support.databases import make_postgres_database, require_postgres
 from support.server import Server, Tenant
 from support.fake_twilio import FakeTwilio
+from support.net import free_port
+from support.receivers import WebhookReceiver
 from prometheus_client.parser import text_string_to_metric_families
 
 from journeys.channels.secrets import SecretBox
@@ -166,7 +167,7 @@ def _twilio_tenant(server: Server) -> Tenant:
 
 def test_metrics_follow_due_work_the_outbox_and_webhooks(own_url: str, fake: FakeTwilio) -> None:
     server = Server(own_url, secret_key=SECRET_KEY, twilio_api_base=fake.url)
-    receiver = _Receiver()
+    receiver = WebhookReceiver("whsec-observe-0123456789")
     try:
         m = metrics(server.http)
         assert m["journeys_database_up"] == 1
@@ -299,12 +300,6 @@ def test_request_id_is_taken_when_valid_else_generated(http: httpx.Client, given
 
 
 # ---------------------------------------------------------------- processes: JSON logs, worker counters
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _env(url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEYS_")}
     env.update({"PYTHONUNBUFFERED": "1", "JOURNEYS_DATABASE_URL": url, **extra})
@@ -378,7 +373,7 @@ def test_json_logs_and_worker_counters_from_real_processes(own_url: str, tmp_pat
     request id the response returned; no patient data appears; the worker's step count reaches
     the server's /metrics through the database."""
     tenant = _setup(own_url, tmp_path, NOW_JOURNEY)
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     server_log, worker_log = tmp_path / "server.log", tmp_path / "worker.log"
     env = _env(own_url, JOURNEYS_LOG_FORMAT="json", JOURNEYS_LOG_LEVEL="INFO")
@@ -483,33 +478,3 @@ def test_bad_settings_stop_the_process_with_a_clear_error(
     assert proc.stderr.strip() == f"error: {message}"
     assert value not in proc.stderr or value == "0"
     assert not (tmp_path / "x.db").exists()
-
-
-class _Receiver:
-    """A webhook endpoint that answers the subscription challenge, then goes away."""
-
-    def __init__(self) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802
-                code = parse_qs(urlsplit(self.path).query).get("challengeCode", [""])[0]
-                body = (
-                    hmac.new(b"whsec-observe-0123456789", code.encode(), hashlib.sha256).hexdigest().encode()
-                )
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hooks"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        self._stopped = False
-
-    def stop(self) -> None:
-        if not self._stopped:
-            self.httpd.shutdown()
-            self.httpd.server_close()
-            self._stopped = True

@@ -22,8 +22,8 @@ import sqlalchemy as sa
 from support.databases import make_postgres_database, require_postgres
 from support.server import Tenant
 from support.fake_twilio import FakeTwilio
-from test_cli import JOURNEYS, clean_env
-from test_consent import (
+from support.cli import JOURNEYS, clean_env
+from support.consent import (
     ACCOUNT_SID,
     AUTH_TOKEN,
     OTHER_PHONE,

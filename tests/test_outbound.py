@@ -28,6 +28,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from support.databases import make_postgres_database, require_postgres
 from support.server import Server, Tenant
+from support.net import LocalHttpServer
+from support.cli import JOURNEYS
 from pydantic import ValidationError
 
 from journeys.channels.secrets import SecretBox
@@ -40,8 +42,6 @@ from journeys.store.db import transaction
 SECRET_KEY = "outbound-test-secret-key"
 HOOK_SECRET = "whsec-outbound-0123456789"
 OPEN_ALLOW = "127.0.0.1/32,localhost"
-_ENTRY_POINT = Path(sys.executable).parent / "journeys"
-JOURNEYS = [str(_ENTRY_POINT)] if _ENTRY_POINT.exists() else [sys.executable, "-m", "journeys.cli"]
 
 WAIT = """
 name: Outbound wait
@@ -127,14 +127,12 @@ class Receiver:
                     return self._answer(307, b"", {"Location": rec.redirect_to})
                 self._answer(200, b"")
 
-        self.httpd = ThreadingHTTPServer((host, 0), Handler)
-        self.port = self.httpd.server_address[1]
-        self.url = f"http://{host}:{self.port}/hooks"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self._server = LocalHttpServer(Handler, host)
+        self.port = self._server.port
+        self.url = f"{self._server.base_url}/hooks"
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._server.stop()
 
 
 @contextmanager

@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -38,12 +37,12 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from support.databases import make_postgres_database, require_postgres
 from support.fake_twilio import FakeTwilio
+from support.net import LocalHttpServer, free_port
+from support.cli import JOURNEYS
 from twilio.request_validator import RequestValidator
 
 from journeys.logs import ScrubFilter, scrub
 
-_ENTRY_POINT = Path(sys.executable).parent / "journeys"
-JOURNEYS = [str(_ENTRY_POINT)] if _ENTRY_POINT.exists() else [sys.executable, "-m", "journeys.cli"]
 
 # ---------------------------------------------------------------- the distinctive values
 SECRET_KEY = "sk-Phi-Guard-4471-secret-key"
@@ -188,16 +187,14 @@ class Endpoint:
                     return self._reply(500, b'{"error": "down"}')
                 self._reply(200, json.dumps(answer or {}).encode())
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self._server = LocalHttpServer(Handler)
+        self.base = self._server.base_url
 
     def posts(self) -> list[dict[str, Any]]:
         return [r for r in self.requests if r["method"] == "POST"]
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._server.stop()
 
 
 class Mailbox:
@@ -217,12 +214,6 @@ def smtp_auth(server: Any, session: Any, envelope: Any, mechanism: str, auth_dat
         SMTP_PASSWORD.encode(),
     )
     return AuthResult(success=ok, handled=False)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture()

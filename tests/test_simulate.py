@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from support.cli import JOURNEYS, clean_env
 from journeys.definitions import load_definition_file, load_definition_text
 from journeys.definitions.model import JourneyDefinition, SendEmailStep, SendSmsStep, SendWindow
 from journeys.engine.simulate import Reply, simulate
@@ -35,8 +36,6 @@ TZ = "America/Chicago"
 CHICAGO = ZoneInfo(TZ)
 TIMEOUT = 60  # seconds, for any single CLI run
 
-_ENTRY_POINT = Path(sys.executable).parent / "journeys"
-JOURNEYS = [str(_ENTRY_POINT)] if _ENTRY_POINT.exists() else [sys.executable, "-m", "journeys.cli"]
 
 PHONE = "(312) 555-0100"
 PHONE_E164 = "+13125550100"
@@ -61,13 +60,6 @@ def run(
     """Simulate through the Python function (parameters must use their declared names)."""
     defn = definition or load_definition_file(path)
     return simulate(defn, params, TZ, local(start), replies=replies, http=http)
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEYS_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
 
 
 def cli(

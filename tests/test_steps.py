@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 from support.server import EXAMPLE, Server, Tenant
+from support.net import LocalHttpServer
 from httpx import Client
 
 from journeys import accounts
@@ -1305,15 +1306,11 @@ def remote() -> Iterator[Remote]:
         def log_message(self, format: str, *args: Any) -> None:
             return None
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    rec.base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    server = LocalHttpServer(Handler)
+    rec.base = server.base_url
     yield rec
     rec.release.set()
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(10)
+    server.stop()
 
 
 HTTP = """

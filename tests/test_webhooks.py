@@ -26,6 +26,8 @@ import sqlalchemy as sa
 from support.databases import make_postgres_database, require_postgres
 from support.server import LOOPBACK_ALLOWED, Server
 from support.fake_twilio import FakeTwilio
+from support.receivers import WebhookReceiver
+from support.cli import JOURNEYS
 
 from journeys.channels.secrets import SecretBox
 from journeys.channels.twilio import check_config
@@ -39,8 +41,6 @@ TOKEN = "twilio-auth-token-for-tests"
 FROM = "+13125550100"
 HOOK_SECRET = "whsec-0123456789abcdef"
 REPLAY_WINDOW = 300
-_ENTRY_POINT = Path(sys.executable).parent / "journeys"
-JOURNEYS = [str(_ENTRY_POINT)] if _ENTRY_POINT.exists() else [sys.executable, "-m", "journeys.cli"]
 
 SMS = """
 name: Webhook SMS
@@ -73,58 +73,6 @@ flows:
 """
 
 
-@dataclass
-class Receiver:
-    """The clinic's endpoint: answers the challenge (rightly, unless `wrong`), records POSTs,
-    fails the next `fail` POSTs with HTTP 500."""
-
-    secret: str = HOOK_SECRET
-    wrong: bool = False
-    fail: int = 0
-    posts: list[dict[str, Any]] = field(default_factory=list)
-    challenges: list[str] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __post_init__(self) -> None:
-        rec = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802
-                code = parse_qs(urlsplit(self.path).query).get("challengeCode", [""])[0]
-                rec.challenges.append(code)
-                answer = hmac.new(rec.secret.encode(), code.encode(), hashlib.sha256).hexdigest()
-                body = ("nope" if rec.wrong else answer + "\n").encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_POST(self) -> None:  # noqa: N802
-                raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                with rec.lock:
-                    failing = rec.fail > 0
-                    rec.fail -= 1 if failing else 0
-                    rec.posts.append({"headers": dict(self.headers.items()), "raw": raw, "failed": failing})
-                self.send_response(500 if failing else 200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hooks"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def ok_events(self, instance_id: str | None = None) -> list[dict[str, Any]]:
-        out = [json.loads(p["raw"]) for p in self.posts if not p["failed"]]
-        return [e for e in out if instance_id is None or e["instanceId"] == instance_id]
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeTwilio]:
     with FakeTwilio(SID, TOKEN) as f:
@@ -144,8 +92,8 @@ def srv(fake: FakeTwilio, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 @pytest.fixture()
-def rec() -> Iterator[Receiver]:
-    r = Receiver()
+def rec() -> Iterator[WebhookReceiver]:
+    r = WebhookReceiver(HOOK_SECRET, challenge_suffix="\n")
     yield r
     r.stop()
 
@@ -171,7 +119,7 @@ def hooks_url(t: Any, path: str = "") -> str:
     return f"/api/orgs/{t.org_id}/webhooks{path}"
 
 
-def subscribe(srv: Server, t: Any, rec: Receiver, types: list[str] | None = None) -> dict[str, Any]:
+def subscribe(srv: Server, t: Any, rec: WebhookReceiver, types: list[str] | None = None) -> dict[str, Any]:
     body = {"url": rec.url, "secret": HOOK_SECRET, "eventTypes": types or ["*"]}
     r = srv.http.post(hooks_url(t), json=body, headers=t.headers)
     assert r.status_code == 201, r.text
@@ -213,7 +161,7 @@ def deliveries(srv: Server, t: Any, hook_id: str, status: str | None = None) -> 
 
 
 # ---------------------------------------------------------------- verification
-def test_create_challenges_the_endpoint_and_lists_without_the_secret(srv: Server, rec: Receiver) -> None:
+def test_create_challenges_the_endpoint_and_lists_without_the_secret(srv: Server, rec: WebhookReceiver) -> None:
     t = srv.tenant(WAIT)
     hook = subscribe(srv, t, rec, ["instance.started", "instance.completed"])
     assert hook["verified"] is True and hook["eventTypes"] == ["instance.started", "instance.completed"]
@@ -227,7 +175,7 @@ def test_create_challenges_the_endpoint_and_lists_without_the_secret(srv: Server
 
 
 def test_a_wrong_answer_leaves_the_subscription_unverified_and_no_events_flow(
-    srv: Server, rec: Receiver
+    srv: Server, rec: WebhookReceiver
 ) -> None:
     t = srv.tenant(WAIT)
     rec.wrong = True
@@ -259,7 +207,7 @@ def test_unreachable_endpoint_is_a_clear_400(srv: Server) -> None:
 
 
 # ---------------------------------------------------------------- deliveries
-def test_events_are_signed_and_in_order(srv: Server, rec: Receiver, fake: FakeTwilio) -> None:
+def test_events_are_signed_and_in_order(srv: Server, rec: WebhookReceiver, fake: FakeTwilio) -> None:
     t = sms_tenant(srv)
     hook = subscribe(srv, t, rec)
     iid = trigger(srv, t, {"patientName": "Ann", "phone": "(312) 555-0142"})
@@ -288,7 +236,7 @@ def test_events_are_signed_and_in_order(srv: Server, rec: Receiver, fake: FakeTw
     assert all(d["lastStatusCode"] == 200 and d["deliveredDateTime"] for d in listed)
 
 
-def test_filtered_types_only(srv: Server, rec: Receiver) -> None:
+def test_filtered_types_only(srv: Server, rec: WebhookReceiver) -> None:
     t = srv.tenant(WAIT)
     subscribe(srv, t, rec, ["instance.completed"])
     trigger(srv, t, {})
@@ -299,7 +247,7 @@ def test_filtered_types_only(srv: Server, rec: Receiver) -> None:
     assert [e["type"] for e in rec.ok_events()] == ["instance.completed"]
 
 
-def test_failures_retry_with_backoff_and_keep_the_order(srv: Server, rec: Receiver) -> None:
+def test_failures_retry_with_backoff_and_keep_the_order(srv: Server, rec: WebhookReceiver) -> None:
     t = srv.tenant(WAIT)
     hook = subscribe(srv, t, rec)
     rec.fail = 3
@@ -322,7 +270,7 @@ def test_failures_retry_with_backoff_and_keep_the_order(srv: Server, rec: Receiv
     assert started["status"] == "delivered" and started["attempts"] == 4
 
 
-def test_backoff_grows(srv: Server, rec: Receiver) -> None:
+def test_backoff_grows(srv: Server, rec: WebhookReceiver) -> None:
     t = srv.tenant(WAIT)
     hook = subscribe(srv, t, rec, ["instance.started"])
     rec.fail = 100
@@ -339,7 +287,7 @@ def test_backoff_grows(srv: Server, rec: Receiver) -> None:
     assert all(b > a for a, b in zip(gaps, gaps[1:], strict=False))
 
 
-def test_gives_up_after_24_hours_and_8_attempts(srv: Server, rec: Receiver) -> None:
+def test_gives_up_after_24_hours_and_8_attempts(srv: Server, rec: WebhookReceiver) -> None:
     t = srv.tenant(WAIT)
     hook = subscribe(srv, t, rec, ["instance.started"])
     rec.fail = 1000
@@ -356,7 +304,7 @@ def test_gives_up_after_24_hours_and_8_attempts(srv: Server, rec: Receiver) -> N
     assert len(rec.posts) == sent  # given up: no more attempts
 
 
-def test_cancel_sends_instance_cancelled(srv: Server, rec: Receiver) -> None:
+def test_cancel_sends_instance_cancelled(srv: Server, rec: WebhookReceiver) -> None:
     t = srv.tenant(WAIT)
     subscribe(srv, t, rec, ["instance.cancelled"])
     iid = trigger(srv, t, {})
@@ -367,7 +315,7 @@ def test_cancel_sends_instance_cancelled(srv: Server, rec: Receiver) -> None:
     assert [e["type"] for e in rec.ok_events(iid)] == ["instance.cancelled"]
 
 
-def test_delete_stops_events(srv: Server, rec: Receiver) -> None:
+def test_delete_stops_events(srv: Server, rec: WebhookReceiver) -> None:
     t = srv.tenant(WAIT)
     hook = subscribe(srv, t, rec)
     r = srv.http.delete(hooks_url(t, f"/{hook['id']}"), headers=t.headers)
@@ -489,7 +437,7 @@ def run_cli(srv: Server, *args: str, secret_key: str | None = SECRET_KEY) -> sub
     )
 
 
-def test_cli(srv: Server, rec: Receiver) -> None:
+def test_cli(srv: Server, rec: WebhookReceiver) -> None:
     t = srv.tenant(WAIT)
     p = run_cli(
         srv,
@@ -548,7 +496,7 @@ def test_cli_bad_input(srv: Server, args: list[str], needle: str) -> None:
     assert p.returncode != 0 and needle in p.stderr, p.stderr
 
 
-def test_cli_unknown_org_and_missing_secret_key(srv: Server, rec: Receiver) -> None:
+def test_cli_unknown_org_and_missing_secret_key(srv: Server, rec: WebhookReceiver) -> None:
     p = run_cli(srv, "list", "--org", "no-such-org")
     assert p.returncode == 1 and "unknown org" in p.stderr
     t = srv.tenant(WAIT)

@@ -19,13 +19,14 @@ def free_port() -> int:
 
 
 class LocalHttpServer:
-    """A threading HTTP server on 127.0.0.1 (a free port) serving `handler` from a daemon
+    """A threading HTTP server on `host` (a free port) serving `handler` from a daemon
     thread; `stop()` returns at once and may be called more than once."""
 
-    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    def __init__(self, handler: type[BaseHTTPRequestHandler], host: str = "127.0.0.1") -> None:
+        self.httpd = ThreadingHTTPServer((host, 0), handler)
         self.httpd.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.port = int(self.httpd.server_address[1])
+        self.base_url = f"http://{host}:{self.port}"
         self._thread = threading.Thread(
             target=self.httpd.serve_forever, kwargs={"poll_interval": POLL_INTERVAL_S}, daemon=True
         )

@@ -1,0 +1,169 @@
+"""Inbound SMS and consent: a server that Twilio calls (its own URL is the public one), its
+tenants with a Twilio channel, Twilio's signed inbound posts, and what the tables then hold.
+Shared by test_consent and test_opt_outs."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from support.server import Server, Tenant
+from twilio.request_validator import RequestValidator
+
+from journeys import accounts, catalog
+from journeys.channels.secrets import SecretBox
+from journeys.definitions import load_definition_text
+from journeys.store import channels
+from journeys.store.db import transaction
+
+ACCOUNT_SID = "AC" + "0" * 32
+AUTH_TOKEN = "inbound-test-auth-token"
+PHONE = "+13125550100"
+OTHER_PHONE = "+13125550177"
+
+TWILIO = {"account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN, "from": "+13125550999"}
+
+REPLY = """
+name: Reply
+parameters:
+  - {name: key, identifier: true}
+  - {name: phone, type: phone}
+  - {name: answer, required: false}
+frequency_cap: null
+flows:
+  - id: main
+    name: Main
+    steps:
+      - {id: 10, type: send_sms, to: phone, body: "Reply C to confirm or R to reschedule"}
+      - id: 20
+        type: wait_for_reply
+        to: phone
+        timeout: 2d
+        save_reply_to: answer
+        replies:
+          - {outcome: confirmed, next: 30}
+          - {outcome: reschedule, next: 40}
+        on_other: 50
+        on_timeout: 60
+      - {id: 30, type: end, outcome: confirmed}
+      - {id: 40, type: end, outcome: reschedule}
+      - {id: 50, type: end, outcome: other}
+      - {id: 60, type: end, outcome: no_reply}
+"""
+
+TWO_SENDS = """
+name: Two sends
+parameters:
+  - {name: key, identifier: true}
+  - {name: phone, type: phone}
+frequency_cap: null
+flows:
+  - id: main
+    name: Main
+    steps:
+      - {id: 10, type: send_sms, to: phone, body: "first"}
+      - {id: 20, type: wait, duration: 1d}
+      - {id: 30, type: send_sms, to: phone, body: "second"}
+      - {id: 40, type: end, outcome: done}
+"""
+
+class ConsentServer(Server):
+    """The support Server with its own database, a secret key, the fake Twilio's API base and
+    its own URL as the public one (what Twilio calls and signs)."""
+
+    def __init__(self, database_url: str, twilio_url: str) -> None:
+        super().__init__(
+            database_url, public_url_is_own=True, secret_key="consent-test-secret", twilio_api_base=twilio_url
+        )
+
+    def tenant(self, definition: str, sms_config: dict[str, Any] | None = None) -> Tenant:
+        now = self.clock.now()
+        with transaction(self.engine) as conn:
+            org = str(accounts.create_org(conn, "Consent Clinic", now)["id"])
+            scopes = [accounts.SCOPE_CREATE, accounts.SCOPE_READ]
+            token = str(accounts.create_token(conn, org, "test", scopes, now, None)["token"])
+            journey = catalog.publish(conn, org, load_definition_text(definition), now)
+            if sms_config is not None:
+                sealed = SecretBox(self.settings.secret_key).seal(sms_config)
+                channels.set_channel(conn, org, "sms", "twilio", sealed, now)
+        return Tenant(org, token, str(journey["id"]), {"Authorization": f"Bearer {token}"})
+
+    def publish(self, t: Tenant, definition: str) -> Tenant:
+        with transaction(self.engine) as conn:
+            journey = catalog.publish(conn, t.org_id, load_definition_text(definition), self.clock.now())
+        return Tenant(t.org_id, t.token, str(journey["id"]), t.headers)
+
+    def rows(self, sql: str, org_id: str, **params: str) -> list[Any]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(sa.text(sql), {"o": org_id, **params}).all())
+
+    def run_worker(self) -> None:
+        self.worker.run_until_idle()
+
+
+def inbound_url(srv: ConsentServer, org_id: str) -> str:
+    return f"{srv.base_url}/channels/twilio/{org_id}/inbound"
+
+
+def form(from_: str, body: str, sid: str | None = None) -> dict[str, str]:
+    return {
+        "MessageSid": sid or "SM" + uuid.uuid4().hex,  # Twilio's id of this inbound message
+        "AccountSid": ACCOUNT_SID,
+        "From": from_,
+        "To": "+13125550999",
+        "Body": body,
+        "NumMedia": "0",
+    }
+
+
+def post_inbound(
+    srv: ConsentServer,
+    org_id: str,
+    from_: str,
+    body: str,
+    *,
+    token: str = AUTH_TOKEN,
+    signature: str | None = None,
+    sid: str | None = None,
+) -> httpx.Response:
+    """POST as Twilio does: form-encoded, signed with the auth token over the public URL."""
+    params = form(from_, body, sid)
+    url = inbound_url(srv, org_id)
+    sig = RequestValidator(token).compute_signature(url, params) if signature is None else signature
+    headers = {"X-Twilio-Signature": sig} if sig else {}
+    return srv.http.post(url, data=params, headers=headers)
+
+
+def start(srv: ConsentServer, t: Tenant, *params: dict[str, str]) -> list[str]:
+    body = {"flowId": None, "timeZone": "America/Chicago", "instances": [{"parameters": p} for p in params]}
+    r = srv.http.post(t.url("/bulk"), json=body, headers=t.headers)
+    assert r.status_code == 204, r.text
+    r = srv.http.post(t.url("/search"), json={"includeParameters": True, "take": 1000}, headers=t.headers)
+    assert r.status_code == 200, r.text
+    by_key = {i["parameters"]["key"]: i["id"] for i in r.json()}
+    return [by_key[p["key"]] for p in params]
+
+
+def events(srv: ConsentServer, t: Tenant, iid: str) -> list[dict[str, Any]]:
+    r = srv.http.get(t.url(f"/{iid}"), headers=t.headers)
+    assert r.status_code == 200, r.text
+    return list(r.json()["events"])
+
+
+DELIVERY = {"sms_sent", "sms_retry", "sms_failed", "sms_delivered", "sms_undelivered"}
+
+
+def kinds(srv: ConsentServer, t: Tenant, iid: str) -> list[tuple[int | None, str]]:
+    """The instance's steps (delivery outcomes, recorded when the provider answers, left out)."""
+    return [(e["stepId"], e["type"]) for e in events(srv, t, iid) if e["type"] not in DELIVERY]
+
+
+def sms_to(srv: ConsentServer, org_id: str, phone: str) -> list[Any]:
+    return srv.rows(
+        "SELECT body, status, last_error FROM outbox WHERE org_id = :o AND to_address = :p "
+        "ORDER BY created_at, message_id",
+        org_id,
+        p=phone,
+    )
