@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from support.databases import make_postgres_database, require_postgres
+from support.api import bulk
+from support.databases import make_postgres_database, own_database, require_postgres
 from support.server import EXAMPLE, LOOPBACK_ALLOWED, Server, Tenant
 from support.fake_twilio import FakeTwilio, twilio_config
 from support.cli import JOURNEYS, clean_env
@@ -58,25 +59,18 @@ def fake() -> Iterator[FakeTwilio]:
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory, fake: FakeTwilio) -> Iterator[Server]:
-    drop = None
-    if os.environ.get("JOURNEYS_TEST_DATABASE", "sqlite") == "postgresql":
-        require_postgres()
-        url, drop = make_postgres_database()
-    else:
-        url = f"sqlite:///{Path(tmp_path_factory.mktemp('bulk_cancel')) / 'journeys.db'}"
-    server = Server(
-        url,
-        public_url_is_own=True,
-        secret_key=SECRET_KEY,
-        twilio_api_base=fake.url,
-        cancel_chunk_size=CHUNK,
-        outbound_allow=LOOPBACK_ALLOWED,
-    )
-    yield server
-    server.stop()
-    server.engine.dispose()
-    if drop is not None:
-        drop()
+    with own_database(tmp_path_factory.mktemp("bulk_cancel"), "journeys.db") as url:
+        server = Server(
+            url,
+            public_url_is_own=True,
+            secret_key=SECRET_KEY,
+            twilio_api_base=fake.url,
+            cancel_chunk_size=CHUNK,
+            outbound_allow=LOOPBACK_ALLOWED,
+        )
+        yield server
+        server.stop()
+        server.engine.dispose()
 
 
 @pytest.fixture(autouse=True)
@@ -100,12 +94,6 @@ def patient(n: int, day: str, phone: str | None = None) -> dict[str, Any]:
     if phone is not None:
         p["phoneNumber"] = phone
     return {"parameters": p}
-
-
-def trigger(srv: Server, t: Tenant, instances: list[dict[str, Any]]) -> None:
-    body = {"flowId": None, "timeZone": "America/Chicago", "instances": instances}
-    r = srv.http.post(t.url("/bulk"), json=body, headers=t.headers)
-    assert r.status_code == 204, r.text
 
 
 def by_appointment(srv: Server, t: Tenant) -> dict[str, dict[str, Any]]:
@@ -163,8 +151,8 @@ def snapshot(srv: Server, org_id: str) -> tuple[Any, ...]:
 # ---------------------------------------------------------------- cancelling
 def test_cancels_every_matching_in_progress_instance_and_nothing_else(srv: Server) -> None:
     t = srv.tenant()
-    trigger(srv, t, [patient(n, DAY_A) for n in range(1, 8)] + [patient(n, DAY_B) for n in (8, 9)])
-    trigger(srv, t, [patient(10, DAY_A)])
+    bulk(srv.http, t, [patient(n, DAY_A) for n in range(1, 8)] + [patient(n, DAY_B) for n in (8, 9)])
+    bulk(srv.http, t, [patient(10, DAY_A)])
     found = by_appointment(srv, t)
     already = found["APT-00010"]["id"]
     r = srv.http.delete(t.url(f"/{already}/execution"), headers=t.headers)
@@ -203,9 +191,9 @@ def test_all_cancels_every_in_progress_instance_of_that_journey_only(srv: Server
     other_journey = srv.publish(t.org_id, text)
     t2 = Tenant(t.org_id, t.token, str(other_journey["id"]), t.headers)
     other_org = srv.tenant()
-    trigger(srv, t, [patient(n, DAY_A) for n in range(6)])  # twice the chunk: 3, 3, then 0
-    trigger(srv, t2, [patient(n, DAY_A) for n in range(2)])
-    trigger(srv, other_org, [patient(n, DAY_A) for n in range(2)])
+    bulk(srv.http, t, [patient(n, DAY_A) for n in range(6)])  # twice the chunk: 3, 3, then 0
+    bulk(srv.http, t2, [patient(n, DAY_A) for n in range(2)])
+    bulk(srv.http, other_org, [patient(n, DAY_A) for n in range(2)])
     assert bulk_cancel(srv, t, {"all": True, "dryRun": True}) == {"wouldCancel": 6}
     assert bulk_cancel(srv, t, {"all": True}) == {"cancelled": 6}
     assert set(statuses(srv, t).values()) == {"Cancelled"}
@@ -216,7 +204,7 @@ def test_all_cancels_every_in_progress_instance_of_that_journey_only(srv: Server
 
 def test_filters_combine_as_in_search(srv: Server) -> None:
     t = srv.tenant()
-    trigger(srv, t, [patient(n, DAY_A) for n in range(1, 5)] + [patient(n, DAY_B) for n in range(5, 9)])
+    bulk(srv.http, t, [patient(n, DAY_A) for n in range(1, 5)] + [patient(n, DAY_B) for n in range(5, 9)])
     # Day B, except patient 6 — and only InProgress ones (a Completed filter cancels nothing).
     completed = {"type": "JourneyStatusSpecification", "status": "Completed"}
     assert bulk_cancel(srv, t, {"filterSpecification": completed}) == {"cancelled": 0}
@@ -267,13 +255,13 @@ def test_the_single_cancels_effects_queued_sms_dropped_leases_cleared_webhooks_n
         srv.run_worker()
         fake.reset()
         phones = {n: f"+1312555{n:04d}" for n in range(1, 6)}
-        trigger(srv, t, [patient(n, DAY_A, phones[n]) for n in (1, 2, 3)] + [patient(4, DAY_B, phones[4])])
+        bulk(srv.http, t, [patient(n, DAY_A, phones[n]) for n in (1, 2, 3)] + [patient(4, DAY_B, phones[4])])
         # A batch runs the first step; its messages stay queued (the delivery pass sees them as
         # not yet due).
         result = Worker(srv.engine, LaggingClock(srv.clock.now()), batch_size=10_000).run_batch()
         assert result.claimed == 4 and result.delivered == 0
         # Patient 5's instance is leased to a batch that is still running (claimed, not written).
-        trigger(srv, t, [patient(5, DAY_A, phones[5])])
+        bulk(srv.http, t, [patient(5, DAY_A, phones[5])])
         with transaction(srv.engine) as conn:
             [claimed] = claim_due(conn, srv.clock.now(), 10, "batch-in-flight", timedelta(seconds=30))
         found = by_appointment(srv, t)
@@ -385,7 +373,7 @@ BAD_BODIES: list[tuple[Any, list[str]]] = [
 @pytest.mark.parametrize("body, messages", BAD_BODIES)
 def test_bad_bodies_are_refused_and_change_nothing(srv: Server, body: Any, messages: list[str]) -> None:
     t = srv.tenant()
-    trigger(srv, t, [patient(1, DAY_A), patient(2, DAY_B)])
+    bulk(srv.http, t, [patient(1, DAY_A), patient(2, DAY_B)])
     before = snapshot(srv, t.org_id)
     assert bulk_cancel(srv, t, body, 400) == messages
     assert snapshot(srv, t.org_id) == before
@@ -393,7 +381,7 @@ def test_bad_bodies_are_refused_and_change_nothing(srv: Server, body: Any, messa
 
 def test_bodies_that_are_not_json_are_refused(srv: Server) -> None:
     t = srv.tenant()
-    trigger(srv, t, [patient(1, DAY_A)])
+    bulk(srv.http, t, [patient(1, DAY_A)])
     before = snapshot(srv, t.org_id)
     headers = {**t.headers, "Content-Type": "application/json"}
     r = srv.http.post(cancel_url(t), content=b"", headers=headers)
@@ -405,7 +393,7 @@ def test_bodies_that_are_not_json_are_refused(srv: Server) -> None:
 
 def test_scopes_orgs_and_journeys(srv: Server) -> None:
     t = srv.tenant()
-    trigger(srv, t, [patient(1, DAY_A)])
+    bulk(srv.http, t, [patient(1, DAY_A)])
     before = snapshot(srv, t.org_id)
     body = {"all": True}
     r = srv.http.post(cancel_url(t), json=body)
@@ -437,7 +425,7 @@ def test_scopes_orgs_and_journeys(srv: Server) -> None:
 def test_one_transaction_with_the_default_chunk_size(server: Server, tenant: Tenant) -> None:
     """The session server: JOURNEYS_CANCEL_CHUNK_SIZE is 10,000, so this is one chunk."""
     assert server.settings.cancel_chunk_size == 10_000
-    trigger(server, tenant, [patient(n, DAY_A) for n in range(1, 5)])
+    bulk(server.http, tenant, [patient(n, DAY_A) for n in range(1, 5)])
     spec = {
         "type": "JourneyParameterSpecification",
         "parameterName": "patientName",
@@ -461,7 +449,7 @@ def run_cli(srv: Server, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_cli_cancel(srv: Server) -> None:
     t = srv.tenant()
-    trigger(srv, t, [patient(n, DAY_A) for n in range(1, 6)] + [patient(n, DAY_B) for n in (6, 7)])
+    bulk(srv.http, t, [patient(n, DAY_A) for n in range(1, 6)] + [patient(n, DAY_B) for n in (6, 7)])
     found = by_appointment(srv, t)
     base = ["cancel", "--org", t.org_id, "--journey", t.journey_id]
     closure = json.dumps(closure_filter())
@@ -512,7 +500,7 @@ def test_cli_cancel(srv: Server) -> None:
 )  # fmt: skip
 def test_cli_cancel_refuses_bad_input_and_changes_nothing(srv: Server, args: list[str], message: str) -> None:
     t = srv.tenant()
-    trigger(srv, t, [patient(1, DAY_A)])
+    bulk(srv.http, t, [patient(1, DAY_A)])
     before = snapshot(srv, t.org_id)
     proc = run_cli(srv, "cancel", "--org", t.org_id, "--journey", t.journey_id, *args)
     assert proc.returncode == 1, (proc.stdout, proc.stderr)
@@ -535,7 +523,7 @@ def test_a_failure_part_way_says_how_many_were_cancelled_and_a_retry_finishes(sr
     first chunk stays cancelled, the answer says how many, and the same request again finishes
     once the cause is gone."""
     t = srv.tenant()
-    trigger(srv, t, [patient(n, DAY_A) for n in range(1, 8)])
+    bulk(srv.http, t, [patient(n, DAY_A) for n in range(1, 8)])
     ids = sorted(i["id"] for i in by_appointment(srv, t).values())
     poison = ids[4]  # in the second chunk of three (chunks go by id)
     if srv.engine.dialect.name == "postgresql":

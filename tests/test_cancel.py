@@ -9,6 +9,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+from support.api import bulk
 from support.server import EXAMPLE, Server, Tenant
 from httpx import Client
 
@@ -77,9 +78,7 @@ def patient(n: int, appointment: str, phone: str | None = None, name: str | None
 
 def trigger(http: Client, tenant: Tenant, instances: list[dict[str, Any]]) -> list[str]:
     """Start the main flow for `instances`; returns their ids in the order given."""
-    body = {"flowId": None, "timeZone": "America/Chicago", "instances": instances}
-    r = http.post(tenant.url("/bulk"), json=body, headers=tenant.headers)
-    assert r.status_code == 204, r.text
+    bulk(http, tenant, instances)
     ids = []
     for inst in instances:
         spec = {

@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import sqlalchemy as sa
+from support.api import trigger_one
 from support.server import LOOPBACK_ALLOWED, Server, Tenant
 from support.fake_twilio import FakeTwilio, twilio_config
 from support.receivers import WebhookReceiver
@@ -107,21 +108,6 @@ def subscribe_all(srv: Server, t: Tenant, rec: WebhookReceiver) -> None:
     assert r.json()["verified"] is True
 
 
-def trigger(srv: Server, t: Tenant, params: dict[str, str]) -> str:
-    key = uuid.uuid4().hex[:8]
-    body = {
-        "flowId": None,
-        "timeZone": "America/Chicago",
-        "instances": [{"parameters": {"key": key, **params}}],
-    }
-    r = srv.http.post(t.url("/bulk"), json=body, headers=t.headers)
-    assert r.status_code == 204, r.text
-    r = srv.http.post(t.url("/search"), json={"includeParameters": True}, headers=t.headers)
-    assert r.status_code == 200, r.text
-    [iid] = [i["id"] for i in r.json() if i["parameters"]["key"] == key]
-    return str(iid)
-
-
 def post_inbound(srv: Server, org_id: str, from_: str, body: str) -> Any:
     """POST as Twilio does: form-encoded, signed with the auth token over the public URL."""
     url = f"{srv.settings.public_base_url}/channels/twilio/{org_id}/inbound"
@@ -172,7 +158,7 @@ def test_sms_question_signed_reply_confirm_branch_and_signed_webhooks_in_order(
     subscribe_all(srv, t, rec)
     fake.reset()
 
-    iid = trigger(srv, t, {"phone": "(312) 555-0142"})
+    iid = trigger_one(srv.http, t, {"phone": "(312) 555-0142"})
     srv.run_worker()
     assert sent_bodies(fake) == [(PATIENT, "Reply C to confirm", 201)]
     assert fake.requests[0].form["From"] == FROM
@@ -234,8 +220,8 @@ def test_queued_sms_of_a_cancelled_instance_never_reaches_the_provider(srv: Serv
     configure_twilio(srv, t.org_id)
     srv.run_worker()
     fake.reset()
-    cancelled_id = trigger(srv, t, {"phone": "(312) 555-0101"})
-    control_id = trigger(srv, t, {"phone": "(312) 555-0102"})
+    cancelled_id = trigger_one(srv.http, t, {"phone": "(312) 555-0101"})
+    control_id = trigger_one(srv.http, t, {"phone": "(312) 555-0102"})
     result = Worker(srv.engine, LaggingClock(srv.clock.now()), batch_size=10_000).run_batch()
     assert result.claimed >= 2 and result.delivered == 0
     assert sorted((m["instance_id"], m["status"]) for m in outbox_rows(srv, t.org_id)) == sorted(
@@ -309,7 +295,7 @@ def test_a_reschedule_records_the_queued_text_it_drops_on_the_timeline(
     t = srv.tenant(RESCHEDULE)
     configure_twilio(srv, t.org_id)
     fake.reset()
-    iid = trigger(srv, t, {"phone": "(312) 555-0103", "appt": "2026-11-20 09:00"})
+    iid = trigger_one(srv.http, t, {"phone": "(312) 555-0103", "appt": "2026-11-20 09:00"})
     result = Worker(srv.engine, LaggingClock(srv.clock.now()), batch_size=10_000).run_batch()
     assert result.claimed >= 1 and result.delivered == 0
     [old] = outbox_rows(srv, t.org_id)

@@ -33,7 +33,7 @@ from support.consent import (
     sms_to,
     start,
 )
-from support.databases import make_postgres_database, require_postgres
+from support.databases import make_postgres_database, own_database, require_postgres
 from support.net import post_unfinished
 from support.server import Server, Tenant
 from support.fake_twilio import FakeTwilio
@@ -58,18 +58,11 @@ def fake() -> Iterator[FakeTwilio]:
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory, fake: FakeTwilio) -> Iterator[ConsentServer]:
-    drop = None
-    if os.environ.get("JOURNEYS_TEST_DATABASE", "sqlite") == "postgresql":
-        require_postgres()
-        url, drop = make_postgres_database()
-    else:
-        url = f"sqlite:///{Path(tmp_path_factory.mktemp('consent')) / 'journeys.db'}"
-    server = ConsentServer(url, fake.url)
-    yield server
-    server.stop()
-    server.engine.dispose()
-    if drop is not None:
-        drop()
+    with own_database(tmp_path_factory.mktemp("consent"), "journeys.db") as url:
+        server = ConsentServer(url, fake.url)
+        yield server
+        server.stop()
+        server.engine.dispose()
 
 
 @pytest.fixture(autouse=True)

@@ -28,9 +28,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from support.databases import make_postgres_database, require_postgres
+from support.databases import make_postgres_database, own_database, require_postgres
 from support.server import Server, Tenant
-from support.fake_twilio import FakeTwilio
+from support.fake_twilio import FakeTwilio, twilio_config
 from support.net import free_port
 from support.receivers import WebhookReceiver
 from prometheus_client.parser import text_string_to_metric_families
@@ -71,13 +71,8 @@ flows:
 @pytest.fixture()
 def own_url(tmp_path: Path) -> Iterator[str]:
     """A database of the test's own, of the kind the suite runs on."""
-    if PG:
-        require_postgres()
-        url, drop = make_postgres_database()
+    with own_database(tmp_path, "observe.db") as url:
         yield url
-        drop()
-    else:
-        yield f"sqlite:///{tmp_path / 'observe.db'}"
 
 
 def metrics(http: httpx.Client, **headers: str) -> dict[str, float]:
@@ -157,11 +152,7 @@ def fake() -> Iterator[FakeTwilio]:
 
 def _twilio_tenant(server: Server) -> Tenant:
     t = server.tenant(TEXT_THEN_WAIT)
-    config = check_config({"account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN, "from": "+13125550199"})
-    with transaction(server.engine) as conn:
-        channels.set_channel(
-            conn, t.org_id, "sms", "twilio", SecretBox(SECRET_KEY).seal(config), server.clock.now()
-        )
+    server.set_channel(t.org_id, "sms", "twilio", twilio_config(ACCOUNT_SID, AUTH_TOKEN, "+13125550199"))
     return t
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from support.databases import make_postgres_database, require_postgres
+from support.databases import make_postgres_database, own_database, require_postgres
 from support.server import Tenant
 from support.fake_twilio import FakeTwilio
 from support.cli import JOURNEYS, clean_env
@@ -54,18 +54,11 @@ def fake() -> Iterator[FakeTwilio]:
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory, fake: FakeTwilio) -> Iterator[ConsentServer]:
-    drop = None
-    if os.environ.get("JOURNEYS_TEST_DATABASE", "sqlite") == "postgresql":
-        require_postgres()
-        url, drop = make_postgres_database()
-    else:
-        url = f"sqlite:///{Path(tmp_path_factory.mktemp('opt_outs')) / 'journeys.db'}"
-    server = ConsentServer(url, fake.url)
-    yield server
-    server.stop()
-    server.engine.dispose()
-    if drop is not None:
-        drop()
+    with own_database(tmp_path_factory.mktemp("opt_outs"), "journeys.db") as url:
+        server = ConsentServer(url, fake.url)
+        yield server
+        server.stop()
+        server.engine.dispose()
 
 
 @pytest.fixture(autouse=True)

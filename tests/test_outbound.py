@@ -26,7 +26,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from support.databases import make_postgres_database, require_postgres
+from support.api import trigger_one
+from support.databases import make_postgres_database, own_database, require_postgres
 from support.server import Server, Tenant
 from support.net import LocalHttpServer
 from support.cli import JOURNEYS
@@ -135,19 +136,6 @@ class Receiver:
         self._server.stop()
 
 
-@contextmanager
-def own_database(tmp: Path) -> Iterator[str]:
-    if os.environ.get("JOURNEYS_TEST_DATABASE", "sqlite") == "postgresql":
-        require_postgres()
-        url, drop = make_postgres_database()
-        try:
-            yield url
-        finally:
-            drop()
-    else:
-        yield f"sqlite:///{tmp / 'journeys.db'}"
-
-
 def _server(tmp: Path, **settings: Any) -> Iterator[Server]:
     with own_database(tmp) as url:
         s = Server(url, secret_key=SECRET_KEY, **settings)
@@ -242,16 +230,6 @@ def stored_subscription(srv: Server, t: Tenant, url: str, verified: bool) -> str
     return sid
 
 
-def trigger(srv: Server, t: Tenant, params: dict[str, str]) -> str:
-    key = uuid.uuid4().hex[:10]
-    body = {"flowId": None, "timeZone": "UTC", "instances": [{"parameters": {"key": key, **params}}]}
-    r = srv.http.post(t.url("/bulk"), json=body, headers=t.headers)
-    assert r.status_code == 204, r.text
-    r = srv.http.post(t.url("/search"), json={"includeParameters": True, "take": 1000}, headers=t.headers)
-    [iid] = [i["id"] for i in r.json() if i["parameters"]["key"] == key]
-    return str(iid)
-
-
 def instance(srv: Server, t: Tenant, iid: str) -> dict[str, Any]:
     r = srv.http.get(t.url(f"/{iid}"), headers=t.headers)
     assert r.status_code == 200, r.text
@@ -260,7 +238,7 @@ def instance(srv: Server, t: Tenant, iid: str) -> dict[str, Any]:
 
 def fetch(srv: Server, t: Tenant, target: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run the FETCH journey for `target`: (its http event's detail, the instance)."""
-    iid = trigger(srv, t, {"target": target})
+    iid = trigger_one(srv.http, t, {"target": target}, time_zone="UTC")
     srv.run_worker()
     inst = instance(srv, t, iid)
     [event] = [e for e in inst["events"] if e["type"] in ("http_request", "http_failed")]
@@ -325,7 +303,7 @@ def test_deliveries_to_an_internal_address_are_refused_and_recorded(
 ) -> None:
     t = strict.tenant(WAIT)
     sid = stored_subscription(strict, t, blocked_urls(rec.port)[index], verified=True)
-    trigger(strict, t, {})
+    trigger_one(strict.http, t, {}, time_zone="UTC")
     strict.run_worker()
     listed = deliveries(strict, t, sid)
     assert listed and all(d["status"] == "pending" for d in listed)
@@ -403,7 +381,7 @@ def test_a_redirect_to_an_internal_address_is_not_followed(
     assert r.status_code == 400 and "HTTP 302" in r.json()[0]
     # a delivery: the redirect is a failed attempt (HTTP 307), retried later, never followed.
     sid = stored_subscription(open_, t, front.url, verified=True)
-    trigger(open_, t, {})
+    trigger_one(open_.http, t, {}, time_zone="UTC")
     open_.run_worker()
     attempted = [d for d in deliveries(open_, t, sid) if d["attempts"]]
     assert attempted and {(d["lastStatusCode"], d["lastError"]) for d in attempted} == {(307, "HTTP 307")}
@@ -450,7 +428,7 @@ def test_credentials_in_a_webhook_url_are_used_but_never_shown(open_: Server, re
         for secret in ("hook-user", "hook-pass-7Q2", "tok-9Z4K"):
             assert secret not in text
     # The real URL is still the one called: its credentials go as basic auth, its query as sent.
-    trigger(open_, t, {})
+    trigger_one(open_.http, t, {}, time_zone="UTC")
     open_.run_worker()
     posts = [q for q in rec.requests if q["method"] == "POST"]
     assert posts and all(q["headers"]["Authorization"].startswith("Basic ") for q in posts)

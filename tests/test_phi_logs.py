@@ -35,7 +35,7 @@ import httpx
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from support.databases import make_postgres_database, require_postgres
+from support.databases import make_postgres_database, own_database, require_postgres
 from support.fake_twilio import FakeTwilio
 from support.net import LocalHttpServer, free_port
 from support.cli import JOURNEYS
@@ -218,13 +218,8 @@ def smtp_auth(server: Any, session: Any, envelope: Any, mechanism: str, auth_dat
 
 @pytest.fixture()
 def db_url(tmp_path: Path) -> Iterator[str]:
-    if os.environ.get("JOURNEYS_TEST_DATABASE", "sqlite") == "postgresql":
-        require_postgres()
-        url, drop = make_postgres_database()
+    with own_database(tmp_path, "phi.db") as url:
         yield url
-        drop()
-    else:
-        yield f"sqlite:///{tmp_path / 'phi.db'}"
 
 
 def base_env(**extra: str) -> dict[str, str]:

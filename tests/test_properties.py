@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 import yaml
-from support.databases import make_postgres_database, require_postgres
+from support.databases import make_postgres_database, own_database, require_postgres
 from support.server import Server
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -266,19 +266,12 @@ def check_schedule(
 def prop_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server of this module's own: its database sees only these examples' instances, and
     the examples move its clock across the year without disturbing other tests."""
-    drop = None
-    if os.environ.get("JOURNEYS_TEST_DATABASE", "sqlite") == "postgresql":
-        require_postgres()
-        url, drop = make_postgres_database()
-    else:
-        url = f"sqlite:///{Path(tmp_path_factory.mktemp('props')) / 'props.db'}"
-    srv = Server(url)
-    try:
-        yield srv
-    finally:
-        srv.stop()
-        if drop is not None:
-            drop()
+    with own_database(tmp_path_factory.mktemp("props"), "props.db") as url:
+        srv = Server(url)
+        try:
+            yield srv
+        finally:
+            srv.stop()
 
 
 def api_events(server: Server, tenant: Any, instance_id: str) -> tuple[str, list[Event]]:

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
-from support.api import SEED_BULK_BODY, SEED_SEARCH_BODY
+from support.api import SEED_BULK_BODY, SEED_SEARCH_BODY, bulk
 from support.server import EXAMPLE, Server, Tenant
 from httpx import Client
 
@@ -60,12 +60,6 @@ def params(
     if phone is not None:
         p["phoneNumber"] = phone
     return {"parameters": p}
-
-
-def bulk(http: Client, tenant: Tenant, instances: list[dict[str, Any]]) -> None:
-    body = {"flowId": None, "timeZone": "America/Chicago", "instances": instances}
-    r = http.post(tenant.url("/bulk"), json=body, headers=tenant.headers)
-    assert r.status_code == 204, r.text
 
 
 def search(http: Client, tenant: Tenant, body: Any) -> list[dict[str, Any]]:

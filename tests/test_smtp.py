@@ -21,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from support.api import trigger_one
 from support.server import Server, Tenant
 from support.net import free_port
 from cryptography import x509
@@ -190,9 +191,7 @@ flows:
 
 def configure(srv: SmtpTestServer, org_id: str, config: dict[str, Any]) -> None:
     """What `journeys channel set --channel email --provider smtp` does."""
-    checked = registry.check_config("smtp", "email", config)
-    with transaction(srv.engine) as conn:
-        channels.set_channel(conn, org_id, "email", "smtp", SecretBox(SECRET).seal(checked), srv.clock.now())
+    srv.set_channel(org_id, "email", "smtp", registry.check_config("smtp", "email", config))
 
 
 def smtp_tenant(srv: SmtpTestServer, smtp: Smtp, **config: Any) -> Tenant:
@@ -203,17 +202,7 @@ def smtp_tenant(srv: SmtpTestServer, smtp: Smtp, **config: Any) -> Tenant:
 
 
 def trigger(srv: SmtpTestServer, t: Tenant, name: str, to: str) -> str:
-    body = {
-        "flowId": None,
-        "timeZone": "America/Chicago",
-        "instances": [{"parameters": {"key": "k1", "patientName": name, "email": to}}],
-    }
-    r = srv.http.post(t.url("/bulk"), json=body, headers=t.headers)
-    assert r.status_code == 204, r.text
-    r = srv.http.post(t.url("/search"), json={"take": 10}, headers=t.headers)
-    assert r.status_code == 200, r.text
-    [instance] = r.json()
-    return str(instance["id"])
+    return trigger_one(srv.http, t, {"patientName": name, "email": to}, value="k1")
 
 
 def timeline(srv: SmtpTestServer, t: Tenant, iid: str) -> list[dict[str, Any]]:

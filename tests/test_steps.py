@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 from support.server import EXAMPLE, Server, Tenant
 from support.net import LocalHttpServer
+from support.journeys import reply_journey
 from httpx import Client
 
 from journeys import accounts
@@ -665,33 +666,7 @@ def test_a_skipped_wait_does_not_skip_a_send_after_a_later_wait(server: Server, 
 
 
 # ---------------------------------------------------------------- wait_for_reply
-REPLY = """
-name: Reply
-parameters:
-  - {name: key, identifier: true}
-  - {name: phone, type: phone, required: false}
-  - {name: answer, required: false}
-frequency_cap: null
-flows:
-  - id: main
-    name: Main
-    steps:
-      - {id: 10, type: send_sms, to: phone, body: "Reply C to confirm or R to reschedule"}
-      - id: 20
-        type: wait_for_reply
-        to: phone
-        timeout: 2d
-        save_reply_to: answer
-        replies:
-          - {outcome: confirmed, next: 30}
-          - {outcome: reschedule, next: 40}
-        on_other: 50
-        on_timeout: 60
-      - {id: 30, type: end, outcome: confirmed}
-      - {id: 40, type: end, outcome: reschedule}
-      - {id: 50, type: end, outcome: other}
-      - {id: 60, type: end, outcome: no_reply}
-"""
+REPLY = reply_journey(phone_required=False)
 
 
 def waiting(server: Server, http: Client, t: Tenant, *phones: str) -> list[str]:

@@ -18,10 +18,13 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from support.databases import make_postgres_database, require_postgres
+from support.api import trigger_one
+from support.databases import make_postgres_database, own_database, require_postgres
 from support.net import post_unfinished
-from support.server import Server
-from support.fake_twilio import FakeTwilio
+from support.server import ROOT, Server
+from support.fake_twilio import FakeTwilio, twilio_config
+from support.cli import JOURNEYS
+from support.journeys import one_sms
 from twilio.request_validator import RequestValidator
 
 from journeys.channels.base import OutboundMessage
@@ -41,27 +44,8 @@ PHONE = "+13125550142"
 BAD_PHONE = "+1 000 555 0100"  # passes the engine's light check, not phonenumbers
 SECRET_KEY = "test-secret-key-for-twilio"
 
-SMS = """
-name: Twilio SMS
-parameters:
-  - {name: key, identifier: true}
-  - {name: patientName}
-  - {name: phone, type: phone}
-flows:
-  - id: main
-    name: Main
-    steps:
-      - id: 10
-        type: send_sms
-        to: phone
-        frequency_cap: false
-        body: "Hi {{ patientName }}, your appointment is booked."
-      - {id: 20, type: end, outcome: sent}
-"""
+SMS = one_sms("Twilio SMS")
 
-ROOT = Path(__file__).resolve().parent.parent
-_ENTRY_POINT = Path(sys.executable).parent / "journeys"
-JOURNEYS = [str(_ENTRY_POINT)] if _ENTRY_POINT.exists() else [sys.executable, "-m", "journeys.cli"]
 
 
 def TwilioServer(database_url: str, api_base: str) -> Server:  # noqa: N802 - reads like the class it was
@@ -91,27 +75,12 @@ def _fresh(tw: TwilioServer, fake: FakeTwilio) -> None:
 # ---------------------------------------------------------------- helpers
 def configured_tenant(tw: TwilioServer, config: dict[str, str] | None = None) -> Any:
     t = tw.tenant(SMS)
-    config = check_config(config or {"account_sid": SID, "auth_token": TOKEN, "from": FROM})
-    with transaction(tw.engine) as conn:
-        channels.set_channel(
-            conn, t.org_id, "sms", "twilio", SecretBox(SECRET_KEY).seal(config), tw.clock.now()
-        )
+    tw.set_channel(t.org_id, "sms", "twilio", check_config(config) if config else twilio_config(SID, TOKEN, FROM))
     return t
 
 
 def trigger(tw: TwilioServer, t: Any, phone: str = RAW_PHONE, name: str = "Ann") -> str:
-    key = uuid.uuid4().hex[:8]
-    body = {
-        "flowId": None,
-        "timeZone": "America/Chicago",
-        "instances": [{"parameters": {"key": key, "patientName": name, "phone": phone}}],
-    }
-    r = tw.http.post(t.url("/bulk"), json=body, headers=t.headers)
-    assert r.status_code == 204, r.text
-    r = tw.http.post(t.url("/search"), json={"includeParameters": True}, headers=t.headers)
-    assert r.status_code == 200, r.text
-    [iid] = [i["id"] for i in r.json() if i["parameters"]["key"] == key]
-    return str(iid)
+    return trigger_one(tw.http, t, {"patientName": name, "phone": phone})
 
 
 def events(tw: TwilioServer, t: Any, iid: str) -> list[dict[str, Any]]:
@@ -347,19 +316,12 @@ def test_an_intermediate_status_never_requeues_the_message(tw: TwilioServer, fak
 @pytest.fixture()
 def tw_db(fake: FakeTwilio, tmp_path: Path) -> Iterator[TwilioServer]:
     """A server on the database the suite runs on (the module's `tw` is SQLite only)."""
-    drop = None
-    if os.environ.get("JOURNEYS_TEST_DATABASE", "sqlite") == "postgresql":
-        require_postgres()
-        url, drop = make_postgres_database()
-    else:
-        url = f"sqlite:///{tmp_path / 'journeys.db'}"
-    srv = TwilioServer(url, fake.url)
-    srv.clock.set(START)
-    yield srv
-    srv.stop()
-    srv.engine.dispose()
-    if drop is not None:
-        drop()
+    with own_database(tmp_path, "journeys.db") as url:
+        srv = TwilioServer(url, fake.url)
+        srv.clock.set(START)
+        yield srv
+        srv.stop()
+        srv.engine.dispose()
 
 
 def early_statuses(tw: TwilioServer, org_id: str) -> list[Any]:

@@ -23,11 +23,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import sqlalchemy as sa
-from support.databases import make_postgres_database, require_postgres
+from support.api import trigger_one
+from support.databases import make_postgres_database, own_database, require_postgres
 from support.server import LOOPBACK_ALLOWED, Server
-from support.fake_twilio import FakeTwilio
+from support.fake_twilio import FakeTwilio, twilio_config
 from support.receivers import WebhookReceiver
 from support.cli import JOURNEYS
+from support.journeys import one_sms
 
 from journeys.channels.secrets import SecretBox
 from journeys.channels.twilio import check_config
@@ -42,23 +44,7 @@ FROM = "+13125550100"
 HOOK_SECRET = "whsec-0123456789abcdef"
 REPLAY_WINDOW = 300
 
-SMS = """
-name: Webhook SMS
-parameters:
-  - {name: key, identifier: true}
-  - {name: patientName}
-  - {name: phone, type: phone}
-flows:
-  - id: main
-    name: Main
-    steps:
-      - id: 10
-        type: send_sms
-        to: phone
-        frequency_cap: false
-        body: "Hi {{ patientName }}, your appointment is booked."
-      - {id: 20, type: end, outcome: sent}
-"""
+SMS = one_sms("Webhook SMS")
 
 WAIT = """
 name: Webhook wait
@@ -107,11 +93,7 @@ def _fresh(srv: Server, fake: FakeTwilio) -> None:
 # ---------------------------------------------------------------- helpers
 def sms_tenant(srv: Server) -> Any:
     t = srv.tenant(SMS)
-    config = check_config({"account_sid": SID, "auth_token": TOKEN, "from": FROM})
-    with transaction(srv.engine) as conn:
-        channels.set_channel(
-            conn, t.org_id, "sms", "twilio", SecretBox(SECRET_KEY).seal(config), srv.clock.now()
-        )
+    srv.set_channel(t.org_id, "sms", "twilio", twilio_config(SID, TOKEN, FROM))
     return t
 
 
@@ -124,20 +106,6 @@ def subscribe(srv: Server, t: Any, rec: WebhookReceiver, types: list[str] | None
     r = srv.http.post(hooks_url(t), json=body, headers=t.headers)
     assert r.status_code == 201, r.text
     return dict(r.json())
-
-
-def trigger(srv: Server, t: Any, params: dict[str, str]) -> str:
-    key = uuid.uuid4().hex[:8]
-    body = {
-        "flowId": None,
-        "timeZone": "America/Chicago",
-        "instances": [{"parameters": {"key": key, **params}}],
-    }
-    r = srv.http.post(t.url("/bulk"), json=body, headers=t.headers)
-    assert r.status_code == 204, r.text
-    r = srv.http.post(t.url("/search"), json={"includeParameters": True}, headers=t.headers)
-    [iid] = [i["id"] for i in r.json() if i["parameters"]["key"] == key]
-    return str(iid)
 
 
 def check_signature(post: dict[str, Any], now: datetime) -> None:
@@ -186,14 +154,14 @@ def test_a_wrong_answer_leaves_the_subscription_unverified_and_no_events_flow(
     assert "not verified" in r.json()[0] and "HMAC-SHA256" in r.json()[0]
     [hook] = srv.http.get(hooks_url(t), headers=t.headers).json()
     assert hook["verified"] is False
-    trigger(srv, t, {})
+    trigger_one(srv.http, t, {})
     srv.run_worker()
     assert srv.count("webhook_deliveries", t.org_id) == 0 and rec.posts == []
     # Fixed endpoint: verify again, and events flow from then on.
     rec.wrong = False
     r = srv.http.post(hooks_url(t, f"/{hook['id']}/verify"), headers=t.headers)
     assert r.status_code == 200 and r.json()["verified"] is True
-    iid = trigger(srv, t, {})
+    iid = trigger_one(srv.http, t, {})
     srv.run_worker()
     assert [e["type"] for e in rec.ok_events()] == ["instance.started", "step.executed"]
     assert {e["instanceId"] for e in rec.ok_events()} == {iid}
@@ -210,7 +178,7 @@ def test_unreachable_endpoint_is_a_clear_400(srv: Server) -> None:
 def test_events_are_signed_and_in_order(srv: Server, rec: WebhookReceiver, fake: FakeTwilio) -> None:
     t = sms_tenant(srv)
     hook = subscribe(srv, t, rec)
-    iid = trigger(srv, t, {"patientName": "Ann", "phone": "(312) 555-0142"})
+    iid = trigger_one(srv.http, t, {"patientName": "Ann", "phone": "(312) 555-0142"})
     srv.run_worker()
     events = rec.ok_events(iid)
     assert [e["type"] for e in events] == [
@@ -239,7 +207,7 @@ def test_events_are_signed_and_in_order(srv: Server, rec: WebhookReceiver, fake:
 def test_filtered_types_only(srv: Server, rec: WebhookReceiver) -> None:
     t = srv.tenant(WAIT)
     subscribe(srv, t, rec, ["instance.completed"])
-    trigger(srv, t, {})
+    trigger_one(srv.http, t, {})
     srv.run_worker()
     assert rec.posts == []
     srv.clock.advance(timedelta(days=1, seconds=1))
@@ -251,7 +219,7 @@ def test_failures_retry_with_backoff_and_keep_the_order(srv: Server, rec: Webhoo
     t = srv.tenant(WAIT)
     hook = subscribe(srv, t, rec)
     rec.fail = 3
-    iid = trigger(srv, t, {})
+    iid = trigger_one(srv.http, t, {})
     srv.run_worker()
     assert len(rec.posts) == 1 and rec.posts[0]["failed"]  # the second event waits for the first
     [first] = deliveries(srv, t, hook["id"], "pending")[-1:]
@@ -274,7 +242,7 @@ def test_backoff_grows(srv: Server, rec: WebhookReceiver) -> None:
     t = srv.tenant(WAIT)
     hook = subscribe(srv, t, rec, ["instance.started"])
     rec.fail = 100
-    trigger(srv, t, {})
+    trigger_one(srv.http, t, {})
     srv.run_worker()
     gaps = []
     for _ in range(4):
@@ -291,7 +259,7 @@ def test_gives_up_after_24_hours_and_8_attempts(srv: Server, rec: WebhookReceive
     t = srv.tenant(WAIT)
     hook = subscribe(srv, t, rec, ["instance.started"])
     rec.fail = 1000
-    trigger(srv, t, {})
+    trigger_one(srv.http, t, {})
     srv.run_worker()
     for _ in range(40):
         srv.clock.advance(timedelta(hours=1, minutes=15))
@@ -307,7 +275,7 @@ def test_gives_up_after_24_hours_and_8_attempts(srv: Server, rec: WebhookReceive
 def test_cancel_sends_instance_cancelled(srv: Server, rec: WebhookReceiver) -> None:
     t = srv.tenant(WAIT)
     subscribe(srv, t, rec, ["instance.cancelled"])
-    iid = trigger(srv, t, {})
+    iid = trigger_one(srv.http, t, {})
     srv.run_worker()
     r = srv.http.delete(t.url(f"/{iid}/execution"), headers=t.headers)
     assert r.status_code in (200, 204), r.text
@@ -321,7 +289,7 @@ def test_delete_stops_events(srv: Server, rec: WebhookReceiver) -> None:
     r = srv.http.delete(hooks_url(t, f"/{hook['id']}"), headers=t.headers)
     assert r.status_code == 204
     assert srv.http.get(hooks_url(t), headers=t.headers).json() == []
-    trigger(srv, t, {})
+    trigger_one(srv.http, t, {})
     srv.run_worker()
     assert rec.posts == []
     assert srv.http.delete(hooks_url(t, f"/{hook['id']}"), headers=t.headers).status_code == 404
@@ -351,18 +319,11 @@ def test_create_rejects_bad_input(srv: Server, body: Any, needle: str) -> None:
 @pytest.fixture(scope="module")
 def srv_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server with a secret key on the database the suite runs on (`srv` is SQLite only)."""
-    drop = None
-    if os.environ.get("JOURNEYS_TEST_DATABASE", "sqlite") == "postgresql":
-        require_postgres()
-        url, drop = make_postgres_database()
-    else:
-        url = f"sqlite:///{tmp_path_factory.mktemp('webhooks-db') / 'journeys.db'}"
-    s = Server(url, secret_key=SECRET_KEY)
-    yield s
-    s.stop()
-    s.engine.dispose()
-    if drop is not None:
-        drop()
+    with own_database(tmp_path_factory.mktemp("webhooks-db"), "journeys.db") as url:
+        s = Server(url, secret_key=SECRET_KEY)
+        yield s
+        s.stop()
+        s.engine.dispose()
 
 
 @pytest.mark.parametrize(
@@ -458,7 +419,7 @@ def test_cli(srv: Server, rec: WebhookReceiver) -> None:
     assert HOOK_SECRET not in p.stdout + p.stderr
     listed = json.loads(run_cli(srv, "list", "--org", t.org_id, "--json").stdout)
     assert [h["id"] for h in listed] == [hook["id"]]
-    trigger(srv, t, {})
+    trigger_one(srv.http, t, {})
     srv.run_worker()
     rows = json.loads(run_cli(srv, "deliveries", "--org", t.org_id, "--json").stdout)
     assert [(d["type"], d["status"], d["lastStatusCode"]) for d in rows] == [

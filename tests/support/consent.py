@@ -9,6 +9,8 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
+from support.api import bulk
+from support.journeys import reply_journey
 from support.server import Server, Tenant
 from twilio.request_validator import RequestValidator
 
@@ -25,33 +27,7 @@ OTHER_PHONE = "+13125550177"
 
 TWILIO = {"account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN, "from": "+13125550999"}
 
-REPLY = """
-name: Reply
-parameters:
-  - {name: key, identifier: true}
-  - {name: phone, type: phone}
-  - {name: answer, required: false}
-frequency_cap: null
-flows:
-  - id: main
-    name: Main
-    steps:
-      - {id: 10, type: send_sms, to: phone, body: "Reply C to confirm or R to reschedule"}
-      - id: 20
-        type: wait_for_reply
-        to: phone
-        timeout: 2d
-        save_reply_to: answer
-        replies:
-          - {outcome: confirmed, next: 30}
-          - {outcome: reschedule, next: 40}
-        on_other: 50
-        on_timeout: 60
-      - {id: 30, type: end, outcome: confirmed}
-      - {id: 40, type: end, outcome: reschedule}
-      - {id: 50, type: end, outcome: other}
-      - {id: 60, type: end, outcome: no_reply}
-"""
+REPLY = reply_journey()
 
 TWO_SENDS = """
 name: Two sends
@@ -137,9 +113,7 @@ def post_inbound(
 
 
 def start(srv: ConsentServer, t: Tenant, *params: dict[str, str]) -> list[str]:
-    body = {"flowId": None, "timeZone": "America/Chicago", "instances": [{"parameters": p} for p in params]}
-    r = srv.http.post(t.url("/bulk"), json=body, headers=t.headers)
-    assert r.status_code == 204, r.text
+    bulk(srv.http, t, [{"parameters": p} for p in params])
     r = srv.http.post(t.url("/search"), json={"includeParameters": True, "take": 1000}, headers=t.headers)
     assert r.status_code == 200, r.text
     by_key = {i["parameters"]["key"]: i["id"] for i in r.json()}
