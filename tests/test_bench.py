@@ -83,6 +83,7 @@ def test_the_generated_fill_stores_what_the_trigger_would(tmp_path: Path) -> Non
         db.close()
 
 
+@pytest.mark.same_on_every_database
 @pytest.mark.parametrize(
     ("env", "message"),
     [

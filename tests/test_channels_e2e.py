@@ -150,6 +150,7 @@ def in_order(types: list[str], expected: list[str]) -> bool:
 
 
 # ---------------------------------------------------------------- the journey
+@pytest.mark.same_on_every_database
 def test_sms_question_signed_reply_confirm_branch_and_signed_webhooks_in_order(
     srv: Server, fake: FakeTwilio, rec: WebhookReceiver
 ) -> None:
@@ -215,6 +216,7 @@ def test_sms_question_signed_reply_confirm_branch_and_signed_webhooks_in_order(
         assert phi.encode() not in raw
 
 
+@pytest.mark.same_on_every_database
 def test_queued_sms_of_a_cancelled_instance_never_reaches_the_provider(srv: Server, fake: FakeTwilio) -> None:
     t = srv.tenant(CONFIRM)
     configure_twilio(srv, t.org_id)

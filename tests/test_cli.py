@@ -177,6 +177,7 @@ def line_of(text: str, needle: str) -> int:
 
 
 # ---------------------------------------------------------------------------- init / --db
+@pytest.mark.same_on_every_database
 def test_init_creates_schema_and_is_idempotent(cli: Cli) -> None:
     assert not cli.path.exists()
     first = cli.run("init")
@@ -212,6 +213,7 @@ def test_init_creates_schema_and_is_idempotent(cli: Cli) -> None:
     assert not (cli.cwd / "journeys.db").exists()
 
 
+@pytest.mark.same_on_every_database
 def test_database_url_from_environment(tmp_path: Path) -> None:
     db = tmp_path / "from-env.db"
     env = clean_env(JOURNEYS_DATABASE_URL=f"sqlite:///{db}")
@@ -233,6 +235,7 @@ def test_database_url_from_environment(tmp_path: Path) -> None:
     assert listed[0]["name"] == "Env Clinic"
 
 
+@pytest.mark.same_on_every_database
 def test_db_option_wins_over_environment(tmp_path: Path) -> None:
     env_db = tmp_path / "env.db"
     opt_db = tmp_path / "opt.db"
@@ -251,6 +254,7 @@ def test_db_option_wins_over_environment(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- orgs
+@pytest.mark.same_on_every_database
 def test_org_create_json_prints_one_object_and_nothing_else(cli: Cli) -> None:
     proc = cli.ok("org", "create", "North Clinic", "--json")
     out = json.loads(proc.stdout)
@@ -264,6 +268,7 @@ def test_org_create_json_prints_one_object_and_nothing_else(cli: Cli) -> None:
     assert [(o["id"], o["name"]) for o in listed] == [(out["id"], "North Clinic")]
 
 
+@pytest.mark.same_on_every_database
 def test_org_create_empty_name_fails(cli: Cli) -> None:
     cli.ok("init")
     proc = cli.run("org", "create", "   ", "--json")
@@ -274,6 +279,7 @@ def test_org_create_empty_name_fails(cli: Cli) -> None:
 
 
 # ---------------------------------------------------------------------------- tokens
+@pytest.mark.same_on_every_database
 def test_token_create_json_without_expiry(cli: Cli) -> None:
     org = cli.org()
     proc = cli.ok("token", "create", "--org", org, "--name", "lab", "--scopes", SCOPES, "--json")
@@ -293,6 +299,7 @@ def test_token_create_json_without_expiry(cli: Cli) -> None:
     assert tok["token"] not in dump
 
 
+@pytest.mark.same_on_every_database
 def test_token_create_with_expiry_is_iso_utc(cli: Cli) -> None:
     org = cli.org()
     before = datetime.now(UTC)
@@ -308,6 +315,7 @@ def test_token_create_with_expiry_is_iso_utc(cli: Cli) -> None:
     assert before + timedelta(days=7) - timedelta(seconds=5) <= at <= after + timedelta(days=7, seconds=5)
 
 
+@pytest.mark.same_on_every_database
 def test_token_secrets_differ(cli: Cli) -> None:
     org = cli.org()
     a, b = cli.token(org), cli.token(org)
@@ -315,6 +323,7 @@ def test_token_secrets_differ(cli: Cli) -> None:
     assert a["token"] != b["token"]
 
 
+@pytest.mark.same_on_every_database
 def test_token_create_unknown_scope_fails_clearly(cli: Cli) -> None:
     org = cli.org()
     scopes = "create.journey_instances,delete.everything"
@@ -326,6 +335,7 @@ def test_token_create_unknown_scope_fails_clearly(cli: Cli) -> None:
     assert cli.count("api_tokens") == 0
 
 
+@pytest.mark.same_on_every_database
 def test_token_create_unknown_org_fails(cli: Cli) -> None:
     cli.ok("init")
     proc = cli.run("token", "create", "--org", "no-such-org", "--name", "t", "--scopes", SCOPES, "--json")
@@ -335,6 +345,7 @@ def test_token_create_unknown_org_fails(cli: Cli) -> None:
     assert cli.count("api_tokens") == 0
 
 
+@pytest.mark.same_on_every_database
 def test_token_create_non_positive_expiry_fails(cli: Cli) -> None:
     org = cli.org()
     proc = cli.run(
@@ -345,6 +356,7 @@ def test_token_create_non_positive_expiry_fails(cli: Cli) -> None:
     assert cli.count("api_tokens") == 0
 
 
+@pytest.mark.same_on_every_database
 @pytest.mark.parametrize("days", ["99999999999", "36501"])
 def test_token_create_expiry_beyond_a_century_fails_cleanly(cli: Cli, days: str) -> None:
     org = cli.org()
@@ -355,6 +367,7 @@ def test_token_create_expiry_beyond_a_century_fails_cleanly(cli: Cli, days: str)
     assert cli.count("api_tokens") == 0
 
 
+@pytest.mark.same_on_every_database
 def test_journey_publish_with_nul_in_the_definition_fails_with_its_line(cli: Cli) -> None:
     org = cli.org()
     text = EXAMPLE.read_text(encoding="utf-8").replace(
@@ -369,6 +382,7 @@ def test_journey_publish_with_nul_in_the_definition_fails_with_its_line(cli: Cli
     assert cli.count("journeys") == 0
 
 
+@pytest.mark.same_on_every_database
 def test_token_list_never_shows_the_secret(cli: Cli) -> None:
     org = cli.org()
     tok = cli.token(org)
@@ -397,6 +411,7 @@ def test_token_list_never_shows_the_secret(cli: Cli) -> None:
     assert [t["id"] for t in cli.json("token", "list", "--org", org, "--json")] == [tok["id"]]
 
 
+@pytest.mark.same_on_every_database
 def test_token_revoke_marks_revoked(cli: Cli) -> None:
     org = cli.org()
     keep, gone = cli.token(org), cli.token(org)
@@ -453,6 +468,7 @@ def test_token_list_shows_expired_tokens_as_expired(database_url: str, tmp_path:
     assert old["expiresAt"] == "2020-01-31T00:00:00.000000Z" and old["revokedAt"] is None
 
 
+@pytest.mark.same_on_every_database
 def test_token_revoke_unknown_id_fails(cli: Cli) -> None:
     cli.ok("init")
     proc = cli.run("token", "revoke", "no-such-token")
@@ -460,6 +476,7 @@ def test_token_revoke_unknown_id_fails(cli: Cli) -> None:
     assert "no-such-token" in proc.stderr
 
 
+@pytest.mark.same_on_every_database
 def test_revoked_token_is_rejected_by_the_api(cli: Cli) -> None:
     org = cli.org()
     tok = cli.token(org)
@@ -480,6 +497,7 @@ def test_revoked_token_is_rejected_by_the_api(cli: Cli) -> None:
 
 
 # ---------------------------------------------------------------------------- journey validate
+@pytest.mark.same_on_every_database
 def test_validate_example_ok(cli: Cli) -> None:
     proc = subprocess.run(
         [*JOURNEYS, "journey", "validate", str(EXAMPLE)],
@@ -508,6 +526,7 @@ def validate(cli: Cli, path: Path) -> tuple[subprocess.CompletedProcess[str], li
     return proc, [m for m in matches if m]
 
 
+@pytest.mark.same_on_every_database
 def test_validate_reports_a_template_that_would_build_hundreds_of_megabytes(cli: Cli, tmp_path: Path) -> None:
     """`{{ 'x' * 300000000 }}` passed validation (and `simulate` rendered it): the sandbox
     refuses to build it, so validation reports it at once."""
@@ -525,6 +544,7 @@ def test_validate_reports_a_template_that_would_build_hundreds_of_megabytes(cli:
     assert problem["message"] == "the SMS body renders more than 1,600 characters (the limit)"
 
 
+@pytest.mark.same_on_every_database
 def test_validate_unknown_step_type(cli: Cli, tmp_path: Path) -> None:
     text = replace_once(
         example_text(), "      - id: 20\n        type: wait_until", "      - id: 20\n        type: teleport"
@@ -540,6 +560,7 @@ def test_validate_unknown_step_type(cli: Cli, tmp_path: Path) -> None:
     assert "teleport" in p["message"]
 
 
+@pytest.mark.same_on_every_database
 def test_validate_send_sms_to_unknown_parameter(cli: Cli, tmp_path: Path) -> None:
     text = replace_once(
         example_text(),
@@ -557,6 +578,7 @@ def test_validate_send_sms_to_unknown_parameter(cli: Cli, tmp_path: Path) -> Non
     assert "mobileNumber" in p["message"]
 
 
+@pytest.mark.same_on_every_database
 def test_validate_yaml_syntax_error(cli: Cli, tmp_path: Path) -> None:
     text = replace_once(example_text(), "name: Appointment Reminder", "name: [Appointment Reminder")
     path = write(tmp_path, "syntax.yaml", text)
@@ -570,6 +592,7 @@ def test_validate_yaml_syntax_error(cli: Cli, tmp_path: Path) -> None:
     assert "YAML" in p["message"]
 
 
+@pytest.mark.same_on_every_database
 def test_validate_reports_every_problem_on_its_own_line(cli: Cli, tmp_path: Path) -> None:
     text = replace_once(
         example_text(),
@@ -592,6 +615,7 @@ def test_validate_reports_every_problem_on_its_own_line(cli: Cli, tmp_path: Path
     assert by_line[line_of(text, "to: cellNumber")]["path"] == "flows[0].steps[2].to"
 
 
+@pytest.mark.same_on_every_database
 def test_validate_reports_shape_and_reference_problems_in_one_run(cli: Cli, tmp_path: Path) -> None:
     """An unknown step type (step 20) does not hide a reference to an unknown parameter elsewhere;
     step 110's `next: 20`, naming the step that failed, is not reported as unknown."""
@@ -615,6 +639,7 @@ def test_validate_reports_shape_and_reference_problems_in_one_run(cli: Cli, tmp_
     assert "no parameter named 'cellNumber'" in problems[1]["message"]
 
 
+@pytest.mark.same_on_every_database
 def test_validate_missing_file_fails(cli: Cli, tmp_path: Path) -> None:
     missing = tmp_path / "nope.yaml"
     proc = cli.run("journey", "validate", str(missing))
@@ -623,6 +648,7 @@ def test_validate_missing_file_fails(cli: Cli, tmp_path: Path) -> None:
     assert proc.stderr == f"{missing}: cannot read file: No such file or directory\n"
 
 
+@pytest.mark.same_on_every_database
 def test_demo_with_a_missing_or_invalid_example_fails_clearly(cli: Cli, tmp_path: Path) -> None:
     state = ["--state-file", str(tmp_path / "demo" / "demo.json")]
     missing = tmp_path / "nope.yaml"
@@ -643,6 +669,7 @@ EXPECTED_FLOWS = [
 ]
 
 
+@pytest.mark.same_on_every_database
 def test_publish_then_republish(cli: Cli) -> None:
     org = cli.org()
     proc = cli.ok("journey", "publish", str(EXAMPLE), "--org", org, "--json")
@@ -670,6 +697,7 @@ def test_publish_then_republish(cli: Cli) -> None:
     assert theirs["version"] == 1
 
 
+@pytest.mark.same_on_every_database
 def test_publish_invalid_file_stores_nothing(cli: Cli, tmp_path: Path) -> None:
     org = cli.org()
     text = replace_once(
@@ -685,6 +713,7 @@ def test_publish_invalid_file_stores_nothing(cli: Cli, tmp_path: Path) -> None:
     assert cli.json("journey", "list", "--org", org, "--json") == []
 
 
+@pytest.mark.same_on_every_database
 def test_publish_unknown_org_fails(cli: Cli) -> None:
     cli.ok("init")
     proc = cli.run("journey", "publish", str(EXAMPLE), "--org", "no-such-org", "--json")
@@ -696,10 +725,12 @@ def test_publish_unknown_org_fails(cli: Cli) -> None:
 
 
 # ---------------------------------------------------------------------------- messages / help
+@pytest.mark.same_on_every_database
 def test_messages_empty_on_fresh_database(cli: Cli) -> None:
     assert cli.json("messages", "--json") == []
 
 
+@pytest.mark.same_on_every_database
 @pytest.mark.parametrize(
     "args",
     [
@@ -795,6 +826,7 @@ def wait_for(what: str, check: Any, seconds: float = 15) -> Any:
         time.sleep(0.2)
 
 
+@pytest.mark.same_on_every_database
 def test_demo_then_serve_end_to_end(cli: Cli, tmp_path: Path) -> None:
     cli.at(DAYTIME)
     state = tmp_path / "demo.json"
@@ -948,6 +980,7 @@ def test_demo_then_serve_end_to_end(cli: Cli, tmp_path: Path) -> None:
         assert secret not in logs, f"{secret!r} appears in the server logs:\n{logs}"
 
 
+@pytest.mark.same_on_every_database
 def test_demo_at_night_holds_the_text_and_says_when_it_goes(cli: Cli, tmp_path: Path) -> None:
     """03:30 in Chicago: the tour says the text waits for the send window, and `journeys
     messages` shows it held with the time it will go (08:00 local)."""
@@ -998,6 +1031,7 @@ flows:
 """
 
 
+@pytest.mark.same_on_every_database
 def test_reply_command_hands_the_reply_to_the_waiting_instance(cli: Cli, tmp_path: Path) -> None:
     org = cli.org()
     secret = cli.token(org)["token"]
@@ -1033,6 +1067,7 @@ def test_reply_command_hands_the_reply_to_the_waiting_instance(cli: Cli, tmp_pat
         ]
 
 
+@pytest.mark.same_on_every_database
 def test_reply_command_rejects_bad_input(cli: Cli) -> None:
     org = cli.org()
     proc = cli.run("reply", "--org", org, "--from", "not a number", "--body", "C")

@@ -23,6 +23,8 @@ from support.cli import JOURNEYS
 from journeys import __version__
 from journeys.cli import app
 
+pytestmark = pytest.mark.same_on_every_database  # no test here depends on JOURNEYS_TEST_DATABASE
+
 TYPE_LABEL = re.compile(r"<[a-z][a-z_ ]*(\[[^\]]*\])?>")  # <bool>, <str>, <list[str]>, <int range>
 
 

@@ -427,6 +427,7 @@ def test_json_logs_and_worker_counters_from_real_processes(own_url: str, tmp_pat
             json.loads(line)
 
 
+@pytest.mark.same_on_every_database
 def test_a_json_line_names_the_exception_class_never_its_message() -> None:
     try:
         raise ValueError("patient Zoe Quintana, +13125550177")
@@ -441,6 +442,7 @@ def test_a_json_line_names_the_exception_class_never_its_message() -> None:
     assert "Zoe" not in json.dumps(out)
 
 
+@pytest.mark.same_on_every_database
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
     [

@@ -444,6 +444,7 @@ def test_cli_create_refuses_an_internal_address(open_: Server) -> None:
     assert open_.count("webhook_subscriptions", t.org_id) == 0
 
 
+@pytest.mark.same_on_every_database
 @pytest.mark.parametrize(
     ("variable", "value", "needle"),
     [
@@ -475,6 +476,7 @@ def test_serve_reports_a_bad_setting_without_starting(
 
 
 # ---------------------------------------------------------------- the policy itself
+@pytest.mark.same_on_every_database
 def test_the_allow_list_setting_parses_cidrs_addresses_and_host_names() -> None:
     policy = Settings(outbound_allow=" 10.0.0.0/8, 127.0.0.1 ,[::1] EHR.local.").outbound_policy()
     assert [str(n) for n in policy.networks] == ["10.0.0.0/8", "127.0.0.1/32", "::1/128"]
@@ -482,6 +484,7 @@ def test_the_allow_list_setting_parses_cidrs_addresses_and_host_names() -> None:
     assert OutboundPolicy.parse("") == OutboundPolicy()
 
 
+@pytest.mark.same_on_every_database
 @pytest.mark.parametrize(
     "value", ["10.0.0.0/33", "999.1.2.3", "http://ehr.local", "ehr..local", "a b/c", "-x-"]
 )
@@ -491,6 +494,7 @@ def test_a_bad_allow_list_is_refused_naming_the_entry(value: str) -> None:
     assert "not a CIDR, an IP address or a host name" in str(exc.value)
 
 
+@pytest.mark.same_on_every_database
 @pytest.mark.parametrize(
     ("address", "public"),
     [
@@ -528,6 +532,7 @@ def test_which_addresses_are_public(address: str, public: bool) -> None:
     assert is_public(ipaddress.ip_address(address)) is public
 
 
+@pytest.mark.same_on_every_database
 def test_mask_url() -> None:
     assert mask_url("https://u:p@h.example:8443/a?x=1&y") == "https://***:***@h.example:8443/a?x=***&***"
     assert mask_url("https://token@h.example/a#frag") == "https://***@h.example/a"

@@ -463,6 +463,7 @@ def _healthy(http: httpx.Client, base: str) -> bool:
 
 
 # ---------------------------------------------------------------- the guard's parts
+@pytest.mark.same_on_every_database
 def test_scrub_cuts_urls_to_their_origin() -> None:
     line = (
         "POST https://user:pa55@ehr.example:8443/patients/APPT-1?name=Zebulon%20Q&phone=312 "
@@ -475,6 +476,7 @@ def test_scrub_cuts_urls_to_their_origin() -> None:
     assert scrub("no url here: Zebulon") == "no url here: Zebulon"
 
 
+@pytest.mark.same_on_every_database
 def test_the_filter_scrubs_messages_and_withholds_exception_messages() -> None:
     records: list[str] = []
 

@@ -405,6 +405,7 @@ def normalised(events: list[Event]) -> list[tuple[int | None, str]]:
     return [(e.step_id, kinds.get(e.kind, e.kind)) for e in events if e.kind not in HOLDS]
 
 
+@pytest.mark.same_on_every_database
 @settings(max_examples=150, deadline=None)
 @given(
     case=cases(if_past=("run_now",), max_instances=1),
@@ -431,6 +432,7 @@ def test_advance_late_runs_the_same_steps_once_as_advance_on_time(
 
 
 # ---------------------------------------------------------------- the past-time policy
+@pytest.mark.same_on_every_database
 @settings(max_examples=150, deadline=None)
 @given(case=cases(max_instances=1), lateness=st.lists(st.sampled_from(LATENESS), max_size=12))
 @example(

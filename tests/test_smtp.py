@@ -35,6 +35,8 @@ from journeys.channels.secrets import SecretBox
 from journeys.store import channels
 from journeys.store.db import transaction
 
+pytestmark = pytest.mark.same_on_every_database  # no test here depends on JOURNEYS_TEST_DATABASE
+
 SECRET = "test-secret-key-for-smtp"
 USER, PASSWORD = "journeys", "s3cret-pass"
 FROM = "reminders@clinic.example"

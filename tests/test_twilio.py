@@ -129,6 +129,7 @@ def delivered(tw: TwilioServer, fake: FakeTwilio) -> tuple[Any, str, str]:
 
 
 # ---------------------------------------------------------------- sending
+@pytest.mark.same_on_every_database
 def test_an_sms_step_is_sent_through_twilio_once_with_auth_e164_and_the_idempotency_key(
     tw: TwilioServer, fake: FakeTwilio
 ) -> None:
@@ -155,6 +156,7 @@ def test_an_sms_step_is_sent_through_twilio_once_with_auth_e164_and_the_idempote
     assert sent["detail"]["provider"] == "twilio"
 
 
+@pytest.mark.same_on_every_database
 def test_a_messaging_service_is_used_instead_of_from(tw: TwilioServer, fake: FakeTwilio) -> None:
     service = "MG" + "f" * 32
     t = configured_tenant(tw, {"account_sid": SID, "auth_token": TOKEN, "messaging_service_sid": service})
@@ -165,6 +167,7 @@ def test_a_messaging_service_is_used_instead_of_from(tw: TwilioServer, fake: Fak
     assert outbox_row(tw, t.org_id).status == "sent"
 
 
+@pytest.mark.same_on_every_database
 def test_a_twilio_500_is_retried_after_the_backoff_with_the_same_idempotency_key(
     tw: TwilioServer, fake: FakeTwilio
 ) -> None:
@@ -192,6 +195,7 @@ def test_a_twilio_500_is_retried_after_the_backoff_with_the_same_idempotency_key
     assert len(of_kind(tw, t, iid, "sms_sent")) == 1
 
 
+@pytest.mark.same_on_every_database
 def test_a_twilio_429_is_retried_only_after_its_retry_after(tw: TwilioServer, fake: FakeTwilio) -> None:
     t = configured_tenant(tw)
     iid = trigger(tw, t)
@@ -209,6 +213,7 @@ def test_a_twilio_429_is_retried_only_after_its_retry_after(tw: TwilioServer, fa
     assert outbox_row(tw, t.org_id).status == "sent"
 
 
+@pytest.mark.same_on_every_database
 def test_a_twilio_400_fails_the_message_permanently_with_twilios_code(
     tw: TwilioServer, fake: FakeTwilio
 ) -> None:
@@ -226,6 +231,7 @@ def test_a_twilio_400_fails_the_message_permanently_with_twilios_code(
     assert PHONE not in json.dumps(events(tw, t, iid))  # Twilio's message echoes the number: not kept
 
 
+@pytest.mark.same_on_every_database
 def test_wrong_credentials_fail_permanently_with_20003(tw: TwilioServer, fake: FakeTwilio) -> None:
     t = configured_tenant(tw, {"account_sid": SID, "auth_token": "wrong", "from": FROM})
     iid = trigger(tw, t)
@@ -235,6 +241,7 @@ def test_wrong_credentials_fail_permanently_with_20003(tw: TwilioServer, fake: F
     assert len(of_kind(tw, t, iid, "sms_failed")) == 1
 
 
+@pytest.mark.same_on_every_database
 def test_a_number_phonenumbers_rejects_fails_without_calling_twilio(
     tw: TwilioServer, fake: FakeTwilio
 ) -> None:
@@ -252,6 +259,7 @@ def test_a_number_phonenumbers_rejects_fails_without_calling_twilio(
     assert failed["detail"]["errorCode"] == "invalid_number"
 
 
+@pytest.mark.same_on_every_database
 def test_a_timeout_is_a_transient_failure(fake: FakeTwilio) -> None:
     settings = Settings(twilio_api_base=fake.url, public_base_url=None)
     provider = TwilioProvider({"account_sid": SID, "auth_token": TOKEN, "from": FROM}, settings, timeout=0.3)
@@ -265,6 +273,7 @@ def test_a_timeout_is_a_transient_failure(fake: FakeTwilio) -> None:
     provider.close()
 
 
+@pytest.mark.same_on_every_database
 def test_an_unreachable_twilio_is_a_transient_failure() -> None:
     settings = Settings(twilio_api_base="http://127.0.0.1:9", public_base_url=None)
     provider = TwilioProvider({"account_sid": SID, "auth_token": TOKEN, "from": FROM}, settings, timeout=2)
@@ -274,6 +283,7 @@ def test_an_unreachable_twilio_is_a_transient_failure() -> None:
 
 
 # ---------------------------------------------------------------- status callbacks
+@pytest.mark.same_on_every_database
 def test_a_signed_delivered_callback_updates_the_outbox_and_the_timeline(
     tw: TwilioServer, fake: FakeTwilio
 ) -> None:
@@ -291,6 +301,7 @@ def test_a_signed_delivered_callback_updates_the_outbox_and_the_timeline(
     }
 
 
+@pytest.mark.same_on_every_database
 def test_an_undelivered_callback_records_twilios_error_code(tw: TwilioServer, fake: FakeTwilio) -> None:
     t, iid, sid = delivered(tw, fake)
     url = f"{tw.base_url}/channels/twilio/{t.org_id}/status"
@@ -302,6 +313,7 @@ def test_an_undelivered_callback_records_twilios_error_code(tw: TwilioServer, fa
     assert status["detail"]["errorCode"] == "30003"
 
 
+@pytest.mark.same_on_every_database
 def test_an_intermediate_status_never_requeues_the_message(tw: TwilioServer, fake: FakeTwilio) -> None:
     t, iid, sid = delivered(tw, fake)
     url = f"{tw.base_url}/channels/twilio/{t.org_id}/status"
@@ -419,6 +431,7 @@ def test_a_large_streamed_callback_is_413_before_the_signature_is_checked(tw_db:
     assert early_statuses(tw, t.org_id) == []
 
 
+@pytest.mark.same_on_every_database
 @pytest.mark.parametrize("declared", [250 * 1024 * 1024, None], ids=["content-length", "chunked"])
 def test_an_oversized_callback_is_answered_413_before_its_body_is_read(
     tw: TwilioServer, declared: int | None
@@ -432,6 +445,7 @@ def test_an_oversized_callback_is_answered_413_before_its_body_is_read(
     assert status == 413, answer
 
 
+@pytest.mark.same_on_every_database
 def test_a_callback_with_an_overlong_sid_is_refused(tw: TwilioServer, fake: FakeTwilio) -> None:
     t = configured_tenant(tw)
     url = f"{tw.base_url}/channels/twilio/{t.org_id}/status"
@@ -441,6 +455,7 @@ def test_a_callback_with_an_overlong_sid_is_refused(tw: TwilioServer, fake: Fake
     assert early_statuses(tw, t.org_id) == []
 
 
+@pytest.mark.same_on_every_database
 @pytest.mark.parametrize("case", ["bad signature", "no signature", "other token", "tampered"])
 def test_an_unverified_callback_is_refused_and_changes_nothing(
     tw: TwilioServer, fake: FakeTwilio, case: str
@@ -461,6 +476,7 @@ def test_an_unverified_callback_is_refused_and_changes_nothing(
     assert of_kind(tw, t, iid, "sms_status") == []
 
 
+@pytest.mark.same_on_every_database
 def test_a_callback_for_an_unknown_org_or_an_org_without_twilio_is_refused(
     tw: TwilioServer, fake: FakeTwilio
 ) -> None:
@@ -472,6 +488,7 @@ def test_a_callback_for_an_unknown_org_or_an_org_without_twilio_is_refused(
         assert isinstance(r.json(), list)
 
 
+@pytest.mark.same_on_every_database
 def test_a_callback_signed_for_another_org_is_refused(tw: TwilioServer, fake: FakeTwilio) -> None:
     t, iid, sid = delivered(tw, fake)
     other = configured_tenant(tw)
@@ -482,6 +499,7 @@ def test_a_callback_signed_for_another_org_is_refused(tw: TwilioServer, fake: Fa
 
 
 # ---------------------------------------------------------------- configuration and the CLI
+@pytest.mark.same_on_every_database
 @pytest.mark.parametrize(
     ("config", "expected"),
     [
@@ -502,6 +520,7 @@ def test_check_config_rejects_bad_configurations(config: dict[str, str], expecte
     assert TOKEN not in str(info.value)
 
 
+@pytest.mark.same_on_every_database
 def test_check_config_normalises_from_to_e164() -> None:
     config = check_config({"account_sid": SID, "auth_token": TOKEN, "from": "+1 (312) 555-0100"})
     assert config == {"account_sid": SID, "auth_token": TOKEN, "from": FROM}
@@ -521,6 +540,7 @@ def run_cli(tmp_path: Path, *args: str, secret: str | None = SECRET_KEY) -> subp
     )
 
 
+@pytest.mark.same_on_every_database
 def test_the_cli_configures_twilio_validates_and_never_prints_secrets(tmp_path: Path) -> None:
     created = run_cli(tmp_path, "org", "create", "Clinic", "--json")
     assert created.returncode == 0, created.stderr

@@ -129,6 +129,7 @@ def deliveries(srv: Server, t: Any, hook_id: str, status: str | None = None) -> 
 
 
 # ---------------------------------------------------------------- verification
+@pytest.mark.same_on_every_database
 def test_create_challenges_the_endpoint_and_lists_without_the_secret(srv: Server, rec: WebhookReceiver) -> None:
     t = srv.tenant(WAIT)
     hook = subscribe(srv, t, rec, ["instance.started", "instance.completed"])
@@ -142,6 +143,7 @@ def test_create_challenges_the_endpoint_and_lists_without_the_secret(srv: Server
     assert all(HOOK_SECRET not in s for s in stored)
 
 
+@pytest.mark.same_on_every_database
 def test_a_wrong_answer_leaves_the_subscription_unverified_and_no_events_flow(
     srv: Server, rec: WebhookReceiver
 ) -> None:
@@ -167,6 +169,7 @@ def test_a_wrong_answer_leaves_the_subscription_unverified_and_no_events_flow(
     assert {e["instanceId"] for e in rec.ok_events()} == {iid}
 
 
+@pytest.mark.same_on_every_database
 def test_unreachable_endpoint_is_a_clear_400(srv: Server) -> None:
     t = srv.tenant(WAIT)
     body = {"url": "http://127.0.0.1:9/nothing", "secret": HOOK_SECRET, "eventTypes": ["*"]}
@@ -175,6 +178,7 @@ def test_unreachable_endpoint_is_a_clear_400(srv: Server) -> None:
 
 
 # ---------------------------------------------------------------- deliveries
+@pytest.mark.same_on_every_database
 def test_events_are_signed_and_in_order(srv: Server, rec: WebhookReceiver, fake: FakeTwilio) -> None:
     t = sms_tenant(srv)
     hook = subscribe(srv, t, rec)
@@ -204,6 +208,7 @@ def test_events_are_signed_and_in_order(srv: Server, rec: WebhookReceiver, fake:
     assert all(d["lastStatusCode"] == 200 and d["deliveredDateTime"] for d in listed)
 
 
+@pytest.mark.same_on_every_database
 def test_filtered_types_only(srv: Server, rec: WebhookReceiver) -> None:
     t = srv.tenant(WAIT)
     subscribe(srv, t, rec, ["instance.completed"])
@@ -215,6 +220,7 @@ def test_filtered_types_only(srv: Server, rec: WebhookReceiver) -> None:
     assert [e["type"] for e in rec.ok_events()] == ["instance.completed"]
 
 
+@pytest.mark.same_on_every_database
 def test_failures_retry_with_backoff_and_keep_the_order(srv: Server, rec: WebhookReceiver) -> None:
     t = srv.tenant(WAIT)
     hook = subscribe(srv, t, rec)
@@ -238,6 +244,7 @@ def test_failures_retry_with_backoff_and_keep_the_order(srv: Server, rec: Webhoo
     assert started["status"] == "delivered" and started["attempts"] == 4
 
 
+@pytest.mark.same_on_every_database
 def test_backoff_grows(srv: Server, rec: WebhookReceiver) -> None:
     t = srv.tenant(WAIT)
     hook = subscribe(srv, t, rec, ["instance.started"])
@@ -255,6 +262,7 @@ def test_backoff_grows(srv: Server, rec: WebhookReceiver) -> None:
     assert all(b > a for a, b in zip(gaps, gaps[1:], strict=False))
 
 
+@pytest.mark.same_on_every_database
 def test_gives_up_after_24_hours_and_8_attempts(srv: Server, rec: WebhookReceiver) -> None:
     t = srv.tenant(WAIT)
     hook = subscribe(srv, t, rec, ["instance.started"])
@@ -272,6 +280,7 @@ def test_gives_up_after_24_hours_and_8_attempts(srv: Server, rec: WebhookReceive
     assert len(rec.posts) == sent  # given up: no more attempts
 
 
+@pytest.mark.same_on_every_database
 def test_cancel_sends_instance_cancelled(srv: Server, rec: WebhookReceiver) -> None:
     t = srv.tenant(WAIT)
     subscribe(srv, t, rec, ["instance.cancelled"])
@@ -283,6 +292,7 @@ def test_cancel_sends_instance_cancelled(srv: Server, rec: WebhookReceiver) -> N
     assert [e["type"] for e in rec.ok_events(iid)] == ["instance.cancelled"]
 
 
+@pytest.mark.same_on_every_database
 def test_delete_stops_events(srv: Server, rec: WebhookReceiver) -> None:
     t = srv.tenant(WAIT)
     hook = subscribe(srv, t, rec)
@@ -296,6 +306,7 @@ def test_delete_stops_events(srv: Server, rec: WebhookReceiver) -> None:
 
 
 # ---------------------------------------------------------------- bad inputs and auth
+@pytest.mark.same_on_every_database
 @pytest.mark.parametrize(
     ("body", "needle"),
     [
@@ -355,6 +366,7 @@ def test_nul_in_a_webhook_id_or_query_is_a_clear_400(srv_db: Server) -> None:
     assert r.status_code == 400 and r.json() == [f"query parameter 'status': {nul}"], r.text
 
 
+@pytest.mark.same_on_every_database
 def test_unknown_ids_and_bad_status(srv: Server) -> None:
     t = srv.tenant(WAIT)
     for method, path in [
@@ -368,6 +380,7 @@ def test_unknown_ids_and_bad_status(srv: Server) -> None:
     assert r.status_code == 400
 
 
+@pytest.mark.same_on_every_database
 def test_auth(srv: Server) -> None:
     t = srv.tenant(WAIT)
     other = srv.tenant(WAIT)
@@ -398,6 +411,7 @@ def run_cli(srv: Server, *args: str, secret_key: str | None = SECRET_KEY) -> sub
     )
 
 
+@pytest.mark.same_on_every_database
 def test_cli(srv: Server, rec: WebhookReceiver) -> None:
     t = srv.tenant(WAIT)
     p = run_cli(
@@ -436,6 +450,7 @@ def test_cli(srv: Server, rec: WebhookReceiver) -> None:
     assert json.loads(run_cli(srv, "list", "--org", t.org_id, "--json").stdout) == []
 
 
+@pytest.mark.same_on_every_database
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
@@ -457,6 +472,7 @@ def test_cli_bad_input(srv: Server, args: list[str], needle: str) -> None:
     assert p.returncode != 0 and needle in p.stderr, p.stderr
 
 
+@pytest.mark.same_on_every_database
 def test_cli_unknown_org_and_missing_secret_key(srv: Server, rec: WebhookReceiver) -> None:
     p = run_cli(srv, "list", "--org", "no-such-org")
     assert p.returncode == 1 and "unknown org" in p.stderr
