@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from httpx import Client, Response
 from support.api import SEED_BULK_BODY, SEED_SEARCH_BODY, trigger_one
 from support.server import Server, Tenant
-from httpx import Client, Response
 
 from journeys import accounts
 from journeys.store.db import transaction

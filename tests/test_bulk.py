@@ -15,9 +15,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from httpx import Client, Response
 from support.api import SEED_BULK_BODY
 from support.server import START, Server, Tenant
-from httpx import Client, Response
 
 PARAM_NAMES = "patientId, patientName, appointmentId, appointmentDateTime, phoneNumber"
 TABLES = ("journey_instances", "instance_parameters", "instance_events")

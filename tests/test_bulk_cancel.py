@@ -10,23 +10,21 @@ sends that stay queued, and a webhook receiver."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from support.api import bulk
-from support.databases import make_postgres_database, own_database, require_postgres
-from support.server import EXAMPLE, LOOPBACK_ALLOWED, Server, Tenant
-from support.fake_twilio import FakeTwilio, twilio_config
 from support.cli import JOURNEYS, clean_env
 from support.clocks import LaggingClock
+from support.databases import own_database
+from support.fake_twilio import FakeTwilio, twilio_config
 from support.receivers import WebhookReceiver
+from support.server import EXAMPLE, LOOPBACK_ALLOWED, Server, Tenant
 
 from journeys.engine.worker import Worker
 from journeys.store.db import read_only, transaction

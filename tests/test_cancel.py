@@ -9,9 +9,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+from httpx import Client
 from support.api import bulk
 from support.server import EXAMPLE, Server, Tenant
-from httpx import Client
 
 from journeys.engine.worker import Worker
 from journeys.store.db import read_only

@@ -10,28 +10,22 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import sqlalchemy as sa
 from support.api import trigger_one
-from support.server import LOOPBACK_ALLOWED, Server, Tenant
+from support.clocks import LaggingClock
 from support.fake_twilio import FakeTwilio, twilio_config
 from support.receivers import WebhookReceiver
-from support.clocks import LaggingClock
+from support.server import LOOPBACK_ALLOWED, Server, Tenant
 from twilio.request_validator import RequestValidator
 
-from journeys.channels.secrets import SecretBox
-from journeys.channels.twilio import check_config
 from journeys.engine.worker import Worker
-from journeys.store import channels
-from journeys.store.db import read_only, transaction
+from journeys.store.db import read_only
 from journeys.store.tables import outbox
 
 START = datetime(2026, 11, 2, 16, 0, tzinfo=UTC)  # Monday 10:00 in Chicago

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,9 +23,9 @@ from typing import Any
 
 import httpx
 import pytest
-
-from support.net import free_port
 from support.cli import JOURNEYS, clean_env
+from support.net import free_port
+
 from journeys import accounts
 from journeys.store.db import create_db_engine, transaction
 from journeys.store.migrate import upgrade

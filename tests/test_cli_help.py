@@ -11,15 +11,14 @@ from __future__ import annotations
 import importlib.metadata
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import typer
+from support.cli import JOURNEYS
 from typer.testing import CliRunner
 
-from support.cli import JOURNEYS
 from journeys import __version__
 from journeys.cli import app
 

@@ -5,17 +5,14 @@ timeline and the tables."""
 
 from __future__ import annotations
 
-import os
 import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
 from support.consent import (
     ACCOUNT_SID,
     AUTH_TOKEN,
@@ -33,18 +30,13 @@ from support.consent import (
     sms_to,
     start,
 )
-from support.databases import make_postgres_database, own_database, require_postgres
-from support.net import post_unfinished
-from support.server import Server, Tenant
+from support.databases import own_database
 from support.fake_twilio import FakeTwilio
+from support.net import post_unfinished
+from support.server import Tenant
 from twilio.request_validator import RequestValidator
 
-from journeys import accounts, catalog
 from journeys.api import inbound_routes
-from journeys.channels.secrets import SecretBox
-from journeys.definitions import load_definition_text
-from journeys.store import channels
-from journeys.store.db import transaction
 
 START = datetime(2026, 11, 2, 16, 0, tzinfo=UTC)  # Monday 10:00 in Chicago
 EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'

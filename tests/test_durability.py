@@ -97,12 +97,6 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(20)
 
 
-def wait_for(what: str, check: Any, deadline: float) -> None:
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def describe(iid: str, timeline: list[dict[str, Any]], messages: list[dict[str, Any]]) -> str:
     lines = [f"instance {iid}:"]
     lines += [f"  event {parse_at(e['at']).isoformat()} step {e['step_id']} {e['kind']}" for e in timeline]

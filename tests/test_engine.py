@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from support.server import Server, Tenant
 from httpx import Client
+from support.server import Server, Tenant
 
 from journeys.definitions import load_definition_text
 from journeys.definitions.model import WaitUntilStep

@@ -7,8 +7,6 @@ Both databases; each test that breaks or counts things has a database of its own
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import os
@@ -16,30 +14,24 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from support.databases import make_postgres_database, own_database, require_postgres
-from support.server import Server, Tenant
+from prometheus_client.parser import text_string_to_metric_families
+from support.databases import own_database
 from support.fake_twilio import FakeTwilio, twilio_config
 from support.net import free_port
 from support.receivers import WebhookReceiver
-from prometheus_client.parser import text_string_to_metric_families
+from support.server import Server, Tenant
 
-from journeys.channels.secrets import SecretBox
-from journeys.channels.twilio import check_config
 from journeys.logs import JsonFormatter
-from journeys.store import channels
-from journeys.store.db import create_db_engine, transaction
+from journeys.store.db import create_db_engine
 
 PG = os.environ.get("JOURNEYS_TEST_DATABASE", "sqlite") == "postgresql"
 JOURNEYS = str(Path(sys.executable).with_name("journeys"))

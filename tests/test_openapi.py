@@ -12,21 +12,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import schemathesis
-from support.api import SEED_BULK_BODY, SEED_SEARCH_BODY
-from support.server import LOOPBACK_ALLOWED, Server, Tenant
-from support.receivers import WebhookReceiver
 from httpx import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -39,6 +31,9 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from support.api import SEED_BULK_BODY, SEED_SEARCH_BODY
+from support.receivers import WebhookReceiver
+from support.server import LOOPBACK_ALLOWED, Server, Tenant
 
 SECRET_KEY = "test-secret-key-for-openapi"
 HOOK_SECRET = "openapi-webhook-secret-0123456789"

@@ -19,9 +19,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from support.databases import make_postgres_database, own_database, require_postgres
-from support.server import Tenant
-from support.fake_twilio import FakeTwilio
 from support.cli import JOURNEYS, clean_env
 from support.consent import (
     ACCOUNT_SID,
@@ -38,6 +35,9 @@ from support.consent import (
     sms_to,
     start,
 )
+from support.databases import make_postgres_database, own_database, require_postgres
+from support.fake_twilio import FakeTwilio
+from support.server import Tenant
 
 from journeys.store.db import create_db_engine
 from journeys.store.migrate import upgrade

@@ -15,23 +15,19 @@ import hmac
 import json
 import os
 import subprocess
-import sys
-import threading
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from support.api import trigger_one
-from support.databases import make_postgres_database, own_database, require_postgres
-from support.server import Server, Tenant
-from support.net import LocalHttpServer
-from support.cli import JOURNEYS
 from pydantic import ValidationError
+from support.api import trigger_one
+from support.cli import JOURNEYS
+from support.databases import own_database
+from support.net import LocalHttpServer
+from support.server import Server, Tenant
 
 from journeys.channels.secrets import SecretBox
 from journeys.config import Settings

@@ -19,14 +19,12 @@ import logging
 import os
 import signal
 import subprocess
-import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -35,14 +33,13 @@ import httpx
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from support.databases import make_postgres_database, own_database, require_postgres
+from support.cli import JOURNEYS
+from support.databases import own_database
 from support.fake_twilio import FakeTwilio
 from support.net import LocalHttpServer, free_port
-from support.cli import JOURNEYS
 from twilio.request_validator import RequestValidator
 
 from journeys.logs import ScrubFilter, scrub
-
 
 # ---------------------------------------------------------------- the distinctive values
 SECRET_KEY = "sk-Phi-Guard-4471-secret-key"

@@ -19,21 +19,19 @@ changes, driven by random clock moves:
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 import yaml
-from support.databases import make_postgres_database, own_database, require_postgres
-from support.server import Server
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from support.databases import own_database
+from support.server import Server
 
 from journeys.definitions import load_definition_text
 from journeys.definitions.model import JourneyDefinition, WaitStep, WaitUntilStep

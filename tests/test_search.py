@@ -10,9 +10,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
+from httpx import Client
 from support.api import SEED_BULK_BODY, SEED_SEARCH_BODY, bulk
 from support.server import EXAMPLE, Server, Tenant
-from httpx import Client
 
 CHICAGO = ZoneInfo("America/Chicago")
 INSTANCE_KEYS = {

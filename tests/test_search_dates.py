@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from httpx import Client
 from support.api import bulk as support_bulk
 from support.server import Server, Tenant
-from httpx import Client
 
 HOUR = timedelta(hours=1)
 DATE_FIELDS = "createdDateTime, startDateTime, lastEventDateTime"

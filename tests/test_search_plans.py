@@ -25,10 +25,10 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from httpx import Client
 from support.api import bulk as support_bulk
 from support.databases import make_postgres_database, own_database, require_postgres
 from support.server import Server, Tenant
-from httpx import Client
 
 PG = os.environ.get("JOURNEYS_TEST_DATABASE", "sqlite") == "postgresql"
 WHEN = "2026-12-01 08:00:00"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,8 +19,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-
 from support.cli import JOURNEYS, clean_env
+
 from journeys.definitions import load_definition_file, load_definition_text
 from journeys.definitions.model import JourneyDefinition, SendEmailStep, SendSmsStep, SendWindow
 from journeys.engine.simulate import Reply, simulate

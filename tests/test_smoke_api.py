@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from httpx import Client
 from support.api import SEED_BULK_BODY, SEED_SEARCH_BODY
 from support.server import Server, Tenant
-from httpx import Client
 
 
 def test_seed_bulk_then_search_then_cancel(server: Server, http: Client, tenant: Tenant) -> None:

@@ -21,19 +21,16 @@ import pytest
 import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from support.api import trigger_one
-from support.server import Server, Tenant
-from support.net import free_port
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from support.api import trigger_one
+from support.net import free_port
+from support.server import Server, Tenant
 
 from journeys.channels import registry
 from journeys.channels.base import OutboundMessage, SendResult
-from journeys.channels.secrets import SecretBox
-from journeys.store import channels
-from journeys.store.db import transaction
 
 pytestmark = pytest.mark.same_on_every_database  # no test here depends on JOURNEYS_TEST_DATABASE
 

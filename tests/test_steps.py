@@ -10,16 +10,16 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
-from support.server import EXAMPLE, Server, Tenant
-from support.net import LocalHttpServer
-from support.journeys import reply_journey
 from httpx import Client
+from support.journeys import reply_journey
+from support.net import LocalHttpServer
+from support.server import EXAMPLE, Server, Tenant
 
 from journeys import accounts
 from journeys.channels.outgoing import list_outgoing

@@ -8,8 +8,6 @@ import base64
 import json
 import os
 import subprocess
-import sys
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,21 +17,18 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from support.api import trigger_one
-from support.databases import make_postgres_database, own_database, require_postgres
-from support.net import post_unfinished
-from support.server import ROOT, Server
-from support.fake_twilio import FakeTwilio, twilio_config
 from support.cli import JOURNEYS
+from support.databases import own_database
+from support.fake_twilio import FakeTwilio, twilio_config
 from support.journeys import one_sms
+from support.net import post_unfinished
+from support.server import Server
 from twilio.request_validator import RequestValidator
 
 from journeys.channels.base import OutboundMessage
 from journeys.channels.registry import ProviderConfigError
-from journeys.channels.secrets import SecretBox
 from journeys.channels.twilio import TwilioProvider, check_config
 from journeys.config import Settings
-from journeys.store import channels
-from journeys.store.db import transaction
 
 START = datetime(2026, 11, 2, 16, 0, tzinfo=UTC)  # Monday 10:00 in Chicago
 SID = "AC" + "0123456789abcdef" * 2
@@ -75,7 +70,8 @@ def _fresh(tw: TwilioServer, fake: FakeTwilio) -> None:
 # ---------------------------------------------------------------- helpers
 def configured_tenant(tw: TwilioServer, config: dict[str, str] | None = None) -> Any:
     t = tw.tenant(SMS)
-    tw.set_channel(t.org_id, "sms", "twilio", check_config(config) if config else twilio_config(SID, TOKEN, FROM))
+    checked = check_config(config) if config else twilio_config(SID, TOKEN, FROM)
+    tw.set_channel(t.org_id, "sms", "twilio", checked)
     return t
 
 

@@ -10,31 +10,19 @@ import hmac
 import json
 import os
 import subprocess
-import sys
-import threading
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import sqlalchemy as sa
 from support.api import trigger_one
-from support.databases import make_postgres_database, own_database, require_postgres
-from support.server import LOOPBACK_ALLOWED, Server
-from support.fake_twilio import FakeTwilio, twilio_config
-from support.receivers import WebhookReceiver
 from support.cli import JOURNEYS
+from support.databases import own_database
+from support.fake_twilio import FakeTwilio, twilio_config
 from support.journeys import one_sms
-
-from journeys.channels.secrets import SecretBox
-from journeys.channels.twilio import check_config
-from journeys.store import channels
-from journeys.store.db import transaction
+from support.receivers import WebhookReceiver
+from support.server import LOOPBACK_ALLOWED, Server
 
 START = datetime(2026, 11, 2, 16, 0, tzinfo=UTC)  # Monday 10:00 in Chicago
 SECRET_KEY = "test-secret-key-for-webhooks"
@@ -130,7 +118,9 @@ def deliveries(srv: Server, t: Any, hook_id: str, status: str | None = None) -> 
 
 # ---------------------------------------------------------------- verification
 @pytest.mark.same_on_every_database
-def test_create_challenges_the_endpoint_and_lists_without_the_secret(srv: Server, rec: WebhookReceiver) -> None:
+def test_create_challenges_the_endpoint_and_lists_without_the_secret(
+    srv: Server, rec: WebhookReceiver
+) -> None:
     t = srv.tenant(WAIT)
     hook = subscribe(srv, t, rec, ["instance.started", "instance.completed"])
     assert hook["verified"] is True and hook["eventTypes"] == ["instance.started", "instance.completed"]
@@ -396,7 +386,6 @@ def test_auth(srv: Server) -> None:
 
 # ---------------------------------------------------------------- CLI
 def run_cli(srv: Server, *args: str, secret_key: str | None = SECRET_KEY) -> subprocess.CompletedProcess[str]:
-    import os
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEYS_")}
     env["JOURNEYS_OUTBOUND_ALLOW"] = LOOPBACK_ALLOWED

@@ -9,9 +9,6 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
-from support.api import bulk
-from support.journeys import reply_journey
-from support.server import Server, Tenant
 from twilio.request_validator import RequestValidator
 
 from journeys import accounts, catalog
@@ -19,6 +16,9 @@ from journeys.channels.secrets import SecretBox
 from journeys.definitions import load_definition_text
 from journeys.store import channels
 from journeys.store.db import transaction
+from support.api import bulk
+from support.journeys import reply_journey
+from support.server import Server, Tenant
 
 ACCOUNT_SID = "AC" + "0" * 32
 AUTH_TOKEN = "inbound-test-auth-token"

@@ -17,9 +17,9 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
-from support.net import free_port
 
 from journeys.store.db import create_db_engine, read_only
+from support.net import free_port
 
 JOURNEYS = str(Path(sys.executable).with_name("journeys"))
 
