@@ -24,14 +24,13 @@ from support.clocks import LaggingClock
 from support.databases import own_database
 from support.fake_twilio import FakeTwilio, twilio_config
 from support.receivers import WebhookReceiver
-from support.server import EXAMPLE, LOOPBACK_ALLOWED, Server, Tenant
+from support.server import EXAMPLE, LOOPBACK_ALLOWED, START, Server, Tenant
 
 from journeys.engine.worker import Worker
 from journeys.store.db import read_only, transaction
 from journeys.store.tables import journey_instances
 from journeys.store.work import claim_due
 
-START = datetime(2026, 11, 2, 16, 0, tzinfo=UTC)  # Monday 10:00 in Chicago
 SECRET_KEY = "bulk-cancel-test-secret-key"
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "bulk-cancel-twilio-auth-token"

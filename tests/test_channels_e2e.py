@@ -12,7 +12,7 @@ import hmac
 import json
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -21,14 +21,13 @@ from support.api import trigger_one
 from support.clocks import LaggingClock
 from support.fake_twilio import FakeTwilio, twilio_config
 from support.receivers import WebhookReceiver
-from support.server import LOOPBACK_ALLOWED, Server, Tenant
+from support.server import LOOPBACK_ALLOWED, START, Server, Tenant
 from twilio.request_validator import RequestValidator
 
 from journeys.engine.worker import Worker
 from journeys.store.db import read_only
 from journeys.store.tables import outbox
 
-START = datetime(2026, 11, 2, 16, 0, tzinfo=UTC)  # Monday 10:00 in Chicago
 SECRET_KEY = "e2e-test-secret-key"
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "e2e-twilio-auth-token"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -33,12 +33,11 @@ from support.consent import (
 from support.databases import own_database
 from support.fake_twilio import FakeTwilio
 from support.net import post_unfinished
-from support.server import Tenant
+from support.server import START, Tenant
 from twilio.request_validator import RequestValidator
 
 from journeys.api import inbound_routes
 
-START = datetime(2026, 11, 2, 16, 0, tzinfo=UTC)  # Monday 10:00 in Chicago
 EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
 

@@ -37,12 +37,11 @@ from support.consent import (
 )
 from support.databases import make_postgres_database, own_database, require_postgres
 from support.fake_twilio import FakeTwilio
-from support.server import Tenant
+from support.server import START, Tenant
 
 from journeys.store.db import create_db_engine
 from journeys.store.migrate import upgrade
 
-START = datetime(2026, 11, 2, 16, 0, tzinfo=UTC)  # Monday 10:00 in Chicago
 BAD_PHONE = "phone: must be a phone number with its country code (e.g. +13125550100) or 10 digits"
 
 

@@ -19,14 +19,13 @@ import sqlalchemy as sa
 from httpx import Client
 from support.journeys import reply_journey
 from support.net import LocalHttpServer
-from support.server import EXAMPLE, Server, Tenant
+from support.server import EXAMPLE, START, Server, Tenant
 
 from journeys import accounts
 from journeys.channels.outgoing import list_outgoing
 from journeys.definitions import DefinitionError
 
 CHICAGO = ZoneInfo("America/Chicago")
-START = datetime(2026, 11, 2, 16, 0, tzinfo=UTC)  # Monday 10:00 in Chicago (CST)
 PHONE = "+15555550100"
 OTHER_PHONE = "+15555550177"
 

@@ -9,7 +9,7 @@ import json
 import os
 import subprocess
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from support.databases import own_database
 from support.fake_twilio import FakeTwilio, twilio_config
 from support.journeys import one_sms
 from support.net import post_unfinished
-from support.server import Server
+from support.server import START, Server
 from twilio.request_validator import RequestValidator
 
 from journeys.channels.base import OutboundMessage
@@ -30,7 +30,6 @@ from journeys.channels.registry import ProviderConfigError
 from journeys.channels.twilio import TwilioProvider, check_config
 from journeys.config import Settings
 
-START = datetime(2026, 11, 2, 16, 0, tzinfo=UTC)  # Monday 10:00 in Chicago
 SID = "AC" + "0123456789abcdef" * 2
 TOKEN = "twilio-auth-token-for-tests"
 FROM = "+13125550100"

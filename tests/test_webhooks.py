@@ -11,7 +11,7 @@ import json
 import os
 import subprocess
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -22,9 +22,8 @@ from support.databases import own_database
 from support.fake_twilio import FakeTwilio, twilio_config
 from support.journeys import one_sms
 from support.receivers import WebhookReceiver
-from support.server import LOOPBACK_ALLOWED, Server
+from support.server import LOOPBACK_ALLOWED, START, Server
 
-START = datetime(2026, 11, 2, 16, 0, tzinfo=UTC)  # Monday 10:00 in Chicago
 SECRET_KEY = "test-secret-key-for-webhooks"
 SID = "AC" + "0123456789abcdef" * 2
 TOKEN = "twilio-auth-token-for-tests"
