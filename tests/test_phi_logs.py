@@ -32,11 +32,11 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
 from support.cli import JOURNEYS
 from support.databases import own_database
 from support.fake_twilio import FakeTwilio
 from support.net import LocalHttpServer, free_port
+from support.smtp import Mailbox, authenticator
 from twilio.request_validator import RequestValidator
 
 from journeys.logs import ScrubFilter, scrub
@@ -194,25 +194,6 @@ class Endpoint:
         self._server.stop()
 
 
-class Mailbox:
-    """aiosmtpd handler: keeps every message's raw bytes."""
-
-    def __init__(self) -> None:
-        self.received: list[bytes] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-        self.received.append(envelope.original_content)
-        return "250 2.0.0 Ok: queued"
-
-
-def smtp_auth(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
-    ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (
-        SMTP_USER.encode(),
-        SMTP_PASSWORD.encode(),
-    )
-    return AuthResult(success=ok, handled=False)
-
-
 @pytest.fixture()
 def db_url(tmp_path: Path) -> Iterator[str]:
     with own_database(tmp_path, "phi.db") as url:
@@ -262,7 +243,7 @@ def outside() -> Iterator[Outside]:
         mailbox,
         hostname="127.0.0.1",
         port=smtp_port,
-        authenticator=smtp_auth,
+        authenticator=authenticator(SMTP_USER, SMTP_PASSWORD),
         auth_required=True,
         auth_require_tls=False,
     )
@@ -427,7 +408,7 @@ def test_a_debug_level_server_logs_no_patient_data_and_no_secret(
         fake = outside.fake
         sms = [r.form.get("Body", "") for r in fake.requests if r.path == fake.messages_path]
         assert any("Thanks Zebulon Quixwright" in b for b in sms), sms
-        srv.wait_for("both emails reach the SMTP server", lambda: len(outside.mailbox.received) == 2)
+        srv.wait_for("both emails reach the SMTP server", lambda: len(outside.mailbox.raw) == 2)
         [ehr_call, *_] = outside.ehr.posts()
         assert "name=Zebulon" in ehr_call["path"] and "555-0187" in ehr_call["path"]
         hook = outside.hook

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import email
-import email.policy
 import ipaddress
 import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,6 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -28,6 +25,8 @@ from cryptography.x509.oid import NameOID
 from support.api import trigger_one
 from support.net import free_port
 from support.server import Server, Tenant
+from support.smtp import Mailbox
+from support.smtp import authenticator as password_authenticator
 
 from journeys.channels import registry
 from journeys.channels.base import OutboundMessage, SendResult
@@ -54,36 +53,7 @@ def app_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmtpTestSer
 
 
 # ---------------------------------------------------------------- a real SMTP server
-@dataclass
-class Recorder:
-    """An aiosmtpd handler that keeps what it receives; refuses REFUSED; can defer DATA once."""
-
-    received: list[tuple[str, list[str], EmailMessage, bool]] = field(default_factory=list)
-    defer_data: int = 0
-
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
-        if address == REFUSED:
-            return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        if self.defer_data:
-            self.defer_data -= 1
-            return "451 4.3.0 Try again later"
-        parsed = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
-        self.received.append(
-            (envelope.mail_from, list(envelope.rcpt_tos), parsed, bool(session.authenticated))
-        )
-        return f"250 2.0.0 Ok: queued as Q{len(self.received)}"
-
-
-def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
-    ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (
-        USER.encode(),
-        PASSWORD.encode(),
-    )
-    return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers 535 itself
+authenticator = password_authenticator(USER, PASSWORD)
 
 
 @dataclass
@@ -135,7 +105,7 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Certificat
 
 @dataclass
 class Smtp:
-    recorder: Recorder
+    recorder: Mailbox
     controller: Controller
     port: int
     kwargs: dict[str, Any]
@@ -149,7 +119,7 @@ class Smtp:
 
 
 def smtp_server(**kwargs: Any) -> Smtp:
-    smtp = Smtp(Recorder(), None, free_port(), kwargs)  # type: ignore[arg-type]
+    smtp = Smtp(Mailbox(refuse=REFUSED), None, free_port(), kwargs)  # type: ignore[arg-type]
     smtp.start()
     return smtp
 
