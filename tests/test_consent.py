@@ -430,7 +430,7 @@ def test_sms_already_queued_to_a_number_that_opts_out_is_dropped(
 # ---------------------------------------------------------------- opted-out numbers get no SMS
 def test_no_sms_goes_to_an_opted_out_number_from_any_journey_until_start(srv: ConsentServer) -> None:
     t = srv.tenant(TWO_SENDS, TWILIO)
-    other = srv.publish(t, OTHER_JOURNEY)
+    other = srv.another_journey(t, OTHER_JOURNEY)
     [iid] = start(srv, t, {"key": "k1", "phone": PHONE})
     srv.run_worker()
     assert [r.body for r in sms_to(srv, t.org_id, PHONE)] == ["first"]

@@ -109,7 +109,7 @@ def waiting_and_queued(srv: ConsentServer, fake: FakeTwilio) -> tuple[Tenant, Te
     [waiting] = start(srv, t, {"key": "w1", "phone": PHONE})
     srv.run_worker()
     assert kinds(srv, t, waiting)[-1] == (20, "waiting_for_reply")
-    two = srv.publish(t, TWO_SENDS)
+    two = srv.another_journey(t, TWO_SENDS)
     fake.fail_next(1, status=500)
     [queued] = start(srv, two, {"key": "q1", "phone": PHONE})
     srv.run_worker()

@@ -5,20 +5,16 @@ Shared by test_consent and test_opt_outs."""
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
 import sqlalchemy as sa
-from twilio.request_validator import RequestValidator
+from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
 
-from journeys import accounts, catalog
-from journeys.channels.secrets import SecretBox
-from journeys.definitions import load_definition_text
-from journeys.store import channels
-from journeys.store.db import transaction
 from support.api import bulk
 from support.journeys import reply_journey
-from support.server import Server, Tenant
+from support.server import EXAMPLE, Server, Tenant
 
 ACCOUNT_SID = "AC" + "0" * 32
 AUTH_TOKEN = "inbound-test-auth-token"
@@ -54,29 +50,21 @@ class ConsentServer(Server):
             database_url, public_url_is_own=True, secret_key="consent-test-secret", twilio_api_base=twilio_url
         )
 
-    def tenant(self, definition: str, sms_config: dict[str, Any] | None = None) -> Tenant:
-        now = self.clock.now()
-        with transaction(self.engine) as conn:
-            org = str(accounts.create_org(conn, "Consent Clinic", now)["id"])
-            scopes = [accounts.SCOPE_CREATE, accounts.SCOPE_READ]
-            token = str(accounts.create_token(conn, org, "test", scopes, now, None)["token"])
-            journey = catalog.publish(conn, org, load_definition_text(definition), now)
-            if sms_config is not None:
-                sealed = SecretBox(self.settings.secret_key).seal(sms_config)
-                channels.set_channel(conn, org, "sms", "twilio", sealed, now)
-        return Tenant(org, token, str(journey["id"]), {"Authorization": f"Bearer {token}"})
+    def tenant(self, definition: str | Path = EXAMPLE, sms_config: dict[str, Any] | None = None) -> Tenant:
+        """A fresh org, token and published journey; with `sms_config`, the org's Twilio channel."""
+        t = super().tenant(definition)
+        if sms_config is not None:
+            self.set_channel(t.org_id, "sms", "twilio", sms_config)
+        return t
 
-    def publish(self, t: Tenant, definition: str) -> Tenant:
-        with transaction(self.engine) as conn:
-            journey = catalog.publish(conn, t.org_id, load_definition_text(definition), self.clock.now())
+    def another_journey(self, t: Tenant, definition: str) -> Tenant:
+        """`definition` published in t's org: the tenant acting on that journey."""
+        journey = self.publish(t.org_id, definition)
         return Tenant(t.org_id, t.token, str(journey["id"]), t.headers)
 
     def rows(self, sql: str, org_id: str, **params: str) -> list[Any]:
         with self.engine.connect() as conn:
             return list(conn.execute(sa.text(sql), {"o": org_id, **params}).all())
-
-    def run_worker(self) -> None:
-        self.worker.run_until_idle()
 
 
 def inbound_url(srv: ConsentServer, org_id: str) -> str:

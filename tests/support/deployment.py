@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import sqlalchemy as sa
@@ -186,7 +186,7 @@ class Deployment:
 
     def all_done(self) -> bool:
         """Every instance has ended and no message is left queued."""
-        return (
+        return bool(
             self.scalar("SELECT count(*) FROM journey_instances WHERE org_id = :o AND status = 'InProgress'")
             == 0
             and self.scalar("SELECT count(*) FROM outbox WHERE org_id = :o AND status = 'queued'") == 0
@@ -210,7 +210,8 @@ def wait_for(
     or at once if a process in `alive` has exited."""
     while True:
         for proc in alive:
-            assert proc.poll() is None, f"{proc.args[3]} (pid {proc.pid}) exited with {proc.returncode}"
+            command = cast(list[str], proc.args)[3]  # journeys --db URL <command>
+            assert proc.poll() is None, f"{command} (pid {proc.pid}) exited with {proc.returncode}"
         if check():
             return
         assert time.monotonic() < deadline, f"timed out waiting for {what}"

@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import httpx
-from twilio.request_validator import RequestValidator
+from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
 
 from journeys.channels.twilio import check_config
 from support.net import POLL_INTERVAL_S
