@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import SEED_BULK_BODY, SEED_SEARCH_BODY, Server, Tenant
 from httpx import Client, Response
+from support.api import SEED_BULK_BODY, SEED_SEARCH_BODY, trigger_one
+from support.server import Server, Tenant
 
 import journeys.accounts.service as accounts
 from journeys.store.db import transaction
@@ -563,28 +564,8 @@ flows:
 """
 
 
-def trigger_one(http: Client, t: Tenant, ref: str) -> str:
-    body = {
-        "flowId": None,
-        "timeZone": "UTC",
-        "instances": [{"parameters": {"ref": ref, "phone": "+15555550100"}}],
-    }
-    r = http.post(t.url("/bulk"), json=body, headers=t.headers)
-    assert r.status_code == 204, r.text
-    search = {
-        "filterSpecification": {
-            "type": "JourneyParameterSpecification",
-            "parameterName": "ref",
-            "operator": "equals",
-            "rightOperand": ref,
-        },
-        "includeParameters": False,
-    }
-    r = http.post(t.url("/search"), json=search, headers=t.headers)
-    assert r.status_code == 200, r.text
-    found = r.json()
-    assert len(found) == 1
-    return str(found[0]["id"])
+def trigger_ref(http: Client, t: Tenant, ref: str) -> str:
+    return trigger_one(http, t, {"phone": "+15555550100"}, key="ref", value=ref, time_zone="UTC")
 
 
 def outbox_bodies(server: Server, org_id: str, instance_id: str) -> list[str]:
@@ -597,7 +578,7 @@ def outbox_bodies(server: Server, org_id: str, instance_id: str) -> list[str]:
 
 def test_running_instances_stay_on_the_version_they_started_on(server: Server, http: Client) -> None:
     t = server.tenant(greeting("one", "Main Flow"))
-    first = trigger_one(http, t, "r1")
+    first = trigger_ref(http, t, "r1")
     v2 = server.publish(t.org_id, greeting("two", "Main Flow Two"))
     assert v2["id"] == t.journey_id
     assert v2["version"] == 2
@@ -609,7 +590,7 @@ def test_running_instances_stay_on_the_version_they_started_on(server: Server, h
     assert got["status"] == "Completed"
     assert got["lastStepExecuted"]["flowName"] == "Main Flow"  # v1's flow name
     # A trigger after version 2 was published runs version 2.
-    second = trigger_one(http, t, "r2")
+    second = trigger_ref(http, t, "r2")
     server.run_worker()
     assert outbox_bodies(server, t.org_id, second) == ["Hello r2, this is version two."]
     r = http.get(t.url(f"/{second}"), headers=t.headers)

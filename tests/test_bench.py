@@ -13,7 +13,8 @@ from pathlib import Path
 import orjson
 import pytest
 import sqlalchemy as sa
-from conftest import PG_ADMIN_URL, ROOT, require_postgres
+from support.databases import PG_ADMIN_URL, require_postgres
+from support.server import ROOT
 
 sys.path.insert(0, str(ROOT))
 
@@ -82,6 +83,7 @@ def test_the_generated_fill_stores_what_the_trigger_would(tmp_path: Path) -> Non
         db.close()
 
 
+@pytest.mark.same_on_every_database
 @pytest.mark.parametrize(
     ("env", "message"),
     [

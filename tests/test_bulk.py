@@ -15,8 +15,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from conftest import SEED_BULK_BODY, START, Server, Tenant
 from httpx import Client, Response
+from support.api import SEED_BULK_BODY
+from support.server import START, Server, Tenant
 
 PARAM_NAMES = "patientId, patientName, appointmentId, appointmentDateTime, phoneNumber"
 TABLES = ("journey_instances", "instance_parameters", "instance_events")

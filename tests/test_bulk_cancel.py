@@ -10,35 +10,31 @@ sends that stay queued, and a webhook receiver."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import EXAMPLE, LOOPBACK_ALLOWED, Server, Tenant, make_postgres_database, require_postgres
-from fake_twilio import FakeTwilio
-from test_channels_e2e import (
-    ACCOUNT_SID,
-    AUTH_TOKEN,
-    HOOK_SECRET,
-    SECRET_KEY,
-    LaggingClock,
-    Receiver,
-    configure_twilio,
-)
-from test_cli import JOURNEYS, clean_env
+from support.api import bulk
+from support.cli import JOURNEYS, clean_env
+from support.clocks import LaggingClock
+from support.databases import own_database
+from support.fake_twilio import FakeTwilio, twilio_config
+from support.receivers import WebhookReceiver
+from support.server import EXAMPLE, LOOPBACK_ALLOWED, START, Server, Tenant
 
 from journeys.engine.worker import Worker
 from journeys.store.db import read_only, transaction
 from journeys.store.tables import journey_instances
 from journeys.store.work import claim_due
 
-START = datetime(2026, 11, 2, 16, 0, tzinfo=UTC)  # Monday 10:00 in Chicago
+SECRET_KEY = "bulk-cancel-test-secret-key"
+ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
+AUTH_TOKEN = "bulk-cancel-twilio-auth-token"
+HOOK_SECRET = "whsec-bulk-cancel-0123456789"
 CHUNK = 3
 DAY_A = "2026-11-10"  # the closure day
 DAY_B = "2026-11-11"
@@ -60,25 +56,18 @@ def fake() -> Iterator[FakeTwilio]:
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory, fake: FakeTwilio) -> Iterator[Server]:
-    drop = None
-    if os.environ.get("JOURNEYS_TEST_DATABASE", "sqlite") == "postgresql":
-        require_postgres()
-        url, drop = make_postgres_database()
-    else:
-        url = f"sqlite:///{Path(tmp_path_factory.mktemp('bulk_cancel')) / 'journeys.db'}"
-    server = Server(
-        url,
-        public_url_is_own=True,
-        secret_key=SECRET_KEY,
-        twilio_api_base=fake.url,
-        cancel_chunk_size=CHUNK,
-        outbound_allow=LOOPBACK_ALLOWED,
-    )
-    yield server
-    server.stop()
-    server.engine.dispose()
-    if drop is not None:
-        drop()
+    with own_database(tmp_path_factory.mktemp("bulk_cancel"), "journeys.db") as url:
+        server = Server(
+            url,
+            public_url_is_own=True,
+            secret_key=SECRET_KEY,
+            twilio_api_base=fake.url,
+            cancel_chunk_size=CHUNK,
+            outbound_allow=LOOPBACK_ALLOWED,
+        )
+        yield server
+        server.stop()
+        server.engine.dispose()
 
 
 @pytest.fixture(autouse=True)
@@ -102,12 +91,6 @@ def patient(n: int, day: str, phone: str | None = None) -> dict[str, Any]:
     if phone is not None:
         p["phoneNumber"] = phone
     return {"parameters": p}
-
-
-def trigger(srv: Server, t: Tenant, instances: list[dict[str, Any]]) -> None:
-    body = {"flowId": None, "timeZone": "America/Chicago", "instances": instances}
-    r = srv.http.post(t.url("/bulk"), json=body, headers=t.headers)
-    assert r.status_code == 204, r.text
 
 
 def by_appointment(srv: Server, t: Tenant) -> dict[str, dict[str, Any]]:
@@ -165,8 +148,8 @@ def snapshot(srv: Server, org_id: str) -> tuple[Any, ...]:
 # ---------------------------------------------------------------- cancelling
 def test_cancels_every_matching_in_progress_instance_and_nothing_else(srv: Server) -> None:
     t = srv.tenant()
-    trigger(srv, t, [patient(n, DAY_A) for n in range(1, 8)] + [patient(n, DAY_B) for n in (8, 9)])
-    trigger(srv, t, [patient(10, DAY_A)])
+    bulk(srv.http, t, [patient(n, DAY_A) for n in range(1, 8)] + [patient(n, DAY_B) for n in (8, 9)])
+    bulk(srv.http, t, [patient(10, DAY_A)])
     found = by_appointment(srv, t)
     already = found["APT-00010"]["id"]
     r = srv.http.delete(t.url(f"/{already}/execution"), headers=t.headers)
@@ -205,9 +188,9 @@ def test_all_cancels_every_in_progress_instance_of_that_journey_only(srv: Server
     other_journey = srv.publish(t.org_id, text)
     t2 = Tenant(t.org_id, t.token, str(other_journey["id"]), t.headers)
     other_org = srv.tenant()
-    trigger(srv, t, [patient(n, DAY_A) for n in range(6)])  # twice the chunk: 3, 3, then 0
-    trigger(srv, t2, [patient(n, DAY_A) for n in range(2)])
-    trigger(srv, other_org, [patient(n, DAY_A) for n in range(2)])
+    bulk(srv.http, t, [patient(n, DAY_A) for n in range(6)])  # twice the chunk: 3, 3, then 0
+    bulk(srv.http, t2, [patient(n, DAY_A) for n in range(2)])
+    bulk(srv.http, other_org, [patient(n, DAY_A) for n in range(2)])
     assert bulk_cancel(srv, t, {"all": True, "dryRun": True}) == {"wouldCancel": 6}
     assert bulk_cancel(srv, t, {"all": True}) == {"cancelled": 6}
     assert set(statuses(srv, t).values()) == {"Cancelled"}
@@ -218,7 +201,7 @@ def test_all_cancels_every_in_progress_instance_of_that_journey_only(srv: Server
 
 def test_filters_combine_as_in_search(srv: Server) -> None:
     t = srv.tenant()
-    trigger(srv, t, [patient(n, DAY_A) for n in range(1, 5)] + [patient(n, DAY_B) for n in range(5, 9)])
+    bulk(srv.http, t, [patient(n, DAY_A) for n in range(1, 5)] + [patient(n, DAY_B) for n in range(5, 9)])
     # Day B, except patient 6 — and only InProgress ones (a Completed filter cancels nothing).
     completed = {"type": "JourneyStatusSpecification", "status": "Completed"}
     assert bulk_cancel(srv, t, {"filterSpecification": completed}) == {"cancelled": 0}
@@ -260,8 +243,8 @@ def test_the_single_cancels_effects_queued_sms_dropped_leases_cleared_webhooks_n
     srv: Server, fake: FakeTwilio
 ) -> None:
     t = srv.tenant()
-    configure_twilio(srv, t.org_id)
-    rec = Receiver()
+    srv.set_channel(t.org_id, "sms", "twilio", twilio_config(ACCOUNT_SID, AUTH_TOKEN, "+13125550199"))
+    rec = WebhookReceiver(HOOK_SECRET)
     try:
         body = {"url": rec.url, "secret": HOOK_SECRET, "eventTypes": ["instance.cancelled"]}
         r = srv.http.post(f"/api/orgs/{t.org_id}/webhooks", json=body, headers=t.headers)
@@ -269,13 +252,13 @@ def test_the_single_cancels_effects_queued_sms_dropped_leases_cleared_webhooks_n
         srv.run_worker()
         fake.reset()
         phones = {n: f"+1312555{n:04d}" for n in range(1, 6)}
-        trigger(srv, t, [patient(n, DAY_A, phones[n]) for n in (1, 2, 3)] + [patient(4, DAY_B, phones[4])])
+        bulk(srv.http, t, [patient(n, DAY_A, phones[n]) for n in (1, 2, 3)] + [patient(4, DAY_B, phones[4])])
         # A batch runs the first step; its messages stay queued (the delivery pass sees them as
         # not yet due).
         result = Worker(srv.engine, LaggingClock(srv.clock.now()), batch_size=10_000).run_batch()
         assert result.claimed == 4 and result.delivered == 0
         # Patient 5's instance is leased to a batch that is still running (claimed, not written).
-        trigger(srv, t, [patient(5, DAY_A, phones[5])])
+        bulk(srv.http, t, [patient(5, DAY_A, phones[5])])
         with transaction(srv.engine) as conn:
             [claimed] = claim_due(conn, srv.clock.now(), 10, "batch-in-flight", timedelta(seconds=30))
         found = by_appointment(srv, t)
@@ -387,7 +370,7 @@ BAD_BODIES: list[tuple[Any, list[str]]] = [
 @pytest.mark.parametrize("body, messages", BAD_BODIES)
 def test_bad_bodies_are_refused_and_change_nothing(srv: Server, body: Any, messages: list[str]) -> None:
     t = srv.tenant()
-    trigger(srv, t, [patient(1, DAY_A), patient(2, DAY_B)])
+    bulk(srv.http, t, [patient(1, DAY_A), patient(2, DAY_B)])
     before = snapshot(srv, t.org_id)
     assert bulk_cancel(srv, t, body, 400) == messages
     assert snapshot(srv, t.org_id) == before
@@ -395,7 +378,7 @@ def test_bad_bodies_are_refused_and_change_nothing(srv: Server, body: Any, messa
 
 def test_bodies_that_are_not_json_are_refused(srv: Server) -> None:
     t = srv.tenant()
-    trigger(srv, t, [patient(1, DAY_A)])
+    bulk(srv.http, t, [patient(1, DAY_A)])
     before = snapshot(srv, t.org_id)
     headers = {**t.headers, "Content-Type": "application/json"}
     r = srv.http.post(cancel_url(t), content=b"", headers=headers)
@@ -407,7 +390,7 @@ def test_bodies_that_are_not_json_are_refused(srv: Server) -> None:
 
 def test_scopes_orgs_and_journeys(srv: Server) -> None:
     t = srv.tenant()
-    trigger(srv, t, [patient(1, DAY_A)])
+    bulk(srv.http, t, [patient(1, DAY_A)])
     before = snapshot(srv, t.org_id)
     body = {"all": True}
     r = srv.http.post(cancel_url(t), json=body)
@@ -439,7 +422,7 @@ def test_scopes_orgs_and_journeys(srv: Server) -> None:
 def test_one_transaction_with_the_default_chunk_size(server: Server, tenant: Tenant) -> None:
     """The session server: JOURNEYS_CANCEL_CHUNK_SIZE is 10,000, so this is one chunk."""
     assert server.settings.cancel_chunk_size == 10_000
-    trigger(server, tenant, [patient(n, DAY_A) for n in range(1, 5)])
+    bulk(server.http, tenant, [patient(n, DAY_A) for n in range(1, 5)])
     spec = {
         "type": "JourneyParameterSpecification",
         "parameterName": "patientName",
@@ -463,7 +446,7 @@ def run_cli(srv: Server, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_cli_cancel(srv: Server) -> None:
     t = srv.tenant()
-    trigger(srv, t, [patient(n, DAY_A) for n in range(1, 6)] + [patient(n, DAY_B) for n in (6, 7)])
+    bulk(srv.http, t, [patient(n, DAY_A) for n in range(1, 6)] + [patient(n, DAY_B) for n in (6, 7)])
     found = by_appointment(srv, t)
     base = ["cancel", "--org", t.org_id, "--journey", t.journey_id]
     closure = json.dumps(closure_filter())
@@ -514,7 +497,7 @@ def test_cli_cancel(srv: Server) -> None:
 )  # fmt: skip
 def test_cli_cancel_refuses_bad_input_and_changes_nothing(srv: Server, args: list[str], message: str) -> None:
     t = srv.tenant()
-    trigger(srv, t, [patient(1, DAY_A)])
+    bulk(srv.http, t, [patient(1, DAY_A)])
     before = snapshot(srv, t.org_id)
     proc = run_cli(srv, "cancel", "--org", t.org_id, "--journey", t.journey_id, *args)
     assert proc.returncode == 1, (proc.stdout, proc.stderr)
@@ -537,7 +520,7 @@ def test_a_failure_part_way_says_how_many_were_cancelled_and_a_retry_finishes(sr
     first chunk stays cancelled, the answer says how many, and the same request again finishes
     once the cause is gone."""
     t = srv.tenant()
-    trigger(srv, t, [patient(n, DAY_A) for n in range(1, 8)])
+    bulk(srv.http, t, [patient(n, DAY_A) for n in range(1, 8)])
     ids = sorted(i["id"] for i in by_appointment(srv, t).values())
     poison = ids[4]  # in the second chunk of three (chunks go by id)
     if srv.engine.dialect.name == "postgresql":

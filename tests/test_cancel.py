@@ -9,8 +9,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from conftest import EXAMPLE, Server, Tenant
 from httpx import Client
+from support.api import bulk
+from support.server import EXAMPLE, Server, Tenant
 
 from journeys.engine.worker import Worker
 from journeys.store.db import read_only
@@ -77,9 +78,7 @@ def patient(n: int, appointment: str, phone: str | None = None, name: str | None
 
 def trigger(http: Client, tenant: Tenant, instances: list[dict[str, Any]]) -> list[str]:
     """Start the main flow for `instances`; returns their ids in the order given."""
-    body = {"flowId": None, "timeZone": "America/Chicago", "instances": instances}
-    r = http.post(tenant.url("/bulk"), json=body, headers=tenant.headers)
-    assert r.status_code == 204, r.text
+    bulk(http, tenant, instances)
     ids = []
     for inst in instances:
         spec = {

@@ -10,28 +10,24 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import sqlalchemy as sa
-from conftest import LOOPBACK_ALLOWED, Server, Tenant
-from fake_twilio import FakeTwilio
+from support.api import trigger_one
+from support.clocks import LaggingClock
+from support.fake_twilio import FakeTwilio, twilio_config
+from support.receivers import WebhookReceiver
+from support.server import LOOPBACK_ALLOWED, START, Server, Tenant
 from twilio.request_validator import RequestValidator
 
 from journeys.engine.worker import Worker
-from journeys.messaging.providers.twilio import check_config
-from journeys.secrets import SecretBox
-from journeys.store import channels
-from journeys.store.db import read_only, transaction
+from journeys.store.db import read_only
 from journeys.store.tables import outbox
 
-START = datetime(2026, 11, 2, 16, 0, tzinfo=UTC)  # Monday 10:00 in Chicago
 SECRET_KEY = "e2e-test-secret-key"
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "e2e-twilio-auth-token"
@@ -65,41 +61,6 @@ flows:
 """
 
 
-class Receiver:
-    """The clinic's webhook endpoint: answers the challenge, records every POST (raw body)."""
-
-    def __init__(self) -> None:
-        self.posts: list[dict[str, Any]] = []
-        rec = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802
-                code = parse_qs(urlsplit(self.path).query).get("challengeCode", [""])[0]
-                body = hmac.new(HOOK_SECRET.encode(), code.encode(), hashlib.sha256).hexdigest().encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_POST(self) -> None:  # noqa: N802
-                raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                rec.posts.append({"headers": dict(self.headers.items()), "raw": raw})
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hooks"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeTwilio]:
     with FakeTwilio(ACCOUNT_SID, AUTH_TOKEN) as f:
@@ -122,40 +83,22 @@ def srv(fake: FakeTwilio, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 @pytest.fixture()
-def rec() -> Iterator[Receiver]:
-    r = Receiver()
+def rec() -> Iterator[WebhookReceiver]:
+    r = WebhookReceiver(HOOK_SECRET)
     yield r
     r.stop()
 
 
 # ---------------------------------------------------------------- helpers
 def configure_twilio(srv: Server, org_id: str) -> None:
-    config = check_config({"account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN, "from": FROM})
-    with transaction(srv.engine) as conn:
-        sealed = SecretBox(SECRET_KEY).seal(config)
-        channels.set_channel(conn, org_id, "sms", "twilio", sealed, srv.clock.now())
+    srv.set_channel(org_id, "sms", "twilio", twilio_config(ACCOUNT_SID, AUTH_TOKEN, FROM))
 
 
-def subscribe_all(srv: Server, t: Tenant, rec: Receiver) -> None:
+def subscribe_all(srv: Server, t: Tenant, rec: WebhookReceiver) -> None:
     body = {"url": rec.url, "secret": HOOK_SECRET, "eventTypes": ["*"]}
     r = srv.http.post(f"/api/orgs/{t.org_id}/webhooks", json=body, headers=t.headers)
     assert r.status_code == 201, r.text
     assert r.json()["verified"] is True
-
-
-def trigger(srv: Server, t: Tenant, params: dict[str, str]) -> str:
-    key = uuid.uuid4().hex[:8]
-    body = {
-        "flowId": None,
-        "timeZone": "America/Chicago",
-        "instances": [{"parameters": {"key": key, **params}}],
-    }
-    r = srv.http.post(t.url("/bulk"), json=body, headers=t.headers)
-    assert r.status_code == 204, r.text
-    r = srv.http.post(t.url("/search"), json={"includeParameters": True}, headers=t.headers)
-    assert r.status_code == 200, r.text
-    [iid] = [i["id"] for i in r.json() if i["parameters"]["key"] == key]
-    return str(iid)
 
 
 def post_inbound(srv: Server, org_id: str, from_: str, body: str) -> Any:
@@ -200,15 +143,16 @@ def in_order(types: list[str], expected: list[str]) -> bool:
 
 
 # ---------------------------------------------------------------- the journey
+@pytest.mark.same_on_every_database
 def test_sms_question_signed_reply_confirm_branch_and_signed_webhooks_in_order(
-    srv: Server, fake: FakeTwilio, rec: Receiver
+    srv: Server, fake: FakeTwilio, rec: WebhookReceiver
 ) -> None:
     t = srv.tenant(CONFIRM)
     configure_twilio(srv, t.org_id)
     subscribe_all(srv, t, rec)
     fake.reset()
 
-    iid = trigger(srv, t, {"phone": "(312) 555-0142"})
+    iid = trigger_one(srv.http, t, {"phone": "(312) 555-0142"})
     srv.run_worker()
     assert sent_bodies(fake) == [(PATIENT, "Reply C to confirm", 201)]
     assert fake.requests[0].form["From"] == FROM
@@ -265,27 +209,14 @@ def test_sms_question_signed_reply_confirm_branch_and_signed_webhooks_in_order(
         assert phi.encode() not in raw
 
 
-class LaggingClock:
-    """The first reading is `at`; later readings are a minute earlier. A Worker given this clock
-    runs its batch at `at` but its delivery pass sees the batch's messages as not yet due, so
-    they stay queued: a queued, unsent message that a cancel can still catch."""
-
-    def __init__(self, at: datetime) -> None:
-        self.at = at
-        self.readings = 0
-
-    def now(self) -> datetime:
-        self.readings += 1
-        return self.at if self.readings == 1 else self.at - timedelta(minutes=1)
-
-
+@pytest.mark.same_on_every_database
 def test_queued_sms_of_a_cancelled_instance_never_reaches_the_provider(srv: Server, fake: FakeTwilio) -> None:
     t = srv.tenant(CONFIRM)
     configure_twilio(srv, t.org_id)
     srv.run_worker()
     fake.reset()
-    cancelled_id = trigger(srv, t, {"phone": "(312) 555-0101"})
-    control_id = trigger(srv, t, {"phone": "(312) 555-0102"})
+    cancelled_id = trigger_one(srv.http, t, {"phone": "(312) 555-0101"})
+    control_id = trigger_one(srv.http, t, {"phone": "(312) 555-0102"})
     result = Worker(srv.engine, LaggingClock(srv.clock.now()), batch_size=10_000).run_batch()
     assert result.claimed >= 2 and result.delivered == 0
     assert sorted((m["instance_id"], m["status"]) for m in outbox_rows(srv, t.org_id)) == sorted(
@@ -359,7 +290,7 @@ def test_a_reschedule_records_the_queued_text_it_drops_on_the_timeline(
     t = srv.tenant(RESCHEDULE)
     configure_twilio(srv, t.org_id)
     fake.reset()
-    iid = trigger(srv, t, {"phone": "(312) 555-0103", "appt": "2026-11-20 09:00"})
+    iid = trigger_one(srv.http, t, {"phone": "(312) 555-0103", "appt": "2026-11-20 09:00"})
     result = Worker(srv.engine, LaggingClock(srv.clock.now()), batch_size=10_000).run_batch()
     assert result.claimed >= 1 and result.delivered == 0
     [old] = outbox_rows(srv, t.org_id)

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +23,8 @@ from typing import Any
 
 import httpx
 import pytest
+from support.cli import JOURNEYS, clean_env
+from support.net import free_port
 
 import journeys.accounts.service as accounts
 from journeys.store.db import create_db_engine, transaction
@@ -37,21 +36,11 @@ CLASSIC = ROOT / "tests" / "data" / "classic-reminder.yaml"  # fixed text for th
 SCOPES = "create.journey_instances,read.journey_instances"
 TIMEOUT = 60  # seconds, for any single CLI run
 
-_ENTRY_POINT = Path(sys.executable).parent / "journeys"
-JOURNEYS = [str(_ENTRY_POINT)] if _ENTRY_POINT.exists() else [sys.executable, "-m", "journeys.cli"]
 
 ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 
 
 # ---------------------------------------------------------------------------- helpers
-def clean_env(**extra: str) -> dict[str, str]:
-    """The environment without any JOURNEYS_* setting that could leak in from the caller."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEYS_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
-
-
 @dataclass
 class Cli:
     """Runs `journeys --db <this file> ...` in `cwd` (with `env` added to a clean environment)."""
@@ -113,12 +102,6 @@ class Cli:
 @pytest.fixture()
 def cli(tmp_path: Path) -> Cli:
     return Cli(tmp_path / "test.db", tmp_path)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -192,6 +175,7 @@ def line_of(text: str, needle: str) -> int:
 
 
 # ---------------------------------------------------------------------------- init / --db
+@pytest.mark.same_on_every_database
 def test_init_creates_schema_and_is_idempotent(cli: Cli) -> None:
     assert not cli.path.exists()
     first = cli.run("init")
@@ -227,6 +211,7 @@ def test_init_creates_schema_and_is_idempotent(cli: Cli) -> None:
     assert not (cli.cwd / "journeys.db").exists()
 
 
+@pytest.mark.same_on_every_database
 def test_database_url_from_environment(tmp_path: Path) -> None:
     db = tmp_path / "from-env.db"
     env = clean_env(JOURNEYS_DATABASE_URL=f"sqlite:///{db}")
@@ -248,6 +233,7 @@ def test_database_url_from_environment(tmp_path: Path) -> None:
     assert listed[0]["name"] == "Env Clinic"
 
 
+@pytest.mark.same_on_every_database
 def test_db_option_wins_over_environment(tmp_path: Path) -> None:
     env_db = tmp_path / "env.db"
     opt_db = tmp_path / "opt.db"
@@ -266,6 +252,7 @@ def test_db_option_wins_over_environment(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- orgs
+@pytest.mark.same_on_every_database
 def test_org_create_json_prints_one_object_and_nothing_else(cli: Cli) -> None:
     proc = cli.ok("org", "create", "North Clinic", "--json")
     out = json.loads(proc.stdout)
@@ -279,6 +266,7 @@ def test_org_create_json_prints_one_object_and_nothing_else(cli: Cli) -> None:
     assert [(o["id"], o["name"]) for o in listed] == [(out["id"], "North Clinic")]
 
 
+@pytest.mark.same_on_every_database
 def test_org_create_empty_name_fails(cli: Cli) -> None:
     cli.ok("init")
     proc = cli.run("org", "create", "   ", "--json")
@@ -289,6 +277,7 @@ def test_org_create_empty_name_fails(cli: Cli) -> None:
 
 
 # ---------------------------------------------------------------------------- tokens
+@pytest.mark.same_on_every_database
 def test_token_create_json_without_expiry(cli: Cli) -> None:
     org = cli.org()
     proc = cli.ok("token", "create", "--org", org, "--name", "lab", "--scopes", SCOPES, "--json")
@@ -308,6 +297,7 @@ def test_token_create_json_without_expiry(cli: Cli) -> None:
     assert tok["token"] not in dump
 
 
+@pytest.mark.same_on_every_database
 def test_token_create_with_expiry_is_iso_utc(cli: Cli) -> None:
     org = cli.org()
     before = datetime.now(UTC)
@@ -323,6 +313,7 @@ def test_token_create_with_expiry_is_iso_utc(cli: Cli) -> None:
     assert before + timedelta(days=7) - timedelta(seconds=5) <= at <= after + timedelta(days=7, seconds=5)
 
 
+@pytest.mark.same_on_every_database
 def test_token_secrets_differ(cli: Cli) -> None:
     org = cli.org()
     a, b = cli.token(org), cli.token(org)
@@ -330,6 +321,7 @@ def test_token_secrets_differ(cli: Cli) -> None:
     assert a["token"] != b["token"]
 
 
+@pytest.mark.same_on_every_database
 def test_token_create_unknown_scope_fails_clearly(cli: Cli) -> None:
     org = cli.org()
     scopes = "create.journey_instances,delete.everything"
@@ -341,6 +333,7 @@ def test_token_create_unknown_scope_fails_clearly(cli: Cli) -> None:
     assert cli.count("api_tokens") == 0
 
 
+@pytest.mark.same_on_every_database
 def test_token_create_unknown_org_fails(cli: Cli) -> None:
     cli.ok("init")
     proc = cli.run("token", "create", "--org", "no-such-org", "--name", "t", "--scopes", SCOPES, "--json")
@@ -350,6 +343,7 @@ def test_token_create_unknown_org_fails(cli: Cli) -> None:
     assert cli.count("api_tokens") == 0
 
 
+@pytest.mark.same_on_every_database
 def test_token_create_non_positive_expiry_fails(cli: Cli) -> None:
     org = cli.org()
     proc = cli.run(
@@ -360,6 +354,7 @@ def test_token_create_non_positive_expiry_fails(cli: Cli) -> None:
     assert cli.count("api_tokens") == 0
 
 
+@pytest.mark.same_on_every_database
 @pytest.mark.parametrize("days", ["99999999999", "36501"])
 def test_token_create_expiry_beyond_a_century_fails_cleanly(cli: Cli, days: str) -> None:
     org = cli.org()
@@ -370,6 +365,7 @@ def test_token_create_expiry_beyond_a_century_fails_cleanly(cli: Cli, days: str)
     assert cli.count("api_tokens") == 0
 
 
+@pytest.mark.same_on_every_database
 def test_journey_publish_with_nul_in_the_definition_fails_with_its_line(cli: Cli) -> None:
     org = cli.org()
     text = EXAMPLE.read_text(encoding="utf-8").replace(
@@ -384,6 +380,7 @@ def test_journey_publish_with_nul_in_the_definition_fails_with_its_line(cli: Cli
     assert cli.count("journeys") == 0
 
 
+@pytest.mark.same_on_every_database
 def test_token_list_never_shows_the_secret(cli: Cli) -> None:
     org = cli.org()
     tok = cli.token(org)
@@ -412,6 +409,7 @@ def test_token_list_never_shows_the_secret(cli: Cli) -> None:
     assert [t["id"] for t in cli.json("token", "list", "--org", org, "--json")] == [tok["id"]]
 
 
+@pytest.mark.same_on_every_database
 def test_token_revoke_marks_revoked(cli: Cli) -> None:
     org = cli.org()
     keep, gone = cli.token(org), cli.token(org)
@@ -468,6 +466,7 @@ def test_token_list_shows_expired_tokens_as_expired(database_url: str, tmp_path:
     assert old["expiresAt"] == "2020-01-31T00:00:00.000000Z" and old["revokedAt"] is None
 
 
+@pytest.mark.same_on_every_database
 def test_token_revoke_unknown_id_fails(cli: Cli) -> None:
     cli.ok("init")
     proc = cli.run("token", "revoke", "no-such-token")
@@ -475,6 +474,7 @@ def test_token_revoke_unknown_id_fails(cli: Cli) -> None:
     assert "no-such-token" in proc.stderr
 
 
+@pytest.mark.same_on_every_database
 def test_revoked_token_is_rejected_by_the_api(cli: Cli) -> None:
     org = cli.org()
     tok = cli.token(org)
@@ -495,6 +495,7 @@ def test_revoked_token_is_rejected_by_the_api(cli: Cli) -> None:
 
 
 # ---------------------------------------------------------------------------- journey validate
+@pytest.mark.same_on_every_database
 def test_validate_example_ok(cli: Cli) -> None:
     proc = subprocess.run(
         [*JOURNEYS, "journey", "validate", str(EXAMPLE)],
@@ -523,6 +524,7 @@ def validate(cli: Cli, path: Path) -> tuple[subprocess.CompletedProcess[str], li
     return proc, [m for m in matches if m]
 
 
+@pytest.mark.same_on_every_database
 def test_validate_reports_a_template_that_would_build_hundreds_of_megabytes(cli: Cli, tmp_path: Path) -> None:
     """`{{ 'x' * 300000000 }}` passed validation (and `simulate` rendered it): the sandbox
     refuses to build it, so validation reports it at once."""
@@ -540,6 +542,7 @@ def test_validate_reports_a_template_that_would_build_hundreds_of_megabytes(cli:
     assert problem["message"] == "the SMS body renders more than 1,600 characters (the limit)"
 
 
+@pytest.mark.same_on_every_database
 def test_validate_unknown_step_type(cli: Cli, tmp_path: Path) -> None:
     text = replace_once(
         example_text(), "      - id: 20\n        type: wait_until", "      - id: 20\n        type: teleport"
@@ -555,6 +558,7 @@ def test_validate_unknown_step_type(cli: Cli, tmp_path: Path) -> None:
     assert "teleport" in p["message"]
 
 
+@pytest.mark.same_on_every_database
 def test_validate_send_sms_to_unknown_parameter(cli: Cli, tmp_path: Path) -> None:
     text = replace_once(
         example_text(),
@@ -572,6 +576,7 @@ def test_validate_send_sms_to_unknown_parameter(cli: Cli, tmp_path: Path) -> Non
     assert "mobileNumber" in p["message"]
 
 
+@pytest.mark.same_on_every_database
 def test_validate_yaml_syntax_error(cli: Cli, tmp_path: Path) -> None:
     text = replace_once(example_text(), "name: Appointment Reminder", "name: [Appointment Reminder")
     path = write(tmp_path, "syntax.yaml", text)
@@ -585,6 +590,7 @@ def test_validate_yaml_syntax_error(cli: Cli, tmp_path: Path) -> None:
     assert "YAML" in p["message"]
 
 
+@pytest.mark.same_on_every_database
 def test_validate_reports_every_problem_on_its_own_line(cli: Cli, tmp_path: Path) -> None:
     text = replace_once(
         example_text(),
@@ -607,6 +613,7 @@ def test_validate_reports_every_problem_on_its_own_line(cli: Cli, tmp_path: Path
     assert by_line[line_of(text, "to: cellNumber")]["path"] == "flows[0].steps[2].to"
 
 
+@pytest.mark.same_on_every_database
 def test_validate_reports_shape_and_reference_problems_in_one_run(cli: Cli, tmp_path: Path) -> None:
     """An unknown step type (step 20) does not hide a reference to an unknown parameter elsewhere;
     step 110's `next: 20`, naming the step that failed, is not reported as unknown."""
@@ -630,6 +637,7 @@ def test_validate_reports_shape_and_reference_problems_in_one_run(cli: Cli, tmp_
     assert "no parameter named 'cellNumber'" in problems[1]["message"]
 
 
+@pytest.mark.same_on_every_database
 def test_validate_missing_file_fails(cli: Cli, tmp_path: Path) -> None:
     missing = tmp_path / "nope.yaml"
     proc = cli.run("journey", "validate", str(missing))
@@ -638,6 +646,7 @@ def test_validate_missing_file_fails(cli: Cli, tmp_path: Path) -> None:
     assert proc.stderr == f"{missing}: cannot read file: No such file or directory\n"
 
 
+@pytest.mark.same_on_every_database
 def test_demo_with_a_missing_or_invalid_example_fails_clearly(cli: Cli, tmp_path: Path) -> None:
     state = ["--state-file", str(tmp_path / "demo" / "demo.json")]
     missing = tmp_path / "nope.yaml"
@@ -658,6 +667,7 @@ EXPECTED_FLOWS = [
 ]
 
 
+@pytest.mark.same_on_every_database
 def test_publish_then_republish(cli: Cli) -> None:
     org = cli.org()
     proc = cli.ok("journey", "publish", str(EXAMPLE), "--org", org, "--json")
@@ -685,6 +695,7 @@ def test_publish_then_republish(cli: Cli) -> None:
     assert theirs["version"] == 1
 
 
+@pytest.mark.same_on_every_database
 def test_publish_invalid_file_stores_nothing(cli: Cli, tmp_path: Path) -> None:
     org = cli.org()
     text = replace_once(
@@ -700,6 +711,7 @@ def test_publish_invalid_file_stores_nothing(cli: Cli, tmp_path: Path) -> None:
     assert cli.json("journey", "list", "--org", org, "--json") == []
 
 
+@pytest.mark.same_on_every_database
 def test_publish_unknown_org_fails(cli: Cli) -> None:
     cli.ok("init")
     proc = cli.run("journey", "publish", str(EXAMPLE), "--org", "no-such-org", "--json")
@@ -711,10 +723,12 @@ def test_publish_unknown_org_fails(cli: Cli) -> None:
 
 
 # ---------------------------------------------------------------------------- messages / help
+@pytest.mark.same_on_every_database
 def test_messages_empty_on_fresh_database(cli: Cli) -> None:
     assert cli.json("messages", "--json") == []
 
 
+@pytest.mark.same_on_every_database
 @pytest.mark.parametrize(
     "args",
     [
@@ -810,6 +824,7 @@ def wait_for(what: str, check: Any, seconds: float = 15) -> Any:
         time.sleep(0.2)
 
 
+@pytest.mark.same_on_every_database
 def test_demo_then_serve_end_to_end(cli: Cli, tmp_path: Path) -> None:
     cli.at(DAYTIME)
     state = tmp_path / "demo.json"
@@ -963,6 +978,7 @@ def test_demo_then_serve_end_to_end(cli: Cli, tmp_path: Path) -> None:
         assert secret not in logs, f"{secret!r} appears in the server logs:\n{logs}"
 
 
+@pytest.mark.same_on_every_database
 def test_demo_at_night_holds_the_text_and_says_when_it_goes(cli: Cli, tmp_path: Path) -> None:
     """03:30 in Chicago: the tour says the text waits for the send window, and `journeys
     messages` shows it held with the time it will go (08:00 local)."""
@@ -1013,6 +1029,7 @@ flows:
 """
 
 
+@pytest.mark.same_on_every_database
 def test_reply_command_hands_the_reply_to_the_waiting_instance(cli: Cli, tmp_path: Path) -> None:
     org = cli.org()
     secret = cli.token(org)["token"]
@@ -1048,6 +1065,7 @@ def test_reply_command_hands_the_reply_to_the_waiting_instance(cli: Cli, tmp_pat
         ]
 
 
+@pytest.mark.same_on_every_database
 def test_reply_command_rejects_bad_input(cli: Cli) -> None:
     org = cli.org()
     proc = cli.run("reply", "--org", org, "--from", "not a number", "--body", "C")

@@ -11,19 +11,19 @@ from __future__ import annotations
 import importlib.metadata
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import typer
+from support.cli import JOURNEYS
 from typer.testing import CliRunner
 
 from journeys import __version__
 from journeys.cli import app
 
-_ENTRY_POINT = Path(sys.executable).parent / "journeys"
-JOURNEYS = [str(_ENTRY_POINT)] if _ENTRY_POINT.exists() else [sys.executable, "-m", "journeys.cli"]
+pytestmark = pytest.mark.same_on_every_database  # no test here depends on JOURNEYS_TEST_DATABASE
+
 TYPE_LABEL = re.compile(r"<[a-z][a-z_ ]*(\[[^\]]*\])?>")  # <bool>, <str>, <list[str]>, <int range>
 
 

@@ -5,69 +5,40 @@ timeline and the tables."""
 
 from __future__ import annotations
 
-import os
 import threading
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
-from conftest import Server, Tenant, make_postgres_database, post_unfinished, require_postgres
-from fake_twilio import FakeTwilio
+from support.consent import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    OTHER_PHONE,
+    PHONE,
+    REPLY,
+    TWILIO,
+    TWO_SENDS,
+    ConsentServer,
+    events,
+    form,
+    inbound_url,
+    kinds,
+    post_inbound,
+    sms_to,
+    start,
+)
+from support.databases import own_database
+from support.fake_twilio import FakeTwilio
+from support.net import post_unfinished
+from support.server import START, Tenant
 from twilio.request_validator import RequestValidator
 
-import journeys.accounts.service as accounts
-import journeys.catalog.service as catalog
 from journeys.api import twilio_inbound as inbound_routes
-from journeys.definitions import load_definition_text
-from journeys.secrets import SecretBox
-from journeys.store import channels
-from journeys.store.db import transaction
 
-START = datetime(2026, 11, 2, 16, 0, tzinfo=UTC)  # Monday 10:00 in Chicago
-ACCOUNT_SID = "AC" + "0" * 32
-AUTH_TOKEN = "inbound-test-auth-token"
-PHONE = "+13125550100"
-OTHER_PHONE = "+13125550177"
 EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
-
-
-class ConsentServer(Server):
-    """The conftest Server with its own database, a secret key, the fake Twilio's API base and
-    its own URL as the public one (what Twilio calls and signs)."""
-
-    def __init__(self, database_url: str, twilio_url: str) -> None:
-        super().__init__(
-            database_url, public_url_is_own=True, secret_key="consent-test-secret", twilio_api_base=twilio_url
-        )
-
-    def tenant(self, definition: str, sms_config: dict[str, Any] | None = None) -> Tenant:
-        now = self.clock.now()
-        with transaction(self.engine) as conn:
-            org = str(accounts.create_org(conn, "Consent Clinic", now)["id"])
-            scopes = [accounts.SCOPE_CREATE, accounts.SCOPE_READ]
-            token = str(accounts.create_token(conn, org, "test", scopes, now, None)["token"])
-            journey = catalog.publish(conn, org, load_definition_text(definition), now)
-            if sms_config is not None:
-                sealed = SecretBox(self.settings.secret_key).seal(sms_config)
-                channels.set_channel(conn, org, "sms", "twilio", sealed, now)
-        return Tenant(org, token, str(journey["id"]), {"Authorization": f"Bearer {token}"})
-
-    def publish(self, t: Tenant, definition: str) -> Tenant:
-        with transaction(self.engine) as conn:
-            journey = catalog.publish(conn, t.org_id, load_definition_text(definition), self.clock.now())
-        return Tenant(t.org_id, t.token, str(journey["id"]), t.headers)
-
-    def rows(self, sql: str, org_id: str, **params: str) -> list[Any]:
-        with self.engine.connect() as conn:
-            return list(conn.execute(sa.text(sql), {"o": org_id, **params}).all())
-
-    def run_worker(self) -> None:
-        self.worker.run_until_idle()
 
 
 @pytest.fixture(scope="module")
@@ -78,70 +49,17 @@ def fake() -> Iterator[FakeTwilio]:
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory, fake: FakeTwilio) -> Iterator[ConsentServer]:
-    drop = None
-    if os.environ.get("JOURNEYS_TEST_DATABASE", "sqlite") == "postgresql":
-        require_postgres()
-        url, drop = make_postgres_database()
-    else:
-        url = f"sqlite:///{Path(tmp_path_factory.mktemp('consent')) / 'journeys.db'}"
-    server = ConsentServer(url, fake.url)
-    yield server
-    server.stop()
-    server.engine.dispose()
-    if drop is not None:
-        drop()
+    with own_database(tmp_path_factory.mktemp("consent"), "journeys.db") as url:
+        server = ConsentServer(url, fake.url)
+        yield server
+        server.stop()
+        server.engine.dispose()
 
 
 @pytest.fixture(autouse=True)
 def _start_clock(srv: ConsentServer) -> None:
     srv.clock.set(START)
 
-
-TWILIO = {"account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN, "from": "+13125550999"}
-
-REPLY = """
-name: Reply
-parameters:
-  - {name: key, identifier: true}
-  - {name: phone, type: phone}
-  - {name: answer, required: false}
-frequency_cap: null
-flows:
-  - id: main
-    name: Main
-    steps:
-      - {id: 10, type: send_sms, to: phone, body: "Reply C to confirm or R to reschedule"}
-      - id: 20
-        type: wait_for_reply
-        to: phone
-        timeout: 2d
-        save_reply_to: answer
-        replies:
-          - {outcome: confirmed, next: 30}
-          - {outcome: reschedule, next: 40}
-        on_other: 50
-        on_timeout: 60
-      - {id: 30, type: end, outcome: confirmed}
-      - {id: 40, type: end, outcome: reschedule}
-      - {id: 50, type: end, outcome: other}
-      - {id: 60, type: end, outcome: no_reply}
-"""
-
-TWO_SENDS = """
-name: Two sends
-parameters:
-  - {name: key, identifier: true}
-  - {name: phone, type: phone}
-frequency_cap: null
-flows:
-  - id: main
-    name: Main
-    steps:
-      - {id: 10, type: send_sms, to: phone, body: "first"}
-      - {id: 20, type: wait, duration: 1d}
-      - {id: 30, type: send_sms, to: phone, body: "second"}
-      - {id: 40, type: end, outcome: done}
-"""
 
 OTHER_JOURNEY = """
 name: Other journey
@@ -159,63 +77,6 @@ flows:
 
 
 # ---------------------------------------------------------------- helpers
-def inbound_url(srv: ConsentServer, org_id: str) -> str:
-    return f"{srv.base_url}/channels/twilio/{org_id}/inbound"
-
-
-def form(from_: str, body: str, sid: str | None = None) -> dict[str, str]:
-    return {
-        "MessageSid": sid or "SM" + uuid.uuid4().hex,  # Twilio's id of this inbound message
-        "AccountSid": ACCOUNT_SID,
-        "From": from_,
-        "To": "+13125550999",
-        "Body": body,
-        "NumMedia": "0",
-    }
-
-
-def post_inbound(
-    srv: ConsentServer,
-    org_id: str,
-    from_: str,
-    body: str,
-    *,
-    token: str = AUTH_TOKEN,
-    signature: str | None = None,
-    sid: str | None = None,
-) -> httpx.Response:
-    """POST as Twilio does: form-encoded, signed with the auth token over the public URL."""
-    params = form(from_, body, sid)
-    url = inbound_url(srv, org_id)
-    sig = RequestValidator(token).compute_signature(url, params) if signature is None else signature
-    headers = {"X-Twilio-Signature": sig} if sig else {}
-    return srv.http.post(url, data=params, headers=headers)
-
-
-def start(srv: ConsentServer, t: Tenant, *params: dict[str, str]) -> list[str]:
-    body = {"flowId": None, "timeZone": "America/Chicago", "instances": [{"parameters": p} for p in params]}
-    r = srv.http.post(t.url("/bulk"), json=body, headers=t.headers)
-    assert r.status_code == 204, r.text
-    r = srv.http.post(t.url("/search"), json={"includeParameters": True, "take": 1000}, headers=t.headers)
-    assert r.status_code == 200, r.text
-    by_key = {i["parameters"]["key"]: i["id"] for i in r.json()}
-    return [by_key[p["key"]] for p in params]
-
-
-def events(srv: ConsentServer, t: Tenant, iid: str) -> list[dict[str, Any]]:
-    r = srv.http.get(t.url(f"/{iid}"), headers=t.headers)
-    assert r.status_code == 200, r.text
-    return list(r.json()["events"])
-
-
-DELIVERY = {"sms_sent", "sms_retry", "sms_failed", "sms_delivered", "sms_undelivered"}
-
-
-def kinds(srv: ConsentServer, t: Tenant, iid: str) -> list[tuple[int | None, str]]:
-    """The instance's steps (delivery outcomes, recorded when the provider answers, left out)."""
-    return [(e["stepId"], e["type"]) for e in events(srv, t, iid) if e["type"] not in DELIVERY]
-
-
 def inbound(srv: ConsentServer, org_id: str) -> list[Any]:
     return srv.rows(
         "SELECT from_address, body, instance_id, source FROM inbound_messages WHERE org_id = :o "
@@ -226,15 +87,6 @@ def inbound(srv: ConsentServer, org_id: str) -> list[Any]:
 
 def consent(srv: ConsentServer, org_id: str) -> list[Any]:
     return srv.rows("SELECT phone, status, keyword FROM sms_consent WHERE org_id = :o ORDER BY phone", org_id)
-
-
-def sms_to(srv: ConsentServer, org_id: str, phone: str) -> list[Any]:
-    return srv.rows(
-        "SELECT body, status, last_error FROM outbox WHERE org_id = :o AND to_address = :p "
-        "ORDER BY created_at, message_id",
-        org_id,
-        p=phone,
-    )
 
 
 def reply_api(srv: ConsentServer, t: Tenant, from_: str, body: str) -> dict[str, Any]:
@@ -578,7 +430,7 @@ def test_sms_already_queued_to_a_number_that_opts_out_is_dropped(
 # ---------------------------------------------------------------- opted-out numbers get no SMS
 def test_no_sms_goes_to_an_opted_out_number_from_any_journey_until_start(srv: ConsentServer) -> None:
     t = srv.tenant(TWO_SENDS, TWILIO)
-    other = srv.publish(t, OTHER_JOURNEY)
+    other = srv.another_journey(t, OTHER_JOURNEY)
     [iid] = start(srv, t, {"key": "k1", "phone": PHONE})
     srv.run_worker()
     assert [r.body for r in sms_to(srv, t.org_id, PHONE)] == ["first"]

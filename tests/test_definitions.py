@@ -30,6 +30,8 @@ from journeys.definitions.templates import (
     template_variables,
 )
 
+pytestmark = pytest.mark.same_on_every_database  # no test here depends on JOURNEYS_TEST_DATABASE
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "appointment-reminder.yaml"
 CHICAGO = ZoneInfo("America/Chicago")

@@ -13,12 +13,8 @@ JOURNEYS_TEST_DATABASE=postgresql), set up through the CLI as an operator would.
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
-import socket
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -27,14 +23,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import sqlalchemy as sa
-from conftest import Server, make_postgres_database, require_postgres
+from support.databases import own_database
+from support.deployment import Deployment, kill9, wait_for
+from support.server import Server
 
-from journeys.store.db import create_db_engine, read_only
+from journeys.store.db import read_only
 
-JOURNEYS = str(Path(sys.executable).with_name("journeys"))
 DEADLINE_S = 120.0  # every loop below fails after this long
 
 # Three sends around a short real-time wait: every instance is claimed twice, so its cursor
@@ -83,123 +79,8 @@ flows:
 def database_url_for_test(tmp_path: Path) -> Iterator[str]:
     """A database of this test's own (the session's shared one has the in-thread server's
     instances; a worker subprocess must see only ours)."""
-    if os.environ.get("JOURNEYS_TEST_DATABASE", "sqlite") == "postgresql":
-        require_postgres()
-        url, drop = make_postgres_database()
+    with own_database(tmp_path, "durable.db") as url:
         yield url
-        drop()
-    else:
-        yield f"sqlite:///{tmp_path / 'durable.db'}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Deployment:
-    """The CLI, one API server subprocess and any number of worker subprocesses on one database."""
-
-    def __init__(self, url: str, logs: Path) -> None:
-        self.url = url
-        self.logs = logs
-        self.engine = create_db_engine(url)
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.base_url = ""
-        self.org_id = ""
-        self.headers: dict[str, str] = {}
-        self.journey_id = ""
-        self._n = 0
-
-    def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEYS_")}
-        env.update({"JOURNEYS_LOG_LEVEL": "WARNING", **extra})
-        return env
-
-    def cli(self, *args: str) -> Any:
-        done = subprocess.run(
-            [JOURNEYS, "--db", self.url, *args], capture_output=True, env=self.env(), timeout=60
-        )
-        assert done.returncode == 0, done.stderr.decode()
-        return json.loads(done.stdout)
-
-    def spawn(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
-        self._n += 1
-        log = (self.logs / f"{self._n:02d}-{args[0]}.log").open("wb")
-        proc = subprocess.Popen(
-            [JOURNEYS, "--db", self.url, *args], stdout=log, stderr=subprocess.STDOUT, env=self.env(**env)
-        )
-        log.close()
-        self.procs.append(proc)
-        return proc
-
-    def set_up(self, definition: str) -> None:
-        path = self.logs / "journey.yaml"
-        path.write_text(definition)
-        self.org_id = self.cli("org", "create", "Durable Clinic", "--json")["id"]
-        token = self.cli("token", "create", "--org", self.org_id, "--name", "test", "--json")["token"]
-        self.headers = {"Authorization": f"Bearer {token}"}
-        self.journey_id = self.cli("journey", "publish", str(path), "--org", self.org_id, "--json")["id"]
-
-    def serve(self) -> httpx.Client:
-        port = free_port()
-        proc = self.spawn("serve", "--port", str(port), "--no-worker")
-        self.base_url = f"http://127.0.0.1:{port}"
-        client = httpx.Client(base_url=self.base_url, timeout=60)
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, "the API server exited"
-            assert time.monotonic() < deadline, "the API server did not come up"
-            try:
-                if client.get("/healthz").status_code == 200:
-                    return client
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-
-    def worker(self, batch_size: int) -> subprocess.Popen[bytes]:
-        return self.spawn(
-            "worker",
-            JOURNEYS_WORKER_BATCH_SIZE=str(batch_size),
-            JOURNEYS_WORKER_POLL_INTERVAL="0.1",
-            JOURNEYS_WORKER_LEASE_SECONDS="5",  # short leases: a killed worker's batch returns quickly
-        )
-
-    def instances_url(self, path: str = "") -> str:
-        return f"/chatbotapi/external/orgs/{self.org_id}/journeys/{self.journey_id}/instances{path}"
-
-    def trigger(self, client: httpx.Client, n: int, chunk: int = 1000) -> None:
-        for start in range(0, n, chunk):
-            body = {
-                "flowId": None,
-                "timeZone": "America/Chicago",
-                "instances": [
-                    {"parameters": {"key": f"K{i:05d}", "phone": phone(i)}}
-                    for i in range(start, min(n, start + chunk))
-                ],
-            }
-            r = client.post(self.instances_url("/bulk"), json=body, headers=self.headers)
-            assert r.status_code == 204, r.text
-
-    def scalar(self, sql: str, **params: Any) -> Any:
-        with read_only(self.engine) as conn:
-            return conn.execute(sa.text(sql), {"o": self.org_id, **params}).scalar_one()
-
-    def rows(self, sql: str, **params: Any) -> list[dict[str, Any]]:
-        with read_only(self.engine) as conn:
-            return [dict(r) for r in conn.execute(sa.text(sql), {"o": self.org_id, **params}).mappings()]
-
-    def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-        for proc in self.procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:  # pragma: no cover - a kill -9 does not hang
-                pass
-        self.engine.dispose()
 
 
 @pytest.fixture()
@@ -211,25 +92,9 @@ def deployment(database_url_for_test: str, tmp_path: Path) -> Iterator[Deploymen
         d.close()  # before the database is dropped
 
 
-def phone(i: int) -> str:
-    return f"+1312{i:07d}"
-
-
-def kill9(proc: subprocess.Popen[bytes]) -> None:
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(10)
-    assert proc.returncode == -signal.SIGKILL
-
-
 def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.terminate()
     proc.wait(20)
-
-
-def wait_for(what: str, check: Any, deadline: float) -> None:
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def describe(iid: str, timeline: list[dict[str, Any]], messages: list[dict[str, Any]]) -> str:
@@ -257,10 +122,10 @@ KILLS = 5
 
 def test_killing_workers_mid_run_loses_no_step_and_repeats_none(deployment: Deployment) -> None:
     d = deployment
-    d.set_up(DURABLE)
-    client = d.serve()
+    d.set_up(DURABLE, "Durable Clinic")
+    _, client = d.serve()
     try:
-        d.trigger(client, N_CRASH)
+        d.trigger([client], N_CRASH)
     finally:
         client.close()
     assert d.scalar("SELECT count(*) FROM journey_instances WHERE org_id = :o") == N_CRASH
@@ -299,13 +164,7 @@ def test_killing_workers_mid_run_loses_no_step_and_repeats_none(deployment: Depl
     finishers = [d.worker(batch_size=50), d.worker(batch_size=50)]
     try:
         wait_for(
-            "every instance to complete and every message to go out",
-            lambda: (
-                d.scalar("SELECT count(*) FROM journey_instances WHERE org_id = :o AND status = 'InProgress'")
-                == 0
-                and d.scalar("SELECT count(*) FROM outbox WHERE org_id = :o AND status = 'queued'") == 0
-            ),
-            deadline,
+            "every instance to complete and every message to go out", d.all_done, deadline
         )
     finally:
         for proc in finishers:
@@ -379,10 +238,10 @@ N_RACE = 1500
 
 def test_cancel_wins_against_a_worker_mid_batch(deployment: Deployment) -> None:
     d = deployment
-    d.set_up(RACE)
-    client = d.serve()
+    d.set_up(RACE, "Durable Clinic")
+    _, client = d.serve()
     try:
-        d.trigger(client, N_RACE)
+        d.trigger([client], N_RACE)
         ids = [
             r["instance_id"]
             for r in d.rows(

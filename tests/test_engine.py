@@ -6,9 +6,10 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
-from conftest import Server, Tenant
 from httpx import Client
+from support.server import Server, Tenant
 
 from journeys.definitions import load_definition_text
 from journeys.definitions.model import WaitUntilStep
@@ -38,6 +39,7 @@ def _inst(params: dict[str, str], step: int = 1, flow: str = "main", state: dict
     return Instance("org", "inst", "j", 1, flow, step, "America/Chicago", params, state or {})
 
 
+@pytest.mark.same_on_every_database
 def test_send_then_wait_then_fall_off_the_end_completes() -> None:
     defn = load_definition_text(SIMPLE)
     now = datetime(2026, 11, 2, 16, 0, tzinfo=UTC)
@@ -53,6 +55,7 @@ def test_send_then_wait_then_fall_off_the_end_completes() -> None:
     assert fx2.last_step_id == 3  # 'completed' is not a step
 
 
+@pytest.mark.same_on_every_database
 def test_send_without_phone_is_skipped_with_reason_and_no_phi() -> None:
     defn = load_definition_text(SIMPLE)
     fx = advance(defn, _inst({"key": "k"}), datetime(2026, 1, 1, tzinfo=UTC))
@@ -65,6 +68,7 @@ def _wait_until(**kw: str) -> WaitUntilStep:
     return WaitUntilStep(type="wait_until", id=1, parameter="when", **kw)
 
 
+@pytest.mark.same_on_every_database
 def test_wait_until_days_before_at_local_time_across_dst_spring_forward() -> None:
     # Appointment Tue 2026-03-10 10:00 CDT; "2 days before at 09:00" is Sun 03-08 09:00 CDT,
     # the day the clocks spring forward (02:00 CST -> 03:00 CDT).
@@ -77,6 +81,7 @@ def test_wait_until_days_before_at_local_time_across_dst_spring_forward() -> Non
     assert base - target == timedelta(hours=24)
 
 
+@pytest.mark.same_on_every_database
 def test_wait_until_days_before_across_dst_fall_back() -> None:
     # Appointment Mon 2026-11-02 08:00 CST; the clocks fell back on Sun 11-01 (02:00 CDT -> 01:00 CST).
     base = datetime(2026, 11, 2, 8, 0, tzinfo=CHICAGO).astimezone(UTC)
@@ -105,6 +110,7 @@ flows:
 """
 
 
+@pytest.mark.same_on_every_database
 def test_past_wait_until_skip_policy_skips_the_next_send_and_run_now_sends() -> None:
     defn = load_definition_text(PAST)
     now = datetime(2026, 11, 2, 16, 0, tzinfo=UTC)
@@ -123,6 +129,7 @@ def test_past_wait_until_skip_policy_skips_the_next_send_and_run_now_sends() -> 
     assert fx.state["outcome"] == "done"
 
 
+@pytest.mark.same_on_every_database
 def test_retry_delay_grows_and_is_capped() -> None:
     assert timedelta(seconds=2.5) <= retry_delay(1) <= timedelta(seconds=5)
     assert timedelta(seconds=20) <= retry_delay(4) <= timedelta(seconds=40)

@@ -7,37 +7,31 @@ Both databases; each test that breaks or counts things has a database of its own
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from conftest import Server, Tenant, make_postgres_database, require_postgres
-from fake_twilio import FakeTwilio
 from prometheus_client.parser import text_string_to_metric_families
+from support.databases import own_database
+from support.fake_twilio import FakeTwilio, twilio_config
+from support.net import free_port
+from support.receivers import WebhookReceiver
+from support.server import Server, Tenant
 
 from journeys.logs import JsonFormatter
-from journeys.messaging.providers.twilio import check_config
-from journeys.secrets import SecretBox
-from journeys.store import channels
-from journeys.store.db import create_db_engine, transaction
+from journeys.store.db import create_db_engine
 
 PG = os.environ.get("JOURNEYS_TEST_DATABASE", "sqlite") == "postgresql"
 JOURNEYS = str(Path(sys.executable).with_name("journeys"))
@@ -69,13 +63,8 @@ flows:
 @pytest.fixture()
 def own_url(tmp_path: Path) -> Iterator[str]:
     """A database of the test's own, of the kind the suite runs on."""
-    if PG:
-        require_postgres()
-        url, drop = make_postgres_database()
+    with own_database(tmp_path, "observe.db") as url:
         yield url
-        drop()
-    else:
-        yield f"sqlite:///{tmp_path / 'observe.db'}"
 
 
 def metrics(http: httpx.Client, **headers: str) -> dict[str, float]:
@@ -155,17 +144,13 @@ def fake() -> Iterator[FakeTwilio]:
 
 def _twilio_tenant(server: Server) -> Tenant:
     t = server.tenant(TEXT_THEN_WAIT)
-    config = check_config({"account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN, "from": "+13125550199"})
-    with transaction(server.engine) as conn:
-        channels.set_channel(
-            conn, t.org_id, "sms", "twilio", SecretBox(SECRET_KEY).seal(config), server.clock.now()
-        )
+    server.set_channel(t.org_id, "sms", "twilio", twilio_config(ACCOUNT_SID, AUTH_TOKEN, "+13125550199"))
     return t
 
 
 def test_metrics_follow_due_work_the_outbox_and_webhooks(own_url: str, fake: FakeTwilio) -> None:
     server = Server(own_url, secret_key=SECRET_KEY, twilio_api_base=fake.url)
-    receiver = _Receiver()
+    receiver = WebhookReceiver("whsec-observe-0123456789")
     try:
         m = metrics(server.http)
         assert m["journeys_database_up"] == 1
@@ -298,12 +283,6 @@ def test_request_id_is_taken_when_valid_else_generated(http: httpx.Client, given
 
 
 # ---------------------------------------------------------------- processes: JSON logs, worker counters
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _env(url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEYS_")}
     env.update({"PYTHONUNBUFFERED": "1", "JOURNEYS_DATABASE_URL": url, **extra})
@@ -377,7 +356,7 @@ def test_json_logs_and_worker_counters_from_real_processes(own_url: str, tmp_pat
     request id the response returned; no patient data appears; the worker's step count reaches
     the server's /metrics through the database."""
     tenant = _setup(own_url, tmp_path, NOW_JOURNEY)
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     server_log, worker_log = tmp_path / "server.log", tmp_path / "worker.log"
     env = _env(own_url, JOURNEYS_LOG_FORMAT="json", JOURNEYS_LOG_LEVEL="INFO")
@@ -440,6 +419,7 @@ def test_json_logs_and_worker_counters_from_real_processes(own_url: str, tmp_pat
             json.loads(line)
 
 
+@pytest.mark.same_on_every_database
 def test_a_json_line_names_the_exception_class_never_its_message() -> None:
     try:
         raise ValueError("patient Zoe Quintana, +13125550177")
@@ -454,6 +434,7 @@ def test_a_json_line_names_the_exception_class_never_its_message() -> None:
     assert "Zoe" not in json.dumps(out)
 
 
+@pytest.mark.same_on_every_database
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
     [
@@ -482,33 +463,3 @@ def test_bad_settings_stop_the_process_with_a_clear_error(
     assert proc.stderr.strip() == f"error: {message}"
     assert value not in proc.stderr or value == "0"
     assert not (tmp_path / "x.db").exists()
-
-
-class _Receiver:
-    """A webhook endpoint that answers the subscription challenge, then goes away."""
-
-    def __init__(self) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802
-                code = parse_qs(urlsplit(self.path).query).get("challengeCode", [""])[0]
-                body = (
-                    hmac.new(b"whsec-observe-0123456789", code.encode(), hashlib.sha256).hexdigest().encode()
-                )
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hooks"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        self._stopped = False
-
-    def stop(self) -> None:
-        if not self._stopped:
-            self.httpd.shutdown()
-            self.httpd.server_close()
-            self._stopped = True

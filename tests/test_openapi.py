@@ -12,19 +12,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import schemathesis
-from conftest import LOOPBACK_ALLOWED, SEED_BULK_BODY, SEED_SEARCH_BODY, Server, Tenant
 from httpx import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -37,6 +31,9 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from support.api import SEED_BULK_BODY, SEED_SEARCH_BODY
+from support.receivers import WebhookReceiver
+from support.server import LOOPBACK_ALLOWED, Server, Tenant
 
 SECRET_KEY = "test-secret-key-for-openapi"
 HOOK_SECRET = "openapi-webhook-secret-0123456789"
@@ -52,32 +49,6 @@ MAX_EXAMPLES = 20  # per operation and mode (positive, negative): 640 requests i
 # store them).
 ALLOW_NUL = True
 
-class Receiver:
-    """A webhook endpoint on loopback that answers the challenge for HOOK_SECRET. Every
-    subscription the generated requests create points here: the server never calls out."""
-
-    def __init__(self) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802
-                code = parse_qs(urlsplit(self.path).query).get("challengeCode", [""])[0]
-                body = hmac.new(HOOK_SECRET.encode(), code.encode(), hashlib.sha256).hexdigest().encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hooks"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @dataclass
 class Target:
     server: Server
@@ -85,13 +56,13 @@ class Target:
     instance_id: str  # ran: it has a timeline
     waiting_id: str  # in progress: cancelled by the generated requests
     webhook_id: str
-    receiver: Receiver
+    receiver: WebhookReceiver
 
 
 @pytest.fixture(scope="module")
 def target(database_url: str) -> Iterator[Target]:
     server = Server(database_url, secret_key=SECRET_KEY, outbound_allow=LOOPBACK_ALLOWED)
-    receiver = Receiver()
+    receiver = WebhookReceiver(HOOK_SECRET)
     try:
         t = server.tenant()
         http = server.http

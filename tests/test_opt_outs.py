@@ -19,10 +19,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import Tenant, make_postgres_database, require_postgres
-from fake_twilio import FakeTwilio
-from test_cli import JOURNEYS, clean_env
-from test_consent import (
+from support.cli import JOURNEYS, clean_env
+from support.consent import (
     ACCOUNT_SID,
     AUTH_TOKEN,
     OTHER_PHONE,
@@ -37,11 +35,13 @@ from test_consent import (
     sms_to,
     start,
 )
+from support.databases import make_postgres_database, own_database, require_postgres
+from support.fake_twilio import FakeTwilio
+from support.server import START, Tenant
 
 from journeys.store.db import create_db_engine
 from journeys.store.migrate import upgrade
 
-START = datetime(2026, 11, 2, 16, 0, tzinfo=UTC)  # Monday 10:00 in Chicago
 BAD_PHONE = "phone: must be a phone number with its country code (e.g. +13125550100) or 10 digits"
 
 
@@ -53,18 +53,11 @@ def fake() -> Iterator[FakeTwilio]:
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory, fake: FakeTwilio) -> Iterator[ConsentServer]:
-    drop = None
-    if os.environ.get("JOURNEYS_TEST_DATABASE", "sqlite") == "postgresql":
-        require_postgres()
-        url, drop = make_postgres_database()
-    else:
-        url = f"sqlite:///{Path(tmp_path_factory.mktemp('opt_outs')) / 'journeys.db'}"
-    server = ConsentServer(url, fake.url)
-    yield server
-    server.stop()
-    server.engine.dispose()
-    if drop is not None:
-        drop()
+    with own_database(tmp_path_factory.mktemp("opt_outs"), "journeys.db") as url:
+        server = ConsentServer(url, fake.url)
+        yield server
+        server.stop()
+        server.engine.dispose()
 
 
 @pytest.fixture(autouse=True)
@@ -116,7 +109,7 @@ def waiting_and_queued(srv: ConsentServer, fake: FakeTwilio) -> tuple[Tenant, Te
     [waiting] = start(srv, t, {"key": "w1", "phone": PHONE})
     srv.run_worker()
     assert kinds(srv, t, waiting)[-1] == (20, "waiting_for_reply")
-    two = srv.publish(t, TWO_SENDS)
+    two = srv.another_journey(t, TWO_SENDS)
     fake.fail_next(1, status=500)
     [queued] = start(srv, two, {"key": "q1", "phone": PHONE})
     srv.run_worker()

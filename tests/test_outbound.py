@@ -15,19 +15,19 @@ import hmac
 import json
 import os
 import subprocess
-import sys
-import threading
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from conftest import Server, Tenant, make_postgres_database, require_postgres
 from pydantic import ValidationError
+from support.api import trigger_one
+from support.cli import JOURNEYS
+from support.databases import own_database
+from support.net import LocalHttpServer
+from support.server import Server, Tenant
 
 from journeys.config import Settings
 from journeys.ids import new_id
@@ -39,8 +39,6 @@ from journeys.store.db import transaction
 SECRET_KEY = "outbound-test-secret-key"
 HOOK_SECRET = "whsec-outbound-0123456789"
 OPEN_ALLOW = "127.0.0.1/32,localhost"
-_ENTRY_POINT = Path(sys.executable).parent / "journeys"
-JOURNEYS = [str(_ENTRY_POINT)] if _ENTRY_POINT.exists() else [sys.executable, "-m", "journeys.cli"]
 
 WAIT = """
 name: Outbound wait
@@ -126,27 +124,12 @@ class Receiver:
                     return self._answer(307, b"", {"Location": rec.redirect_to})
                 self._answer(200, b"")
 
-        self.httpd = ThreadingHTTPServer((host, 0), Handler)
-        self.port = self.httpd.server_address[1]
-        self.url = f"http://{host}:{self.port}/hooks"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self._server = LocalHttpServer(Handler, host)
+        self.port = self._server.port
+        self.url = f"{self._server.base_url}/hooks"
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@contextmanager
-def own_database(tmp: Path) -> Iterator[str]:
-    if os.environ.get("JOURNEYS_TEST_DATABASE", "sqlite") == "postgresql":
-        require_postgres()
-        url, drop = make_postgres_database()
-        try:
-            yield url
-        finally:
-            drop()
-    else:
-        yield f"sqlite:///{tmp / 'journeys.db'}"
+        self._server.stop()
 
 
 def _server(tmp: Path, **settings: Any) -> Iterator[Server]:
@@ -243,16 +226,6 @@ def stored_subscription(srv: Server, t: Tenant, url: str, verified: bool) -> str
     return sid
 
 
-def trigger(srv: Server, t: Tenant, params: dict[str, str]) -> str:
-    key = uuid.uuid4().hex[:10]
-    body = {"flowId": None, "timeZone": "UTC", "instances": [{"parameters": {"key": key, **params}}]}
-    r = srv.http.post(t.url("/bulk"), json=body, headers=t.headers)
-    assert r.status_code == 204, r.text
-    r = srv.http.post(t.url("/search"), json={"includeParameters": True, "take": 1000}, headers=t.headers)
-    [iid] = [i["id"] for i in r.json() if i["parameters"]["key"] == key]
-    return str(iid)
-
-
 def instance(srv: Server, t: Tenant, iid: str) -> dict[str, Any]:
     r = srv.http.get(t.url(f"/{iid}"), headers=t.headers)
     assert r.status_code == 200, r.text
@@ -261,7 +234,7 @@ def instance(srv: Server, t: Tenant, iid: str) -> dict[str, Any]:
 
 def fetch(srv: Server, t: Tenant, target: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run the FETCH journey for `target`: (its http event's detail, the instance)."""
-    iid = trigger(srv, t, {"target": target})
+    iid = trigger_one(srv.http, t, {"target": target}, time_zone="UTC")
     srv.run_worker()
     inst = instance(srv, t, iid)
     [event] = [e for e in inst["events"] if e["type"] in ("http_request", "http_failed")]
@@ -326,7 +299,7 @@ def test_deliveries_to_an_internal_address_are_refused_and_recorded(
 ) -> None:
     t = strict.tenant(WAIT)
     sid = stored_subscription(strict, t, blocked_urls(rec.port)[index], verified=True)
-    trigger(strict, t, {})
+    trigger_one(strict.http, t, {}, time_zone="UTC")
     strict.run_worker()
     listed = deliveries(strict, t, sid)
     assert listed and all(d["status"] == "pending" for d in listed)
@@ -404,7 +377,7 @@ def test_a_redirect_to_an_internal_address_is_not_followed(
     assert r.status_code == 400 and "HTTP 302" in r.json()[0]
     # a delivery: the redirect is a failed attempt (HTTP 307), retried later, never followed.
     sid = stored_subscription(open_, t, front.url, verified=True)
-    trigger(open_, t, {})
+    trigger_one(open_.http, t, {}, time_zone="UTC")
     open_.run_worker()
     attempted = [d for d in deliveries(open_, t, sid) if d["attempts"]]
     assert attempted and {(d["lastStatusCode"], d["lastError"]) for d in attempted} == {(307, "HTTP 307")}
@@ -451,7 +424,7 @@ def test_credentials_in_a_webhook_url_are_used_but_never_shown(open_: Server, re
         for secret in ("hook-user", "hook-pass-7Q2", "tok-9Z4K"):
             assert secret not in text
     # The real URL is still the one called: its credentials go as basic auth, its query as sent.
-    trigger(open_, t, {})
+    trigger_one(open_.http, t, {}, time_zone="UTC")
     open_.run_worker()
     posts = [q for q in rec.requests if q["method"] == "POST"]
     assert posts and all(q["headers"]["Authorization"].startswith("Basic ") for q in posts)
@@ -467,6 +440,7 @@ def test_cli_create_refuses_an_internal_address(open_: Server) -> None:
     assert open_.count("webhook_subscriptions", t.org_id) == 0
 
 
+@pytest.mark.same_on_every_database
 @pytest.mark.parametrize(
     ("variable", "value", "needle"),
     [
@@ -498,6 +472,7 @@ def test_serve_reports_a_bad_setting_without_starting(
 
 
 # ---------------------------------------------------------------- the policy itself
+@pytest.mark.same_on_every_database
 def test_the_allow_list_setting_parses_cidrs_addresses_and_host_names() -> None:
     policy = Settings(outbound_allow=" 10.0.0.0/8, 127.0.0.1 ,[::1] EHR.local.").outbound_policy()
     assert [str(n) for n in policy.networks] == ["10.0.0.0/8", "127.0.0.1/32", "::1/128"]
@@ -505,6 +480,7 @@ def test_the_allow_list_setting_parses_cidrs_addresses_and_host_names() -> None:
     assert OutboundPolicy.parse("") == OutboundPolicy()
 
 
+@pytest.mark.same_on_every_database
 @pytest.mark.parametrize(
     "value", ["10.0.0.0/33", "999.1.2.3", "http://ehr.local", "ehr..local", "a b/c", "-x-"]
 )
@@ -514,6 +490,7 @@ def test_a_bad_allow_list_is_refused_naming_the_entry(value: str) -> None:
     assert "not a CIDR, an IP address or a host name" in str(exc.value)
 
 
+@pytest.mark.same_on_every_database
 @pytest.mark.parametrize(
     ("address", "public"),
     [
@@ -551,6 +528,7 @@ def test_which_addresses_are_public(address: str, public: bool) -> None:
     assert is_public(ipaddress.ip_address(address)) is public
 
 
+@pytest.mark.same_on_every_database
 def test_mask_url() -> None:
     assert mask_url("https://u:p@h.example:8443/a?x=1&y") == "https://***:***@h.example:8443/a?x=***&***"
     assert mask_url("https://token@h.example/a#frag") == "https://***@h.example/a"

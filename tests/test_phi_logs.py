@@ -18,16 +18,13 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
-import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -35,15 +32,14 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
-from conftest import make_postgres_database, require_postgres
-from fake_twilio import FakeTwilio
+from support.cli import JOURNEYS
+from support.databases import own_database
+from support.fake_twilio import FakeTwilio
+from support.net import LocalHttpServer, free_port
+from support.smtp import Mailbox, authenticator
 from twilio.request_validator import RequestValidator
 
 from journeys.logs import ScrubFilter, scrub
-
-_ENTRY_POINT = Path(sys.executable).parent / "journeys"
-JOURNEYS = [str(_ENTRY_POINT)] if _ENTRY_POINT.exists() else [sys.executable, "-m", "journeys.cli"]
 
 # ---------------------------------------------------------------- the distinctive values
 SECRET_KEY = "sk-Phi-Guard-4471-secret-key"
@@ -188,52 +184,20 @@ class Endpoint:
                     return self._reply(500, b'{"error": "down"}')
                 self._reply(200, json.dumps(answer or {}).encode())
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self._server = LocalHttpServer(Handler)
+        self.base = self._server.base_url
 
     def posts(self) -> list[dict[str, Any]]:
         return [r for r in self.requests if r["method"] == "POST"]
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-class Mailbox:
-    """aiosmtpd handler: keeps every message's raw bytes."""
-
-    def __init__(self) -> None:
-        self.received: list[bytes] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-        self.received.append(envelope.original_content)
-        return "250 2.0.0 Ok: queued"
-
-
-def smtp_auth(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
-    ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (
-        SMTP_USER.encode(),
-        SMTP_PASSWORD.encode(),
-    )
-    return AuthResult(success=ok, handled=False)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        self._server.stop()
 
 
 @pytest.fixture()
 def db_url(tmp_path: Path) -> Iterator[str]:
-    if os.environ.get("JOURNEYS_TEST_DATABASE", "sqlite") == "postgresql":
-        require_postgres()
-        url, drop = make_postgres_database()
+    with own_database(tmp_path, "phi.db") as url:
         yield url
-        drop()
-    else:
-        yield f"sqlite:///{tmp_path / 'phi.db'}"
 
 
 def base_env(**extra: str) -> dict[str, str]:
@@ -279,7 +243,7 @@ def outside() -> Iterator[Outside]:
         mailbox,
         hostname="127.0.0.1",
         port=smtp_port,
-        authenticator=smtp_auth,
+        authenticator=authenticator(SMTP_USER, SMTP_PASSWORD),
         auth_required=True,
         auth_require_tls=False,
     )
@@ -444,7 +408,7 @@ def test_a_debug_level_server_logs_no_patient_data_and_no_secret(
         fake = outside.fake
         sms = [r.form.get("Body", "") for r in fake.requests if r.path == fake.messages_path]
         assert any("Thanks Zebulon Quixwright" in b for b in sms), sms
-        srv.wait_for("both emails reach the SMTP server", lambda: len(outside.mailbox.received) == 2)
+        srv.wait_for("both emails reach the SMTP server", lambda: len(outside.mailbox.raw) == 2)
         [ehr_call, *_] = outside.ehr.posts()
         assert "name=Zebulon" in ehr_call["path"] and "555-0187" in ehr_call["path"]
         hook = outside.hook
@@ -478,6 +442,7 @@ def _healthy(http: httpx.Client, base: str) -> bool:
 
 
 # ---------------------------------------------------------------- the guard's parts
+@pytest.mark.same_on_every_database
 def test_scrub_cuts_urls_to_their_origin() -> None:
     line = (
         "POST https://user:pa55@ehr.example:8443/patients/APPT-1?name=Zebulon%20Q&phone=312 "
@@ -490,6 +455,7 @@ def test_scrub_cuts_urls_to_their_origin() -> None:
     assert scrub("no url here: Zebulon") == "no url here: Zebulon"
 
 
+@pytest.mark.same_on_every_database
 def test_the_filter_scrubs_messages_and_withholds_exception_messages() -> None:
     records: list[str] = []
 

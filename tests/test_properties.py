@@ -19,20 +19,19 @@ changes, driven by random clock moves:
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 import yaml
-from conftest import Server, make_postgres_database, require_postgres
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from support.databases import own_database
+from support.server import Server
 
 from journeys.definitions import load_definition_text
 from journeys.definitions.model import JourneyDefinition, WaitStep, WaitUntilStep
@@ -265,19 +264,12 @@ def check_schedule(
 def prop_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server of this module's own: its database sees only these examples' instances, and
     the examples move its clock across the year without disturbing other tests."""
-    drop = None
-    if os.environ.get("JOURNEYS_TEST_DATABASE", "sqlite") == "postgresql":
-        require_postgres()
-        url, drop = make_postgres_database()
-    else:
-        url = f"sqlite:///{Path(tmp_path_factory.mktemp('props')) / 'props.db'}"
-    srv = Server(url)
-    try:
-        yield srv
-    finally:
-        srv.stop()
-        if drop is not None:
-            drop()
+    with own_database(tmp_path_factory.mktemp("props"), "props.db") as url:
+        srv = Server(url)
+        try:
+            yield srv
+        finally:
+            srv.stop()
 
 
 def api_events(server: Server, tenant: Any, instance_id: str) -> tuple[str, list[Event]]:
@@ -411,6 +403,7 @@ def normalised(events: list[Event]) -> list[tuple[int | None, str]]:
     return [(e.step_id, kinds.get(e.kind, e.kind)) for e in events if e.kind not in HOLDS]
 
 
+@pytest.mark.same_on_every_database
 @settings(max_examples=150, deadline=None)
 @given(
     case=cases(if_past=("run_now",), max_instances=1),
@@ -437,6 +430,7 @@ def test_advance_late_runs_the_same_steps_once_as_advance_on_time(
 
 
 # ---------------------------------------------------------------- the past-time policy
+@pytest.mark.same_on_every_database
 @settings(max_examples=150, deadline=None)
 @given(case=cases(max_instances=1), lateness=st.lists(st.sampled_from(LATENESS), max_size=12))
 @example(

@@ -17,25 +17,22 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import sqlalchemy as sa
-from conftest import make_postgres_database, require_postgres
+from support.databases import make_postgres_database, require_postgres
+from support.deployment import Deployment, alt_phone, key, kill9, phone
+from support.deployment import wait_for as support_wait_for
 
 pytestmark = pytest.mark.postgres_only
 
-JOURNEYS = str(Path(sys.executable).with_name("journeys"))
 POLL_S = 0.2  # how often the tests look at the database while they wait
 
 # Three immediate sends, two of them to one phone parameter and one to another. No send window
@@ -87,155 +84,12 @@ WAITING_SMS = {1: ("one", "phone"), 3: ("two", "altPhone"), 5: ("three", "phone"
 
 
 # ---------------------------------------------------------------- the deployment
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def sqlalchemy_url(url: str) -> str:
     return "postgresql+psycopg://" + url.split("://", 1)[1]
 
 
-class Deployment:
-    """The CLI, API server subprocesses and worker subprocesses on one PostgreSQL database.
-    Every subprocess writes its output to a log file under the test's tmp_path."""
-
-    def __init__(self, url: str, logs: Path) -> None:
-        self.url = url
-        self.logs = logs
-        # Our own read-only engine (not the product's): it reconnects after a server restart.
-        self.engine = sa.create_engine(sqlalchemy_url(url), pool_pre_ping=True, pool_size=2)
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.clients: list[httpx.Client] = []
-        self.org_id = ""
-        self.journey_id = ""
-        self.headers: dict[str, str] = {}
-        self._n = 0
-
-    # -- processes
-    def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEYS_")}
-        env.update({"JOURNEYS_LOG_LEVEL": "INFO", **extra})
-        return env
-
-    def cli(self, *args: str) -> Any:
-        done = subprocess.run(
-            [JOURNEYS, "--db", self.url, *args], capture_output=True, env=self.env(), timeout=120
-        )
-        assert done.returncode == 0, done.stderr.decode()
-        return json.loads(done.stdout)
-
-    def spawn(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
-        self._n += 1
-        log = (self.logs / f"{self._n:02d}-{args[0]}.log").open("wb")
-        proc = subprocess.Popen(
-            [JOURNEYS, "--db", self.url, *args], stdout=log, stderr=subprocess.STDOUT, env=self.env(**env)
-        )
-        log.close()
-        self.procs.append(proc)
-        return proc
-
-    def serve(self) -> tuple[subprocess.Popen[bytes], httpx.Client]:
-        """An API server without a worker, up and answering /healthz."""
-        port = free_port()
-        proc = self.spawn("serve", "--no-worker", "--port", str(port), JOURNEYS_LOG_LEVEL="WARNING")
-        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120)
-        self.clients.append(client)
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, f"the API server exited with {proc.returncode}"
-            assert time.monotonic() < deadline, "the API server did not come up"
-            try:
-                if client.get("/healthz").status_code == 200:
-                    return proc, client
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-
-    def worker(self, batch_size: int = 200, poll_interval: float = POLL_S) -> subprocess.Popen[bytes]:
-        return self.spawn(
-            "worker",
-            JOURNEYS_WORKER_BATCH_SIZE=str(batch_size),
-            JOURNEYS_WORKER_POLL_INTERVAL=str(poll_interval),
-            JOURNEYS_WORKER_LEASE_SECONDS="5",  # short leases: a killed worker's batch returns quickly
-        )
-
-    def close(self) -> None:
-        for client in self.clients:
-            client.close()
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-        for proc in self.procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:  # pragma: no cover - a kill -9 does not hang
-                pass
-        self.engine.dispose()
-
-    def dump_logs(self) -> None:
-        for path in sorted(self.logs.glob("*.log")):
-            lines = path.read_text(errors="replace").splitlines()
-            print(f"\n===== {path.name} ({len(lines)} lines; the last 200) =====")
-            print("\n".join(lines[-200:]))
-
-    # -- the tenant
-    def set_up(self, definition: str) -> None:
-        path = self.logs / "journey.yaml"
-        path.write_text(definition)
-        self.org_id = self.cli("org", "create", "Scale Out Clinic", "--json")["id"]
-        token = self.cli("token", "create", "--org", self.org_id, "--name", "test", "--json")["token"]
-        self.headers = {"Authorization": f"Bearer {token}"}
-        self.journey_id = self.cli("journey", "publish", str(path), "--org", self.org_id, "--json")["id"]
-
-    def instances_url(self, path: str = "") -> str:
-        return f"/chatbotapi/external/orgs/{self.org_id}/journeys/{self.journey_id}/instances{path}"
-
-    def bulk_body(self, start: int, count: int) -> dict[str, Any]:
-        return {
-            "flowId": None,
-            "timeZone": "America/Chicago",
-            "instances": [
-                {"parameters": {"key": key(i), "phone": phone(i), "altPhone": alt_phone(i)}}
-                for i in range(start, start + count)
-            ],
-        }
-
-    def trigger(self, clients: list[httpx.Client], n: int, chunk: int = 1000) -> None:
-        """n instances in requests of `chunk`, alternating between the API servers; each server
-        gets its share from its own thread, so the servers take triggers at the same time."""
-        starts = list(range(0, n, chunk))
-
-        def send(server: int) -> None:
-            for start in starts[server :: len(clients)]:
-                body = self.bulk_body(start, min(chunk, n - start))
-                r = clients[server].post(self.instances_url("/bulk"), json=body, headers=self.headers)
-                assert r.status_code == 204, r.text
-
-        with ThreadPoolExecutor(len(clients)) as pool:
-            list(pool.map(send, range(len(clients))))
-
-    # -- read-only SQL
-    def scalar(self, sql: str, **params: Any) -> Any:
-        with self.engine.connect() as conn:
-            return conn.execute(sa.text(sql), {"o": self.org_id, **params}).scalar_one()
-
-    def rows(self, sql: str, **params: Any) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(sa.text(sql), {"o": self.org_id, **params}).mappings()]
-
-    def sms_queued(self) -> int:
-        return int(
-            self.scalar("SELECT count(*) FROM instance_events WHERE org_id = :o AND kind = 'sms_queued'")
-        )
-
-    def all_done(self) -> bool:
-        return (
-            self.scalar("SELECT count(*) FROM journey_instances WHERE org_id = :o AND status = 'InProgress'")
-            == 0
-            and self.scalar("SELECT count(*) FROM outbox WHERE org_id = :o AND status = 'queued'") == 0
-        )
+def parameters(i: int) -> dict[str, str]:
+    return {"key": key(i), "phone": phone(i), "altPhone": alt_phone(i)}
 
 
 @contextmanager
@@ -244,7 +98,15 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
     printed; every subprocess is killed and the database dropped at the end."""
     require_postgres()
     url, drop = make_postgres_database()
-    d = Deployment(url, tmp_path)
+    d = Deployment(
+        url,
+        tmp_path,
+        # Our own read-only engine (not the product's): it reconnects after a server restart.
+        engine=sa.create_engine(sqlalchemy_url(url), pool_pre_ping=True, pool_size=2),
+        log_level="INFO",
+        worker_poll_interval=POLL_S,
+        parameters=parameters,
+    )
     try:
         yield d
     except BaseException:
@@ -257,36 +119,12 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
             drop()
 
 
-def key(i: int) -> str:
-    return f"K{i:05d}"
-
-
-def phone(i: int) -> str:
-    return f"+1312{i:07d}"
-
-
-def alt_phone(i: int) -> str:
-    return f"+1773{i:07d}"
-
-
 def wait_for(
     what: str, check: Callable[[], bool], deadline: float, alive: Sequence[subprocess.Popen[bytes]] = ()
 ) -> None:
-    """Poll `check` until it holds; fail at the deadline, or at once if a process in `alive`
-    has exited."""
-    while True:
-        for proc in alive:
-            assert proc.poll() is None, f"{proc.args[3]} (pid {proc.pid}) exited with {proc.returncode}"
-        if check():
-            return
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(POLL_S)
-
-
-def kill9(proc: subprocess.Popen[bytes]) -> None:
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(10)
-    assert proc.returncode == -signal.SIGKILL
+    """Poll `check` every POLL_S until it holds; fail at the deadline, or at once if a process
+    in `alive` has exited."""
+    support_wait_for(what, check, deadline, alive, interval=POLL_S)
 
 
 def terminate(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
@@ -361,7 +199,7 @@ N_SCALE = 10_000
 
 def test_four_workers_two_api_servers_run_every_step_exactly_once(tmp_path: Path) -> None:
     with deployment(tmp_path) as d:
-        d.set_up(IMMEDIATE)
+        d.set_up(IMMEDIATE, "Scale Out Clinic")
         apis = [d.serve(), d.serve()]
         workers = [d.worker(batch_size=200) for _ in range(4)]
         started = time.monotonic()
@@ -394,7 +232,7 @@ KILLS = 10
 
 def test_sigkill_a_worker_ten_times(tmp_path: Path) -> None:
     with deployment(tmp_path) as d:
-        d.set_up(waiting_journey(1))
+        d.set_up(waiting_journey(1), "Scale Out Clinic")
         proc, client = d.serve()
         d.trigger([client], N_KILL)
         terminate(proc)
@@ -503,7 +341,7 @@ def test_postgres_restart_during_a_run(tmp_path: Path) -> None:
     require_postgres()
     version = postgres_cluster()
     with deployment(tmp_path) as d:
-        d.set_up(waiting_journey(3))
+        d.set_up(waiting_journey(3), "Scale Out Clinic")
         api, client = d.serve()
         workers = [d.worker(batch_size=200), d.worker(batch_size=200)]
         started = time.monotonic()
@@ -622,7 +460,7 @@ def full_xid(xid: str, xmax: str) -> int:
 
 def test_sigterm_finishes_the_batch(tmp_path: Path) -> None:
     with deployment(tmp_path) as d:
-        d.set_up(IMMEDIATE)
+        d.set_up(IMMEDIATE, "Scale Out Clinic")
         api, client = d.serve()
         d.trigger([client], N_TERM)
         terminate(api)  # from here on the worker is the only other session on the database

@@ -7,8 +7,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
-from conftest import make_postgres_database, require_postgres
+from support.databases import make_postgres_database, require_postgres
 
 from journeys.store.db import create_db_engine
 from journeys.store.migrate import upgrade
@@ -54,6 +55,7 @@ def _migrated_sqlite(tmp_path: Path) -> sa.Engine:
 NOT_TENANT_DATA = {"worker_heartbeats"}
 
 
+@pytest.mark.same_on_every_database
 def test_every_table_leads_its_primary_key_with_org_id(tmp_path: Path) -> None:
     schema = _describe(_migrated_sqlite(tmp_path))
     assert set(schema) == set(metadata.tables)
@@ -64,6 +66,7 @@ def test_every_table_leads_its_primary_key_with_org_id(tmp_path: Path) -> None:
         assert info["pk"][0] == "org_id", (table, info["pk"])
 
 
+@pytest.mark.same_on_every_database
 def test_migrations_match_the_table_definitions(tmp_path: Path) -> None:
     """Migrating to head gives exactly the tables, columns and indexes tables.py declares."""
     migrated = _describe(_migrated_sqlite(tmp_path))
@@ -84,6 +87,7 @@ def test_migrations_give_the_same_schema_on_sqlite_and_postgresql(tmp_path: Path
         drop()
 
 
+@pytest.mark.same_on_every_database
 def test_migrating_twice_is_a_no_op(tmp_path: Path) -> None:
     engine = _migrated_sqlite(tmp_path)
     before = _describe(engine)
@@ -109,6 +113,7 @@ def _leads_with_org_id(table: sa.Table) -> bool:
     return bool(pk) and pk[0].name == "org_id"
 
 
+@pytest.mark.same_on_every_database
 def test_the_citus_section_places_every_table(tmp_path: Path) -> None:
     """docs/operations.md's Citus section names every table (so a new one cannot be forgotten):
     each once in its table of placements and once in its SQL, as a reference table or
@@ -132,6 +137,7 @@ def test_the_citus_section_places_every_table(tmp_path: Path) -> None:
         assert _leads_with_org_id(metadata.tables[name]), f"{name} is distributed by org_id"
 
 
+@pytest.mark.same_on_every_database
 def test_the_citus_section_says_which_tables_have_no_org_id() -> None:
     """The claim "Every table but X carries `org_id` and leads its primary key with it" names
     exactly the tables that do not, and those are reference tables."""

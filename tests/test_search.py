@@ -10,8 +10,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
-from conftest import EXAMPLE, SEED_BULK_BODY, SEED_SEARCH_BODY, Server, Tenant
 from httpx import Client
+from support.api import SEED_BULK_BODY, SEED_SEARCH_BODY, bulk
+from support.server import EXAMPLE, Server, Tenant
 
 CHICAGO = ZoneInfo("America/Chicago")
 INSTANCE_KEYS = {
@@ -59,12 +60,6 @@ def params(
     if phone is not None:
         p["phoneNumber"] = phone
     return {"parameters": p}
-
-
-def bulk(http: Client, tenant: Tenant, instances: list[dict[str, Any]]) -> None:
-    body = {"flowId": None, "timeZone": "America/Chicago", "instances": instances}
-    r = http.post(tenant.url("/bulk"), json=body, headers=tenant.headers)
-    assert r.status_code == 204, r.text
 
 
 def search(http: Client, tenant: Tenant, body: Any) -> list[dict[str, Any]]:

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import Server, Tenant
 from httpx import Client
+from support.api import bulk as support_bulk
+from support.server import Server, Tenant
 
 HOUR = timedelta(hours=1)
 DATE_FIELDS = "createdDateTime, startDateTime, lastEventDateTime"
@@ -39,9 +40,7 @@ def bulk(http: Client, tenant: Tenant, names: list[str]) -> None:
         }
         for name in names
     ]
-    body = {"flowId": None, "timeZone": "America/Chicago", "instances": instances}
-    r = http.post(tenant.url("/bulk"), json=body, headers=tenant.headers)
-    assert r.status_code == 204, r.text
+    support_bulk(http, tenant, instances)
 
 
 def names_for(http: Client, tenant: Tenant, spec: dict[str, Any]) -> list[str]:

@@ -25,8 +25,10 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import Server, Tenant, make_postgres_database, require_postgres
 from httpx import Client
+from support.api import bulk as support_bulk
+from support.databases import make_postgres_database, own_database, require_postgres
+from support.server import Server, Tenant
 
 PG = os.environ.get("JOURNEYS_TEST_DATABASE", "sqlite") == "postgresql"
 WHEN = "2026-12-01 08:00:00"
@@ -65,13 +67,7 @@ def search(
 
 
 def bulk(http: Client, tenant: Tenant, instances: list[dict[str, str]]) -> None:
-    body = {
-        "flowId": None,
-        "timeZone": "America/Chicago",
-        "instances": [{"parameters": p} for p in instances],
-    }
-    r = http.post(tenant.url("/bulk"), json=body, headers=tenant.headers)
-    assert r.status_code == 204, r.text
+    support_bulk(http, tenant, [{"parameters": p} for p in instances])
 
 
 # ---------------------------------------------------------------- semantics
@@ -177,13 +173,8 @@ def test_random_filters_return_exactly_the_matching_instances_newest_first(
 @pytest.fixture()
 def fresh_url(tmp_path: Path) -> Iterator[str]:
     """A database of the test's own (the plans depend on what is in it)."""
-    if PG:
-        require_postgres()
-        url, drop = make_postgres_database()
+    with own_database(tmp_path, "plans.db") as url:
         yield url
-        drop()
-    else:
-        yield f"sqlite:///{tmp_path / 'plans.db'}"
 
 
 def _load(server: Server, tenant: Tenant, total: int, tag: str = "L") -> None:

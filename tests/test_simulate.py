@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from support.cli import JOURNEYS, clean_env
 
 from journeys.definitions import load_definition_file, load_definition_text
 from journeys.definitions.model import JourneyDefinition, SendEmailStep, SendSmsStep, SendWindow
@@ -35,8 +35,6 @@ TZ = "America/Chicago"
 CHICAGO = ZoneInfo(TZ)
 TIMEOUT = 60  # seconds, for any single CLI run
 
-_ENTRY_POINT = Path(sys.executable).parent / "journeys"
-JOURNEYS = [str(_ENTRY_POINT)] if _ENTRY_POINT.exists() else [sys.executable, "-m", "journeys.cli"]
 
 PHONE = "(312) 555-0100"
 PHONE_E164 = "+13125550100"
@@ -61,13 +59,6 @@ def run(
     """Simulate through the Python function (parameters must use their declared names)."""
     defn = definition or load_definition_file(path)
     return simulate(defn, params, TZ, local(start), replies=replies, http=http)
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEYS_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
 
 
 def cli(
@@ -151,6 +142,7 @@ CALL_US_NOV3 = (
 )
 
 
+@pytest.mark.same_on_every_database
 def test_appointment_examples_validate() -> None:
     for path in (APPOINTMENT_FULL, APPOINTMENT_REMINDER, SURVEY, PRE_PROCEDURE):
         result = subprocess.run(
@@ -167,6 +159,7 @@ def test_appointment_examples_validate() -> None:
         assert result.stderr == ""
 
 
+@pytest.mark.same_on_every_database
 def test_full_journey_confirmed_across_the_fall_back_by_cli() -> None:
     """Booked two weeks ahead; the 7-day reminder is before the 2026-11-01 fall-back (CDT), the
     2-day question on the day of it (CST); the patient confirms with C and does not show up.
@@ -237,6 +230,7 @@ def test_full_journey_confirmed_across_the_fall_back_by_cli() -> None:
     assert "subject" not in by_step[(10, "sms_queued")]
 
 
+@pytest.mark.same_on_every_database
 def test_full_journey_across_the_spring_forward_without_a_reply_by_cli() -> None:
     """Appointment Tue 2026-03-10 10:00 CDT: the 7-day reminder is in CST, the 2-day question on
     the spring-forward day (2026-03-08) in CDT; no reply, so the day-of reminder follows."""
@@ -282,6 +276,7 @@ def test_full_journey_across_the_spring_forward_without_a_reply_by_cli() -> None
     ]
 
 
+@pytest.mark.same_on_every_database
 def test_text_output_shows_local_and_utc_times_and_the_rendered_messages() -> None:
     params = {**APPOINTMENT, "appointmentDateTime": "2026-03-10 10:00"}
     result = cli(
@@ -310,6 +305,7 @@ def test_text_output_shows_local_and_utc_times_and_the_rendered_messages() -> No
     assert "messageId" not in result.stdout
 
 
+@pytest.mark.same_on_every_database
 def test_booking_at_night_is_held_to_the_send_window_opening() -> None:
     """Booked at 22:00: the confirmation waits for 08:00 (the appointment is still ahead then:
     step 12 goes on); the 7-day reminder's time has passed (skipped); the patient confirms
@@ -350,6 +346,7 @@ def test_booking_at_night_is_held_to_the_send_window_opening() -> None:
     assert bodies(events) == [CONFIRMATION_NOV3, QUESTION_NOV3, FULL_THANKS, DAY_OF_10AM, NO_SHOW]
 
 
+@pytest.mark.same_on_every_database
 @pytest.mark.parametrize("text", ["C", "yes", " Confirm. ", "y", "CONFIRMED!"])
 def test_confirming_replies(text: str) -> None:
     events = run(APPOINTMENT_FULL, APPOINTMENT, "2026-10-20 10:00", replies={60: [Reply(text)]})
@@ -359,6 +356,7 @@ def test_confirming_replies(text: str) -> None:
     assert [e["body"] for e in events if e["stepId"] == 70] == [FULL_THANKS]
 
 
+@pytest.mark.same_on_every_database
 def test_attended_patient_gets_no_no_show_text() -> None:
     """checkedIn is normally set by the checked-in subflow; given here, the 2-hours-after branch
     ends the journey as attended."""
@@ -382,6 +380,7 @@ def test_attended_patient_gets_no_no_show_text() -> None:
     assert NO_SHOW not in bodies(events)
 
 
+@pytest.mark.same_on_every_database
 def test_reschedule_reply_calls_the_scheduling_webhook() -> None:
     """R: the scheduling system is told first (step 100), and only once it has the request does
     the patient hear that the team will call (step 110). The text used to go first and say so
@@ -407,6 +406,7 @@ def test_reschedule_reply_calls_the_scheduling_webhook() -> None:
     assert CALL_US_NOV3 not in bodies(events)
 
 
+@pytest.mark.same_on_every_database
 def test_reschedule_reply_when_the_webhook_fails_by_cli() -> None:
     """The scheduling system is down: nobody will call, so the patient is not told anyone will
     (no CALL_YOU_NOV3 text), only asked to call the clinic."""
@@ -427,6 +427,7 @@ def test_reschedule_reply_when_the_webhook_fails_by_cli() -> None:
     assert CALL_YOU_NOV3 not in bodies(events)
 
 
+@pytest.mark.same_on_every_database
 def test_unknown_reply_gets_a_sorry_and_another_chance() -> None:
     """'maybe' is no keyword: 'other' sends the sorry text and waits again (a fresh 24 hours);
     the second reply confirms."""
@@ -450,6 +451,7 @@ def test_unknown_reply_gets_a_sorry_and_another_chance() -> None:
     assert bodies(events)[2:5] == [QUESTION_NOV3, SORRY, FULL_THANKS]
 
 
+@pytest.mark.same_on_every_database
 def test_unknown_reply_then_silence_times_out_to_the_day_of_reminder() -> None:
     events = run(APPOINTMENT_FULL, APPOINTMENT, "2026-10-20 10:00", replies={60: [Reply("what is this?")]})
     assert timeline(events)[10:15] == [
@@ -462,6 +464,7 @@ def test_unknown_reply_then_silence_times_out_to_the_day_of_reminder() -> None:
     assert detail(events, 60, "reply_received") == {"outcome": "other"}
 
 
+@pytest.mark.same_on_every_database
 def test_no_show_patient_asks_to_rebook() -> None:
     replies = {180: [Reply("R", timedelta(hours=1))]}
     events = run(APPOINTMENT_FULL, APPOINTMENT, "2026-10-20 10:00", replies=replies)
@@ -479,6 +482,7 @@ def test_no_show_patient_asks_to_rebook() -> None:
     assert bodies(events)[-2:] == [NO_SHOW, CALL_YOU_NOV3]
 
 
+@pytest.mark.same_on_every_database
 def test_appointment_in_three_hours_gets_no_reminders_meant_for_earlier() -> None:
     """Booked at 10:00 for 13:00 the same day: no 7-day reminder, no question (not asked less
     than a day ahead), no "see you today" (08:00 has passed) — and the confirmation, which
@@ -519,6 +523,7 @@ def test_appointment_in_three_hours_gets_no_reminders_meant_for_earlier() -> Non
     assert not any("remind" in b.lower() for b in bodies(events))
 
 
+@pytest.mark.same_on_every_database
 def test_booked_after_the_two_day_mark_is_asked_at_once() -> None:
     """Booked Sunday 11:00 for Tuesday 10:00 (47 hours ahead): 09:00 two days before has just
     passed, but the appointment is more than a day away, so the question goes at once."""
@@ -541,6 +546,7 @@ def test_booked_after_the_two_day_mark_is_asked_at_once() -> None:
     assert bodies(events)[:3] == [CONFIRMATION_NOV3, QUESTION_NOV3, FULL_THANKS]
 
 
+@pytest.mark.same_on_every_database
 def test_booked_the_day_before_is_asked_without_a_false_in_2_days() -> None:
     """Booked Monday 10:00 for Tuesday 20:00 (34 hours ahead): the question goes at once. It used
     to say "your appointment is in 2 days" (it is tomorrow); it names the day instead. The
@@ -572,6 +578,7 @@ def test_booked_the_day_before_is_asked_without_a_false_in_2_days() -> None:
     assert not any("in 2 days" in b or "today" in b for b in bodies(events))
 
 
+@pytest.mark.same_on_every_database
 def test_full_appointment_already_past_sends_nothing_and_says_why_by_cli() -> None:
     """An appointment already past (the MedChat seed's own example date) used to get a booking
     confirmation, then a "we missed you" text. Now nothing is sent: the instance ends with
@@ -587,6 +594,7 @@ def test_full_appointment_already_past_sends_nothing_and_says_why_by_cli() -> No
     assert bodies(events) == []
 
 
+@pytest.mark.same_on_every_database
 def test_full_booked_at_night_for_an_early_appointment_is_not_texted_after_it() -> None:
     """Booked at 22:00 for 07:30 the next morning: the confirmation held for the send window
     would go at 08:00, after the appointment, and the journey went on to a "we missed you"
@@ -606,6 +614,7 @@ def test_full_booked_at_night_for_an_early_appointment_is_not_texted_after_it() 
     assert bodies(events) == []
 
 
+@pytest.mark.same_on_every_database
 def test_full_confirmation_held_until_the_appointment_time_itself_sends_nothing() -> None:
     """Booked at 23:00 for 08:00: the confirmation is held until 08:00, the appointment's own
     minute. send_before skips it; "already past?" must count "now" as past, or the email and
@@ -623,6 +632,7 @@ def test_full_confirmation_held_until_the_appointment_time_itself_sends_nothing(
     assert bodies(events) == []
 
 
+@pytest.mark.same_on_every_database
 def test_early_appointment_gets_no_day_of_reminder_after_it() -> None:
     """An appointment at 07:00: "see you today" would go at 08:00, after it; send_before skips
     it (the wait_until at 08:00 used to let it through)."""
@@ -645,6 +655,7 @@ def with_cap(path: Path, cap: str) -> JourneyDefinition:
     return load_definition_text(text.replace(name, f"{name}frequency_cap: {cap}\n", 1))
 
 
+@pytest.mark.same_on_every_database
 def test_a_capped_day_of_reminder_is_not_deferred_past_the_appointment() -> None:
     """With 2 texts in 7 days, the day-of reminder is the week's third: the cap would defer it
     to the next morning, after the appointment ("see you today" on the wrong day), so it is
@@ -663,6 +674,7 @@ def test_a_capped_day_of_reminder_is_not_deferred_past_the_appointment() -> None
     assert DAY_OF_10AM not in bodies(events)
 
 
+@pytest.mark.same_on_every_database
 def test_a_question_deferred_by_the_cap_still_tells_the_truth() -> None:
     """Booked Sunday 08:30 for Tuesday 10:00 with another capped text that morning (here the
     confirmation made capped, standing in for another journey's text to the same number): the
@@ -685,6 +697,7 @@ def test_a_question_deferred_by_the_cap_still_tells_the_truth() -> None:
     assert [e["body"] for e in events if e["stepId"] == 50 and e["type"] == "sms_queued"] == [QUESTION_NOV3]
 
 
+@pytest.mark.same_on_every_database
 def test_transactional_sends_do_not_use_up_the_cap() -> None:
     """The confirmation, thank-you and sorry texts are `frequency_cap: false` ("count against
     and obey the journey's frequency cap (false: transactional)"): the 7-day reminder, the
@@ -696,6 +709,7 @@ def test_transactional_sends_do_not_use_up_the_cap() -> None:
     assert [e for e in events if e["type"] in ("sms_capped", "sms_deferred")] == []
 
 
+@pytest.mark.same_on_every_database
 def test_booking_confirmation_does_not_use_up_the_days_text() -> None:
     """Booked a week ahead at 08:30: the confirmation is transactional, so the 7-day reminder at
     09:00 the same day is still the day's first capped text and goes out."""
@@ -732,6 +746,7 @@ REMINDER_THANKS = "Thank you, John Smith: your appointment is confirmed."
 REMINDER_CALL_YOU = "Thanks, John Smith. Our scheduling team will call you to find a new time."
 
 
+@pytest.mark.same_on_every_database
 def test_reminder_confirmed_then_reminded_the_day_before_across_the_fall_back_by_cli() -> None:
     """Booked on Wednesday: the text asks for C or R; C is thanked; the reminder goes at 10:00
     on the local calendar day before (CDT), though the appointment (Sunday 14:00) is after the
@@ -760,6 +775,7 @@ def test_reminder_confirmed_then_reminded_the_day_before_across_the_fall_back_by
     ]
 
 
+@pytest.mark.same_on_every_database
 def test_reminder_across_the_spring_forward_without_a_reply() -> None:
     params = {**REMINDER_PARAMS, "appointmentDateTime": "2026-03-09 09:00"}  # Mon, CDT
     events = run(APPOINTMENT_REMINDER, params, "2026-03-02 12:00")
@@ -773,6 +789,7 @@ def test_reminder_across_the_spring_forward_without_a_reply() -> None:
     ]
 
 
+@pytest.mark.same_on_every_database
 def test_reminder_reply_r_asks_for_a_call_and_ends() -> None:
     replies = {15: [Reply("R", timedelta(minutes=5))]}
     events = run(APPOINTMENT_REMINDER, REMINDER_PARAMS, "2026-10-28 10:00", replies=replies)
@@ -785,6 +802,7 @@ def test_reminder_reply_r_asks_for_a_call_and_ends() -> None:
     assert bodies(events) == [BOOKED, REMINDER_CALL_YOU]
 
 
+@pytest.mark.same_on_every_database
 def test_reminder_an_unclear_reply_is_asked_again() -> None:
     replies = {15: [Reply("maybe", timedelta(minutes=5)), Reply("yes", timedelta(minutes=10))]}
     events = run(APPOINTMENT_REMINDER, REMINDER_PARAMS, "2026-10-28 10:00", replies=replies)
@@ -798,6 +816,7 @@ def test_reminder_an_unclear_reply_is_asked_again() -> None:
     assert bodies(events)[1] == "Sorry, we didn't understand. Please reply C to confirm or R to reschedule."
 
 
+@pytest.mark.same_on_every_database
 def test_reminder_without_a_phone_records_why_nothing_was_sent() -> None:
     params = {k: v for k, v in REMINDER_PARAMS.items() if k != "phoneNumber"}
     events = run(APPOINTMENT_REMINDER, params, "2026-10-28 10:00")
@@ -814,6 +833,7 @@ def test_reminder_without_a_phone_records_why_nothing_was_sent() -> None:
     assert detail(events, 10, "sms_skipped") == {"reason": "parameter phoneNumber is empty"}
 
 
+@pytest.mark.same_on_every_database
 def test_reminder_booked_three_hours_ahead_promises_nothing_it_skips() -> None:
     """Booked at 10:00 for 13:00: the day-before reminder's time has passed, so it is skipped —
     and no text had promised it."""
@@ -849,6 +869,7 @@ def example_texts() -> list[tuple[str, JourneyDefinition, SendSmsStep | SendEmai
     return found
 
 
+@pytest.mark.same_on_every_database
 def test_no_example_text_promises_a_reminder() -> None:
     """The examples promise only what they will do: no text says "we'll remind you" or "we'll
     text you reminders", since a reminder is skipped when it is booked too late for it, and
@@ -862,6 +883,7 @@ def test_no_example_text_promises_a_reminder() -> None:
         assert "we'll remind" not in text and "we will remind" not in text, path.name
 
 
+@pytest.mark.same_on_every_database
 def test_no_example_text_counts_the_days_to_the_appointment() -> None:
     """"In 2 days" or "in one week" is false once the text is sent late (booked late, held by
     the send window, deferred by the cap): the texts name the date instead."""
@@ -870,6 +892,7 @@ def test_no_example_text_counts_the_days_to_the_appointment() -> None:
         assert not any(c in text for c in counting), (name, step.id)
 
 
+@pytest.mark.same_on_every_database
 def test_example_texts_about_a_day_cannot_go_out_on_another() -> None:
     """A text that says "today" may not be sent at or after the appointment (send_before), so
     it is never deferred to the next day; one that says "tomorrow" or "tonight" must not be
@@ -883,6 +906,7 @@ def test_example_texts_about_a_day_cannot_go_out_on_another() -> None:
             assert not capped or cap.when_capped == "skip", (name, step.id)
 
 
+@pytest.mark.same_on_every_database
 def test_reminder_booked_at_night_is_held_until_eight() -> None:
     events = run(APPOINTMENT_REMINDER, REMINDER_PARAMS, "2026-10-28 22:30")
     assert timeline(events)[:5] == [
@@ -895,6 +919,7 @@ def test_reminder_booked_at_night_is_held_until_eight() -> None:
     assert detail(events, 10, "send_held")["until"] == "2026-10-29T13:00:00Z"
 
 
+@pytest.mark.same_on_every_database
 def test_reminder_booked_at_night_for_an_early_appointment_is_not_texted_after_it() -> None:
     """Booked at 22:00 for 07:30 the next morning: the text held for the send window would go
     at 08:00, after the appointment. send_before skips it, and the instance ends."""
@@ -912,6 +937,7 @@ def test_reminder_booked_at_night_for_an_early_appointment_is_not_texted_after_i
     assert bodies(events) == []
 
 
+@pytest.mark.same_on_every_database
 def test_reminder_for_an_appointment_already_past_sends_nothing_and_says_why() -> None:
     """The MedChat seed's own example body (December 2023): nothing is sent."""
     params = {**REMINDER_PARAMS, "appointmentDateTime": "2023-12-01 08:00:00"}
@@ -924,6 +950,7 @@ def test_reminder_for_an_appointment_already_past_sends_nothing_and_says_why() -
     assert bodies(events) == []
 
 
+@pytest.mark.same_on_every_database
 def test_reminder_held_until_the_appointments_own_minute_ends_the_instance() -> None:
     """Booked at 23:00 for 08:00: the booking text is held until 08:00, the appointment's own
     minute, and skipped (send_before). Step 12 used to test "before now", which an appointment
@@ -943,6 +970,7 @@ def test_reminder_held_until_the_appointments_own_minute_ends_the_instance() -> 
     assert bodies(events) == []
 
 
+@pytest.mark.same_on_every_database
 def test_reminder_a_reply_after_the_appointment_is_not_answered_as_if_it_were_ahead() -> None:
     """Booked at 10:00 for 13:00, "C" comes at 14:00 (within the 12 hours): "your appointment
     is confirmed" would speak of one already past, so it is skipped (send_before)."""
@@ -995,6 +1023,7 @@ CALL_THE_ADVOCATE = (
 )
 
 
+@pytest.mark.same_on_every_database
 def test_survey_promoter_by_cli() -> None:
     """Triggered at 11:00 (it was 09:00, before the visit: such a trigger now gets no survey);
     step 5 finds a visit to ask about, and the timeline from 12:30 on is as before."""
@@ -1019,6 +1048,7 @@ def test_survey_promoter_by_cli() -> None:
     ]
 
 
+@pytest.mark.same_on_every_database
 @pytest.mark.parametrize(
     ("text", "outcome"),
     [("5", "promoter"), ("4", "promoter"), (" Five! ", "promoter"), ("3", "passive"), ("three.", "passive")]
@@ -1029,6 +1059,7 @@ def test_survey_reply_matching(text: str, outcome: str) -> None:
     assert detail(events, 30, "reply_received") == {"outcome": outcome}
 
 
+@pytest.mark.same_on_every_database
 def test_survey_passive() -> None:
     events = run(SURVEY, SURVEY_PARAMS, SURVEY_START, replies={30: [Reply(" 3 ", timedelta(hours=2))]})
     assert timeline(events)[4:] == [
@@ -1040,6 +1071,7 @@ def test_survey_passive() -> None:
     assert detail(events, 210, "end") == {"outcome": "passive"}
 
 
+@pytest.mark.same_on_every_database
 def test_survey_detractor_gets_an_apology_email_and_the_crm_is_told() -> None:
     """The CRM is alerted first (step 300) and the apology saying the advocate will call goes
     only once it has been (it used to go first, whatever the CRM answered)."""
@@ -1064,6 +1096,7 @@ def test_survey_detractor_gets_an_apology_email_and_the_crm_is_told() -> None:
     assert email["body"].endswith("\n\nLakeview Clinic")
 
 
+@pytest.mark.same_on_every_database
 def test_survey_detractor_without_email_gets_an_apology_sms() -> None:
     params = {k: v for k, v in SURVEY_PARAMS.items() if k != "email"}
     events = run(SURVEY, params, SURVEY_START, replies={30: [Reply("1")]})
@@ -1078,6 +1111,7 @@ def test_survey_detractor_without_email_gets_an_apology_sms() -> None:
     assert bodies(events) == [SURVEY_TEXT, ADVOCATE_WILL_CALL]
 
 
+@pytest.mark.same_on_every_database
 def test_survey_detractor_when_the_crm_is_down_promises_no_call_by_cli() -> None:
     """The CRM cannot be reached: nobody will call, so no text says the advocate will (the
     apology used to say so before the CRM was tried); the patient gets the number to call."""
@@ -1095,6 +1129,7 @@ def test_survey_detractor_when_the_crm_is_down_promises_no_call_by_cli() -> None
     assert not any("will call" in b for b in bodies(events))
 
 
+@pytest.mark.same_on_every_database
 def test_survey_unreadable_answer_gets_one_more_chance() -> None:
     replies = {30: [Reply("it was ok")], 60: [Reply("4", timedelta(minutes=30))]}
     events = run(SURVEY, SURVEY_PARAMS, SURVEY_START, replies=replies)
@@ -1115,6 +1150,7 @@ def test_survey_unreadable_answer_gets_one_more_chance() -> None:
     ]
 
 
+@pytest.mark.same_on_every_database
 def test_survey_no_reply_gets_one_reminder_then_ends() -> None:
     events = run(SURVEY, SURVEY_PARAMS, SURVEY_START)
     assert timeline(events) == [
@@ -1132,6 +1168,7 @@ def test_survey_no_reply_gets_one_reminder_then_ends() -> None:
     assert bodies(events) == [SURVEY_TEXT, SURVEY_REMINDER]
 
 
+@pytest.mark.same_on_every_database
 def test_survey_promoter_answering_the_reminder_is_deferred_to_the_next_morning() -> None:
     """The reminder went out at 12:30 on 11-03; the promoter answers at 17:30, after 10:00 on
     the day after the visit, so the review request is due at once: the second SMS that day
@@ -1152,6 +1189,7 @@ def test_survey_promoter_answering_the_reminder_is_deferred_to_the_next_morning(
     assert bodies(events) == [SURVEY_TEXT, SURVEY_REMINDER, REVIEW]
 
 
+@pytest.mark.same_on_every_database
 def test_survey_review_request_is_capped_with_the_skip_policy() -> None:
     """With `when_capped: skip` the same review request is recorded as capped, not sent."""
     defn = with_cap(SURVEY, "{when_capped: skip}")
@@ -1165,6 +1203,7 @@ def test_survey_review_request_is_capped_with_the_skip_policy() -> None:
     assert bodies(events) == [SURVEY_TEXT, SURVEY_REMINDER]
 
 
+@pytest.mark.same_on_every_database
 def test_survey_triggered_late_asks_at_once() -> None:
     events = run(SURVEY, SURVEY_PARAMS, "2026-11-02 16:00", replies={30: [Reply("3")]})
     assert timeline(events)[:4] == [
@@ -1176,6 +1215,7 @@ def test_survey_triggered_late_asks_at_once() -> None:
     assert detail(events, 10, "wait_skipped") == {"until": "2026-11-02T18:30:00Z", "policy": "run_now"}
 
 
+@pytest.mark.same_on_every_database
 def test_survey_triggered_days_later_names_the_visits_date() -> None:
     """Triggered six days after the visit (within the week): asked at once, and the text names
     the date — "on Monday" alone, sent on a Sunday, would be read as the wrong Monday."""
@@ -1188,6 +1228,7 @@ def test_survey_triggered_days_later_names_the_visits_date() -> None:
     assert bodies(events)[0] == SURVEY_TEXT
 
 
+@pytest.mark.same_on_every_database
 def test_survey_held_overnight_names_the_visits_date() -> None:
     """An evening visit (19:30): the survey due at 21:30 is held until 08:00 the next day, when
     the date still says which visit it means."""
@@ -1202,6 +1243,7 @@ def test_survey_held_overnight_names_the_visits_date() -> None:
     assert bodies(events)[0] == SURVEY_TEXT
 
 
+@pytest.mark.same_on_every_database
 def test_survey_for_a_visit_not_yet_started_sends_nothing_and_says_why_by_cli() -> None:
     """Triggered at 09:00 for a visit at 10:30 (the old tests' start): the survey would thank
     the patient for a visit that may not happen (a no-show), so nothing is sent and the
@@ -1216,6 +1258,7 @@ def test_survey_for_a_visit_not_yet_started_sends_nothing_and_says_why_by_cli() 
     assert bodies(events) == []
 
 
+@pytest.mark.same_on_every_database
 def test_survey_for_a_visit_long_past_sends_nothing_and_says_why() -> None:
     """A visit more than 7 days before the trigger (here the MedChat seed's 2023 date, and one
     just over 7 days back) gets no survey: outcome visit-too-long-ago."""
@@ -1248,6 +1291,7 @@ MORNING_730 = (
 )
 
 
+@pytest.mark.same_on_every_database
 def test_pre_procedure_by_cli() -> None:
     events = cli_json(
         PRE_PROCEDURE, {**PROCEDURE, "location": "Lakeview Endoscopy Suite"}, "2026-11-02 10:00"
@@ -1288,6 +1332,7 @@ def test_pre_procedure_by_cli() -> None:
     assert not any(e["type"] == "send_held" for e in events)
 
 
+@pytest.mark.same_on_every_database
 def test_pre_procedure_across_the_fall_back() -> None:
     """Procedure Mon 2026-11-02 07:30 CST: the email 7 days before at 09:00 is in CDT, the
     fasting text on the fall-back evening and the morning text in CST."""
@@ -1305,6 +1350,7 @@ def test_pre_procedure_across_the_fall_back() -> None:
     ]
 
 
+@pytest.mark.same_on_every_database
 def test_pre_procedure_across_the_spring_forward() -> None:
     params = {**PROCEDURE, "procedureDateTime": "2026-03-09 07:30"}
     events = run(PRE_PROCEDURE, params, "2026-02-20 10:00")
@@ -1320,6 +1366,7 @@ def test_pre_procedure_across_the_spring_forward() -> None:
     ]
 
 
+@pytest.mark.same_on_every_database
 def test_pre_procedure_booked_late_gets_the_email_at_once() -> None:
     events = run(PRE_PROCEDURE, PROCEDURE, "2026-11-09 15:00")
     assert timeline(events) == [
@@ -1336,6 +1383,7 @@ def test_pre_procedure_booked_late_gets_the_email_at_once() -> None:
     assert bodies(events)[1:] == [FASTING_730, MORNING_730]
 
 
+@pytest.mark.same_on_every_database
 def test_pre_procedure_booked_the_evening_before_skips_the_midnight_text() -> None:
     """Booked at 19:30 the evening before: the email goes at once (emails ignore the send
     window), "nothing to eat after midnight tonight" is past its 18:00 and skipped."""
@@ -1354,6 +1402,7 @@ def test_pre_procedure_booked_the_evening_before_skips_the_midnight_text() -> No
     assert bodies(events)[1:] == [MORNING_730]
 
 
+@pytest.mark.same_on_every_database
 def test_pre_procedure_with_the_default_window_would_text_too_late() -> None:
     """Why the journey sets its own send window: under the default 08:00-21:00 the 06:00
     morning text is held to 08:00, half an hour after a 07:30 procedure began — and so, since
@@ -1372,6 +1421,7 @@ def test_pre_procedure_with_the_default_window_would_text_too_late() -> None:
     assert detail(events, 60, "sms_skipped") == {"reason": "procedureDateTime has passed"}
 
 
+@pytest.mark.same_on_every_database
 def test_pre_procedure_already_past_sends_nothing_and_says_why_by_cli() -> None:
     """A procedure already past used to get the full instructions by email at once and a
     "today" text: now nothing is sent, and the instance ends with outcome procedure-passed."""
@@ -1386,6 +1436,7 @@ def test_pre_procedure_already_past_sends_nothing_and_says_why_by_cli() -> None:
     assert bodies(events) == []
 
 
+@pytest.mark.same_on_every_database
 def test_pre_procedure_triggered_at_its_own_start_time_sends_nothing() -> None:
     """Triggered at 07:30 for a 07:30 procedure: it has begun, so no instructions are sent."""
     events = run(PRE_PROCEDURE, PROCEDURE, "2026-11-12 07:30")
@@ -1394,6 +1445,7 @@ def test_pre_procedure_triggered_at_its_own_start_time_sends_nothing() -> None:
     assert bodies(events) == []
 
 
+@pytest.mark.same_on_every_database
 def test_pre_procedure_booked_the_same_afternoon_says_no_good_morning() -> None:
     """Booked at 14:00 for 17:00: the morning-of text goes at once (run_now); it used to open
     with "Good morning"."""
@@ -1410,6 +1462,7 @@ def test_pre_procedure_booked_the_same_afternoon_says_no_good_morning() -> None:
     ]
 
 
+@pytest.mark.same_on_every_database
 def test_pre_procedure_before_the_window_opens_gets_no_text_after_it() -> None:
     """A procedure at 05:30 (before the 06:00 window opens), and one booked at 22:30 for 23:30
     the same evening (the text is held to 06:00 the next day): the "today" text would go after
@@ -1442,6 +1495,7 @@ def _with_another_text(policy: str) -> JourneyDefinition:
     return load_definition_text(text)
 
 
+@pytest.mark.same_on_every_database
 def test_pre_procedure_a_capped_fasting_text_is_skipped_not_sent_the_next_day() -> None:
     """Booked the day before at 10:00 with another text to the number that day: the 18:00
     fasting text is over the cap (1 a day). Deferred (the default policy) it would go at 06:00
@@ -1489,6 +1543,7 @@ def _untrue_sends(
     return wrong
 
 
+@pytest.mark.same_on_every_database
 @pytest.mark.parametrize("day", ["2026-03-08", "2026-11-01", "2026-11-03"])
 def test_no_example_text_is_untrue_whenever_it_is_booked(day: str) -> None:
     """The timing edge cases of every example, on the DST days and an ordinary one: times from
@@ -1545,6 +1600,7 @@ flows:
 """
 
 
+@pytest.mark.same_on_every_database
 def test_a_skipped_wait_only_skips_a_send_reached_without_waiting_again() -> None:
     """`if_past: skip` skips "the next send … meant for that time". Here the branch leads past
     the send meant for the skipped time; the next send is reached only after a later wait_until
@@ -1562,6 +1618,7 @@ def test_a_skipped_wait_only_skips_a_send_reached_without_waiting_again() -> Non
 
 
 # ============================================================================ the CLI itself
+@pytest.mark.same_on_every_database
 def test_cli_json_events_have_the_documented_fields() -> None:
     events = cli_json(PRE_PROCEDURE, PROCEDURE, "2026-11-02 10:00")
     for e in events:
@@ -1578,6 +1635,7 @@ def test_cli_json_events_have_the_documented_fields() -> None:
             assert not {"channel", "to", "body", "subject"} & set(e)
 
 
+@pytest.mark.same_on_every_database
 def test_cli_touches_no_database(tmp_path: Path) -> None:
     db = tmp_path / "should-not-exist.db"
     result = cli(
@@ -1596,12 +1654,14 @@ def test_cli_touches_no_database(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.same_on_every_database
 def test_cli_parameter_names_are_case_insensitive() -> None:
     params = {k.upper(): v for k, v in APPOINTMENT.items()}
     events = cli_json(APPOINTMENT_FULL, params, "2026-10-20 10:00")
     assert bodies(events)[0] == CONFIRMATION_NOV3
 
 
+@pytest.mark.same_on_every_database
 def test_cli_reply_delay() -> None:
     events = cli_json(APPOINTMENT_FULL, APPOINTMENT, "2026-10-20 10:00", "--reply", "60=C@3h")
     assert ("2026-11-01T18:00:00Z", 60, "reply_received") in timeline(events)
@@ -1623,16 +1683,19 @@ def assert_fails(result: subprocess.CompletedProcess, *fragments: str) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.same_on_every_database
 def test_cli_rejects_invalid_params_json() -> None:
     assert_fails(cli(*simulate_args("{not json")), "--params: not valid JSON")
     assert_fails(cli(*simulate_args('["a list"]')), "--params: must be a JSON object")
 
 
+@pytest.mark.same_on_every_database
 def test_cli_rejects_a_missing_required_parameter() -> None:
     params = {k: v for k, v in APPOINTMENT.items() if k != "phoneNumber"}
     assert_fails(cli(*simulate_args(json.dumps(params))), "phoneNumber", "required parameter is missing")
 
 
+@pytest.mark.same_on_every_database
 def test_cli_rejects_a_bad_parameter_value() -> None:
     params = {**APPOINTMENT, "appointmentDateTime": "next Tuesday"}
     assert_fails(cli(*simulate_args(json.dumps(params))), "appointmentDateTime", "is not a valid datetime")
@@ -1640,22 +1703,26 @@ def test_cli_rejects_a_bad_parameter_value() -> None:
     assert_fails(cli(*simulate_args(json.dumps(params))), "doctor: unknown parameter")
 
 
+@pytest.mark.same_on_every_database
 def test_cli_rejects_an_unknown_time_zone() -> None:
     assert_fails(
         cli(*simulate_args(tz="Mars/Olympus_Mons")), "--tz", "'Mars/Olympus_Mons' is not an IANA time zone"
     )
 
 
+@pytest.mark.same_on_every_database
 @pytest.mark.parametrize("reply", ["C", "sixty=C", "=C", "60=C@soon"])
 def test_cli_rejects_bad_reply_syntax(reply: str) -> None:
     assert_fails(cli(*simulate_args(json.dumps(APPOINTMENT), "--reply", reply)), f"--reply {reply!r}")
 
 
+@pytest.mark.same_on_every_database
 @pytest.mark.parametrize("answer", ["110", "110=ok", "x=500", "110=200:{not json"])
 def test_cli_rejects_bad_http_syntax(answer: str) -> None:
     assert_fails(cli(*simulate_args(json.dumps(APPOINTMENT), "--http", answer)), f"--http {answer!r}")
 
 
+@pytest.mark.same_on_every_database
 @pytest.mark.parametrize(
     ("option", "value", "message"),
     [
@@ -1670,6 +1737,7 @@ def test_cli_rejects_a_reply_or_answer_for_the_wrong_step(option: str, value: st
     assert_fails(cli(*simulate_args(json.dumps(APPOINTMENT), option, value)), message)
 
 
+@pytest.mark.same_on_every_database
 def test_cli_a_reply_for_a_wait_never_reached_is_not_used() -> None:
     """Step 180 waits only after a no-show; the patient here is checked in, so its reply is unused."""
     params = {**APPOINTMENT, "checkedIn": "yes"}
@@ -1708,6 +1776,7 @@ def _documented_commands() -> list[tuple[str, str, list[str]]]:
     return found
 
 
+@pytest.mark.same_on_every_database
 def test_documented_commands_run_as_written() -> None:
     """Users copy these: each runs as written (with `journeys` on the PATH), and the output the
     docs show is what it prints (all of it, or after a `…`, a part of it)."""
@@ -1734,6 +1803,7 @@ def test_documented_commands_run_as_written() -> None:
             assert printed == shown, (where, command)
 
 
+@pytest.mark.same_on_every_database
 def test_cli_rejects_a_bad_start() -> None:
     result = cli(
         str(APPOINTMENT_FULL), "--params", json.dumps(APPOINTMENT), "--tz", TZ, "--start", "tomorrow"
@@ -1741,6 +1811,7 @@ def test_cli_rejects_a_bad_start() -> None:
     assert_fails(result, "--start")
 
 
+@pytest.mark.same_on_every_database
 @pytest.mark.parametrize(
     ("start", "problem"),
     [
@@ -1755,16 +1826,19 @@ def test_cli_rejects_a_start_out_of_range_or_not_ascii(start: str, problem: str)
     assert_fails(result, "--start", problem)
 
 
+@pytest.mark.same_on_every_database
 @pytest.mark.parametrize("delay", ["99999999999999d", "3661d", "２h"])
 def test_cli_rejects_a_reply_delay_out_of_range(delay: str) -> None:
     assert_fails(cli(*simulate_args(json.dumps(APPOINTMENT), "--reply", f"60=C@{delay}")), "--reply")
 
 
+@pytest.mark.same_on_every_database
 @pytest.mark.parametrize("option", [["--reply", "²=C"], ["--http", "²=200"], ["--http", "110=²00"]])
 def test_cli_rejects_non_ascii_step_ids_and_statuses(option: list[str]) -> None:
     assert_fails(cli(*simulate_args(json.dumps(APPOINTMENT), *option)), option[0])
 
 
+@pytest.mark.same_on_every_database
 def test_cli_rejects_a_horizon_beyond_a_century() -> None:
     result = cli(*simulate_args(json.dumps(APPOINTMENT), "--horizon-days", "999999999"))
     assert result.returncode != 0 and "Traceback" not in result.stderr
@@ -1790,6 +1864,7 @@ flows:
 """
 
 
+@pytest.mark.same_on_every_database
 @pytest.mark.parametrize(
     ("count", "error"),
     [
@@ -1812,6 +1887,7 @@ def test_cli_a_text_past_its_limit_is_a_failed_step_not_gigabytes(
     assert [len(e["body"]) for e in ok if e["type"] == "sms_queued"] == [1600]
 
 
+@pytest.mark.same_on_every_database
 def test_cli_rejects_an_invalid_definition_with_file_and_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(
@@ -1840,11 +1916,13 @@ def test_cli_rejects_an_invalid_definition_with_file_and_line(tmp_path: Path) ->
     ]
 
 
+@pytest.mark.same_on_every_database
 def test_cli_missing_file() -> None:
     result = cli("/nonexistent/journey.yaml", "--tz", TZ, "--start", "2026-11-02 10:00")
     assert_fails(result, "/nonexistent/journey.yaml", "cannot read file")
 
 
+@pytest.mark.same_on_every_database
 def test_function_and_cli_agree() -> None:
     """The CLI is a thin wrapper: the same run gives the same events (message ids aside)."""
     replies = {60: [Reply("R", timedelta(hours=2))]}
@@ -1862,6 +1940,7 @@ def test_function_and_cli_agree() -> None:
     assert all(isinstance(e["detail"].get("messageId"), str) for e in from_cli if e["type"] in SEND_KINDS)
 
 
+@pytest.mark.same_on_every_database
 def test_parameters_are_read_in_the_simulation_zone() -> None:
     """A local appointmentDateTime means local to the instance's zone (here UTC)."""
     defn = load_definition_file(APPOINTMENT_REMINDER)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from conftest import SEED_BULK_BODY, SEED_SEARCH_BODY, Server, Tenant
 from httpx import Client
+from support.api import SEED_BULK_BODY, SEED_SEARCH_BODY
+from support.server import Server, Tenant
 
 
 def test_seed_bulk_then_search_then_cancel(server: Server, http: Client, tenant: Tenant) -> None:

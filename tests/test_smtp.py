@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import email
-import email.policy
 import ipaddress
-import socket
 import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -21,18 +18,20 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
-from conftest import Server, Tenant
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from support.api import trigger_one
+from support.net import free_port
+from support.server import Server, Tenant
+from support.smtp import Mailbox
+from support.smtp import authenticator as password_authenticator
 
 from journeys.messaging.providers import registry
 from journeys.messaging.providers.base import OutboundMessage, SendResult
-from journeys.secrets import SecretBox
-from journeys.store import channels
-from journeys.store.db import transaction
+
+pytestmark = pytest.mark.same_on_every_database  # no test here depends on JOURNEYS_TEST_DATABASE
 
 SECRET = "test-secret-key-for-smtp"
 USER, PASSWORD = "journeys", "s3cret-pass"
@@ -42,7 +41,7 @@ REFUSED = "nobody@example.com"
 
 # ---------------------------------------------------------------- our server, with a secret key
 def SmtpTestServer(database_url: str) -> Server:  # noqa: N802 - reads like the class it was
-    """conftest.Server with JOURNEYS_SECRET_KEY set (the session server has none)."""
+    """support.server.Server with JOURNEYS_SECRET_KEY set (the session server has none)."""
     return Server(database_url, secret_key=SECRET)
 
 
@@ -54,42 +53,7 @@ def app_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmtpTestSer
 
 
 # ---------------------------------------------------------------- a real SMTP server
-@dataclass
-class Recorder:
-    """An aiosmtpd handler that keeps what it receives; refuses REFUSED; can defer DATA once."""
-
-    received: list[tuple[str, list[str], EmailMessage, bool]] = field(default_factory=list)
-    defer_data: int = 0
-
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
-        if address == REFUSED:
-            return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        if self.defer_data:
-            self.defer_data -= 1
-            return "451 4.3.0 Try again later"
-        parsed = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
-        self.received.append(
-            (envelope.mail_from, list(envelope.rcpt_tos), parsed, bool(session.authenticated))
-        )
-        return f"250 2.0.0 Ok: queued as Q{len(self.received)}"
-
-
-def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
-    ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (
-        USER.encode(),
-        PASSWORD.encode(),
-    )
-    return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers 535 itself
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+authenticator = password_authenticator(USER, PASSWORD)
 
 
 @dataclass
@@ -141,7 +105,7 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Certificat
 
 @dataclass
 class Smtp:
-    recorder: Recorder
+    recorder: Mailbox
     controller: Controller
     port: int
     kwargs: dict[str, Any]
@@ -155,7 +119,7 @@ class Smtp:
 
 
 def smtp_server(**kwargs: Any) -> Smtp:
-    smtp = Smtp(Recorder(), None, free_port(), kwargs)  # type: ignore[arg-type]
+    smtp = Smtp(Mailbox(refuse=REFUSED), None, free_port(), kwargs)  # type: ignore[arg-type]
     smtp.start()
     return smtp
 
@@ -196,9 +160,7 @@ flows:
 
 def configure(srv: SmtpTestServer, org_id: str, config: dict[str, Any]) -> None:
     """What `journeys channel set --channel email --provider smtp` does."""
-    checked = registry.check_config("smtp", "email", config)
-    with transaction(srv.engine) as conn:
-        channels.set_channel(conn, org_id, "email", "smtp", SecretBox(SECRET).seal(checked), srv.clock.now())
+    srv.set_channel(org_id, "email", "smtp", registry.check_config("smtp", "email", config))
 
 
 def smtp_tenant(srv: SmtpTestServer, smtp: Smtp, **config: Any) -> Tenant:
@@ -209,17 +171,7 @@ def smtp_tenant(srv: SmtpTestServer, smtp: Smtp, **config: Any) -> Tenant:
 
 
 def trigger(srv: SmtpTestServer, t: Tenant, name: str, to: str) -> str:
-    body = {
-        "flowId": None,
-        "timeZone": "America/Chicago",
-        "instances": [{"parameters": {"key": "k1", "patientName": name, "email": to}}],
-    }
-    r = srv.http.post(t.url("/bulk"), json=body, headers=t.headers)
-    assert r.status_code == 204, r.text
-    r = srv.http.post(t.url("/search"), json={"take": 10}, headers=t.headers)
-    assert r.status_code == 200, r.text
-    [instance] = r.json()
-    return str(instance["id"])
+    return trigger_one(srv.http, t, {"patientName": name, "email": to}, value="k1")
 
 
 def timeline(srv: SmtpTestServer, t: Tenant, iid: str) -> list[dict[str, Any]]:

@@ -10,21 +10,22 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
-from conftest import EXAMPLE, Server, Tenant
 from httpx import Client
+from support.journeys import reply_journey
+from support.net import LocalHttpServer
+from support.server import EXAMPLE, START, Server, Tenant
 
 import journeys.accounts.service as accounts
 from journeys.definitions import DefinitionError
 from journeys.messaging.outgoing import list_outgoing
 
 CHICAGO = ZoneInfo("America/Chicago")
-START = datetime(2026, 11, 2, 16, 0, tzinfo=UTC)  # Monday 10:00 in Chicago (CST)
 PHONE = "+15555550100"
 OTHER_PHONE = "+15555550177"
 
@@ -664,33 +665,7 @@ def test_a_skipped_wait_does_not_skip_a_send_after_a_later_wait(server: Server, 
 
 
 # ---------------------------------------------------------------- wait_for_reply
-REPLY = """
-name: Reply
-parameters:
-  - {name: key, identifier: true}
-  - {name: phone, type: phone, required: false}
-  - {name: answer, required: false}
-frequency_cap: null
-flows:
-  - id: main
-    name: Main
-    steps:
-      - {id: 10, type: send_sms, to: phone, body: "Reply C to confirm or R to reschedule"}
-      - id: 20
-        type: wait_for_reply
-        to: phone
-        timeout: 2d
-        save_reply_to: answer
-        replies:
-          - {outcome: confirmed, next: 30}
-          - {outcome: reschedule, next: 40}
-        on_other: 50
-        on_timeout: 60
-      - {id: 30, type: end, outcome: confirmed}
-      - {id: 40, type: end, outcome: reschedule}
-      - {id: 50, type: end, outcome: other}
-      - {id: 60, type: end, outcome: no_reply}
-"""
+REPLY = reply_journey(phone_required=False)
 
 
 def waiting(server: Server, http: Client, t: Tenant, *phones: str) -> list[str]:
@@ -1305,15 +1280,11 @@ def remote() -> Iterator[Remote]:
         def log_message(self, format: str, *args: Any) -> None:
             return None
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    rec.base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    server = LocalHttpServer(Handler)
+    rec.base = server.base_url
     yield rec
     rec.release.set()
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(10)
+    server.stop()
 
 
 HTTP = """

@@ -8,29 +8,28 @@ import base64
 import json
 import os
 import subprocess
-import sys
-import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import sqlalchemy as sa
-from conftest import Server, make_postgres_database, post_unfinished, require_postgres
-from fake_twilio import FakeTwilio
+from support.api import trigger_one
+from support.cli import JOURNEYS
+from support.databases import own_database
+from support.fake_twilio import FakeTwilio, twilio_config
+from support.journeys import one_sms
+from support.net import post_unfinished
+from support.server import START, Server
 from twilio.request_validator import RequestValidator
 
 from journeys.config import Settings
 from journeys.messaging.providers.base import OutboundMessage
 from journeys.messaging.providers.registry import ProviderConfigError
 from journeys.messaging.providers.twilio import TwilioProvider, check_config
-from journeys.secrets import SecretBox
-from journeys.store import channels
-from journeys.store.db import transaction
 
-START = datetime(2026, 11, 2, 16, 0, tzinfo=UTC)  # Monday 10:00 in Chicago
 SID = "AC" + "0123456789abcdef" * 2
 TOKEN = "twilio-auth-token-for-tests"
 FROM = "+13125550100"
@@ -39,31 +38,12 @@ PHONE = "+13125550142"
 BAD_PHONE = "+1 000 555 0100"  # passes the engine's light check, not phonenumbers
 SECRET_KEY = "test-secret-key-for-twilio"
 
-SMS = """
-name: Twilio SMS
-parameters:
-  - {name: key, identifier: true}
-  - {name: patientName}
-  - {name: phone, type: phone}
-flows:
-  - id: main
-    name: Main
-    steps:
-      - id: 10
-        type: send_sms
-        to: phone
-        frequency_cap: false
-        body: "Hi {{ patientName }}, your appointment is booked."
-      - {id: 20, type: end, outcome: sent}
-"""
+SMS = one_sms("Twilio SMS")
 
-ROOT = Path(__file__).resolve().parent.parent
-_ENTRY_POINT = Path(sys.executable).parent / "journeys"
-JOURNEYS = [str(_ENTRY_POINT)] if _ENTRY_POINT.exists() else [sys.executable, "-m", "journeys.cli"]
 
 
 def TwilioServer(database_url: str, api_base: str) -> Server:  # noqa: N802 - reads like the class it was
-    """The conftest Server, with a secret key, the fake's API base and its own public URL."""
+    """The support Server, with a secret key, the fake's API base and its own public URL."""
     return Server(database_url, public_url_is_own=True, secret_key=SECRET_KEY, twilio_api_base=api_base)
 
 
@@ -89,27 +69,13 @@ def _fresh(tw: TwilioServer, fake: FakeTwilio) -> None:
 # ---------------------------------------------------------------- helpers
 def configured_tenant(tw: TwilioServer, config: dict[str, str] | None = None) -> Any:
     t = tw.tenant(SMS)
-    config = check_config(config or {"account_sid": SID, "auth_token": TOKEN, "from": FROM})
-    with transaction(tw.engine) as conn:
-        channels.set_channel(
-            conn, t.org_id, "sms", "twilio", SecretBox(SECRET_KEY).seal(config), tw.clock.now()
-        )
+    checked = check_config(config) if config else twilio_config(SID, TOKEN, FROM)
+    tw.set_channel(t.org_id, "sms", "twilio", checked)
     return t
 
 
 def trigger(tw: TwilioServer, t: Any, phone: str = RAW_PHONE, name: str = "Ann") -> str:
-    key = uuid.uuid4().hex[:8]
-    body = {
-        "flowId": None,
-        "timeZone": "America/Chicago",
-        "instances": [{"parameters": {"key": key, "patientName": name, "phone": phone}}],
-    }
-    r = tw.http.post(t.url("/bulk"), json=body, headers=t.headers)
-    assert r.status_code == 204, r.text
-    r = tw.http.post(t.url("/search"), json={"includeParameters": True}, headers=t.headers)
-    assert r.status_code == 200, r.text
-    [iid] = [i["id"] for i in r.json() if i["parameters"]["key"] == key]
-    return str(iid)
+    return trigger_one(tw.http, t, {"patientName": name, "phone": phone})
 
 
 def events(tw: TwilioServer, t: Any, iid: str) -> list[dict[str, Any]]:
@@ -158,6 +124,7 @@ def delivered(tw: TwilioServer, fake: FakeTwilio) -> tuple[Any, str, str]:
 
 
 # ---------------------------------------------------------------- sending
+@pytest.mark.same_on_every_database
 def test_an_sms_step_is_sent_through_twilio_once_with_auth_e164_and_the_idempotency_key(
     tw: TwilioServer, fake: FakeTwilio
 ) -> None:
@@ -184,6 +151,7 @@ def test_an_sms_step_is_sent_through_twilio_once_with_auth_e164_and_the_idempote
     assert sent["detail"]["provider"] == "twilio"
 
 
+@pytest.mark.same_on_every_database
 def test_a_messaging_service_is_used_instead_of_from(tw: TwilioServer, fake: FakeTwilio) -> None:
     service = "MG" + "f" * 32
     t = configured_tenant(tw, {"account_sid": SID, "auth_token": TOKEN, "messaging_service_sid": service})
@@ -194,6 +162,7 @@ def test_a_messaging_service_is_used_instead_of_from(tw: TwilioServer, fake: Fak
     assert outbox_row(tw, t.org_id).status == "sent"
 
 
+@pytest.mark.same_on_every_database
 def test_a_twilio_500_is_retried_after_the_backoff_with_the_same_idempotency_key(
     tw: TwilioServer, fake: FakeTwilio
 ) -> None:
@@ -221,6 +190,7 @@ def test_a_twilio_500_is_retried_after_the_backoff_with_the_same_idempotency_key
     assert len(of_kind(tw, t, iid, "sms_sent")) == 1
 
 
+@pytest.mark.same_on_every_database
 def test_a_twilio_429_is_retried_only_after_its_retry_after(tw: TwilioServer, fake: FakeTwilio) -> None:
     t = configured_tenant(tw)
     iid = trigger(tw, t)
@@ -238,6 +208,7 @@ def test_a_twilio_429_is_retried_only_after_its_retry_after(tw: TwilioServer, fa
     assert outbox_row(tw, t.org_id).status == "sent"
 
 
+@pytest.mark.same_on_every_database
 def test_a_twilio_400_fails_the_message_permanently_with_twilios_code(
     tw: TwilioServer, fake: FakeTwilio
 ) -> None:
@@ -255,6 +226,7 @@ def test_a_twilio_400_fails_the_message_permanently_with_twilios_code(
     assert PHONE not in json.dumps(events(tw, t, iid))  # Twilio's message echoes the number: not kept
 
 
+@pytest.mark.same_on_every_database
 def test_wrong_credentials_fail_permanently_with_20003(tw: TwilioServer, fake: FakeTwilio) -> None:
     t = configured_tenant(tw, {"account_sid": SID, "auth_token": "wrong", "from": FROM})
     iid = trigger(tw, t)
@@ -264,6 +236,7 @@ def test_wrong_credentials_fail_permanently_with_20003(tw: TwilioServer, fake: F
     assert len(of_kind(tw, t, iid, "sms_failed")) == 1
 
 
+@pytest.mark.same_on_every_database
 def test_a_number_phonenumbers_rejects_fails_without_calling_twilio(
     tw: TwilioServer, fake: FakeTwilio
 ) -> None:
@@ -281,6 +254,7 @@ def test_a_number_phonenumbers_rejects_fails_without_calling_twilio(
     assert failed["detail"]["errorCode"] == "invalid_number"
 
 
+@pytest.mark.same_on_every_database
 def test_a_timeout_is_a_transient_failure(fake: FakeTwilio) -> None:
     settings = Settings(twilio_api_base=fake.url, public_base_url=None)
     provider = TwilioProvider({"account_sid": SID, "auth_token": TOKEN, "from": FROM}, settings, timeout=0.3)
@@ -294,6 +268,7 @@ def test_a_timeout_is_a_transient_failure(fake: FakeTwilio) -> None:
     provider.close()
 
 
+@pytest.mark.same_on_every_database
 def test_an_unreachable_twilio_is_a_transient_failure() -> None:
     settings = Settings(twilio_api_base="http://127.0.0.1:9", public_base_url=None)
     provider = TwilioProvider({"account_sid": SID, "auth_token": TOKEN, "from": FROM}, settings, timeout=2)
@@ -303,6 +278,7 @@ def test_an_unreachable_twilio_is_a_transient_failure() -> None:
 
 
 # ---------------------------------------------------------------- status callbacks
+@pytest.mark.same_on_every_database
 def test_a_signed_delivered_callback_updates_the_outbox_and_the_timeline(
     tw: TwilioServer, fake: FakeTwilio
 ) -> None:
@@ -320,6 +296,7 @@ def test_a_signed_delivered_callback_updates_the_outbox_and_the_timeline(
     }
 
 
+@pytest.mark.same_on_every_database
 def test_an_undelivered_callback_records_twilios_error_code(tw: TwilioServer, fake: FakeTwilio) -> None:
     t, iid, sid = delivered(tw, fake)
     url = f"{tw.base_url}/channels/twilio/{t.org_id}/status"
@@ -331,6 +308,7 @@ def test_an_undelivered_callback_records_twilios_error_code(tw: TwilioServer, fa
     assert status["detail"]["errorCode"] == "30003"
 
 
+@pytest.mark.same_on_every_database
 def test_an_intermediate_status_never_requeues_the_message(tw: TwilioServer, fake: FakeTwilio) -> None:
     t, iid, sid = delivered(tw, fake)
     url = f"{tw.base_url}/channels/twilio/{t.org_id}/status"
@@ -345,19 +323,12 @@ def test_an_intermediate_status_never_requeues_the_message(tw: TwilioServer, fak
 @pytest.fixture()
 def tw_db(fake: FakeTwilio, tmp_path: Path) -> Iterator[TwilioServer]:
     """A server on the database the suite runs on (the module's `tw` is SQLite only)."""
-    drop = None
-    if os.environ.get("JOURNEYS_TEST_DATABASE", "sqlite") == "postgresql":
-        require_postgres()
-        url, drop = make_postgres_database()
-    else:
-        url = f"sqlite:///{tmp_path / 'journeys.db'}"
-    srv = TwilioServer(url, fake.url)
-    srv.clock.set(START)
-    yield srv
-    srv.stop()
-    srv.engine.dispose()
-    if drop is not None:
-        drop()
+    with own_database(tmp_path, "journeys.db") as url:
+        srv = TwilioServer(url, fake.url)
+        srv.clock.set(START)
+        yield srv
+        srv.stop()
+        srv.engine.dispose()
 
 
 def early_statuses(tw: TwilioServer, org_id: str) -> list[Any]:
@@ -455,6 +426,7 @@ def test_a_large_streamed_callback_is_413_before_the_signature_is_checked(tw_db:
     assert early_statuses(tw, t.org_id) == []
 
 
+@pytest.mark.same_on_every_database
 @pytest.mark.parametrize("declared", [250 * 1024 * 1024, None], ids=["content-length", "chunked"])
 def test_an_oversized_callback_is_answered_413_before_its_body_is_read(
     tw: TwilioServer, declared: int | None
@@ -468,6 +440,7 @@ def test_an_oversized_callback_is_answered_413_before_its_body_is_read(
     assert status == 413, answer
 
 
+@pytest.mark.same_on_every_database
 def test_a_callback_with_an_overlong_sid_is_refused(tw: TwilioServer, fake: FakeTwilio) -> None:
     t = configured_tenant(tw)
     url = f"{tw.base_url}/channels/twilio/{t.org_id}/status"
@@ -477,6 +450,7 @@ def test_a_callback_with_an_overlong_sid_is_refused(tw: TwilioServer, fake: Fake
     assert early_statuses(tw, t.org_id) == []
 
 
+@pytest.mark.same_on_every_database
 @pytest.mark.parametrize("case", ["bad signature", "no signature", "other token", "tampered"])
 def test_an_unverified_callback_is_refused_and_changes_nothing(
     tw: TwilioServer, fake: FakeTwilio, case: str
@@ -497,6 +471,7 @@ def test_an_unverified_callback_is_refused_and_changes_nothing(
     assert of_kind(tw, t, iid, "sms_status") == []
 
 
+@pytest.mark.same_on_every_database
 def test_a_callback_for_an_unknown_org_or_an_org_without_twilio_is_refused(
     tw: TwilioServer, fake: FakeTwilio
 ) -> None:
@@ -508,6 +483,7 @@ def test_a_callback_for_an_unknown_org_or_an_org_without_twilio_is_refused(
         assert isinstance(r.json(), list)
 
 
+@pytest.mark.same_on_every_database
 def test_a_callback_signed_for_another_org_is_refused(tw: TwilioServer, fake: FakeTwilio) -> None:
     t, iid, sid = delivered(tw, fake)
     other = configured_tenant(tw)
@@ -518,6 +494,7 @@ def test_a_callback_signed_for_another_org_is_refused(tw: TwilioServer, fake: Fa
 
 
 # ---------------------------------------------------------------- configuration and the CLI
+@pytest.mark.same_on_every_database
 @pytest.mark.parametrize(
     ("config", "expected"),
     [
@@ -538,6 +515,7 @@ def test_check_config_rejects_bad_configurations(config: dict[str, str], expecte
     assert TOKEN not in str(info.value)
 
 
+@pytest.mark.same_on_every_database
 def test_check_config_normalises_from_to_e164() -> None:
     config = check_config({"account_sid": SID, "auth_token": TOKEN, "from": "+1 (312) 555-0100"})
     assert config == {"account_sid": SID, "auth_token": TOKEN, "from": FROM}
@@ -557,6 +535,7 @@ def run_cli(tmp_path: Path, *args: str, secret: str | None = SECRET_KEY) -> subp
     )
 
 
+@pytest.mark.same_on_every_database
 def test_the_cli_configures_twilio_validates_and_never_prints_secrets(tmp_path: Path) -> None:
     created = run_cli(tmp_path, "org", "create", "Clinic", "--json")
     assert created.returncode == 0, created.stderr

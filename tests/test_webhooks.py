@@ -10,54 +10,28 @@ import hmac
 import json
 import os
 import subprocess
-import sys
-import threading
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import sqlalchemy as sa
-from conftest import LOOPBACK_ALLOWED, Server, make_postgres_database, require_postgres
-from fake_twilio import FakeTwilio
+from support.api import trigger_one
+from support.cli import JOURNEYS
+from support.databases import own_database
+from support.fake_twilio import FakeTwilio, twilio_config
+from support.journeys import one_sms
+from support.receivers import WebhookReceiver
+from support.server import LOOPBACK_ALLOWED, START, Server
 
-from journeys.messaging.providers.twilio import check_config
-from journeys.secrets import SecretBox
-from journeys.store import channels
-from journeys.store.db import transaction
-
-START = datetime(2026, 11, 2, 16, 0, tzinfo=UTC)  # Monday 10:00 in Chicago
 SECRET_KEY = "test-secret-key-for-webhooks"
 SID = "AC" + "0123456789abcdef" * 2
 TOKEN = "twilio-auth-token-for-tests"
 FROM = "+13125550100"
 HOOK_SECRET = "whsec-0123456789abcdef"
 REPLAY_WINDOW = 300
-_ENTRY_POINT = Path(sys.executable).parent / "journeys"
-JOURNEYS = [str(_ENTRY_POINT)] if _ENTRY_POINT.exists() else [sys.executable, "-m", "journeys.cli"]
 
-SMS = """
-name: Webhook SMS
-parameters:
-  - {name: key, identifier: true}
-  - {name: patientName}
-  - {name: phone, type: phone}
-flows:
-  - id: main
-    name: Main
-    steps:
-      - id: 10
-        type: send_sms
-        to: phone
-        frequency_cap: false
-        body: "Hi {{ patientName }}, your appointment is booked."
-      - {id: 20, type: end, outcome: sent}
-"""
+SMS = one_sms("Webhook SMS")
 
 WAIT = """
 name: Webhook wait
@@ -70,58 +44,6 @@ flows:
       - {id: 10, type: wait, duration: 1d}
       - {id: 20, type: end}
 """
-
-
-@dataclass
-class Receiver:
-    """The clinic's endpoint: answers the challenge (rightly, unless `wrong`), records POSTs,
-    fails the next `fail` POSTs with HTTP 500."""
-
-    secret: str = HOOK_SECRET
-    wrong: bool = False
-    fail: int = 0
-    posts: list[dict[str, Any]] = field(default_factory=list)
-    challenges: list[str] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __post_init__(self) -> None:
-        rec = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802
-                code = parse_qs(urlsplit(self.path).query).get("challengeCode", [""])[0]
-                rec.challenges.append(code)
-                answer = hmac.new(rec.secret.encode(), code.encode(), hashlib.sha256).hexdigest()
-                body = ("nope" if rec.wrong else answer + "\n").encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_POST(self) -> None:  # noqa: N802
-                raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                with rec.lock:
-                    failing = rec.fail > 0
-                    rec.fail -= 1 if failing else 0
-                    rec.posts.append({"headers": dict(self.headers.items()), "raw": raw, "failed": failing})
-                self.send_response(500 if failing else 200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hooks"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def ok_events(self, instance_id: str | None = None) -> list[dict[str, Any]]:
-        out = [json.loads(p["raw"]) for p in self.posts if not p["failed"]]
-        return [e for e in out if instance_id is None or e["instanceId"] == instance_id]
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -143,8 +65,8 @@ def srv(fake: FakeTwilio, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 @pytest.fixture()
-def rec() -> Iterator[Receiver]:
-    r = Receiver()
+def rec() -> Iterator[WebhookReceiver]:
+    r = WebhookReceiver(HOOK_SECRET, challenge_suffix="\n")
     yield r
     r.stop()
 
@@ -158,11 +80,7 @@ def _fresh(srv: Server, fake: FakeTwilio) -> None:
 # ---------------------------------------------------------------- helpers
 def sms_tenant(srv: Server) -> Any:
     t = srv.tenant(SMS)
-    config = check_config({"account_sid": SID, "auth_token": TOKEN, "from": FROM})
-    with transaction(srv.engine) as conn:
-        channels.set_channel(
-            conn, t.org_id, "sms", "twilio", SecretBox(SECRET_KEY).seal(config), srv.clock.now()
-        )
+    srv.set_channel(t.org_id, "sms", "twilio", twilio_config(SID, TOKEN, FROM))
     return t
 
 
@@ -170,25 +88,11 @@ def hooks_url(t: Any, path: str = "") -> str:
     return f"/api/orgs/{t.org_id}/webhooks{path}"
 
 
-def subscribe(srv: Server, t: Any, rec: Receiver, types: list[str] | None = None) -> dict[str, Any]:
+def subscribe(srv: Server, t: Any, rec: WebhookReceiver, types: list[str] | None = None) -> dict[str, Any]:
     body = {"url": rec.url, "secret": HOOK_SECRET, "eventTypes": types or ["*"]}
     r = srv.http.post(hooks_url(t), json=body, headers=t.headers)
     assert r.status_code == 201, r.text
     return dict(r.json())
-
-
-def trigger(srv: Server, t: Any, params: dict[str, str]) -> str:
-    key = uuid.uuid4().hex[:8]
-    body = {
-        "flowId": None,
-        "timeZone": "America/Chicago",
-        "instances": [{"parameters": {"key": key, **params}}],
-    }
-    r = srv.http.post(t.url("/bulk"), json=body, headers=t.headers)
-    assert r.status_code == 204, r.text
-    r = srv.http.post(t.url("/search"), json={"includeParameters": True}, headers=t.headers)
-    [iid] = [i["id"] for i in r.json() if i["parameters"]["key"] == key]
-    return str(iid)
 
 
 def check_signature(post: dict[str, Any], now: datetime) -> None:
@@ -212,7 +116,10 @@ def deliveries(srv: Server, t: Any, hook_id: str, status: str | None = None) -> 
 
 
 # ---------------------------------------------------------------- verification
-def test_create_challenges_the_endpoint_and_lists_without_the_secret(srv: Server, rec: Receiver) -> None:
+@pytest.mark.same_on_every_database
+def test_create_challenges_the_endpoint_and_lists_without_the_secret(
+    srv: Server, rec: WebhookReceiver
+) -> None:
     t = srv.tenant(WAIT)
     hook = subscribe(srv, t, rec, ["instance.started", "instance.completed"])
     assert hook["verified"] is True and hook["eventTypes"] == ["instance.started", "instance.completed"]
@@ -225,8 +132,9 @@ def test_create_challenges_the_endpoint_and_lists_without_the_secret(srv: Server
     assert all(HOOK_SECRET not in s for s in stored)
 
 
+@pytest.mark.same_on_every_database
 def test_a_wrong_answer_leaves_the_subscription_unverified_and_no_events_flow(
-    srv: Server, rec: Receiver
+    srv: Server, rec: WebhookReceiver
 ) -> None:
     t = srv.tenant(WAIT)
     rec.wrong = True
@@ -237,19 +145,20 @@ def test_a_wrong_answer_leaves_the_subscription_unverified_and_no_events_flow(
     assert "not verified" in r.json()[0] and "HMAC-SHA256" in r.json()[0]
     [hook] = srv.http.get(hooks_url(t), headers=t.headers).json()
     assert hook["verified"] is False
-    trigger(srv, t, {})
+    trigger_one(srv.http, t, {})
     srv.run_worker()
     assert srv.count("webhook_deliveries", t.org_id) == 0 and rec.posts == []
     # Fixed endpoint: verify again, and events flow from then on.
     rec.wrong = False
     r = srv.http.post(hooks_url(t, f"/{hook['id']}/verify"), headers=t.headers)
     assert r.status_code == 200 and r.json()["verified"] is True
-    iid = trigger(srv, t, {})
+    iid = trigger_one(srv.http, t, {})
     srv.run_worker()
     assert [e["type"] for e in rec.ok_events()] == ["instance.started", "step.executed"]
     assert {e["instanceId"] for e in rec.ok_events()} == {iid}
 
 
+@pytest.mark.same_on_every_database
 def test_unreachable_endpoint_is_a_clear_400(srv: Server) -> None:
     t = srv.tenant(WAIT)
     body = {"url": "http://127.0.0.1:9/nothing", "secret": HOOK_SECRET, "eventTypes": ["*"]}
@@ -258,10 +167,11 @@ def test_unreachable_endpoint_is_a_clear_400(srv: Server) -> None:
 
 
 # ---------------------------------------------------------------- deliveries
-def test_events_are_signed_and_in_order(srv: Server, rec: Receiver, fake: FakeTwilio) -> None:
+@pytest.mark.same_on_every_database
+def test_events_are_signed_and_in_order(srv: Server, rec: WebhookReceiver, fake: FakeTwilio) -> None:
     t = sms_tenant(srv)
     hook = subscribe(srv, t, rec)
-    iid = trigger(srv, t, {"patientName": "Ann", "phone": "(312) 555-0142"})
+    iid = trigger_one(srv.http, t, {"patientName": "Ann", "phone": "(312) 555-0142"})
     srv.run_worker()
     events = rec.ok_events(iid)
     assert [e["type"] for e in events] == [
@@ -287,10 +197,11 @@ def test_events_are_signed_and_in_order(srv: Server, rec: Receiver, fake: FakeTw
     assert all(d["lastStatusCode"] == 200 and d["deliveredDateTime"] for d in listed)
 
 
-def test_filtered_types_only(srv: Server, rec: Receiver) -> None:
+@pytest.mark.same_on_every_database
+def test_filtered_types_only(srv: Server, rec: WebhookReceiver) -> None:
     t = srv.tenant(WAIT)
     subscribe(srv, t, rec, ["instance.completed"])
-    trigger(srv, t, {})
+    trigger_one(srv.http, t, {})
     srv.run_worker()
     assert rec.posts == []
     srv.clock.advance(timedelta(days=1, seconds=1))
@@ -298,11 +209,12 @@ def test_filtered_types_only(srv: Server, rec: Receiver) -> None:
     assert [e["type"] for e in rec.ok_events()] == ["instance.completed"]
 
 
-def test_failures_retry_with_backoff_and_keep_the_order(srv: Server, rec: Receiver) -> None:
+@pytest.mark.same_on_every_database
+def test_failures_retry_with_backoff_and_keep_the_order(srv: Server, rec: WebhookReceiver) -> None:
     t = srv.tenant(WAIT)
     hook = subscribe(srv, t, rec)
     rec.fail = 3
-    iid = trigger(srv, t, {})
+    iid = trigger_one(srv.http, t, {})
     srv.run_worker()
     assert len(rec.posts) == 1 and rec.posts[0]["failed"]  # the second event waits for the first
     [first] = deliveries(srv, t, hook["id"], "pending")[-1:]
@@ -321,11 +233,12 @@ def test_failures_retry_with_backoff_and_keep_the_order(srv: Server, rec: Receiv
     assert started["status"] == "delivered" and started["attempts"] == 4
 
 
-def test_backoff_grows(srv: Server, rec: Receiver) -> None:
+@pytest.mark.same_on_every_database
+def test_backoff_grows(srv: Server, rec: WebhookReceiver) -> None:
     t = srv.tenant(WAIT)
     hook = subscribe(srv, t, rec, ["instance.started"])
     rec.fail = 100
-    trigger(srv, t, {})
+    trigger_one(srv.http, t, {})
     srv.run_worker()
     gaps = []
     for _ in range(4):
@@ -338,11 +251,12 @@ def test_backoff_grows(srv: Server, rec: Receiver) -> None:
     assert all(b > a for a, b in zip(gaps, gaps[1:], strict=False))
 
 
-def test_gives_up_after_24_hours_and_8_attempts(srv: Server, rec: Receiver) -> None:
+@pytest.mark.same_on_every_database
+def test_gives_up_after_24_hours_and_8_attempts(srv: Server, rec: WebhookReceiver) -> None:
     t = srv.tenant(WAIT)
     hook = subscribe(srv, t, rec, ["instance.started"])
     rec.fail = 1000
-    trigger(srv, t, {})
+    trigger_one(srv.http, t, {})
     srv.run_worker()
     for _ in range(40):
         srv.clock.advance(timedelta(hours=1, minutes=15))
@@ -355,10 +269,11 @@ def test_gives_up_after_24_hours_and_8_attempts(srv: Server, rec: Receiver) -> N
     assert len(rec.posts) == sent  # given up: no more attempts
 
 
-def test_cancel_sends_instance_cancelled(srv: Server, rec: Receiver) -> None:
+@pytest.mark.same_on_every_database
+def test_cancel_sends_instance_cancelled(srv: Server, rec: WebhookReceiver) -> None:
     t = srv.tenant(WAIT)
     subscribe(srv, t, rec, ["instance.cancelled"])
-    iid = trigger(srv, t, {})
+    iid = trigger_one(srv.http, t, {})
     srv.run_worker()
     r = srv.http.delete(t.url(f"/{iid}/execution"), headers=t.headers)
     assert r.status_code in (200, 204), r.text
@@ -366,19 +281,21 @@ def test_cancel_sends_instance_cancelled(srv: Server, rec: Receiver) -> None:
     assert [e["type"] for e in rec.ok_events(iid)] == ["instance.cancelled"]
 
 
-def test_delete_stops_events(srv: Server, rec: Receiver) -> None:
+@pytest.mark.same_on_every_database
+def test_delete_stops_events(srv: Server, rec: WebhookReceiver) -> None:
     t = srv.tenant(WAIT)
     hook = subscribe(srv, t, rec)
     r = srv.http.delete(hooks_url(t, f"/{hook['id']}"), headers=t.headers)
     assert r.status_code == 204
     assert srv.http.get(hooks_url(t), headers=t.headers).json() == []
-    trigger(srv, t, {})
+    trigger_one(srv.http, t, {})
     srv.run_worker()
     assert rec.posts == []
     assert srv.http.delete(hooks_url(t, f"/{hook['id']}"), headers=t.headers).status_code == 404
 
 
 # ---------------------------------------------------------------- bad inputs and auth
+@pytest.mark.same_on_every_database
 @pytest.mark.parametrize(
     ("body", "needle"),
     [
@@ -402,18 +319,11 @@ def test_create_rejects_bad_input(srv: Server, body: Any, needle: str) -> None:
 @pytest.fixture(scope="module")
 def srv_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server with a secret key on the database the suite runs on (`srv` is SQLite only)."""
-    drop = None
-    if os.environ.get("JOURNEYS_TEST_DATABASE", "sqlite") == "postgresql":
-        require_postgres()
-        url, drop = make_postgres_database()
-    else:
-        url = f"sqlite:///{tmp_path_factory.mktemp('webhooks-db') / 'journeys.db'}"
-    s = Server(url, secret_key=SECRET_KEY)
-    yield s
-    s.stop()
-    s.engine.dispose()
-    if drop is not None:
-        drop()
+    with own_database(tmp_path_factory.mktemp("webhooks-db"), "journeys.db") as url:
+        s = Server(url, secret_key=SECRET_KEY)
+        yield s
+        s.stop()
+        s.engine.dispose()
 
 
 @pytest.mark.parametrize(
@@ -445,6 +355,7 @@ def test_nul_in_a_webhook_id_or_query_is_a_clear_400(srv_db: Server) -> None:
     assert r.status_code == 400 and r.json() == [f"query parameter 'status': {nul}"], r.text
 
 
+@pytest.mark.same_on_every_database
 def test_unknown_ids_and_bad_status(srv: Server) -> None:
     t = srv.tenant(WAIT)
     for method, path in [
@@ -458,6 +369,7 @@ def test_unknown_ids_and_bad_status(srv: Server) -> None:
     assert r.status_code == 400
 
 
+@pytest.mark.same_on_every_database
 def test_auth(srv: Server) -> None:
     t = srv.tenant(WAIT)
     other = srv.tenant(WAIT)
@@ -473,7 +385,6 @@ def test_auth(srv: Server) -> None:
 
 # ---------------------------------------------------------------- CLI
 def run_cli(srv: Server, *args: str, secret_key: str | None = SECRET_KEY) -> subprocess.CompletedProcess[str]:
-    import os
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEYS_")}
     env["JOURNEYS_OUTBOUND_ALLOW"] = LOOPBACK_ALLOWED
@@ -488,7 +399,8 @@ def run_cli(srv: Server, *args: str, secret_key: str | None = SECRET_KEY) -> sub
     )
 
 
-def test_cli(srv: Server, rec: Receiver) -> None:
+@pytest.mark.same_on_every_database
+def test_cli(srv: Server, rec: WebhookReceiver) -> None:
     t = srv.tenant(WAIT)
     p = run_cli(
         srv,
@@ -509,7 +421,7 @@ def test_cli(srv: Server, rec: Receiver) -> None:
     assert HOOK_SECRET not in p.stdout + p.stderr
     listed = json.loads(run_cli(srv, "list", "--org", t.org_id, "--json").stdout)
     assert [h["id"] for h in listed] == [hook["id"]]
-    trigger(srv, t, {})
+    trigger_one(srv.http, t, {})
     srv.run_worker()
     rows = json.loads(run_cli(srv, "deliveries", "--org", t.org_id, "--json").stdout)
     assert [(d["type"], d["status"], d["lastStatusCode"]) for d in rows] == [
@@ -526,6 +438,7 @@ def test_cli(srv: Server, rec: Receiver) -> None:
     assert json.loads(run_cli(srv, "list", "--org", t.org_id, "--json").stdout) == []
 
 
+@pytest.mark.same_on_every_database
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
@@ -547,7 +460,8 @@ def test_cli_bad_input(srv: Server, args: list[str], needle: str) -> None:
     assert p.returncode != 0 and needle in p.stderr, p.stderr
 
 
-def test_cli_unknown_org_and_missing_secret_key(srv: Server, rec: Receiver) -> None:
+@pytest.mark.same_on_every_database
+def test_cli_unknown_org_and_missing_secret_key(srv: Server, rec: WebhookReceiver) -> None:
     p = run_cli(srv, "list", "--org", "no-such-org")
     assert p.returncode == 1 and "unknown org" in p.stderr
     t = srv.tenant(WAIT)

@@ -27,9 +27,17 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import httpx
-from twilio.request_validator import RequestValidator
+from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
+
+from journeys.messaging.providers.twilio import check_config
+from support.net import POLL_INTERVAL_S
 
 E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+
+
+def twilio_config(account_sid: str, auth_token: str, from_: str) -> dict[str, Any]:
+    """An org's checked Twilio channel config (what `journeys channel set` stores, sealed)."""
+    return dict(check_config({"account_sid": account_sid, "auth_token": auth_token, "from": from_}))
 
 
 @dataclass
@@ -92,7 +100,9 @@ class FakeTwilio:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": POLL_INTERVAL_S}, daemon=True
+        )
 
     # ------------------------------------------------------------------ control
     def start(self) -> FakeTwilio:
