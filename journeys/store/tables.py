@@ -35,10 +35,8 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column")
-        value = value.astimezone(UTC)
-        if dialect.name == "sqlite":
-            return value.replace(tzinfo=None)
-        return value
+        # SQLite's DateTime stores the fields as text (naive UTC), without the offset.
+        return value.astimezone(UTC)
 
     def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
         if value is None:
@@ -369,4 +367,4 @@ webhook_deliveries = sa.Table(
 
 # Use this literal (not a bound parameter) in queries that must match the partial indexes'
 # `status = 'InProgress'` predicate: SQLite only uses a partial index when it can prove it.
-ACTIVE_LITERAL = sa.literal_column("'InProgress'")
+ACTIVE_LITERAL: sa.ColumnClause[str] = sa.literal_column("'InProgress'")
