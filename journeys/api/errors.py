@@ -7,10 +7,12 @@ import logging
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match
+
+from journeys.store.errors import ErrorKind, error_kind
 
 log = logging.getLogger("journeys.api")
 
@@ -75,21 +77,7 @@ def allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
-# psycopg raises these (subclasses of OperationalError) when the server goes away or restarts.
-_UNAVAILABLE = {"OperationalError", "AdminShutdown", "CrashShutdown", "CannotConnectNow", "ConnectionTimeout"}
-
-
 def is_unavailable(exc: DBAPIError) -> bool:
     """True for errors that mean "try again later" (server down, connection lost, SQLite busy),
     as opposed to errors in what we asked the database to do."""
-    if exc.connection_invalidated:
-        return True
-    if not isinstance(exc, OperationalError):
-        return False
-    orig = exc.orig
-    if orig is None:
-        return True
-    if type(orig).__module__.startswith("sqlite3"):
-        text = str(orig).lower()
-        return "locked" in text or "busy" in text or "unable to open" in text
-    return type(orig).__name__ in _UNAVAILABLE
+    return error_kind(exc) is ErrorKind.UNAVAILABLE

@@ -324,8 +324,10 @@ class Worker:
         self.started_at = self.clock.now()
         self._thread = threading.Thread(target=self._loop, name="journeys-worker", daemon=True)
         self._thread.start()
-        if self.engine.dialect.name == "postgresql":
-            threading.Thread(target=self._listen, name="journeys-listen", daemon=True).start()
+        listen = work.due_listener(self.engine)  # None: the database sends no notifications
+        if listen is not None:
+            args = (self._stop, self.wake)
+            threading.Thread(target=listen, args=args, name="journeys-listen", daemon=True).start()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop after the batch in progress is written (a batch is never abandoned half-done)."""
@@ -379,22 +381,6 @@ class Worker:
                 )
         except Exception as exc:
             log.warning("heartbeat failed: %s", type(exc).__name__)
-
-    def _listen(self) -> None:
-        """PostgreSQL LISTEN: wake up at once when work is triggered (a hint; polling still runs)."""
-        import psycopg
-
-        url = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        while not self._stop.is_set():
-            try:
-                with psycopg.connect(url, autocommit=True) as conn:
-                    conn.execute("LISTEN journeys_due")
-                    while not self._stop.is_set():
-                        for _ in conn.notifies(timeout=1.0, stop_after=1):
-                            self.wake.set()
-            except Exception as exc:
-                log.warning("LISTEN connection lost (%s); polling meanwhile", type(exc).__name__)
-                self._stop.wait(random.uniform(1.0, 3.0))
 
     def _sleep_time(self) -> float:
         jittered = self.poll_interval * random.uniform(0.8, 1.2)

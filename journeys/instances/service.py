@@ -14,6 +14,7 @@ from journeys.catalog.service import JourneyVersion
 from journeys.instances.search import SearchQuery
 from journeys.store import instances as repo
 from journeys.store.db import transaction
+from journeys.store.errors import ErrorKind, error_kind
 from journeys.store.events import insert_events
 from journeys.store.instances import Filter
 from journeys.store.tables import ACTIVE
@@ -98,7 +99,7 @@ def cancel_matching(
 
 
 def _is_deadlock(exc: DBAPIError) -> bool:
-    return getattr(exc.orig, "sqlstate", None) == "40P01"
+    return error_kind(exc) is ErrorKind.DEADLOCK
 
 
 def cancel_all_matching(

@@ -8,7 +8,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from journeys.store.tables import UTCDateTime, early_delivery_statuses, org_channels, outbox
+from journeys.store.backends import backend_for
+from journeys.store.tables import early_delivery_statuses, org_channels, outbox
 
 
 def set_channel(
@@ -48,51 +49,18 @@ def any_channels(conn: Connection) -> bool:
     return conn.execute(sa.select(org_channels.c.org_id).limit(1)).first() is not None
 
 
-# One status per statement, written into its text, so that each is served by its partial index
-# (ix_outbox_queued, ix_outbox_sending: `status = … AND send_after <= now ORDER BY send_after`)
-# also in a prepared statement's generic plan; an IN of both statuses reads the whole outbox.
-_CLAIM_WHERE = (
-    "o.status = '{status}' AND o.send_after <= :now "
-    "AND EXISTS (SELECT 1 FROM org_channels c WHERE c.org_id = o.org_id AND c.channel = o.channel) "
-    "AND i.status IN ('InProgress', 'Completed')"
-)
-_BINDS = (
-    sa.bindparam("now", type_=UTCDateTime()),
-    sa.bindparam("lease_until", type_=UTCDateTime()),
-    sa.bindparam("limit", type_=sa.Integer()),
-)
-_RETURNING = (
-    "org_id, message_id, channel, to_address, subject, body, html, idempotency_key, attempts, instance_id, "
-    "flow_id, step_id"
-)
-_CLAIM = (
-    "UPDATE outbox SET status = 'sending', send_after = :lease_until, attempts = attempts + 1 "
-    "WHERE (org_id, message_id) IN (SELECT o.org_id, o.message_id FROM outbox o JOIN journey_instances i "
-    f"ON i.org_id = o.org_id AND i.instance_id = o.instance_id WHERE {_CLAIM_WHERE} "
-    "ORDER BY o.send_after LIMIT :limit{lock}) "
-    f"RETURNING {_RETURNING}"
-)
-CLAIM_SQL = {
-    (dialect, status): sa.text(
-        _CLAIM.format(status=status, lock=" FOR UPDATE OF o SKIP LOCKED" if dialect == "postgresql" else "")
-    ).bindparams(*_BINDS)
-    for dialect in ("sqlite", "postgresql")
-    for status in ("queued", "sending")
-}
-
-
 def claim_for_sending(
     conn: Connection, now: datetime, lease_until: datetime, limit: int
 ) -> list[dict[str, Any]]:
     """Lease queued messages of orgs with a configured provider, and messages whose lease
     expired (a sender that died mid-send is retried — at least once), earliest first."""
-    dialect = "postgresql" if conn.dialect.name == "postgresql" else "sqlite"
+    statements = backend_for(conn).outbox_claim_sql  # one per status: each served by its partial index
     claimed: list[dict[str, Any]] = []
     for status in ("sending", "queued"):  # retries of dead senders first
         if len(claimed) >= limit:
             break
         params = {"now": now, "lease_until": lease_until, "limit": limit - len(claimed)}
-        claimed += [dict(r) for r in conn.execute(CLAIM_SQL[(dialect, status)], params).mappings()]
+        claimed += [dict(r) for r in conn.execute(statements[status], params).mappings()]
     return claimed
 
 

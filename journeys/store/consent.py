@@ -7,9 +7,9 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from journeys.store.backends import backend_for
 from journeys.store.bulk import one_of
 from journeys.store.tables import ACTIVE_LITERAL, journey_instances, outbox, sms_consent
 
@@ -33,11 +33,11 @@ def set_status(
     """Record the number's consent (an upsert: concurrent changes to one number do not collide).
     With `only_if_changed`, a number that already has `status` is left as it is; returns whether
     the row was written (always True without it)."""
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     values = {"status": status, "keyword": keyword, "source": source, "reason": reason, "updated_at": now}
-    q = insert(sms_consent).values(org_id=org_id, phone=phone, **values)
     where = sms_consent.c.status != status if only_if_changed else None
-    q = q.on_conflict_do_update(index_elements=["org_id", "phone"], set_=values, where=where)
+    q = backend_for(conn).upsert(
+        sms_consent, {"org_id": org_id, "phone": phone, **values}, ["org_id", "phone"], values, where
+    )
     return conn.execute(q.returning(sms_consent.c.phone)).first() is not None
 
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql.util import ClauseAdapter
 
+from journeys.store.backends import Backend, backend_for
 from journeys.store.bulk import insert_many, one_of
 from journeys.store.tables import (
     ACTIVE,
@@ -24,8 +24,6 @@ from journeys.store.tables import (
     journey_instances,
     outbox,
 )
-
-CHUNK = 500  # IN-list size: well under SQLite's and PostgreSQL's bind limits
 
 ji = journey_instances
 ip = instance_parameters
@@ -95,7 +93,7 @@ def _prefix_upper_bound(prefix: str) -> str | None:
     return None
 
 
-def _value_condition(col: sa.ColumnElement[str], f: ParamFilter, dialect: str) -> sa.ColumnElement[bool]:
+def _value_condition(col: sa.ColumnElement[str], f: ParamFilter, backend: Backend) -> sa.ColumnElement[bool]:
     if f.operator == "equals":
         return col == f.value
     if f.operator == "in":
@@ -105,9 +103,8 @@ def _value_condition(col: sa.ColumnElement[str], f: ParamFilter, dialect: str) -
         upper = _prefix_upper_bound(f.value)
         return sa.and_(col >= f.value, col < upper) if upper is not None else col >= f.value
     if f.operator == "contains":
-        # Case-sensitive substring: instr() on SQLite, strpos() on PostgreSQL.
-        fn = sa.func.instr if dialect == "sqlite" else sa.func.strpos
-        return fn(col, f.value) > 0
+        assert isinstance(f.value, str)
+        return backend.contains(col, f.value)  # case-sensitive
     raise ValueError(f"unknown operator {f.operator}")  # pragma: no cover - the parser checks
 
 
@@ -125,44 +122,41 @@ def _date_condition(f: DateFilter) -> sa.ColumnElement[bool]:
     return sa.and_(sa.true(), *conds)
 
 
-def _compile(f: Filter, org_id: str, journey_id: str, dialect: str) -> sa.ColumnElement[bool]:
+def _compile(f: Filter, org_id: str, journey_id: str, backend: Backend) -> sa.ColumnElement[bool]:
     if isinstance(f, StatusFilter):
         return ji.c.status == f.status
     if isinstance(f, DateFilter):
         return _date_condition(f)
     if isinstance(f, AndFilter):
-        return sa.and_(sa.true(), *(_compile(c, org_id, journey_id, dialect) for c in f.children))
+        return sa.and_(sa.true(), *(_compile(c, org_id, journey_id, backend) for c in f.children))
     if isinstance(f, OrFilter):
-        return sa.or_(sa.false(), *(_compile(c, org_id, journey_id, dialect) for c in f.children))
+        return sa.or_(sa.false(), *(_compile(c, org_id, journey_id, backend) for c in f.children))
     if isinstance(f, NotFilter):
-        return sa.not_(_compile(f.child, org_id, journey_id, dialect))
+        return sa.not_(_compile(f.child, org_id, journey_id, backend))
     if f.operator == "notEquals":
-        return sa.not_(_compile(ParamFilter(f.name, "equals", f.value), org_id, journey_id, dialect))
-    return _has_parameter(f, dialect)
+        return sa.not_(_compile(ParamFilter(f.name, "equals", f.value), org_id, journey_id, backend))
+    return _has_parameter(f, backend)
 
 
-def _has_parameter(f: ParamFilter, dialect: str) -> sa.ColumnElement[bool]:
+def _has_parameter(f: ParamFilter, backend: Backend) -> sa.ColumnElement[bool]:
     """The instance's own parameter row, probed by primary key (org_id, instance_id, name) for
     each instance the query walks or the lookup found: the cost follows the instances looked at,
     never the number of instances that meet the condition (an `IN (subquery)` gathered all of
-    them first: 1.3 s for a value shared by 1,000,000 instances on SQLite).
-
-    PostgreSQL: `OFFSET 0` keeps the planner from turning the EXISTS into a join, whose method
-    and order would rest on row estimates — and with stale statistics (right after a large
-    load) an estimate of 1 row made a nested loop rescan thousands of parameter rows per
-    instance (docs/operations.md, "Search plans and statistics")."""
+    them first: 1.3 s for a value shared by 1,000,000 instances on SQLite). The probe is fenced
+    so that the planner runs it as written (PostgreSQL: `OFFSET 0`, docs/operations.md, "Search
+    plans and statistics")."""
     own = ip.alias("own")
-    probe = (
+    probe: sa.Select[Any] = (
         sa.select(sa.literal_column("1"))
         .select_from(own)
         .where(
             own.c.org_id == ji.c.org_id,
             own.c.instance_id == ji.c.instance_id,
             own.c.name == f.name,
-            _value_condition(own.c.value, f, dialect),
+            _value_condition(own.c.value, f, backend),
         )
     )
-    return sa.exists(probe.offset(0) if dialect == "postgresql" else probe)
+    return sa.exists(backend.fenced(probe))
 
 
 _DRIVING_OPERATORS = ("equals", "in", "startsWith")
@@ -199,10 +193,10 @@ def _drivers(f: Filter | None) -> list[Filter]:
     return []
 
 
-def _lookup(org_id: str, journey_id: str, driver: Filter, dialect: str) -> sa.Select[Any]:
+def _lookup(org_id: str, journey_id: str, driver: Filter, backend: Backend) -> sa.Select[Any]:
     """The ids of the journey's instances that meet `driver`, from the lookup index."""
     if isinstance(driver, OrFilter):
-        arms = [_lookup(org_id, journey_id, c, dialect) for c in driver.children]
+        arms = [_lookup(org_id, journey_id, c, backend) for c in driver.children]
         return sa.select(sa.union(*arms).subquery("arms").c.instance_id)
     assert isinstance(driver, ParamFilter)
     p = ip.alias("p")
@@ -210,7 +204,7 @@ def _lookup(org_id: str, journey_id: str, driver: Filter, dialect: str) -> sa.Se
         p.c.org_id == org_id,
         p.c.journey_id == journey_id,
         p.c.name == driver.name,
-        _value_condition(p.c.value, driver, dialect),
+        _value_condition(p.c.value, driver, backend),
     )
 
 
@@ -224,12 +218,12 @@ def _choose_driver(conn: Connection, org_id: str, journey_id: str, drivers: list
     equals Y` would walk every instance booked at X."""
     if len(drivers) == 1:
         return drivers[0]
-    dialect = conn.dialect.name
+    backend = backend_for(conn)
     counts = conn.execute(
         sa.select(
             *(
                 sa.select(sa.func.count())
-                .select_from(_lookup(org_id, journey_id, d, dialect).limit(DRIVER_PROBE).subquery())
+                .select_from(_lookup(org_id, journey_id, d, backend).limit(DRIVER_PROBE).subquery())
                 .scalar_subquery()
                 for d in drivers
             )
@@ -255,7 +249,7 @@ def find_active_by_identifier(
     cols = [ji.c.instance_id, ji.c.identifier_key, ji.c.version, ji.c.parameters, ji.c.time_zone, ji.c.rev]
     # PostgreSQL: the keys as one array (`= ANY`), 10,000 at a time — one statement and plan
     # per request rather than one per 500 keys.
-    size = 10_000 if conn.dialect.name == "postgresql" else CHUNK
+    size = backend_for(conn).key_chunk
     for start in range(0, len(keys), size):
         chunk = keys[start : start + size]
         q = sa.select(*cols).where(
@@ -339,18 +333,18 @@ def _matching(conn: Connection, cols: Sequence[Any], org_id: str, journey_id: st
     search, and its lookup reaches the instances by primary key."""
     drivers = _drivers(flt)
     driver = _choose_driver(conn, org_id, journey_id, drivers) if drivers else None
-    dialect = conn.dialect.name
+    backend = backend_for(conn)
     if driver is None:
         q = sa.select(*cols).where(ji.c.org_id == org_id, ji.c.journey_id == journey_id)
         rest = flt
     else:
-        # The lookup pins the journey (see search_statement on why no journey condition here).
-        found = _lookup(org_id, journey_id, driver, dialect).subquery("found")
+        # The lookup pins the journey (SQLiteBackend.search_found: why no journey condition here).
+        found = _lookup(org_id, journey_id, driver, backend).subquery("found")
         on_key = sa.and_(ji.c.org_id == org_id, ji.c.instance_id == found.c.instance_id)
         q = sa.select(*cols).select_from(found.join(ji, on_key))
         rest = _without(flt, driver) if flt is not None else None
     if rest is not None:
-        q = q.where(_compile(rest, org_id, journey_id, dialect))
+        q = q.where(_compile(rest, org_id, journey_id, backend))
     return q
 
 
@@ -366,54 +360,21 @@ def search_statement(
     conn: Connection, org_id: str, journey_id: str, flt: Filter | None, skip: int, take: int
 ) -> sa.Select[Any]:
     """A selective parameter condition drives the query from the (org_id, journey_id, name,
-    value) index and reaches instances by primary key; otherwise the (org_id, journey_id[,
-    status], created_at) indexes serve it, newest first, and the other conditions are checked
-    on the instances it walks. PostgreSQL: `_pg_search_statement`."""
-    dialect = conn.dialect.name
+    value) index and reaches instances by primary key, in the shape the backend's
+    `search_found` gives it; otherwise the (org_id, journey_id[, status], created_at) indexes
+    serve it, newest first, and the other conditions are checked on the instances it walks."""
+    backend = backend_for(conn)
     drivers = _drivers(flt)
     driver = _choose_driver(conn, org_id, journey_id, drivers) if drivers else None
-    if driver is not None and dialect == "postgresql":
-        return _pg_search_statement(org_id, journey_id, flt, driver, skip, take)
     rest = flt if driver is None else (_without(flt, driver) if flt is not None else None)
+    condition = _compile(rest, org_id, journey_id, backend) if rest is not None else None
     if driver is None:
         q = sa.select(*_RESULT_COLS).where(ji.c.org_id == org_id, ji.c.journey_id == journey_id)
-        if rest is not None:
-            q = q.where(_compile(rest, org_id, journey_id, dialect))
+        if condition is not None:
+            q = q.where(condition)
         return q.order_by(ji.c.created_at.desc(), ji.c.instance_id.desc()).offset(skip).limit(take)
-    # SQLite: the instances found are looked up by primary key. No journey condition on them
-    # (the lookup has already pinned the journey): with one, the planner would walk the
-    # (org_id, journey_id, created_at) index — every instance of the journey — to avoid a sort.
-    found = _lookup(org_id, journey_id, driver, dialect).subquery("found")
-    on_key = sa.and_(ji.c.org_id == org_id, ji.c.instance_id == found.c.instance_id)
-    q = sa.select(*_RESULT_COLS).select_from(found.join(ji, on_key))
-    if rest is not None:
-        q = q.where(_compile(rest, org_id, journey_id, dialect))
-    return q.order_by(ji.c.created_at.desc(), ji.c.instance_id.desc()).offset(skip).limit(take)
-
-
-def _pg_search_statement(
-    org_id: str, journey_id: str, flt: Filter | None, driver: Filter, skip: int, take: int
-) -> sa.Select[Any]:
-    """PostgreSQL, driven by a lookup: the statement's shape fixes the plan, so that it does
-    not rest on row estimates — which stay wrong after a large load until the tables are
-    analysed. (With estimates of 1 row on tables of 20,000, the former join shape rescanned the
-    journey's instances, or a partial index, for every matching parameter row: 23–500 s per
-    search; bench/README.md, "Search right after a load".)
-
-    The lookup's instance ids are the outer side of a `LATERAL` subquery that fetches each
-    instance by primary key: a nested loop of key probes, the one join method a lateral
-    reference allows. Only the key is given to it — no journey or status condition (a partial
-    index on status looks empty to the planner until the table is analysed) — and `OFFSET 0`
-    keeps the other conditions from being pushed into it; they are checked on the instance it
-    found, parameter conditions by key probes too (`_has_parameter`)."""
-    found = _lookup(org_id, journey_id, driver, "postgresql").subquery("found")
-    hit = sa.select(ji).where(ji.c.org_id == org_id, ji.c.instance_id == found.c.instance_id)
-    hit = hit.offset(0).lateral("hit")
-    q = sa.select(*(hit.c[c.name] for c in _RESULT_COLS)).select_from(found.join(hit, sa.true()))
-    rest = _without(flt, driver) if flt is not None else None
-    if rest is not None:  # the conditions on journey_instances, applied to the lateral's rows
-        q = q.where(ClauseAdapter(hit).traverse(_compile(rest, org_id, journey_id, "postgresql")))
-    return q.order_by(hit.c.created_at.desc(), hit.c.instance_id.desc()).offset(skip).limit(take)
+    found = _lookup(org_id, journey_id, driver, backend).subquery("found")
+    return backend.search_found(found, org_id, condition, _RESULT_COLS, skip, take)
 
 
 def count_active(conn: Connection, org_id: str, journey_id: str, flt: Filter | None) -> int:
@@ -514,13 +475,9 @@ def cancel_matching(
         .order_by(ji.c.instance_id)
         .limit(limit)
     )
-    if conn.dialect.name == "postgresql":
-        ids = [r[0] for r in conn.execute(pick.with_for_update(of=ji))]
-        if not ids:
-            return [], clock()
-        target = one_of(conn, ji.c.instance_id, ids)
-    else:
-        target = ji.c.instance_id.in_(pick.correlate(None).scalar_subquery())
+    target = backend_for(conn).cancel_target(conn, pick)
+    if target is None:
+        return [], clock()
     now = clock()
     cancelled = list(
         conn.execute(
@@ -541,7 +498,7 @@ def drop_queued_messages(
     PostgreSQL one statement per 10,000 instances, the ids as one array). Returns the dropped
     messages (ids, instance, flow, step, channel; no content)."""
     dropped: list[dict[str, Any]] = []
-    size = 10_000 if conn.dialect.name == "postgresql" else CHUNK
+    size = backend_for(conn).key_chunk
     for start in range(0, len(instance_ids), size):
         chunk = list(instance_ids[start : start + size])
         rows = conn.execute(

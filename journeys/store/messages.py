@@ -8,37 +8,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from journeys.store.tables import ACTIVE_LITERAL, UTCDateTime, instance_events, journey_instances, outbox
-
-# Delivery by the built-in outbox provider: one set-based statement. A message of a cancelled
-# instance was already marked 'dropped' by the cancel, and the instance-status check makes
-# that hold even against a cancel that commits first on another connection.
-_DELIVER_TO_OUTBOX = sa.text(
-    "UPDATE outbox SET status = 'sent', sent_at = :now, provider = 'outbox' "
-    "WHERE status = 'queued' AND send_after <= :now "
-    "AND NOT EXISTS (SELECT 1 FROM org_channels c "
-    "WHERE c.org_id = outbox.org_id AND c.channel = outbox.channel) "
-    "AND EXISTS (SELECT 1 FROM journey_instances i WHERE i.org_id = outbox.org_id "
-    "AND i.instance_id = outbox.instance_id AND i.status IN ('InProgress', 'Completed'))"
-).bindparams(sa.bindparam("now", type_=UTCDateTime()))
-
-
-# PostgreSQL: the instance rows are read FOR SHARE, so delivery waits for a cancel that is in
-# flight and then sees its result (rows are locked instance-then-outbox, as a cancel does).
-_DELIVER_TO_OUTBOX_PG = sa.text(
-    "UPDATE outbox SET status = 'sent', sent_at = :now, provider = 'outbox' "
-    "WHERE status = 'queued' AND (org_id, message_id) IN ("
-    "SELECT o.org_id, o.message_id FROM outbox o JOIN journey_instances i "
-    "ON i.org_id = o.org_id AND i.instance_id = o.instance_id "
-    "WHERE o.status = 'queued' AND o.send_after <= :now AND i.status IN ('InProgress', 'Completed') "
-    "AND NOT EXISTS (SELECT 1 FROM org_channels c WHERE c.org_id = o.org_id AND c.channel = o.channel) "
-    "FOR SHARE OF i)"
-).bindparams(sa.bindparam("now", type_=UTCDateTime()))
+from journeys.store.backends import backend_for
+from journeys.store.tables import ACTIVE_LITERAL, instance_events, journey_instances, outbox
 
 
 def deliver_to_outbox(conn: Connection, now: datetime) -> int:
-    sql = _DELIVER_TO_OUTBOX_PG if conn.dialect.name == "postgresql" else _DELIVER_TO_OUTBOX
-    return int(conn.execute(sql, {"now": now}).rowcount or 0)
+    """Hand the due queued messages of orgs with no provider for their channel to the built-in
+    outbox (status `sent`), in one set-based statement, unless their instance was cancelled."""
+    return int(conn.execute(backend_for(conn).deliver_to_outbox_sql, {"now": now}).rowcount or 0)
 
 
 def list_messages(

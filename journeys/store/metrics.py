@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from journeys.store.backends import backend_for
 from journeys.store.tables import (
     ACTIVE_LITERAL,
     UTCDateTime,
@@ -71,19 +72,6 @@ def _count(conn: Connection, table: sa.Table, *where: sa.ColumnElement[bool]) ->
     return int(conn.execute(sa.select(sa.func.count()).select_from(table).where(*where)).scalar_one())
 
 
-def _count_active(conn: Connection) -> int:
-    """Active instances. SQLite (no statistics) would scan the whole (org, journey, status)
-    index — every instance ever run — rather than the partial index of active ones: 157 ms
-    instead of 30 ms at 1,000,000 instances, 200,000 of them active."""
-    if conn.dialect.name == "sqlite":
-        sql = (
-            "SELECT count(*) FROM journey_instances INDEXED BY uq_journey_instances_active_identifier "
-            "WHERE status = 'InProgress'"
-        )
-        return int(conn.exec_driver_sql(sql).scalar_one())
-    return _count(conn, ji, ji.c.status == ACTIVE_LITERAL)
-
-
 def snapshot(conn: Connection, now: datetime) -> Snapshot:
     active = ji.c.status == ACTIVE_LITERAL
     queued = outbox.c.status == _literal("queued")
@@ -96,7 +84,7 @@ def snapshot(conn: Connection, now: datetime) -> Snapshot:
         )
     ).one()
     return Snapshot(
-        instances_active=_count_active(conn),
+        instances_active=backend_for(conn).count_active_instances(conn),
         due=_backlog(conn, ji.c.due_at, [active, ji.c.due_at.is_not(None)], now),
         outbox_queued=_count(conn, outbox, queued),
         outbox_sending=_count(conn, outbox, outbox.c.status == _literal("sending")),

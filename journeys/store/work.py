@@ -1,4 +1,4 @@
-"""Claiming due work and writing a batch's effects: one claim statement per dialect.
+"""Claiming due work and writing a batch's effects.
 
 A batch is claimed by one statement that stamps the batch's token into `lease_owner` and moves
 `due_at` to the lease's expiry, and commits. The instances are then invisible to other
@@ -9,8 +9,9 @@ changes only rows still leased to this batch at the revision it read (a cancel, 
 reply in between bumps `rev` and clears the lease, so it wins), and only the instances it
 changed get their events and messages written.
 
-PostgreSQL: the claim's subquery takes `FOR UPDATE SKIP LOCKED`, so concurrent workers claim
-disjoint batches without waiting on each other. SQLite: transactions are exclusive writers.
+The claim and cursor-update statements are the backends' (journeys/store/backends): on
+PostgreSQL the claim's subquery takes `FOR UPDATE SKIP LOCKED`, so concurrent workers claim
+disjoint batches without waiting on each other; SQLite transactions are exclusive writers.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from journeys.store import events
-from journeys.store.bulk import insert_many, one_of, pg_array_type, sqlite_rows
+from journeys.store.backends import CursorUpdateSpec, backend_for
+from journeys.store.backends.base import Listener
+from journeys.store.bulk import insert_many, one_of
 from journeys.store.consent import OptOutCache
 from journeys.store.tables import (
     ACTIVE_LITERAL,
@@ -39,38 +41,12 @@ from journeys.store.tables import (
 ji = journey_instances
 Key = tuple[str, str]  # (org_id, instance_id)
 
-_CLAIM_COLUMNS = (
-    "org_id, instance_id, journey_id, version, flow_id, step_id, time_zone, parameters, state, rev, attempts"
-)
-_DUE = "status = 'InProgress' AND due_at IS NOT NULL AND due_at <= :now ORDER BY due_at LIMIT :limit"
-_BINDS = (
-    sa.bindparam("now", type_=UTCDateTime()),
-    sa.bindparam("lease_until", type_=UTCDateTime()),
-    sa.bindparam("token", type_=sa.String()),
-    sa.bindparam("limit", type_=sa.Integer()),
-)
-
-CLAIM_SQL = {
-    "sqlite": sa.text(
-        "UPDATE journey_instances SET lease_owner = :token, due_at = :lease_until "
-        f"WHERE (org_id, instance_id) IN (SELECT org_id, instance_id FROM journey_instances WHERE {_DUE}) "
-        f"RETURNING {_CLAIM_COLUMNS}"
-    ).bindparams(*_BINDS),
-    # The subquery locks the rows it picks, so their ctid cannot change before the UPDATE reads
-    # them: a TID scan, whatever the planner thinks of the table's size.
-    "postgresql": sa.text(
-        "UPDATE journey_instances SET lease_owner = :token, due_at = :lease_until "
-        f"WHERE ctid = ANY(ARRAY(SELECT ctid FROM journey_instances WHERE {_DUE} FOR UPDATE SKIP LOCKED)) "
-        f"RETURNING {_CLAIM_COLUMNS}"
-    ).bindparams(*_BINDS),
-}
-
 
 def claim_due(
     conn: Connection, now: datetime, limit: int, token: str, lease: timedelta
 ) -> list[dict[str, Any]]:
     """Lease up to `limit` due instances (earliest due first) to the batch `token`."""
-    sql = CLAIM_SQL["postgresql" if conn.dialect.name == "postgresql" else "sqlite"]
+    sql = backend_for(conn).claim_due_sql
     params = {"now": now, "lease_until": now + lease, "token": token, "limit": limit}
     return [dict(r) for r in conn.execute(sql, params).mappings()]
 
@@ -80,31 +56,15 @@ def renew_lease(conn: Connection, token: str, until: datetime) -> int:
     return int(conn.execute(ji.update().where(ji.c.lease_owner == token).values(due_at=until)).rowcount or 0)
 
 
-def _sqlite_still_leased(conn: Connection, token: str, updates: Sequence[dict[str, Any]]) -> set[Key]:
-    """SQLite: which of the batch's rows are still leased to `token` at the revision claimed.
-    The write transaction is exclusive (BEGIN IMMEDIATE), so nothing changes them afterwards."""
-    wanted = {(u["b_org_id"], u["b_instance_id"]): int(u["b_rev"]) for u in updates}
-    by_org: dict[str, list[str]] = {}
-    for org_id, instance_id in wanted:
-        by_org.setdefault(org_id, []).append(instance_id)
-    kept: set[Key] = set()
-    for org_id, ids in by_org.items():
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            sql = (
-                "SELECT instance_id, rev FROM journey_instances WHERE org_id = ? AND lease_owner = ? "
-                f"AND instance_id IN ({', '.join('?' for _ in chunk)})"
-            )
-            for instance_id, rev in conn.exec_driver_sql(sql, (org_id, token, *chunk)):
-                if wanted.get((org_id, instance_id)) == int(rev):
-                    kept.add((org_id, instance_id))
-    return kept
-
-
 def notify_due(conn: Connection) -> None:
     """A wake-up hint for idle workers (PostgreSQL NOTIFY, delivered at commit)."""
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql("NOTIFY journeys_due")
+    backend_for(conn).notify_due(conn)
+
+
+def due_listener(engine: Engine) -> Listener | None:
+    """A loop for a thread of its own that sets `wake` whenever work is triggered, until `stop`
+    is set (PostgreSQL LISTEN); None where the database sends no notifications (poll)."""
+    return backend_for(engine).due_listener(engine)
 
 
 def heartbeat(conn: Connection, worker_id: str, hostname: str, pid: int, started: datetime, now: datetime,
@@ -153,7 +113,16 @@ _UPDATE_COLUMNS: tuple[tuple[str, Any], ...] = (
     ("ended_at", UTCDateTime()),
     ("waiting_reply_phone", sa.String()),
 )
-PG_UPDATE_ROWS = 5_000
+# What a cursor update writes, on either database: `{name}` is the new value, `j` the row.
+_SET = (
+    "status = {status}, flow_id = {flow_id}, step_id = {step_id}, due_at = {due_at}, state = {state}, "
+    "parameters = {parameters}, attempts = {attempts}, last_error = {last_error}, "
+    "last_event_at = coalesce({last_event_at}, j.last_event_at), "
+    "last_flow_name = coalesce({last_flow_name}, j.last_flow_name), "
+    "last_step_id = coalesce({last_step_id}, j.last_step_id), ended_at = {ended_at}, "
+    "waiting_reply_phone = {waiting_reply_phone}, lease_owner = NULL, rev = j.rev + 1"
+)
+_CURSOR_UPDATE = CursorUpdateSpec(_UPDATE_COLUMNS, _SET)
 
 
 def write_instance_updates(conn: Connection, token: str, updates: Sequence[dict[str, Any]]) -> set[Key]:
@@ -167,54 +136,7 @@ def write_instance_updates(conn: Connection, token: str, updates: Sequence[dict[
     """
     if not updates:
         return set()
-    if conn.dialect.name == "postgresql":
-        kept: set[Key] = set()
-        # Probe the primary key for each row. Left to itself the planner hashes a scan of the
-        # whole table for a few hundred rows once the table is past some 10,000 rows.
-        conn.exec_driver_sql(_PG_JOIN_BY_INDEX)
-        for start in range(0, len(updates), PG_UPDATE_ROWS):
-            chunk = updates[start : start + PG_UPDATE_ROWS]
-            params = (*([u[name] for u in chunk] for name, _ in _UPDATE_COLUMNS), [token] * len(chunk))
-            kept.update((r[0], r[1]) for r in conn.exec_driver_sql(_PG_UPDATE_SQL, params))
-        conn.exec_driver_sql(_PG_JOIN_DEFAULT)
-        return kept
-    kept = _sqlite_still_leased(conn, token, updates)
-    mine = [u for u in updates if (u["b_org_id"], u["b_instance_id"]) in kept]
-    rows = sqlite_rows(_SQLITE_UPDATE_COLUMNS, mine)
-    if rows:
-        conn.exec_driver_sql(_SQLITE_UPDATE_SQL, rows)
-    return kept
-
-
-_SET = (
-    "status = {status}, flow_id = {flow_id}, step_id = {step_id}, due_at = {due_at}, state = {state}, "
-    "parameters = {parameters}, attempts = {attempts}, last_error = {last_error}, "
-    "last_event_at = coalesce({last_event_at}, j.last_event_at), "
-    "last_flow_name = coalesce({last_flow_name}, j.last_flow_name), "
-    "last_step_id = coalesce({last_step_id}, j.last_step_id), ended_at = {ended_at}, "
-    "waiting_reply_phone = {waiting_reply_phone}, lease_owner = NULL, rev = j.rev + 1"
-)
-_NAMES = [name for name, _ in _UPDATE_COLUMNS]
-_PG_UPDATE_SQL = (
-    f"UPDATE journey_instances AS j SET {_SET.format(**{n: f'v.{n}' for n in _NAMES})} "
-    f"FROM unnest({', '.join(f'%b::{pg_array_type(t)}' for _, t in _UPDATE_COLUMNS)}, %b::text[]) "
-    f"AS v({', '.join(_NAMES)}, b_token) "
-    # The token is a joined column, not a constant: a constant filter on lease_owner looks
-    # selective to the planner and turns the join into a scan of the table.
-    "WHERE j.org_id = v.b_org_id AND j.instance_id = v.b_instance_id AND j.rev = v.b_rev "
-    "AND j.lease_owner = v.b_token RETURNING j.org_id, j.instance_id"
-)
-_PG_JOIN_BY_INDEX = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
-_PG_JOIN_DEFAULT = "RESET enable_hashjoin; RESET enable_mergejoin"
-# SQLite: positional parameters (SET columns, then the key), values stored as SQLAlchemy would.
-_SQLITE_UPDATE_COLUMNS = [
-    (n, "datetime" if isinstance(t, UTCDateTime) else "plain")
-    for n, t in [*_UPDATE_COLUMNS[3:], *_UPDATE_COLUMNS[:3]]
-]
-_SQLITE_UPDATE_SQL = (
-    f"UPDATE journey_instances AS j SET {_SET.format(**{n: '?' for n in _NAMES})} "
-    "WHERE j.org_id = ? AND j.instance_id = ? AND j.rev = ?"
-)
+    return backend_for(conn).write_cursor_updates(conn, token, updates, _CURSOR_UPDATE)
 
 
 def insert_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
@@ -281,20 +203,6 @@ def store_http_result(
     return bool(changed)
 
 
-_PG_LEDGER = (
-    sa.text(
-        "SELECT p.phone, o.created_at FROM unnest(CAST(:phones AS text[])) AS p(phone) "
-        "JOIN LATERAL (SELECT created_at FROM outbox WHERE org_id = :org_id AND to_address = p.phone "
-        "AND created_at >= :since AND capped AND status IN ('queued', 'sent') OFFSET 0) AS o ON true"
-    )
-    .bindparams(
-        sa.bindparam("phones", type_=postgresql.ARRAY(sa.Text())),
-        sa.bindparam("since", type_=UTCDateTime()),
-    )
-    .columns(sa.column("phone", sa.Text()), sa.column("created_at", UTCDateTime()))
-)
-
-
 class SmsLedger:
     """SMS per (org, phone) for frequency caps: the capped outbox rows of the last 8 days (queued
     or sent), read once per phone per batch, plus what this batch adds."""
@@ -327,29 +235,14 @@ class SmsLedger:
         for org_id, phone in pairs:
             if (org_id, phone) not in self._times:
                 by_org.setdefault(org_id, []).append(phone)
-        pg = self.conn.dialect.name == "postgresql"
+        backend = backend_for(self.conn)
         for org_id, phones in by_org.items():
             for start in range(0, len(phones), 500):
                 chunk = phones[start : start + 500]
                 for phone in chunk:
                     self._times[(org_id, phone)] = []
                 since = now - timedelta(days=8)
-                if pg:
-                    # One index range per phone (org_id, to_address, created_at), whatever the
-                    # planner's statistics say about the org's outbox (OFFSET 0 keeps the
-                    # subquery from being flattened into a scan of the org's recent messages).
-                    rows = self.conn.execute(_PG_LEDGER, {"phones": chunk, "org_id": org_id, "since": since})
-                else:
-                    rows = self.conn.execute(
-                        sa.select(outbox.c.to_address, outbox.c.created_at).where(
-                            outbox.c.org_id == org_id,
-                            outbox.c.to_address.in_(chunk),
-                            outbox.c.created_at >= since,
-                            outbox.c.capped.is_(True),
-                            outbox.c.status.in_(("queued", "sent")),
-                        )
-                    )
-                for phone, created in rows:
+                for phone, created in backend.recent_capped_sms(self.conn, org_id, chunk, since):
                     self._times[(org_id, phone)].append(created)
 
     def count(self, org_id: str, phone: str, since: datetime) -> int:
