@@ -19,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 from support.api import trigger_one
 from support.clocks import LaggingClock
+from support.databases import migrated_sqlite
 from support.fake_twilio import FakeTwilio, twilio_config
 from support.receivers import WebhookReceiver
 from support.server import LOOPBACK_ALLOWED, START, Server, Tenant
@@ -70,7 +71,7 @@ def fake() -> Iterator[FakeTwilio]:
 @pytest.fixture(scope="module")
 def srv(fake: FakeTwilio, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     s = Server(
-        f"sqlite:///{tmp_path_factory.mktemp('channels_e2e') / 'journeys.db'}",
+        migrated_sqlite(tmp_path_factory.mktemp("channels_e2e")),
         public_url_is_own=True,
         secret_key=SECRET_KEY,
         twilio_api_base=fake.url,

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from support.api import trigger_one
+from support.databases import migrated_sqlite
 from support.net import free_port
 from support.server import Server, Tenant
 from support.smtp import Mailbox
@@ -47,7 +48,7 @@ def SmtpTestServer(database_url: str) -> Server:  # noqa: N802 - reads like the 
 
 @pytest.fixture(scope="module")
 def app_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmtpTestServer]:
-    srv = SmtpTestServer(f"sqlite:///{tmp_path_factory.mktemp('smtpdb') / 'journeys.db'}")
+    srv = SmtpTestServer(migrated_sqlite(tmp_path_factory.mktemp("smtpdb")))
     yield srv
     srv.stop()
 

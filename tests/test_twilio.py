@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 from support.api import trigger_one
 from support.cli import JOURNEYS
-from support.databases import own_database
+from support.databases import migrated_sqlite, own_database
 from support.fake_twilio import FakeTwilio, twilio_config
 from support.journeys import one_sms
 from support.net import post_unfinished
@@ -55,7 +55,7 @@ def fake() -> Iterator[FakeTwilio]:
 
 @pytest.fixture(scope="module")
 def tw(fake: FakeTwilio, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwilioServer]:
-    srv = TwilioServer(f"sqlite:///{tmp_path_factory.mktemp('twilio') / 'journeys.db'}", fake.url)
+    srv = TwilioServer(migrated_sqlite(tmp_path_factory.mktemp("twilio")), fake.url)
     yield srv
     srv.stop()
 

@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 from support.api import trigger_one
 from support.cli import JOURNEYS
-from support.databases import own_database
+from support.databases import migrated_sqlite, own_database
 from support.fake_twilio import FakeTwilio, twilio_config
 from support.journeys import one_sms
 from support.receivers import WebhookReceiver
@@ -55,7 +55,7 @@ def fake() -> Iterator[FakeTwilio]:
 @pytest.fixture(scope="module")
 def srv(fake: FakeTwilio, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     s = Server(
-        f"sqlite:///{tmp_path_factory.mktemp('webhooks') / 'journeys.db'}",
+        migrated_sqlite(tmp_path_factory.mktemp("webhooks")),
         secret_key=SECRET_KEY,
         twilio_api_base=fake.url,
         outbound_allow=LOOPBACK_ALLOWED,

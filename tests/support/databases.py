@@ -3,7 +3,10 @@ on the backend the suite runs on (`JOURNEYS_TEST_DATABASE`)."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from journeys.store.db import create_db_engine
+from journeys.store.migrate import upgrade
 
 PG_ADMIN_URL = os.environ.get("JOURNEYS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -58,12 +62,30 @@ def make_postgres_database() -> tuple[str, Callable[[], None]]:
     return url, drop
 
 
+_template: list[Path] = []  # the migrated SQLite file, made once per test run
+
+
+def migrated_sqlite(directory: Path, name: str = "journeys.db") -> str:
+    """The URL of a new SQLite file `directory / name` holding the schema at the latest
+    migration: a copy of one file migrated once per run (what a server's start-up would make
+    of an empty file; test_schema and the CLI tests migrate empty files themselves)."""
+    if not _template:
+        folder = Path(tempfile.mkdtemp(prefix="journeys-template-"))
+        atexit.register(shutil.rmtree, folder, True)
+        engine = create_db_engine(f"sqlite:///{folder / 'template.db'}")
+        upgrade(engine)
+        engine.dispose()  # the last connection closed: the WAL is checkpointed into the file
+        _template.append(folder / "template.db")
+    shutil.copyfile(_template[0], directory / name)
+    return f"sqlite:///{directory / name}"
+
+
 @contextmanager
 def own_database(directory: Path, name: str = "journeys.db") -> Iterator[str]:
     """A database of the caller's own on the suite's backend: a fresh PostgreSQL database
-    (dropped at the end), or the SQLite file `directory / name`."""
+    (dropped at the end), or the SQLite file `directory / name`, migrated."""
     if not on_postgresql():
-        yield f"sqlite:///{directory / name}"
+        yield migrated_sqlite(directory, name)
         return
     require_postgres()
     url, drop = make_postgres_database()

@@ -95,22 +95,20 @@ def driver_rows(
     dialect: Dialect, columns: Sequence[tuple[str, Any]], rows: Sequence[dict[str, Any]]
 ) -> list[tuple[Any, ...]]:
     """Parameter tuples for the driver, column by column: `columns` is (key, SQLAlchemy type);
-    each value is converted by its type's bind processor, datetimes once per distinct value."""
+    each value is converted by its type's bind processor (times and flags: once per distinct
+    value — a batch's rows mostly share them)."""
     data: list[list[Any]] = []
     for key, type_ in columns:
         values = [r.get(key) for r in rows]
         process = sa.types.to_instance(type_).dialect_impl(dialect).bind_processor(dialect)
         if process is not None:
-            if isinstance(type_, UTCDateTime | sa.DateTime):
-                memo: dict[Any, Any] = {}
-                for i, v in enumerate(values):
-                    if v is not None:
-                        text = memo.get(v)
-                        if text is None:
-                            text = memo[v] = process(v)
-                        values[i] = text
-            else:
-                values = [None if v is None else process(v) for v in values]
+            memo: dict[Any, Any] = {}
+            for i, v in enumerate(values):
+                if v is not None:
+                    stored = memo.get(v)
+                    if stored is None:
+                        stored = memo[v] = process(v)
+                    values[i] = stored
         data.append(values)
     return list(zip(*data, strict=True))
 
