@@ -31,6 +31,7 @@ from cryptography.x509.oid import NameOID
 from journeys.channels import registry
 from journeys.channels.base import OutboundMessage, SendResult
 from journeys.channels.secrets import SecretBox
+from journeys.config import Settings
 from journeys.store import channels
 from journeys.store.db import transaction
 
@@ -510,7 +511,7 @@ def test_send_works_from_inside_a_running_event_loop() -> None:
                     "from_name": "Clínica Ñ",
                 },
             ),
-            None,
+            Settings.defaults(),
         )
         message = OutboundMessage("org", "m1", "email", "zoe@example.com", "Hola", "Texto", None, "i-1:e-1")
 

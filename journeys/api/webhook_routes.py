@@ -17,7 +17,7 @@ from journeys.api.errors import ApiError
 from journeys.api.inputs import read_json
 from journeys.api.openapi import Deliveries, Webhook, Webhooks, responses
 from journeys.engine import webhooks as service
-from journeys.store.events import EVENT_TYPES
+from journeys.engine.webhook_events import EVENT_TYPES
 
 router = APIRouter(prefix="/api/orgs/{orgId}/webhooks", tags=["webhooks"])
 

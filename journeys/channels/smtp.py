@@ -36,6 +36,7 @@ import aiosmtplib
 
 from journeys.channels.base import OutboundMessage, SendResult
 from journeys.channels.registry import ProviderConfigError
+from journeys.config import Settings
 
 SECURITY = ("starttls", "tls", "none")
 KEYS = ("host", "port", "security", "username", "password", "from_address", "from_name", "timeout")
@@ -135,7 +136,7 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
     return normalised
 
 
-def build(config: dict[str, Any], settings: Any) -> SmtpProvider:
+def build(config: dict[str, Any], settings: Settings) -> SmtpProvider:
     return SmtpProvider(check_config(config))
 
 

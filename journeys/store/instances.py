@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.util import ClauseAdapter
 
+from journeys.records import SubflowMove
 from journeys.store.bulk import insert_many, one_of
 from journeys.store.tables import (
     ACTIVE,
@@ -152,7 +153,7 @@ def _has_parameter(f: ParamFilter, dialect: str) -> sa.ColumnElement[bool]:
     load) an estimate of 1 row made a nested loop rescan thousands of parameter rows per
     instance (docs/operations.md, "Search plans and statistics")."""
     own = ip.alias("own")
-    probe = (
+    probe: sa.Select[Any] = (
         sa.select(sa.literal_column("1"))
         .select_from(own)
         .where(
@@ -271,13 +272,11 @@ def find_active_by_identifier(
     return found
 
 
-def apply_subflow_updates(conn: Connection, org_id: str, updates: Sequence[dict[str, Any]]) -> int:
+def apply_subflow_updates(conn: Connection, org_id: str, moves: Sequence[SubflowMove]) -> int:
     """Move matched instances onto a subflow (one executemany); returns rows changed.
-
-    Each update dict has: b_id, b_rev, flow_id, step_id, due_at, parameters, identifier_key.
     The `rev` guard makes a concurrent change (cancel, a worker step) lose the race cleanly.
     """
-    if not updates:
+    if not moves:
         return 0
     stmt = (
         ji.update()
@@ -299,7 +298,18 @@ def apply_subflow_updates(conn: Connection, org_id: str, updates: Sequence[dict[
             rev=ji.c.rev + 1,
         )
     )
-    result = conn.execute(stmt, list(updates))
+    binds = [
+        {
+            "b_id": m.instance_id,
+            "b_rev": m.rev,
+            "flow_id": m.flow_id,
+            "step_id": m.step_id,
+            "due_at": m.due_at,
+            "parameters": m.parameters,
+        }
+        for m in moves
+    ]
+    result = conn.execute(stmt, binds)
     return int(result.rowcount or 0)
 
 
@@ -407,8 +417,12 @@ def _pg_search_statement(
     keeps the other conditions from being pushed into it; they are checked on the instance it
     found, parameter conditions by key probes too (`_has_parameter`)."""
     found = _lookup(org_id, journey_id, driver, "postgresql").subquery("found")
-    hit = sa.select(ji).where(ji.c.org_id == org_id, ji.c.instance_id == found.c.instance_id)
-    hit = hit.offset(0).lateral("hit")
+    hit = (
+        sa.select(ji)
+        .where(ji.c.org_id == org_id, ji.c.instance_id == found.c.instance_id)
+        .offset(0)
+        .lateral("hit")
+    )
     q = sa.select(*(hit.c[c.name] for c in _RESULT_COLS)).select_from(found.join(hit, sa.true()))
     rest = _without(flt, driver) if flt is not None else None
     if rest is not None:  # the conditions on journey_instances, applied to the lateral's rows
