@@ -21,6 +21,7 @@ from bench.harness import Database, Tenant
 from journeys.ids import new_id, new_ids
 from journeys.store.bulk import insert_many
 from journeys.store.db import transaction
+from journeys.store.events import event_record
 from journeys.store.tables import instance_events, instance_parameters, journey_instances
 from journeys.timeline import event_row
 
@@ -113,15 +114,17 @@ def build_rows(
                 for k, v in p.items()
             )
         rows.events.append(
-            event_row(
-                tenant.org_id,
-                iid,
-                now,
-                "main",
-                "Main Flow",
-                None,
-                "started",
-                {"batchId": batch, "version": tenant.version},
+            event_record(
+                event_row(
+                    tenant.org_id,
+                    iid,
+                    now,
+                    "main",
+                    "Main Flow",
+                    None,
+                    "started",
+                    {"batchId": batch, "version": tenant.version},
+                )
             )
         )
     return rows

@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     default_phone_region: str = "US"
     send_batch_size: int = Field(default=50, ge=1)
 
+    @classmethod
+    def defaults(cls) -> Settings:
+        """The built-in defaults, the environment not read (for services given no settings)."""
+        return cls.model_construct()
+
     def clock(self) -> SystemClock:
         """The clock every service of this process reads."""
         return SystemClock(timedelta(seconds=self.clock_offset_seconds))

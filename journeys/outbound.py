@@ -124,10 +124,6 @@ class OutboundPolicy:
             )
         return cls(tuple(networks), frozenset(hosts))
 
-    @classmethod
-    def from_settings(cls, settings: Any) -> OutboundPolicy:
-        return cls.parse(getattr(settings, "outbound_allow", None) or "")
-
     def allows_address(self, ip: IPAddress) -> bool:
         candidates = [ip]
         inner = _embedded_ipv4(ip)

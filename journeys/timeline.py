@@ -1,16 +1,20 @@
-"""Timeline events: one row per thing that happened to an instance. Details never hold PHI
-(no parameter values, names, phone numbers or message bodies)."""
+"""Timeline events: one per thing that happened to an instance. Details never hold PHI
+(no parameter values, names, phone numbers or message bodies). The store writes them
+(`journeys.store.events`); `journeys.engine.webhook_events.record_events` is the way in."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
-import orjson
-
 from journeys.ids import new_event_id
+from journeys.records import TimelineEvent
 
-__all__ = ["event_row", "new_event_id"]
+__all__ = ["TimelineEvent", "event_row", "new_event_id"]
+
+_NO_DETAIL: Mapping[str, Any] = MappingProxyType({})
 
 
 def event_row(
@@ -21,17 +25,18 @@ def event_row(
     flow_name: str | None,
     step_id: int | None,
     kind: str,
-    detail: dict[str, Any] | None = None,
+    detail: Mapping[str, Any] | None = None,
     event_id: str | None = None,
-) -> dict[str, Any]:
-    return {
-        "org_id": org_id,
-        "instance_id": instance_id,
-        "event_id": event_id or new_event_id(),
-        "at": at,
-        "flow_id": flow_id,
-        "flow_name": flow_name,
-        "step_id": step_id,
-        "kind": kind,
-        "detail": orjson.dumps(detail).decode("utf-8") if detail else "{}",
-    }
+) -> TimelineEvent:
+    """A new timeline event (a new time-ordered id unless `event_id` is given)."""
+    return TimelineEvent(
+        org_id,
+        instance_id,
+        event_id or new_event_id(),
+        at,
+        flow_id,
+        flow_name,
+        step_id,
+        kind,
+        detail or _NO_DETAIL,
+    )

@@ -263,7 +263,7 @@ def test_the_single_cancels_effects_queued_sms_dropped_leases_cleared_webhooks_n
             [claimed] = claim_due(conn, srv.clock.now(), 10, "batch-in-flight", timedelta(seconds=30))
         found = by_appointment(srv, t)
         ids = {n: found[f"APT-{n:05d}"]["id"] for n in range(1, 6)}
-        assert claimed["instance_id"] == ids[5]
+        assert claimed.instance_id == ids[5]
         revs = {row[0]: row[2] for row in instance_rows(srv, t.org_id)}
 
         srv.clock.advance(timedelta(minutes=1))

@@ -14,7 +14,7 @@ from support.server import Server, Tenant
 from journeys.definitions import load_definition_text
 from journeys.definitions.model import WaitUntilStep
 from journeys.definitions.values import get_zone
-from journeys.engine.interpreter import Instance, advance, wait_until_target
+from journeys.engine.interpreter import Instance, InstanceState, advance, wait_until_target
 from journeys.engine.worker import retry_delay
 
 CHICAGO = get_zone("America/Chicago")
@@ -35,8 +35,10 @@ flows:
 """
 
 
-def _inst(params: dict[str, str], step: int = 1, flow: str = "main", state: dict | None = None) -> Instance:
-    return Instance("org", "inst", "j", 1, flow, step, "America/Chicago", params, state or {})
+def _inst(
+    params: dict[str, str], step: int = 1, flow: str = "main", state: InstanceState | None = None
+) -> Instance:
+    return Instance("org", "inst", "j", 1, flow, step, "America/Chicago", params, state or InstanceState())
 
 
 @pytest.mark.same_on_every_database
@@ -44,13 +46,13 @@ def test_send_then_wait_then_fall_off_the_end_completes() -> None:
     defn = load_definition_text(SIMPLE)
     now = datetime(2026, 11, 2, 16, 0, tzinfo=UTC)
     fx = advance(defn, _inst({"key": "k", "phone": "+15555550100"}), now)
-    assert [e["kind"] for e in fx.events] == ["sms_queued", "wait"]
+    assert [e.kind for e in fx.events] == ["sms_queued", "wait"]
     assert fx.status == "InProgress" and fx.step_id == 3 and fx.due_at == now + timedelta(hours=2)
-    assert [m["body"] for m in fx.messages] == ["first"]
+    assert [m.body for m in fx.messages] == ["first"]
     assert fx.last_step_id == 2
     later = now + timedelta(hours=2)
     fx2 = advance(defn, _inst({"key": "k", "phone": "+15555550100"}, step=3, state=fx.state), later)
-    assert [e["kind"] for e in fx2.events] == ["sms_queued", "completed"]
+    assert [e.kind for e in fx2.events] == ["sms_queued", "completed"]
     assert fx2.status == "Completed" and fx2.due_at is None
     assert fx2.last_step_id == 3  # 'completed' is not a step
 
@@ -59,8 +61,8 @@ def test_send_then_wait_then_fall_off_the_end_completes() -> None:
 def test_send_without_phone_is_skipped_with_reason_and_no_phi() -> None:
     defn = load_definition_text(SIMPLE)
     fx = advance(defn, _inst({"key": "k"}), datetime(2026, 1, 1, tzinfo=UTC))
-    assert fx.events[0]["kind"] == "sms_skipped"
-    assert json.loads(fx.events[0]["detail"]) == {"reason": "parameter phone is empty"}
+    assert fx.events[0].kind == "sms_skipped"
+    assert fx.events[0].detail == {"reason": "parameter phone is empty"}
     assert fx.messages == []
 
 
@@ -116,7 +118,7 @@ def test_past_wait_until_skip_policy_skips_the_next_send_and_run_now_sends() -> 
     now = datetime(2026, 11, 2, 16, 0, tzinfo=UTC)
     when = (now + timedelta(minutes=30)).astimezone(CHICAGO).strftime("%Y-%m-%d %H:%M:%S")
     fx = advance(defn, _inst({"key": "k", "phone": "+15555550100", "when": when}), now)
-    kinds = [(e["step_id"], e["kind"]) for e in fx.events]
+    kinds = [(e.step_id, e.kind) for e in fx.events]
     assert kinds == [
         (1, "wait_skipped"),
         (2, "sms_skipped"),
@@ -124,9 +126,9 @@ def test_past_wait_until_skip_policy_skips_the_next_send_and_run_now_sends() -> 
         (4, "sms_queued"),
         (5, "end"),
     ]
-    assert [m["body"] for m in fx.messages] == ["in an hour"]
+    assert [m.body for m in fx.messages] == ["in an hour"]
     assert fx.status == "Completed"
-    assert fx.state["outcome"] == "done"
+    assert fx.state.outcome == "done"
 
 
 @pytest.mark.same_on_every_database
@@ -288,3 +290,21 @@ def test_example_a_parent_of_two_children_booked_the_same_day_gets_both_reminder
     assert deferred == [(30, "sms_deferred"), (30, "sms_queued")]
     for iid in ids:
         assert (30, "sms_capped") not in _kinds(http, t, iid)
+
+
+def test_instance_state_reads_and_writes_the_stored_json_shape() -> None:
+    """The `state` column written before InstanceState existed reads back whole, and is written
+    with the same keys and values (compact separators)."""
+    stored = [
+        "{}",
+        '{"awaiting": {"step": 3, "until": "2026-11-02T16:00:00Z"}, "reply": {"text": "YES", '
+        '"at": "2026-11-02T15:00:00.000Z", "messageId": "m-1"}}',
+        '{"completeAfterWait":true,"skipNextSend":true,"held":4,"deferred":{"step":5,'
+        '"since":"2026-11-02T16:00:00Z"},"lastReply":"yes","outcome":"done","http":{"7":{"ok":true,'
+        '"status":200,"json":{"a":[1,2]},"error":null}},"httpKey":{"step":7,"key":"k-1"}}',
+    ]
+    for text in stored:
+        state = InstanceState.from_json(text)
+        assert json.loads(state.to_json()) == json.loads(text)
+        assert InstanceState.from_json(state.to_json()) == state
+    assert InstanceState.from_json(None) == InstanceState() and InstanceState().to_json() == "{}"

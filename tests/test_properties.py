@@ -38,6 +38,7 @@ from journeys.definitions.model import JourneyDefinition, WaitStep, WaitUntilSte
 from journeys.definitions.values import get_zone, parse_datetime
 from journeys.engine.interpreter import Effects, Instance, advance
 from journeys.engine.rules import wait_until_target
+from journeys.records import QueuedMessage
 from journeys.store.db import read_only
 from journeys.store.tables import journey_instances
 
@@ -373,20 +374,18 @@ def test_worker_never_runs_a_step_early_or_twice_and_finishes(
 # ---------------------------------------------------------------- the interpreter alone
 def drive(
     defn: JourneyDefinition, case: Case, params: dict[str, str], lateness: list[timedelta]
-) -> tuple[list[tuple[datetime, Effects]], list[Event], list[dict[str, Any]]]:
+) -> tuple[list[tuple[datetime, Effects]], list[Event], list[QueuedMessage]]:
     """Call `advance` at each due time plus the next lateness (0 once they run out) until the
     instance ends. Returns the calls, every event and every message."""
-    inst = Instance(
-        "org", "inst", "journey", 1, "main", defn.main_flow.steps[0].id, case.tz, dict(params), {}
-    )
+    inst = Instance("org", "inst", "journey", 1, "main", defn.main_flow.steps[0].id, case.tz, dict(params))
     now = case.start
     calls: list[tuple[datetime, Effects]] = []
     events: list[Event] = []
-    messages: list[dict[str, Any]] = []
+    messages: list[QueuedMessage] = []
     for i in range(4 * len(case.steps) + 4):
         fx = advance(defn, inst, now)
         calls.append((now, fx))
-        events.extend(Event(e["at"], e["step_id"], e["kind"], json.loads(e["detail"])) for e in fx.events)
+        events.extend(Event(e.at, e.step_id, e.kind, dict(e.detail)) for e in fx.events)
         messages.extend(fx.messages)
         if fx.status != "InProgress":
             return calls, events, messages
@@ -418,13 +417,13 @@ def test_advance_late_runs_the_same_steps_once_as_advance_on_time(
     _, on_time, on_time_messages = drive(defn, case, params, [])
     # No step lost, none twice: the union of the late calls' events is the on-time run's.
     assert normalised(events) == normalised(on_time)
-    assert [(m["step_id"], m["channel"], m["body"]) for m in messages] == [
-        (m["step_id"], m["channel"], m["body"]) for m in on_time_messages
+    assert [(m.step_id, m.channel, m.body) for m in messages] == [
+        (m.step_id, m.channel, m.body) for m in on_time_messages
     ]
-    assert len({m["idempotency_key"] for m in messages}) == len(messages)
+    assert len({m.idempotency_key for m in messages}) == len(messages)
     assert events[-1].kind == "completed"
     for now, fx in calls:
-        assert all(e["at"] == now for e in fx.events)
+        assert all(e.at == now for e in fx.events)
     check_schedule(case, defn, params, case.start, events)
     check_schedule(case, defn, params, case.start, on_time)
 

@@ -29,6 +29,7 @@ from support.server import Server, Tenant
 from support.smtp import Mailbox
 from support.smtp import authenticator as password_authenticator
 
+from journeys.config import Settings
 from journeys.messaging.providers import registry
 from journeys.messaging.providers.base import OutboundMessage, SendResult
 
@@ -463,7 +464,7 @@ def test_send_works_from_inside_a_running_event_loop() -> None:
                     "from_name": "Clínica Ñ",
                 },
             ),
-            None,
+            Settings.defaults(),
         )
         message = OutboundMessage("org", "m1", "email", "zoe@example.com", "Hola", "Texto", None, "i-1:e-1")
 

@@ -18,7 +18,7 @@ from journeys.api.errors import ApiError, is_unavailable
 from journeys.api.inputs import read_json
 from journeys.api.medchat import journey_or_404
 from journeys.api.openapi import CancelResult, OptOut, OptOuts, Replies, ReplyResult, responses
-from journeys.api.schemas import CancelRequest, openapi_body
+from journeys.api.schemas import CancelRequest, openapi_body, reply_json
 from journeys.instances import service as instance_service
 from journeys.instances.search import SearchError, parse_cancel
 from journeys.messaging import consent
@@ -86,9 +86,9 @@ async def list_replies(
     limit: int = Query(default=100, ge=1, le=1000),
     _: Principal = Depends(require(SCOPE_READ)),
 ) -> Response:
-    def work() -> list[dict[str, object]]:
+    def work() -> list[dict[str, Any]]:
         with read_only(request.app.state.engine) as conn:
-            return replies_service.list_replies(conn, orgId, unmatched, limit)
+            return [reply_json(r) for r in replies_service.list_replies(conn, orgId, unmatched, limit)]
 
     return Response(orjson.dumps(await run_in_threadpool(work)), media_type="application/json")
 

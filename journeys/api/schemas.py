@@ -9,6 +9,10 @@ from pydantic import BaseModel, Field
 
 from journeys.clock import iso_z
 from journeys.instances.search import MAX_SKIP
+from journeys.messaging.replies import InboundReply
+
+# The stored kind of an inbound message, as the API names it: a consent keyword was handled.
+REPLY_KIND_JSON = {"reply": "reply", "opt_out": "optOut", "opt_in": "optIn", "help": "help"}
 
 
 def instance_json(row: dict[str, Any], journey_name: str, include_parameters: bool) -> dict[str, Any]:
@@ -41,6 +45,19 @@ def event_json(row: dict[str, Any]) -> dict[str, Any]:
         "stepId": row["step_id"],
         "type": row["kind"],
         "detail": json.loads(row["detail"]) if row["detail"] else {},
+    }
+
+
+def reply_json(r: InboundReply) -> dict[str, Any]:
+    return {
+        "id": r.message_id,
+        "from": r.from_address,
+        "body": r.body,
+        "receivedDateTime": iso_z(r.received_at),
+        "instanceId": r.instance_id,
+        "matched": r.instance_id is not None,
+        "source": r.source,
+        "kind": REPLY_KIND_JSON.get(r.kind, r.kind),
     }
 
 

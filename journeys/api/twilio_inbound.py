@@ -26,6 +26,7 @@ from starlette.responses import Response
 
 from journeys.api.errors import ApiError
 from journeys.api.inputs import read_body
+from journeys.config import Settings
 from journeys.messaging import consent
 from journeys.messaging.replies import ReplyError, already_received, receive_reply
 from journeys.secrets import SecretBox, SecretKeyMissing
@@ -60,7 +61,7 @@ def twiml(message: str | None = None) -> Response:
     return Response(body, status_code=200, media_type="text/xml")
 
 
-def _twilio_config(engine: Any, settings: Any, org_id: str) -> dict[str, Any] | None:
+def _twilio_config(engine: Any, settings: Settings, org_id: str) -> dict[str, Any] | None:
     """The org's Twilio sms configuration, decrypted; None when it has none (or it is unreadable)."""
     with read_only(engine) as conn:
         rows = channels.list_channels(conn, org_id)
@@ -68,7 +69,7 @@ def _twilio_config(engine: Any, settings: Any, org_id: str) -> dict[str, Any] | 
     if row is None:
         return None
     try:
-        return SecretBox(getattr(settings, "secret_key", None)).open(row["config_encrypted"])
+        return SecretBox(settings.secret_key).open(row["config_encrypted"])
     except SecretKeyMissing as exc:
         log.warning("inbound webhook refused: the Twilio credentials cannot be read: %s", exc)
         return None
@@ -77,13 +78,13 @@ def _twilio_config(engine: Any, settings: Any, org_id: str) -> dict[str, Any] | 
 @router.post("/channels/twilio/{orgId}/inbound", include_in_schema=False)
 async def twilio_inbound(orgId: str, request: Request) -> Response:  # noqa: N803
     state = request.app.state
-    settings = state.settings
+    settings: Settings = state.settings
     data = await read_body(request, settings.max_twilio_body_bytes)  # 413 before reading further
     raw = data.decode("utf-8", errors="replace")
     params: dict[str, list[str]] = {}
     for name, value in parse_qsl(raw, keep_blank_values=True):
         params.setdefault(name, []).append(value)
-    base = getattr(settings, "public_base_url", None)
+    base = settings.public_base_url
     if not base:
         log.warning(
             "inbound webhook refused: JOURNEYS_PUBLIC_BASE_URL is not set, so signatures cannot be checked"

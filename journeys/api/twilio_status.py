@@ -63,7 +63,7 @@ def _auth_token(request: Request, org_id: str) -> str | None:
     if row is None:
         return None
     try:
-        token = SecretBox(getattr(state.settings, "secret_key", None)).open(row["config_encrypted"])
+        token = SecretBox(state.settings.secret_key).open(row["config_encrypted"])
     except SecretKeyMissing:
         log.warning("twilio callback for org %s: its credentials cannot be opened", org_id)
         return None
@@ -79,7 +79,7 @@ def _auth_token(request: Request, org_id: str) -> str | None:
 )
 async def twilio_status(orgId: str, request: Request) -> Response:  # noqa: N803
     state = request.app.state
-    public = getattr(state.settings, "public_base_url", None)
+    public = state.settings.public_base_url
     raw = await read_body(request, state.settings.max_twilio_body_bytes)  # 413 before reading further
     signature = request.headers.get("X-Twilio-Signature", "")
     if not public or not signature:

@@ -16,7 +16,7 @@ from journeys.api.auth import require
 from journeys.api.errors import ApiError
 from journeys.api.inputs import read_json
 from journeys.api.openapi import Deliveries, Webhook, Webhooks, responses
-from journeys.store.events import EVENT_TYPES
+from journeys.engine.webhook_events import EVENT_TYPES
 from journeys.webhooks import service
 
 router = APIRouter(prefix="/api/orgs/{orgId}/webhooks", tags=["webhooks"])

@@ -61,10 +61,11 @@ def replies(
     """List inbound SMS replies, newest first.
 
     Shows message text: for staff."""
+    from journeys.api.schemas import reply_json
     from journeys.messaging.replies import list_replies
 
     with read_only(_engine()) as conn:
-        rows = list_replies(conn, org, unmatched, limit)
+        rows = [reply_json(r) for r in list_replies(conn, org, unmatched, limit)]
     if as_json:
         _print_json(rows)
         return

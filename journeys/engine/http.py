@@ -2,32 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 
 from journeys import outbound
+from journeys.engine.effects import HttpCall
+from journeys.engine.state import HttpResult
 
 MAX_SAVED_BODY = 256 * 1024
 
 
-def perform_http(call: dict[str, Any], policy: outbound.OutboundPolicy) -> dict[str, Any]:
-    """Make the call under the outbound policy; return {"ok", "status", "json", "error"}. Never
+def perform_http(call: HttpCall, policy: outbound.OutboundPolicy) -> HttpResult:
+    """Make the call under the outbound policy; return its result. Never
     raises. The error text says whether the address was refused, or only that the request failed
     (no URL, no body — they may hold patient data — and nothing that tells a closed port from a
     timeout); an answer is described by its status."""
-    headers = httpx.Headers(call.get("headers", {}))
-    headers.setdefault("Idempotency-Key", call["idempotencyKey"])  # a designer's own key wins
+    headers = httpx.Headers(call.headers)
+    headers.setdefault("Idempotency-Key", call.idempotency_key)  # a designer's own key wins
     try:
-        with outbound.client(policy, call["timeout"]) as client:
+        with outbound.client(policy, call.timeout) as client:
             response = client.request(
-                call["method"],
-                call["url"],
+                call.method,
+                call.url,
                 headers=headers,
-                json=call.get("body") if call["method"] != "GET" and call.get("body") is not None else None,
+                json=call.body if call.method != "GET" and call.body is not None else None,
             )
     except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
-        return {"ok": False, "status": None, "json": None, "error": outbound.failure_text(exc)}
+        return HttpResult(ok=False, status=None, data=None, error=outbound.failure_text(exc))
     data = None
     if response.content and len(response.content) <= MAX_SAVED_BODY:
         try:
@@ -35,9 +35,4 @@ def perform_http(call: dict[str, Any], policy: outbound.OutboundPolicy) -> dict[
         except ValueError:
             data = None
     ok = 200 <= response.status_code < 300
-    return {
-        "ok": ok,
-        "status": response.status_code,
-        "json": data,
-        "error": None if ok else f"HTTP {response.status_code}",
-    }
+    return HttpResult(ok, response.status_code, data, None if ok else f"HTTP {response.status_code}")

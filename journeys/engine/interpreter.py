@@ -11,9 +11,9 @@ it exactly.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from journeys.definitions.model import (
     BranchStep,
@@ -47,79 +47,40 @@ from journeys.definitions.templates import (
     render_html,
 )
 from journeys.definitions.values import MAX_VALUE_BYTES, MAX_VALUE_CHARS, get_zone, parse_datetime
+from journeys.engine.effects import (
+    STOP,
+    WAIT_AT_END,
+    Effects,
+    HttpCall,
+    Instance,
+    Ledger,
+    Next,
+    NoLedger,
+    StepFailed,
+    StepResult,
+    Stop,
+)
 from journeys.engine.rules import evaluate, next_window_opening, wait_until_target
+from journeys.engine.state import Awaiting, Deferred, InstanceState, PendingHttp
 from journeys.ids import new_id
 from journeys.messaging.phone import normalise_phone
+from journeys.records import QueuedMessage
 from journeys.timeline import event_row, new_event_id
 
 MAX_STEPS_PER_ADVANCE = 100
 HTTP_LEASE_GRACE = timedelta(seconds=60)
 CAP_WEEK = timedelta(days=7)
 
-__all__ = ["Effects", "Instance", "Ledger", "StepFailed", "advance", "load_state", "wait_until_target"]
-
-
-class StepFailed(Exception):
-    """A step cannot run for a reason that retrying will not fix (recorded, instance Failed)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.flow_id: str | None = None
-        self.flow_name: str | None = None
-        self.step_id: int | None = None
-
-
-class Ledger(Protocol):
-    """SMS sent per (org, phone): what the frequency cap counts."""
-
-    def count(self, org_id: str, phone: str, since: datetime) -> int: ...
-
-    def add(self, org_id: str, phone: str, at: datetime) -> None: ...
-
-    def opted_out(self, org_id: str, phone: str) -> bool: ...
-
-
-class NoLedger:
-    def count(self, org_id: str, phone: str, since: datetime) -> int:
-        return 0
-
-    def add(self, org_id: str, phone: str, at: datetime) -> None:
-        return None
-
-    def opted_out(self, org_id: str, phone: str) -> bool:
-        return False
-
-
-@dataclass
-class Instance:
-    org_id: str
-    instance_id: str
-    journey_id: str
-    version: int
-    flow_id: str
-    step_id: int
-    time_zone: str
-    parameters: dict[str, str]
-    state: dict[str, Any]
-
-
-@dataclass
-class Effects:
-    status: str = "InProgress"
-    flow_id: str | None = None
-    step_id: int | None = None
-    due_at: datetime | None = None
-    state: dict[str, Any] = field(default_factory=dict)
-    parameters: dict[str, str] | None = None  # the new parameters, when a step changed them
-    changed: set[str] = field(default_factory=set)  # names of changed parameters
-    events: list[dict[str, Any]] = field(default_factory=list)
-    messages: list[dict[str, Any]] = field(default_factory=list)
-    reply_phone: str | None = None  # set while waiting for a reply from this number
-    http_call: dict[str, Any] | None = None  # a request for the worker to make after commit
-    last_event_at: datetime | None = None
-    last_flow_name: str | None = None
-    last_step_id: int | None = None
-    steps_run: int = 0
+__all__ = [
+    "Effects",
+    "HttpCall",
+    "Instance",
+    "InstanceState",
+    "Ledger",
+    "StepFailed",
+    "advance",
+    "wait_until_target",
+]
 
 
 class _Run:
@@ -129,7 +90,7 @@ class _Run:
         self.now = now
         self.ledger = ledger
         self.zone = get_zone(inst.time_zone) or UTC
-        self.fx = Effects(state=dict(inst.state))
+        self.fx = Effects(state=inst.state)
         self.params = dict(inst.parameters)
         self.index: dict[int, tuple[Flow, int]] = {}
         for flow in defn.flows:
@@ -138,6 +99,10 @@ class _Run:
         self.types = {p.name: p.type for p in defn.parameters}
 
     # ------------------------------------------------------------------ helpers
+    def update(self, **changes: Any) -> None:
+        """Change the interpreter state (only call when something changes)."""
+        self.fx.state = replace(self.fx.state, **changes)
+
     def record(self, flow: Flow, step_id: int | None, kind: str, detail: dict[str, Any] | None = None) -> str:
         eid = new_event_id()
         self.fx.events.append(
@@ -180,37 +145,38 @@ class _Run:
         except TemplateRenderError as exc:
             raise StepFailed(f"step {step_id}: {exc}") from None
 
-    def wait_here(self, flow: Flow, step_id: int, due: datetime) -> Effects:
+    def wait_here(self, flow: Flow, step_id: int, due: datetime) -> Stop:
         self.fx.flow_id, self.fx.step_id, self.fx.due_at = flow.id, step_id, due
-        return self.fx
+        return STOP
 
-    def finish(self, status: str) -> Effects:
+    def finish(self, status: str) -> Stop:
         self.fx.status = status
         self.fx.due_at = None
         self.fx.reply_phone = None
-        return self.fx
+        return STOP
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> Effects:
         fx = self.fx
         step_id: int | None = self.inst.step_id
         flow_id = self.inst.flow_id
-        if fx.state.pop("completeAfterWait", False):
-            flow = self.defn.flow(flow_id) or self.defn.main_flow
-            self.record(flow, None, "completed", {"reason": "reached the end of the flow"})
-            return self.finish("Completed")
+        if fx.state.complete_after_wait:
+            self.update(complete_after_wait=False)
+            step_id = None
         while True:
             if step_id is None:
                 flow = self.defn.flow(flow_id) or self.defn.main_flow
                 self.record(flow, None, "completed", {"reason": "reached the end of the flow"})
-                return self.finish("Completed")
+                self.finish("Completed")
+                return fx
             located = self.index.get(step_id)
             if located is None:
                 raise StepFailed(f"step {step_id} does not exist in version {self.inst.version}")
             flow, pos = located
             flow_id = flow.id
             if fx.steps_run >= MAX_STEPS_PER_ADVANCE:
-                return self.wait_here(flow, step_id, self.now)  # yield; continue in the next batch
+                self.wait_here(flow, step_id, self.now)  # yield; continue in the next batch
+                return fx
             step = flow.steps[pos]
             following = flow.steps[pos + 1].id if pos + 1 < len(flow.steps) else None
             default_next = step.next if step.next is not None else following
@@ -220,16 +186,14 @@ class _Run:
             except StepFailed as exc:
                 exc.flow_id, exc.flow_name, exc.step_id = flow.id, flow.name, step.id
                 raise
-            if isinstance(outcome, Effects):
-                return outcome
-            if outcome is _WAIT_AT_END:
-                fx.state["completeAfterWait"] = True
+            if isinstance(outcome, Stop):
+                if outcome.complete_after_wait:
+                    self.update(complete_after_wait=True)
                 return fx
-            step_id = outcome
+            step_id = outcome.step_id
 
-    def step(self, flow: Flow, step: Any, default_next: int | None) -> int | None | Effects | object:
-        """Run one step: the next step id, or Effects when the instance must wait or has ended."""
-        fx = self.fx
+    def step(self, flow: Flow, step: Any, default_next: int | None) -> StepResult:
+        """Run one step: where to go on, or Stop when the instance must wait or has ended."""
         if isinstance(step, SendSmsStep):
             return self.send_sms(flow, step, default_next)
         if isinstance(step, SendEmailStep):
@@ -243,52 +207,54 @@ class _Run:
         if isinstance(step, WaitForReplyStep):
             return self.wait_for_reply(flow, step, default_next)
         if isinstance(step, BranchStep):
-            for i, case in enumerate(step.cases):
-                if evaluate(
-                    case.when, self.params, self.defn, self.zone, self.now, fx.state.get("lastReply")
-                ):
-                    self.record(flow, step.id, "branch", {"case": i, "next": case.next})
-                    return case.next
-            target = step.else_ if step.else_ is not None else default_next
-            self.record(flow, step.id, "branch", {"case": "else", "next": target})
-            return target
+            return Next(self.branch(flow, step, default_next))
         if isinstance(step, SetParametersStep):
             for name, source in step.values.items():
                 self.set_param(name, self.render(source, step.id, PARAMETER_VALUE))
             self.record(flow, step.id, "set_parameters", {"parameters": sorted(step.values)})
-            return default_next
+            return Next(default_next)
         if isinstance(step, GotoStep):
             self.record(flow, step.id, "goto", {"target": step.target})
-            return step.target
+            return Next(step.target)
         if isinstance(step, HttpRequestStep):
             return self.http_request(flow, step, default_next)
         if isinstance(step, EndStep):
             self.record(flow, step.id, "end", {"outcome": step.outcome} if step.outcome else {})
             if step.outcome:
-                fx.state["outcome"] = step.outcome
+                self.update(outcome=step.outcome)
             return self.finish("Completed")
         raise StepFailed(f"unknown step type {type(step).__name__}")  # pragma: no cover
 
-    def wait_then(self, flow: Flow, wait_step: int, next_step: int | None, due: datetime) -> Effects | object:
+    def branch(self, flow: Flow, step: BranchStep, default_next: int | None) -> int | None:
+        for i, case in enumerate(step.cases):
+            if evaluate(case.when, self.params, self.defn, self.zone, self.now, self.fx.state.last_reply):
+                self.record(flow, step.id, "branch", {"case": i, "next": case.next})
+                return case.next
+        target = step.else_ if step.else_ is not None else default_next
+        self.record(flow, step.id, "branch", {"case": "else", "next": target})
+        return target
+
+    def wait_then(self, flow: Flow, wait_step: int, next_step: int | None, due: datetime) -> Stop:
         # Time really passes here, so a send skipped for lateness before this wait is not this one's.
-        self.fx.state.pop("skipNextSend", None)
-        self.fx.state.pop("deferred", None)
+        if self.fx.state.skip_next_send or self.fx.state.deferred is not None:
+            self.update(skip_next_send=False, deferred=None)
         if next_step is None:
             self.wait_here(flow, wait_step, due)
-            return _WAIT_AT_END
+            return WAIT_AT_END
         return self.wait_here(flow, next_step, due)
 
     # ------------------------------------------------------------------ sends
-    def held_by_window(self, flow: Flow, step_id: int, enabled: bool) -> Effects | None:
+    def held_by_window(self, flow: Flow, step_id: int, enabled: bool) -> Stop | None:
         window = self.defn.send_window
         if not enabled or window is None:
             return None
         opening = next_window_opening(self.now, window, self.zone)
         if opening is None:
-            self.fx.state.pop("held", None)
+            if self.fx.state.held is not None:
+                self.update(held=None)
             return None
-        if self.fx.state.get("held") != step_id:
-            self.fx.state["held"] = step_id
+        if self.fx.state.held != step_id:
+            self.update(held=step_id)
             self.record(
                 flow, step_id, "send_held", {"until": _iso(opening), "reason": "outside the send window"}
             )
@@ -306,29 +272,31 @@ class _Run:
         return True
 
     def skip_for_past_time(self, flow: Flow, step_id: int, kind: str) -> bool:
-        if self.fx.state.pop("skipNextSend", False):
+        if self.fx.state.skip_next_send:
+            self.update(skip_next_send=False)
             self.record(flow, step_id, kind, {"reason": "its time had passed (wait_until policy skip)"})
             return True
         return False
 
-    def send_sms(self, flow: Flow, step: SendSmsStep, default_next: int | None) -> int | None | Effects:
-        if self.skip_for_past_time(flow, step.id, "sms_skipped"):
-            return default_next
+    def sms_recipient(self, flow: Flow, step: SendSmsStep) -> str | None:
+        """The normalised number to text, or None when the send is skipped (recorded)."""
         raw = self.param(step.to).strip()
-        if not raw:
-            self.record(flow, step.id, "sms_skipped", {"reason": f"parameter {step.to} is empty"})
-            return default_next
-        to = normalise_phone(raw)
+        to = normalise_phone(raw) if raw else None
         if to is None:
-            self.record(
-                flow, step.id, "sms_skipped", {"reason": f"parameter {step.to} is not a phone number"}
-            )
-            return default_next
+            problem = "is empty" if not raw else "is not a phone number"
+            self.record(flow, step.id, "sms_skipped", {"reason": f"parameter {step.to} {problem}"})
+            return None
         if self.ledger.opted_out(self.inst.org_id, to):
             self.record(flow, step.id, "sms_skipped", {"reason": "the number opted out"})
-            return default_next
-        if self.too_late(flow, step.id, step.send_before, "sms_skipped"):
-            return default_next
+            return None
+        return to
+
+    def send_sms(self, flow: Flow, step: SendSmsStep, default_next: int | None) -> StepResult:
+        if self.skip_for_past_time(flow, step.id, "sms_skipped"):
+            return Next(default_next)
+        to = self.sms_recipient(flow, step)
+        if to is None or self.too_late(flow, step.id, step.send_before, "sms_skipped"):
+            return Next(default_next)
         held = self.held_by_window(flow, step.id, step.send_window)
         if held is not None:
             return held
@@ -337,13 +305,14 @@ class _Run:
             limit = self.cap_reached(cap, to)
             if limit is not None:
                 return self.capped(flow, step, default_next, limit)
-        self.fx.state.pop("deferred", None)
+        if self.fx.state.deferred is not None:
+            self.update(deferred=None)
         body = self.render(step.body, step.id, SMS_BODY)
         capped = bool(step.frequency_cap and cap is not None)
         self.queue(flow, step.id, "sms", to, None, body, None, capped=capped)
         if capped:
             self.ledger.add(self.inst.org_id, to, self.now)
-        return default_next
+        return Next(default_next)
 
     def cap_reached(self, cap: FrequencyCap, to: str) -> str | None:
         """The limit a send to `to` now would exceed, or None."""
@@ -356,18 +325,15 @@ class _Run:
             return f"{cap.per_7_days} per 7 days"
         return None
 
-    def capped(
-        self, flow: Flow, step: SendSmsStep, default_next: int | None, limit: str
-    ) -> int | None | Effects:
+    def capped(self, flow: Flow, step: SendSmsStep, default_next: int | None, limit: str) -> StepResult:
         """A send the cap stops now: deferred to the next local day (at the send window's opening)
         while the policy and its deadline allow, else recorded as capped and skipped."""
         cap = self.defn.frequency_cap
         assert cap is not None
-        state = self.fx.state
-        deferred = state.get("deferred")
+        deferred = self.fx.state.deferred
         since = self.now
-        if isinstance(deferred, dict) and deferred.get("step") == step.id:
-            since = datetime.fromisoformat(str(deferred["since"]).replace("Z", "+00:00"))
+        if deferred is not None and deferred.step == step.id:
+            since = datetime.fromisoformat(deferred.since.replace("Z", "+00:00"))
         until = self.next_cap_day(step.send_window)
         reason = None
         if cap.when_capped == "defer":
@@ -376,7 +342,7 @@ class _Run:
             if step.send_before is not None:
                 last = min(last, self.param_time(step.send_before) or since)
             if until < last:
-                state["deferred"] = {"step": step.id, "since": _iso(since)}
+                self.update(deferred=Deferred(step.id, _iso(since)))
                 self.record(flow, step.id, "sms_deferred", {"until": _iso(until), "limit": limit})
                 return self.wait_here(flow, step.id, until)
             reason = (
@@ -384,9 +350,10 @@ class _Run:
                 if step.send_before is not None and last < since + CAP_WEEK
                 else "no day the cap allows within the 7 days a send may be deferred"
             )
-        state.pop("deferred", None)
+        if deferred is not None:
+            self.update(deferred=None)
         self.record(flow, step.id, "sms_capped", {"limit": limit, **({"reason": reason} if reason else {})})
-        return default_next
+        return Next(default_next)
 
     def next_cap_day(self, use_window: bool) -> datetime:
         """The next local midnight, or the send window's opening that day."""
@@ -401,15 +368,15 @@ class _Run:
         raw = self.param(name)
         return parse_datetime(raw, self.zone) if raw else None  # type: ignore[arg-type]
 
-    def send_email(self, flow: Flow, step: SendEmailStep, default_next: int | None) -> int | None | Effects:
+    def send_email(self, flow: Flow, step: SendEmailStep, default_next: int | None) -> StepResult:
         if self.skip_for_past_time(flow, step.id, "email_skipped"):
-            return default_next
+            return Next(default_next)
         to = self.param(step.to).strip()
         if not to:
             self.record(flow, step.id, "email_skipped", {"reason": f"parameter {step.to} is empty"})
-            return default_next
+            return Next(default_next)
         if self.too_late(flow, step.id, step.send_before, "email_skipped"):
-            return default_next
+            return Next(default_next)
         held = self.held_by_window(flow, step.id, step.send_window)
         if held is not None:
             return held
@@ -422,7 +389,7 @@ class _Run:
             except TemplateRenderError as exc:
                 raise StepFailed(f"step {step.id}: {exc}") from None
         self.queue(flow, step.id, "email", to, subject, body, html)
-        return default_next
+        return Next(default_next)
 
     def queue(
         self,
@@ -437,33 +404,31 @@ class _Run:
         capped: bool = False,
     ) -> None:
         message_id = new_id()
-        self.fx.state.pop("held", None)
+        if self.fx.state.held is not None:
+            self.update(held=None)
         eid = self.record(flow, step_id, f"{channel}_queued", {"messageId": message_id})
+        inst = self.inst
         self.fx.messages.append(
-            {
-                "org_id": self.inst.org_id,
-                "message_id": message_id,
-                "instance_id": self.inst.instance_id,
-                "journey_id": self.inst.journey_id,
-                "flow_id": flow.id,
-                "step_id": step_id,
-                "channel": channel,
-                "to_address": to,
-                "subject": subject,
-                "body": body,
-                "html": html,
-                "capped": capped,
-                "status": "queued",
-                "idempotency_key": f"{self.inst.instance_id}:{eid}",
-                "send_after": self.now,
-                "created_at": self.now,
-            }
+            QueuedMessage(
+                org_id=inst.org_id,
+                message_id=message_id,
+                instance_id=inst.instance_id,
+                journey_id=inst.journey_id,
+                flow_id=flow.id,
+                step_id=step_id,
+                channel=channel,
+                to_address=to,
+                subject=subject,
+                body=body,
+                html=html,
+                capped=capped,
+                idempotency_key=f"{inst.instance_id}:{eid}",
+                created_at=self.now,
+            )
         )
 
     # ------------------------------------------------------------------ waits
-    def wait_until(
-        self, flow: Flow, step: WaitUntilStep, default_next: int | None
-    ) -> int | None | Effects | object:
+    def wait_until(self, flow: Flow, step: WaitUntilStep, default_next: int | None) -> StepResult:
         raw = self.param(step.parameter)
         base = parse_datetime(raw, self.zone) if raw else None  # type: ignore[arg-type]
         if base is None:
@@ -473,106 +438,101 @@ class _Run:
             self.record(flow, step.id, "wait", {"until": _iso(due)})
             return self.wait_then(flow, step.id, default_next, due)
         if step.if_past == "skip":
-            self.fx.state["skipNextSend"] = True
+            self.update(skip_next_send=True)
         self.record(flow, step.id, "wait_skipped", {"until": _iso(due), "policy": step.if_past})
-        return default_next
+        return Next(default_next)
 
-    def wait_for_reply(
+    def start_waiting_for_reply(
         self, flow: Flow, step: WaitForReplyStep, default_next: int | None
-    ) -> int | None | Effects:
+    ) -> StepResult:
+        phone = normalise_phone(self.param(step.to))
+        if phone is None:
+            self.update(last_reply="no_reply")
+            reason = "is empty" if not self.param(step.to).strip() else "is not a phone number"
+            self.record(flow, step.id, "reply_skipped", {"reason": f"parameter {step.to} {reason}"})
+            return Next(step.on_timeout if step.on_timeout is not None else default_next)
+        until = self.now + parse_duration(step.timeout)
+        self.update(skip_next_send=False, awaiting=Awaiting(step.id, _iso(until)), reply=None)
+        self.record(flow, step.id, "waiting_for_reply", {"until": _iso(until)})
+        self.fx.reply_phone = phone
+        return self.wait_here(flow, step.id, until)
+
+    def wait_for_reply(self, flow: Flow, step: WaitForReplyStep, default_next: int | None) -> StepResult:
         state = self.fx.state
-        awaiting = state.get("awaiting")
-        if not awaiting or awaiting.get("step") != step.id:
-            phone = normalise_phone(self.param(step.to))
-            if phone is None:
-                state["lastReply"] = "no_reply"
-                reason = "is empty" if not self.param(step.to).strip() else "is not a phone number"
-                self.record(flow, step.id, "reply_skipped", {"reason": f"parameter {step.to} {reason}"})
-                return step.on_timeout if step.on_timeout is not None else default_next
-            until = self.now + parse_duration(step.timeout)
-            state.pop("skipNextSend", None)
-            state["awaiting"] = {"step": step.id, "until": _iso(until)}
-            state.pop("reply", None)
-            self.record(flow, step.id, "waiting_for_reply", {"until": _iso(until)})
-            self.fx.reply_phone = phone
-            return self.wait_here(flow, step.id, until)
-        reply = state.pop("reply", None)
-        until = datetime.fromisoformat(awaiting["until"].replace("Z", "+00:00"))
+        awaiting = state.awaiting
+        if awaiting is None or awaiting.step != step.id:
+            return self.start_waiting_for_reply(flow, step, default_next)
+        reply = state.reply
+        if reply is not None:
+            self.update(reply=None)
+        until = datetime.fromisoformat(awaiting.until.replace("Z", "+00:00"))
         if reply is None and self.now < until:
             self.fx.reply_phone = normalise_phone(self.param(step.to))
             return self.wait_here(flow, step.id, until)  # woken early: keep waiting
-        state.pop("awaiting", None)
+        self.update(awaiting=None)
         self.fx.reply_phone = None
         if reply is None:
-            state["lastReply"] = "no_reply"
+            self.update(last_reply="no_reply")
             self.record(flow, step.id, "reply_timeout", {"outcome": "no_reply"})
-            return step.on_timeout if step.on_timeout is not None else default_next
-        text = str(reply.get("text", ""))
+            return Next(step.on_timeout if step.on_timeout is not None else default_next)
         if step.save_reply_to:
-            self.set_param(step.save_reply_to, text)
-        said = normalise_reply(text)
+            self.set_param(step.save_reply_to, reply.text)
+        said = normalise_reply(reply.text)
         for route in step.replies:
             if said in route.keywords():
-                state["lastReply"] = route.outcome
+                self.update(last_reply=route.outcome)
                 self.record(flow, step.id, "reply_received", {"outcome": route.outcome})
-                return route.next if route.next is not None else default_next
-        state["lastReply"] = "other"
+                return Next(route.next if route.next is not None else default_next)
+        self.update(last_reply="other")
         self.record(flow, step.id, "reply_received", {"outcome": "other"})
-        return step.on_other if step.on_other is not None else default_next
+        return Next(step.on_other if step.on_other is not None else default_next)
 
     # ------------------------------------------------------------------ http
-    def http_request(
-        self, flow: Flow, step: HttpRequestStep, default_next: int | None
-    ) -> int | None | Effects:
-        state = self.fx.state
-        results = state.get("http") or {}
-        result = results.get(str(step.id))
+    def http_call(self, flow: Flow, step: HttpRequestStep) -> Stop:
+        """Decide the step's call (the worker makes it after the commit) and wait for its result."""
+        pending = self.fx.state.http_key
+        if pending is None or pending.step != step.id:
+            pending = PendingHttp(step.id, new_id())  # the same key on every retry of this call
+            self.update(http_key=pending)
+        call = HttpCall(
+            step=step.id,
+            method=step.method,
+            url=self.render(step.url, step.id, HTTP_URL),
+            headers={k: self.render(v, step.id, HTTP_HEADER) for k, v in step.headers.items()},
+            body=self.render_json(step.body, step.id, [HTTP_BODY.max_chars]),
+            timeout=parse_duration(step.timeout).total_seconds(),
+            idempotency_key=pending.key,
+        )
+        if not call.url.startswith(("http://", "https://")):
+            raise StepFailed(f"step {step.id}: the url does not render to an http(s) URL")
+        self.fx.http_call = call
+        self.fx.steps_run -= 1  # it runs when the result is in
+        # Due again after the timeout (plus grace): if the worker died mid-call, the call is retried.
+        return self.wait_here(flow, step.id, self.now + timedelta(seconds=call.timeout) + HTTP_LEASE_GRACE)
+
+    def http_request(self, flow: Flow, step: HttpRequestStep, default_next: int | None) -> StepResult:
+        result = self.fx.state.http.get(str(step.id))
         if result is None:
-            pending = state.get("httpKey")
-            if not pending or pending.get("step") != step.id:
-                pending = {"step": step.id, "key": new_id()}  # the same key on every retry of this call
-                state["httpKey"] = pending
-            call = {
-                "step": step.id,
-                "method": step.method,
-                "url": self.render(step.url, step.id, HTTP_URL),
-                "headers": {k: self.render(v, step.id, HTTP_HEADER) for k, v in step.headers.items()},
-                "body": self.render_json(step.body, step.id, [HTTP_BODY.max_chars]),
-                "timeout": parse_duration(step.timeout).total_seconds(),
-                "idempotencyKey": pending["key"],
-            }
-            if not call["url"].startswith(("http://", "https://")):
-                raise StepFailed(f"step {step.id}: the url does not render to an http(s) URL")
-            self.fx.http_call = call
-            self.fx.steps_run -= 1  # it runs when the result is in
-            # Due again after the timeout (plus grace): if the worker died mid-call, the call is retried.
-            return self.wait_here(
-                flow, step.id, self.now + timedelta(seconds=call["timeout"]) + HTTP_LEASE_GRACE
-            )
-        results.pop(str(step.id), None)
-        if not results:
-            state.pop("http", None)
-        state.pop("httpKey", None)
-        detail: dict[str, Any] = {"status": result.get("status"), "ok": bool(result.get("ok"))}
-        if result.get("error"):
-            detail["error"] = result["error"]
-        if result.get("ok"):
-            data = result.get("json")
+            return self.http_call(flow, step)
+        results = {k: v for k, v in self.fx.state.http.items() if k != str(step.id)}
+        self.update(http=results, http_key=None)
+        detail: dict[str, Any] = {"status": result.status, "ok": result.ok}
+        if result.error:
+            detail["error"] = result.error
+        if result.ok:
             saved = []
             for name, path in step.save.items():
-                value = _dig(data, path)
+                value = _dig(result.data, path)
                 if value is not None:
                     self.set_param(name, value if isinstance(value, str) else json.dumps(value))
                     saved.append(name)
             detail["saved"] = saved
             self.record(flow, step.id, "http_request", detail)
-            return default_next
+            return Next(default_next)
         self.record(flow, step.id, "http_failed", detail)
         if step.on_failure is not None:
-            return step.on_failure
-        raise StepFailed(
-            f"step {step.id}: HTTP request failed ({result.get('error') or result.get('status')})"
-        )
+            return Next(step.on_failure)
+        raise StepFailed(f"step {step.id}: HTTP request failed ({result.error or result.status})")
 
     def render_json(self, value: Any, step_id: int, left: list[int]) -> Any:
         """Render every string inside an http_request body; together at most HTTP_BODY
@@ -589,9 +549,6 @@ class _Run:
         if isinstance(value, dict):
             return {k: self.render_json(v, step_id, left) for k, v in value.items()}
         return value
-
-
-_WAIT_AT_END = object()
 
 
 def _fit(value: str) -> str:
@@ -620,10 +577,3 @@ def advance(defn: JourneyDefinition, inst: Instance, now: datetime, ledger: Ledg
 
 def _iso(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def load_state(text: str | None) -> dict[str, Any]:
-    if not text:
-        return {}
-    data = json.loads(text)
-    return data if isinstance(data, dict) else {}

@@ -7,14 +7,15 @@ what it would send (rendered), waits, held sends, caps and branches taken.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from journeys.definitions.model import JourneyDefinition
 from journeys.definitions.values import get_zone
-from journeys.engine.interpreter import Instance, StepFailed, advance
+from journeys.engine.interpreter import Effects, Instance, StepFailed, advance
+from journeys.engine.state import HttpResult, ReplyGiven
 
 MAX_ITERATIONS = 10_000
 
@@ -64,84 +65,107 @@ def simulate(
     zone = get_zone(tz)
     if zone is None:
         raise SimulationError(f"{tz!r} is not an IANA time zone")
-    replies = {k: list(v) for k, v in (replies or {}).items()}
-    http = http or {}
-    main = defn.main_flow
-    inst = Instance(
-        "sim-org", "sim-instance", "sim-journey", 1, main.id, main.steps[0].id, tz, dict(parameters), {}
-    )
-    ledger = MemoryLedger()
+    run = _Simulation(defn, parameters, tz, zone, replies, http or {})
     now = start.astimezone(UTC)
     end = now + horizon
-    timeline: list[dict[str, Any]] = []
     for _ in range(MAX_ITERATIONS):
+        due = run.step(now)
+        if due is None:
+            return run.timeline
+        if due > end:
+            run.event(now, run.inst.flow_id, None, None, "simulation_stopped", {"reason": "horizon"})
+            return run.timeline
+        now = max(now, due)
+    raise SimulationError("the journey did not settle (too many steps)")
+
+
+class _Simulation:
+    def __init__(
+        self,
+        defn: JourneyDefinition,
+        parameters: dict[str, str],
+        tz: str,
+        zone: ZoneInfo,
+        replies: dict[int, list[Reply]] | None,
+        http: dict[int, dict[str, Any]],
+    ) -> None:
+        main = defn.main_flow
+        self.defn = defn
+        self.zone = zone
+        self.inst = Instance(
+            "sim-org", "sim-instance", "sim-journey", 1, main.id, main.steps[0].id, tz, dict(parameters)
+        )
+        self.replies = {k: list(v) for k, v in (replies or {}).items()}
+        self.http = http
+        self.ledger = MemoryLedger()
+        self.timeline: list[dict[str, Any]] = []
+
+    def step(self, now: datetime) -> datetime | None:
+        """Advance the instance at `now`; when it is due next (None: it has ended)."""
+        inst = self.inst
         try:
-            fx = advance(defn, inst, now, ledger)
+            fx = advance(self.defn, inst, now, self.ledger)
         except StepFailed as exc:
-            timeline.append(
-                _event(now, zone, exc.flow_id, exc.flow_name, exc.step_id, "failed", {"error": str(exc)})
-            )
-            return timeline
-        messages = {m["message_id"]: m for m in fx.messages}
-        for row in fx.events:
-            detail = json.loads(row["detail"])
-            ev = _event(
-                row["at"], zone, row["flow_id"], row["flow_name"], row["step_id"], row["kind"], detail
-            )
-            msg = messages.get(detail.get("messageId", ""))
-            if msg is not None:
-                ev.update({"channel": msg["channel"], "to": msg["to_address"], "body": msg["body"]})
-                if msg["subject"] is not None:
-                    ev["subject"] = msg["subject"]
-            timeline.append(ev)
+            self.event(now, exc.flow_id, exc.flow_name, exc.step_id, "failed", {"error": str(exc)})
+            return None
+        self.record(fx)
         if fx.status != "InProgress":
-            return timeline
+            return None
         inst.flow_id = fx.flow_id or inst.flow_id
         inst.step_id = fx.step_id if fx.step_id is not None else inst.step_id
         inst.state = fx.state
         if fx.parameters is not None:
             inst.parameters = dict(fx.parameters)
         if fx.http_call is not None:
-            step = int(fx.http_call["step"])
-            given = http.get(step, {"status": 200, "json": {}})
-            status = int(given.get("status", 200))
-            result = {"ok": 200 <= status < 300, "status": status, "json": given.get("json"), "error": None}
-            if not result["ok"]:
-                result["error"] = f"HTTP {status}"
-            inst.state.setdefault("http", {})[str(step)] = result
-            continue
-        due = fx.due_at or now
-        awaiting = inst.state.get("awaiting")
-        if awaiting and fx.reply_phone and replies.get(int(awaiting["step"])):
-            reply = replies[int(awaiting["step"])].pop(0)
+            self.answer_http(fx.http_call.step)
+            return now
+        return self.reply_or(now, fx.due_at or now, fx.reply_phone)
+
+    def record(self, fx: Effects) -> None:
+        messages = {m.message_id: m for m in fx.messages}
+        for e in fx.events:
+            ev = self.event(e.at, e.flow_id, e.flow_name, e.step_id, e.kind, dict(e.detail))
+            msg = messages.get(e.detail.get("messageId", ""))
+            if msg is not None:
+                ev.update({"channel": msg.channel, "to": msg.to_address, "body": msg.body})
+                if msg.subject is not None:
+                    ev["subject"] = msg.subject
+
+    def answer_http(self, step: int) -> None:
+        given = self.http.get(step, {"status": 200, "json": {}})
+        status = int(given.get("status", 200))
+        ok = 200 <= status < 300
+        result = HttpResult(ok, status, given.get("json"), None if ok else f"HTTP {status}")
+        self.inst.state = replace(self.inst.state, http={**self.inst.state.http, str(step): result})
+
+    def reply_or(self, now: datetime, due: datetime, reply_phone: str | None) -> datetime:
+        """The next due time: the reply given to the wait (when it comes before `due`)."""
+        awaiting = self.inst.state.awaiting
+        if awaiting and reply_phone and self.replies.get(awaiting.step):
+            reply = self.replies[awaiting.step].pop(0)
             at = now + reply.delay
             if at < due:
-                inst.state["reply"] = {"text": reply.text}
-                due = at
-        if due > end:
-            timeline.append(
-                _event(now, zone, inst.flow_id, None, None, "simulation_stopped", {"reason": "horizon"})
-            )
-            return timeline
-        now = max(now, due)
-    raise SimulationError("the journey did not settle (too many steps)")
+                self.inst.state = replace(self.inst.state, reply=ReplyGiven(reply.text))
+                return at
+        return due
 
-
-def _event(
-    at: datetime,
-    zone: Any,
-    flow_id: str | None,
-    flow_name: str | None,
-    step_id: int | None,
-    kind: str,
-    detail: dict,
-) -> dict[str, Any]:
-    return {
-        "time": at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "localTime": at.astimezone(zone).isoformat(),
-        "flowId": flow_id,
-        "flowName": flow_name,
-        "stepId": step_id,
-        "type": kind,
-        "detail": detail,
-    }
+    def event(
+        self,
+        at: datetime,
+        flow_id: str | None,
+        flow_name: str | None,
+        step_id: int | None,
+        kind: str,
+        detail: dict[str, Any],
+    ) -> dict[str, Any]:
+        ev = {
+            "time": at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "localTime": at.astimezone(self.zone).isoformat(),
+            "flowId": flow_id,
+            "flowName": flow_name,
+            "stepId": step_id,
+            "type": kind,
+            "detail": detail,
+        }
+        self.timeline.append(ev)
+        return ev

@@ -20,7 +20,7 @@ import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,11 +29,14 @@ from sqlalchemy.engine import Engine
 from journeys.catalog.service import load_version
 from journeys.clock import Clock
 from journeys.engine.http import perform_http
-from journeys.engine.interpreter import Effects, Instance, StepFailed, advance, load_state
+from journeys.engine.interpreter import Effects, HttpCall, Instance, StepFailed, advance
+from journeys.engine.messaging import SmsLedger, queue_messages
+from journeys.engine.state import HttpResult, InstanceState
+from journeys.engine.webhook_events import record_events
 from journeys.ids import new_id
 from journeys.messaging.dispatch import Dispatcher
 from journeys.messaging.phone import normalise_phone
-from journeys.outbound import OutboundPolicy
+from journeys.records import ClaimedInstance, CursorUpdate, QueuedMessage, TimelineEvent
 from journeys.store import work
 from journeys.store.db import read_only, transaction
 from journeys.store.instances import replace_parameters
@@ -54,6 +57,17 @@ class BatchResult:
     claimed: int = 0
     steps: int = 0
     delivered: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class HttpWork:
+    """An http_request step's call, made after the batch commits; its result is stored only
+    while the instance is still at revision `rev` (the one the batch wrote)."""
+
+    org_id: str
+    instance_id: str
+    rev: int
+    call: HttpCall
 
 
 def retry_delay(attempt: int) -> timedelta:
@@ -88,7 +102,7 @@ class Worker:
         self.dispatcher = dispatcher or Dispatcher(engine, clock)
         self.webhooks = webhooks or WebhookSender(engine, clock, self.dispatcher.settings)
         # http_request steps reach only what JOURNEYS_OUTBOUND_ALLOW and the public internet allow.
-        self.outbound = OutboundPolicy.from_settings(self.dispatcher.settings)
+        self.outbound = self.dispatcher.settings.outbound_policy()
         self.wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -104,13 +118,13 @@ class Worker:
         with transaction(self.engine) as conn:
             rows = work.claim_due(conn, now, self.batch_size, token, self.lease)
         result.claimed = len(rows)
-        calls: list[tuple[dict[str, Any], dict[str, Any]]] = []  # (instance key, call)
+        calls: list[HttpWork] = []
         if rows:
             with self._renewing(token):
                 with transaction(self.engine) as conn:
                     calls = self._execute(conn, token, rows, now, result)
-        for key, call in calls:  # outside any transaction: the network is slow and may fail
-            self._http(key, call)
+        for work_item in calls:  # outside any transaction: the network is slow and may fail
+            self._http(work_item)
         result.delivered = self.dispatcher.deliver_due()
         self.webhooks.deliver_due()
         self.batches += 1
@@ -127,40 +141,30 @@ class Worker:
         return result
 
     def _execute(
-        self, conn: Any, token: str, rows: list[dict[str, Any]], now: datetime, result: BatchResult
-    ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        self, conn: Any, token: str, rows: list[ClaimedInstance], now: datetime, result: BatchResult
+    ) -> list[HttpWork]:
         """Run the batch in memory, then write it: the cursor update (guarded by lease and `rev`)
         first, and the events, messages and parameters of the instances it changed."""
-        ledger = work.SmsLedger(conn)
+        ledger = SmsLedger(conn)
         ledger.prefetch(self._phones(conn, rows), now)
         runs = [(row, *self._run_one(conn, row, now, ledger)) for row in rows]
         kept = work.write_instance_updates(conn, token, [update for _, _, update in runs])
-        events: list[dict[str, Any]] = []
-        messages: list[dict[str, Any]] = []
+        events: list[TimelineEvent] = []
+        messages: list[QueuedMessage] = []
         param_rows: list[dict[str, Any]] = []
-        calls: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        calls: list[HttpWork] = []
         for row, fx, _ in runs:
-            if (row["org_id"], row["instance_id"]) not in kept:
+            if (row.org_id, row.instance_id) not in kept:
                 continue  # cancelled, moved to a subflow or answered meanwhile: that change wins
             result.steps += fx.steps_run
             events.extend(fx.events)
             messages.extend(fx.messages)
             if fx.parameters is not None and fx.changed:
-                param_rows.extend(
-                    {
-                        "org_id": row["org_id"],
-                        "instance_id": row["instance_id"],
-                        "journey_id": row["journey_id"],
-                        "name": name.lower(),
-                        "value": fx.parameters[name],
-                    }
-                    for name in sorted(fx.changed)
-                )
+                param_rows.extend(_parameter_rows(row, fx.parameters, fx.changed))
             if fx.http_call is not None:
-                key = {"org_id": row["org_id"], "instance_id": row["instance_id"], "rev": int(row["rev"]) + 1}
-                calls.append((key, fx.http_call))
-        work.insert_events(conn, events)
-        work.insert_messages(conn, messages)
+                calls.append(HttpWork(row.org_id, row.instance_id, row.rev + 1, fx.http_call))
+        record_events(conn, events)
+        queue_messages(conn, messages)
         replace_parameters(conn, param_rows)
         return calls
 
@@ -186,123 +190,59 @@ class Worker:
             thread.join(5)
 
     @staticmethod
-    def _phones(conn: Any, rows: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    def _phones(conn: Any, rows: list[ClaimedInstance]) -> set[tuple[str, str]]:
         """(org, normalised phone) of every phone parameter of the claimed instances."""
         pairs: set[tuple[str, str]] = set()
         for row in rows:
             try:
-                defn = load_version(conn, row["org_id"], row["journey_id"], int(row["version"]))
+                defn = load_version(conn, row.org_id, row.journey_id, row.version)
             except LookupError:
                 continue
             phone_params = [p.name for p in defn.parameters if p.type == "phone"]
             if not phone_params:
                 continue
-            params = json.loads(row["parameters"])
+            params = json.loads(row.parameters)
             for name in phone_params:
                 phone = normalise_phone(params.get(name) or "")
                 if phone:
-                    pairs.add((row["org_id"], phone))
+                    pairs.add((row.org_id, phone))
         return pairs
 
-    def _http(self, key: dict[str, Any], call: dict[str, Any]) -> None:
-        outcome = perform_http(call, self.outbound)
+    def _http(self, item: HttpWork) -> None:
+        outcome = perform_http(item.call, self.outbound)
         with transaction(self.engine) as conn:
             # Guarded by rev: a cancel or subflow that came in meanwhile wins, and the result is dropped.
-            work.store_http_result(
-                conn, key["org_id"], key["instance_id"], key["rev"], call["step"], outcome, self.clock.now()
+            store_http_result(
+                conn, item.org_id, item.instance_id, item.rev, item.call.step, outcome, self.clock.now()
             )
         self.wake.set()
 
     def _run_one(
-        self, conn: Any, row: dict[str, Any], now: datetime, ledger: work.SmsLedger
-    ) -> tuple[Effects, dict[str, Any]]:
+        self, conn: Any, row: ClaimedInstance, now: datetime, ledger: SmsLedger
+    ) -> tuple[Effects, CursorUpdate]:
+        """Run one claimed instance; its effects and the cursor update that writes them."""
         inst = Instance(
-            org_id=row["org_id"],
-            instance_id=row["instance_id"],
-            journey_id=row["journey_id"],
-            version=int(row["version"]),
-            flow_id=row["flow_id"],
-            step_id=int(row["step_id"]),
-            time_zone=row["time_zone"],
-            parameters=json.loads(row["parameters"]),
-            state=load_state(row["state"]),
+            org_id=row.org_id,
+            instance_id=row.instance_id,
+            journey_id=row.journey_id,
+            version=row.version,
+            flow_id=row.flow_id,
+            step_id=row.step_id,
+            time_zone=row.time_zone,
+            parameters=json.loads(row.parameters),
+            state=InstanceState.from_json(row.state),
         )
-        attempts = int(row["attempts"])
+        attempts = row.attempts
+        error: str | None = None
         try:
             defn = load_version(conn, inst.org_id, inst.journey_id, inst.version)
             fx = advance(defn, inst, now, ledger)
-            error = None
         except StepFailed as exc:
-            fx = Effects(status="Failed", state=inst.state)
-            error = str(exc)
-            fx.events.append(
-                event_row(
-                    inst.org_id,
-                    inst.instance_id,
-                    now,
-                    exc.flow_id or inst.flow_id,
-                    exc.flow_name,
-                    exc.step_id if exc.step_id is not None else inst.step_id,
-                    "failed",
-                    {"error": error},
-                )
-            )
+            fx, error = _failed(inst, exc, now), str(exc)
         except Exception as exc:  # an unexpected fault: retry with backoff, then fail
             attempts += 1
-            error = f"{type(exc).__name__}: {exc}"
-            # The exception's message may quote patient data: log its type and where it happened only.
-            log.error(
-                "step failed for instance %s (attempt %d): %s at\n%s",
-                inst.instance_id,
-                attempts,
-                type(exc).__name__,
-                "".join(traceback.format_tb(exc.__traceback__)),
-            )
-            if attempts >= MAX_ATTEMPTS:
-                fx = Effects(status="Failed", state=inst.state)
-                kind = "failed"
-            else:
-                fx = Effects(
-                    flow_id=inst.flow_id,
-                    step_id=inst.step_id,
-                    due_at=now + retry_delay(attempts),
-                    state=inst.state,
-                )
-                kind = "step_retry"
-            fx.events.append(
-                event_row(
-                    inst.org_id,
-                    inst.instance_id,
-                    now,
-                    inst.flow_id,
-                    None,
-                    inst.step_id,
-                    kind,
-                    {"error": type(exc).__name__, "attempt": attempts},
-                )
-            )
-        ended = fx.status != "InProgress"
-        update = {
-            "b_org_id": inst.org_id,
-            "b_instance_id": inst.instance_id,
-            "b_rev": row["rev"],
-            "status": fx.status,
-            "flow_id": fx.flow_id if not ended else inst.flow_id,
-            "step_id": fx.step_id if not ended else inst.step_id,
-            "due_at": None if ended else fx.due_at,
-            "state": json.dumps(fx.state, separators=(",", ":")),
-            "parameters": row["parameters"]
-            if fx.parameters is None
-            else json.dumps(fx.parameters, ensure_ascii=False, separators=(",", ":")),
-            "waiting_reply_phone": None if ended else fx.reply_phone,
-            "attempts": attempts if error and not ended else 0,
-            "last_error": error,
-            "last_event_at": fx.last_event_at,
-            "last_flow_name": fx.last_flow_name,
-            "last_step_id": fx.last_step_id,
-            "ended_at": now if ended else None,
-        }
-        return fx, update
+            fx, error = _faulted(inst, exc, attempts, now), f"{type(exc).__name__}: {exc}"
+        return fx, _cursor_update(row, inst, fx, attempts, error, now)
 
     def run_until_idle(self, max_batches: int = 10_000) -> BatchResult:
         """Run batches until nothing is due now (tests and the simulator's clock use this)."""
@@ -392,3 +332,94 @@ class Worker:
         if due is None:
             return jittered
         return max(0.0, min(jittered, (due - self.clock.now()).total_seconds()))
+
+
+def _failed(inst: Instance, exc: StepFailed, now: datetime) -> Effects:
+    """A step that cannot run: the instance fails, the error recorded."""
+    fx = Effects(status="Failed", state=inst.state)
+    step_id = exc.step_id if exc.step_id is not None else inst.step_id
+    flow_id = exc.flow_id or inst.flow_id
+    detail = {"error": str(exc)}
+    fx.events.append(
+        event_row(inst.org_id, inst.instance_id, now, flow_id, exc.flow_name, step_id, "failed", detail)
+    )
+    return fx
+
+
+def _faulted(inst: Instance, exc: Exception, attempts: int, now: datetime) -> Effects:
+    """An unexpected fault at the `attempts`-th try: retried later with backoff, then failed."""
+    # The exception's message may quote patient data: log its type and where it happened only.
+    log.error(
+        "step failed for instance %s (attempt %d): %s at\n%s",
+        inst.instance_id,
+        attempts,
+        type(exc).__name__,
+        "".join(traceback.format_tb(exc.__traceback__)),
+    )
+    if attempts >= MAX_ATTEMPTS:
+        fx = Effects(status="Failed", state=inst.state)
+        kind = "failed"
+    else:
+        due = now + retry_delay(attempts)
+        fx = Effects(flow_id=inst.flow_id, step_id=inst.step_id, due_at=due, state=inst.state)
+        kind = "step_retry"
+    detail = {"error": type(exc).__name__, "attempt": attempts}
+    fx.events.append(
+        event_row(inst.org_id, inst.instance_id, now, inst.flow_id, None, inst.step_id, kind, detail)
+    )
+    return fx
+
+
+def _cursor_update(
+    row: ClaimedInstance, inst: Instance, fx: Effects, attempts: int, error: str | None, now: datetime
+) -> CursorUpdate:
+    ended = fx.status != "InProgress"
+    return CursorUpdate(
+        org_id=row.org_id,
+        instance_id=row.instance_id,
+        rev=row.rev,
+        status=fx.status,
+        flow_id=fx.flow_id if not ended else inst.flow_id,
+        step_id=fx.step_id if not ended else inst.step_id,
+        due_at=None if ended else fx.due_at,
+        state=fx.state.to_json(),
+        parameters=row.parameters
+        if fx.parameters is None
+        else json.dumps(fx.parameters, ensure_ascii=False, separators=(",", ":")),
+        attempts=attempts if error and not ended else 0,
+        last_error=error,
+        last_event_at=fx.last_event_at,
+        last_flow_name=fx.last_flow_name,
+        last_step_id=fx.last_step_id,
+        ended_at=now if ended else None,
+        waiting_reply_phone=None if ended else fx.reply_phone,
+    )
+
+
+def _parameter_rows(
+    row: ClaimedInstance, parameters: dict[str, str], changed: set[str]
+) -> list[dict[str, Any]]:
+    """The searchable rows of an instance's changed parameters."""
+    return [
+        {
+            "org_id": row.org_id,
+            "instance_id": row.instance_id,
+            "journey_id": row.journey_id,
+            "name": name.lower(),
+            "value": parameters[name],
+        }
+        for name in sorted(changed)
+    ]
+
+
+def store_http_result(
+    conn: Any, org_id: str, instance_id: str, rev: int, step_id: int, outcome: HttpResult, now: datetime
+) -> bool:
+    """Hand an http_request step's result to the instance and make it due now. Guarded by `rev`:
+    False (nothing written) when the instance changed since the call was decided."""
+    found, text = work.read_state(conn, org_id, instance_id, rev)
+    if not found:
+        return False
+    state = InstanceState.from_json(text)
+    results = {**state.http, str(step_id): outcome}
+    return work.resume_with_state(conn, org_id, instance_id, rev, replace(state, http=results).to_json(), now)

@@ -11,11 +11,11 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from journeys.catalog.service import JourneyVersion
+from journeys.engine.webhook_events import record_events
 from journeys.instances.search import SearchQuery
 from journeys.store import instances as repo
 from journeys.store.db import transaction
 from journeys.store.errors import ErrorKind, error_kind
-from journeys.store.events import insert_events
 from journeys.store.instances import Filter
 from journeys.store.tables import ACTIVE
 from journeys.timeline import event_row
@@ -49,7 +49,7 @@ def cancel(conn: Connection, jv: JourneyVersion, instance_id: str, clock: Callab
     if before is None:
         raise NotFound(instance_id)
     if before == ACTIVE:
-        insert_events(
+        record_events(
             conn,
             [event_row(jv.org_id, instance_id, now, None, None, None, "cancelled", {"by": "api"})],
         )
@@ -92,7 +92,7 @@ def cancel_matching(
     queued messages dropped, a `cancelled` event each (and so its webhooks). Returns how many."""
     cancelled, now = repo.cancel_matching(conn, jv.org_id, jv.journey_id, flt, clock, limit)
     detail = {"by": by, "bulk": True}
-    insert_events(
+    record_events(
         conn, [event_row(jv.org_id, iid, now, None, None, None, "cancelled", detail) for iid in cancelled]
     )
     return len(cancelled)

@@ -28,15 +28,18 @@ from journeys.definitions.values import (
     has_nul,
     parse_datetime,
 )
+from journeys.engine.state import EMPTY as EMPTY_INSTANCE_STATE
+from journeys.engine.webhook_events import record_events
 from journeys.ids import new_id, new_ids
+from journeys.records import SubflowMove, TimelineEvent
 from journeys.store import instances as repo
 from journeys.store import stats
-from journeys.store.events import insert_events
 from journeys.store.tables import ACTIVE, instance_parameters, journey_instances
 from journeys.store.work import notify_due
 from journeys.timeline import event_row
 
 MAX_ERRORS = 1000
+EMPTY_STATE = EMPTY_INSTANCE_STATE.to_json()  # "{}"
 
 
 class TriggerError(ValueError):
@@ -259,6 +262,34 @@ def trigger(
     return _start_subflow(conn, jv, flow_id, entries, v, zone, now)
 
 
+def _refuse_active(
+    conn: Connection, jv: JourneyVersion, entries: list[_Entry], v: _Validator, check: bool
+) -> None:
+    """Raise TriggerError with every problem, an active instance with the same identifiers included."""
+    keys = [e.key for e in entries if e.key is not None]
+    active = {}
+    if keys and (check or v.errors):  # a failing request lists every problem at once
+        active = repo.find_active_by_identifier(conn, jv.org_id, jv.journey_id, keys)
+    for e in entries:
+        if e.key is not None and e.key in active:
+            v.error(
+                f"instances[{e.index}]: an active instance already exists for "
+                f"{_describe_identifier(jv.definition, e.params)} (id {active[e.key]['instance_id']})"
+            )
+    if v.errors:
+        raise TriggerError(v.errors)
+
+
+def _parameter_row(jv: JourneyVersion, instance_id: str, name: str, value: str) -> dict[str, Any]:
+    return {
+        "org_id": jv.org_id,
+        "instance_id": instance_id,
+        "journey_id": jv.journey_id,
+        "name": name.lower(),
+        "value": value,
+    }
+
+
 def _start_main(
     conn: Connection,
     jv: JourneyVersion,
@@ -269,24 +300,15 @@ def _start_main(
     *,
     check_active: bool = True,
 ) -> TriggerResult:
-    defn = jv.definition
-    keys = [e.key for e in entries if e.key is not None]
-    active = {}
-    if keys and (check_active or v.errors):  # a failing request lists every problem at once
-        active = repo.find_active_by_identifier(conn, jv.org_id, jv.journey_id, keys)
-    for e in entries:
-        if e.key is not None and e.key in active:
-            v.error(
-                f"instances[{e.index}]: an active instance already exists for "
-                f"{_describe_identifier(defn, e.params)} (id {active[e.key]['instance_id']})"
-            )
-    if v.errors:
-        raise TriggerError(v.errors)
+    _refuse_active(conn, jv, entries, v, check_active)
     batch_id = new_id()
     ids = new_ids(len(entries))
-    main = defn.main_flow
+    main = jv.definition.main_flow
     first_step = main.steps[0].id
-    inst_rows, param_rows, event_rows = [], [], []
+    started = {"batchId": batch_id, "version": jv.version}
+    inst_rows: list[dict[str, Any]] = []
+    param_rows: list[dict[str, Any]] = []
+    events: list[TimelineEvent] = []
     for e, iid in zip(entries, ids, strict=True):
         inst_rows.append(
             {
@@ -302,38 +324,18 @@ def _start_main(
                 "flow_id": main.id,
                 "step_id": first_step,
                 "due_at": now,
-                "state": "{}",
+                "state": EMPTY_STATE,
                 "rev": 0,
                 "attempts": 0,
                 "created_at": now,
                 "start_at": now,
             }
         )
-        for name, value in e.params.items():
-            param_rows.append(
-                {
-                    "org_id": jv.org_id,
-                    "instance_id": iid,
-                    "journey_id": jv.journey_id,
-                    "name": name.lower(),
-                    "value": value,
-                }
-            )
-        event_rows.append(
-            event_row(
-                jv.org_id,
-                iid,
-                now,
-                main.id,
-                main.name,
-                None,
-                "started",
-                {"batchId": batch_id, "version": jv.version},
-            )
-        )
+        param_rows.extend(_parameter_row(jv, iid, name, value) for name, value in e.params.items())
+        events.append(event_row(jv.org_id, iid, now, main.id, main.name, None, "started", started))
     repo.insert_rows(conn, journey_instances, inst_rows)
     repo.insert_rows(conn, instance_parameters, param_rows)
-    insert_events(conn, event_rows)
+    record_events(conn, events)
     notify_due(conn)
     return TriggerResult(batch_id, ids, statistics_stale=stats.need_analyze(conn, len(inst_rows)))
 
@@ -354,6 +356,66 @@ def _in_zone(value: str, given_zone: ZoneInfo | None, instance_zone_name: str) -
     return moment.astimezone(inst_zone).strftime("%Y-%m-%d %H:%M:%S")
 
 
+@dataclass
+class _Moves:
+    """What starting a subflow writes."""
+
+    moves: list[SubflowMove] = field(default_factory=list)
+    param_rows: list[dict[str, Any]] = field(default_factory=list)
+    events: list[TimelineEvent] = field(default_factory=list)
+
+
+def _merge_parameters(
+    e: _Entry, inst_defn: JourneyDefinition, match: dict[str, Any], zone: ZoneInfo | None, v: _Validator
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The instance's parameters with the request's merged in, and those that changed."""
+    merged: dict[str, str] = json.loads(match["parameters"])
+    changed: dict[str, str] = {}
+    for name, value in e.params.items():
+        p = inst_defn.parameter(name)
+        if p is None:
+            v.error(
+                f"instances[{e.index}].parameters.{name}: not a parameter of version {match['version']} "
+                "that this instance runs"
+            )
+            continue
+        if p.type == "datetime":
+            value = _in_zone(value, zone, match["time_zone"])
+        if merged.get(p.name) != value:
+            changed[p.name] = value
+        merged[p.name] = value
+    return merged, changed
+
+
+def _plan_move(
+    conn: Connection,
+    jv: JourneyVersion,
+    flow_id: str,
+    e: _Entry,
+    match: dict[str, Any],
+    zone: ZoneInfo | None,
+    now: datetime,
+    v: _Validator,
+    out: _Moves,
+) -> None:
+    """Add one matched instance's move onto the subflow (or the problem to `v`)."""
+    inst_defn = load_version(conn, jv.org_id, jv.journey_id, int(match["version"]))
+    flow = inst_defn.subflow(flow_id)
+    if flow is None:
+        v.error(
+            f"instances[{e.index}]: instance {match['instance_id']} runs version {match['version']} "
+            f"of the journey, which has no subflow {_q(flow_id)}"
+        )
+        return
+    merged, changed = _merge_parameters(e, inst_defn, match, zone, v)
+    iid = match["instance_id"]
+    parameters = json.dumps(merged, ensure_ascii=False, separators=(",", ":"))
+    out.moves.append(SubflowMove(iid, int(match["rev"]), flow.id, flow.steps[0].id, now, parameters))
+    out.param_rows.extend(_parameter_row(jv, iid, name, value) for name, value in changed.items())
+    detail = {"changedParameters": sorted(changed)}
+    out.events.append(event_row(jv.org_id, iid, now, flow.id, flow.name, None, "subflow_started", detail))
+
+
 def _start_subflow(
     conn: Connection,
     jv: JourneyVersion,
@@ -363,90 +425,33 @@ def _start_subflow(
     zone: ZoneInfo | None,
     now: datetime,
 ) -> TriggerResult:
-    defn = jv.definition
     keys = [e.key for e in entries if e.key is not None]
     matches = repo.find_active_by_identifier(conn, jv.org_id, jv.journey_id, keys, lock=True) if keys else {}
-    updates, param_rows, event_rows, ids = [], [], [], []
+    out = _Moves()
     for e in entries:
         match = matches.get(e.key or "")
         if match is None:
             v.error(
-                f"instances[{e.index}]: no active instance found for {_describe_identifier(defn, e.params)}"
+                f"instances[{e.index}]: no active instance found for "
+                f"{_describe_identifier(jv.definition, e.params)}"
             )
             continue
-        inst_defn = load_version(conn, jv.org_id, jv.journey_id, int(match["version"]))
-        flow = inst_defn.subflow(flow_id)
-        if flow is None:
-            v.error(
-                f"instances[{e.index}]: instance {match['instance_id']} runs version {match['version']} "
-                "of the "
-                f"journey, which has no subflow {_q(flow_id)}"
-            )
-            continue
-        merged = json.loads(match["parameters"])
-        changed: dict[str, str] = {}
-        for name, value in e.params.items():
-            p = inst_defn.parameter(name)
-            if p is None:
-                v.error(
-                    f"instances[{e.index}].parameters.{name}: not a parameter of version {match['version']} "
-                    "that this instance runs"
-                )
-                continue
-            if p.type == "datetime":
-                value = _in_zone(value, zone, match["time_zone"])
-            if merged.get(p.name) != value:
-                changed[p.name] = value
-            merged[p.name] = value
-        iid = match["instance_id"]
-        ids.append(iid)
-        updates.append(
-            {
-                "b_id": iid,
-                "b_rev": match["rev"],
-                "flow_id": flow.id,
-                "step_id": flow.steps[0].id,
-                "due_at": now,
-                "parameters": json.dumps(merged, ensure_ascii=False, separators=(",", ":")),
-            }
-        )
-        for name, value in changed.items():
-            param_rows.append(
-                {
-                    "org_id": jv.org_id,
-                    "instance_id": iid,
-                    "journey_id": jv.journey_id,
-                    "name": name.lower(),
-                    "value": value,
-                }
-            )
-        event_rows.append(
-            event_row(
-                jv.org_id,
-                iid,
-                now,
-                flow.id,
-                flow.name,
-                None,
-                "subflow_started",
-                {"changedParameters": sorted(changed)},
-            )
-        )
+        _plan_move(conn, jv, flow_id, e, match, zone, now, v, out)
     if v.errors:
         raise TriggerError(v.errors)
-    changed_rows = repo.apply_subflow_updates(conn, jv.org_id, updates)
-    if changed_rows != len(updates):
+    if repo.apply_subflow_updates(conn, jv.org_id, out.moves) != len(out.moves):
         raise ConcurrentChange("an instance changed while the subflow was being started; retry the request")
-    repo.replace_parameters(conn, param_rows)
+    repo.replace_parameters(conn, out.param_rows)
+    ids = [m.instance_id for m in out.moves]
     # Anything queued but unsent was rendered from the old parameters (e.g. the old time): it is
     # dropped, and each instance's timeline says so.
     reason = "superseded by a subflow"
     for m in repo.drop_queued_messages(conn, jv.org_id, ids, reason):
         kind, detail = f"{m['channel']}_dropped", {"messageId": m["message_id"], "reason": reason}
-        event_rows.append(
+        out.events.append(
             event_row(jv.org_id, m["instance_id"], now, m["flow_id"], None, m["step_id"], kind, detail)
         )
-    insert_events(conn, event_rows)
+    record_events(conn, out.events)
     notify_due(conn)
     return TriggerResult(None, ids)
 

@@ -19,9 +19,9 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from journeys.clock import iso_z
+from journeys.engine.webhook_events import record_events
 from journeys.messaging.phone import normalise_phone
 from journeys.store import consent as repo
-from journeys.store.events import insert_events
 from journeys.timeline import event_row
 
 OPT_OUT = "opt_out"
@@ -72,7 +72,7 @@ def _opted_out_effects(
     dropped = repo.drop_queued_sms(conn, org_id, phone, OPTED_OUT_REASON)
     waiting = repo.instances_waiting_on(conn, org_id, phone)
     told = dict.fromkeys([row["instance_id"] for row in dropped] + waiting)
-    insert_events(
+    record_events(
         conn,
         [
             event_row(

@@ -19,6 +19,8 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from journeys.clock import Clock
+from journeys.config import Settings
+from journeys.engine.webhook_events import record_events
 from journeys.messaging.providers import registry
 from journeys.messaging.providers.base import OutboundMessage, Provider, SendResult
 from journeys.messaging.status import apply_early_status
@@ -26,7 +28,6 @@ from journeys.secrets import SecretBox, SecretKeyMissing
 from journeys.store import channels as repo
 from journeys.store import messages
 from journeys.store.db import read_only, transaction
-from journeys.store.events import insert_events
 from journeys.timeline import event_row
 
 log = logging.getLogger("journeys.channels")
@@ -42,11 +43,11 @@ def send_retry_delay(attempt: int) -> timedelta:
     return timedelta(seconds=random.uniform(ceiling.total_seconds() / 2, ceiling.total_seconds()))
 
 
-def check_secret_key(engine: Engine, settings: Any) -> None:
+def check_secret_key(engine: Engine, settings: Settings) -> None:
     """Refuse to start when providers are configured but JOURNEYS_SECRET_KEY is not set."""
     with read_only(engine) as conn:
         configured = repo.any_channels(conn)
-    if configured and not getattr(settings, "secret_key", None):
+    if configured and not settings.secret_key:
         raise SecretKeyMissing(
             "delivery providers are configured (journeys channel list) but JOURNEYS_SECRET_KEY is not set; "
             "set it to the key the credentials were stored with"
@@ -54,11 +55,13 @@ def check_secret_key(engine: Engine, settings: Any) -> None:
 
 
 class Dispatcher:
-    def __init__(self, engine: Engine, clock: Clock, settings: Any = None, *, batch_size: int = 50) -> None:
+    def __init__(
+        self, engine: Engine, clock: Clock, settings: Settings | None = None, *, batch_size: int = 50
+    ) -> None:
         self.engine = engine
         self.clock = clock
-        self.settings = settings
-        self.box = SecretBox(getattr(settings, "secret_key", None))
+        self.settings = settings or Settings.defaults()
+        self.box = SecretBox(self.settings.secret_key)
         self.batch_size = batch_size
         self._providers: dict[tuple[str, str], tuple[Any, Provider]] = {}
 
@@ -145,7 +148,7 @@ class Dispatcher:
         with transaction(self.engine) as conn:
             recorded = repo.record_result(conn, row["org_id"], row["message_id"], attempt, values)
             if recorded:
-                insert_events(
+                record_events(
                     conn,
                     [
                         event_row(

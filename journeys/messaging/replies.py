@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy.engine import Connection
 
 from journeys.clock import iso_z
 from journeys.definitions.values import NUL_PROBLEM, has_nul
+from journeys.engine.state import InstanceState, ReplyGiven
+from journeys.engine.webhook_events import record_events
 from journeys.ids import new_id
 from journeys.messaging.consent import apply_keyword
 from journeys.messaging.phone import normalise_phone
 from journeys.store import replies as repo
-from journeys.store.events import insert_events
 from journeys.store.work import notify_due
 from journeys.timeline import event_row
 
 MAX_REPLY_CHARS = 1600  # ten SMS segments
-REPLY = "reply"
-# The stored kind of an inbound message, as the API names it: a consent keyword was handled.
-KIND_JSON = {REPLY: "reply", "opt_out": "optOut", "opt_in": "optIn", "help": "help"}
+REPLY = "reply"  # the kind of an inbound message that is a reply (else the consent keyword's)
 
 
 class ReplyError(ValueError):
@@ -36,6 +34,45 @@ class ReplyResult:
     matched: bool
     instance_id: str | None
     duplicate: bool = False  # the provider's message id was seen before: nothing was done
+
+
+def _check(from_: object, body: object) -> tuple[str, str]:
+    """The sender's normalised number and the body; raises ReplyError naming every problem."""
+    errors = []
+    phone = normalise_phone(from_) if isinstance(from_, str) and not has_nul(from_) else None
+    if isinstance(from_, str) and has_nul(from_):
+        errors.append(f"from: {NUL_PROBLEM}")
+    elif phone is None:
+        errors.append("from: must be a phone number")
+    if not isinstance(body, str):
+        errors.append("body: must be a string")
+    elif has_nul(body):
+        errors.append(f"body: {NUL_PROBLEM}")
+    elif len(body) > MAX_REPLY_CHARS:
+        errors.append(f"body: at most {MAX_REPLY_CHARS} characters")
+    if errors:
+        raise ReplyError(errors)
+    assert phone is not None and isinstance(body, str)
+    return phone, body
+
+
+def _hand_over(
+    conn: Connection, org_id: str, phone: str, body: str, message_id: str, now: datetime
+) -> str | None:
+    """Give the reply to the instance waiting for one from `phone` (the most recent), which runs
+    its reply branch at once; the instance's id, or None when none waits."""
+    waiting = repo.find_waiting(conn, org_id, phone, now)
+    if waiting is None:
+        return None
+    state = InstanceState.from_json(waiting["state"])
+    state = replace(state, reply=ReplyGiven(body, iso_z(now), message_id))
+    instance_id: str = waiting["instance_id"]
+    if not repo.deliver_reply(conn, org_id, instance_id, waiting["rev"], state.to_json(), now):
+        return None
+    notify_due(conn)
+    detail = {"messageId": message_id}
+    record_events(conn, [event_row(org_id, instance_id, now, None, None, None, "reply_arrived", detail)])
+    return instance_id
 
 
 def receive_reply(
@@ -55,51 +92,22 @@ def receive_reply(
     recorded under that id is answered with the first outcome (`duplicate`) and nothing else
     happens. Two deliveries at once are settled by the unique index: the second transaction
     fails with an IntegrityError and its caller treats it as the duplicate it is."""
-    errors = []
-    phone = normalise_phone(from_) if isinstance(from_, str) and not has_nul(from_) else None
-    if isinstance(from_, str) and has_nul(from_):
-        errors.append(f"from: {NUL_PROBLEM}")
-    elif phone is None:
-        errors.append("from: must be a phone number")
-    if not isinstance(body, str):
-        errors.append("body: must be a string")
-    elif has_nul(body):
-        errors.append(f"body: {NUL_PROBLEM}")
-    elif len(body) > MAX_REPLY_CHARS:
-        errors.append(f"body: at most {MAX_REPLY_CHARS} characters")
-    if errors:
-        raise ReplyError(errors)
-    assert phone is not None and isinstance(body, str)
+    phone, text = _check(from_, body)
     if provider_message_id is not None:
         seen = repo.find_by_provider_id(conn, org_id, provider_message_id)
         if seen is not None:
             instance = seen["instance_id"]
             return ReplyResult(seen["message_id"], instance is not None, instance, duplicate=True)
     message_id = new_id()
-    keyword = apply_keyword(conn, org_id, phone, body, now)  # STOP / START / HELP: not a reply
-    waiting = None if keyword else repo.find_waiting(conn, org_id, phone, now)
-    instance_id = None
-    if waiting is not None:
-        state = json.loads(waiting["state"] or "{}")
-        state["reply"] = {"text": body, "at": iso_z(now), "messageId": message_id}
-        if repo.deliver_reply(conn, org_id, waiting["instance_id"], waiting["rev"], json.dumps(state), now):
-            instance_id = waiting["instance_id"]
-            notify_due(conn)
-            insert_events(
-                conn,
-                [
-                    event_row(
-                        org_id, instance_id, now, None, None, None, "reply_arrived", {"messageId": message_id}
-                    )
-                ],
-            )
+    keyword = apply_keyword(conn, org_id, phone, text, now)  # STOP / START / HELP: not a reply
+    instance_id = None if keyword else _hand_over(conn, org_id, phone, text, message_id, now)
     repo.insert_inbound(
         conn,
         org_id=org_id,
         message_id=message_id,
         channel="sms",
         from_address=phone,
-        body=body,
+        body=text,
         received_at=now,
         instance_id=instance_id,
         source=source,
@@ -114,20 +122,33 @@ def already_received(conn: Connection, org_id: str, provider_message_id: str) ->
     return repo.find_by_provider_id(conn, org_id, provider_message_id) is not None
 
 
-def list_replies(conn: Connection, org_id: str, unmatched_only: bool, limit: int) -> list[dict[str, object]]:
+@dataclass(frozen=True, slots=True)
+class InboundReply:
+    """An inbound SMS as recorded. `kind`: `reply`, or the consent keyword it was handled as
+    (`opt_out`, `opt_in`, `help`)."""
+
+    message_id: str
+    from_address: str
+    body: str
+    received_at: datetime
+    instance_id: str | None  # the instance it was handed to (None: unmatched)
+    source: str
+    kind: str
+
+
+def list_replies(conn: Connection, org_id: str, unmatched_only: bool, limit: int) -> list[InboundReply]:
     """Inbound SMS of the org, newest first (for staff). `unmatched_only`: the ones that need a
     human — replies no instance was waiting for; consent keywords (STOP, START, HELP …) were
     handled and are left out (`kind` marks them in the full list)."""
     return [
-        {
-            "id": r["message_id"],
-            "from": r["from_address"],
-            "body": r["body"],
-            "receivedDateTime": iso_z(r["received_at"]),
-            "instanceId": r["instance_id"],
-            "matched": r["instance_id"] is not None,
-            "source": r["source"],
-            "kind": KIND_JSON.get(r["kind"], r["kind"]),
-        }
+        InboundReply(
+            r["message_id"],
+            r["from_address"],
+            r["body"],
+            r["received_at"],
+            r["instance_id"],
+            r["source"],
+            r["kind"],
+        )
         for r in repo.list_inbound(conn, org_id, unmatched_only, limit)
     ]

@@ -15,8 +15,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.engine import Connection
 
+from journeys.engine.webhook_events import record_events
 from journeys.store import channels as repo
-from journeys.store.events import insert_events
 from journeys.timeline import event_row
 
 FINAL_STATUSES = frozenset({"delivered", "undelivered", "failed"})
@@ -41,7 +41,7 @@ def record_delivery_status(
     event = event_row(
         org_id, row["instance_id"], now, row["flow_id"], None, row["step_id"], "sms_status", detail
     )
-    insert_events(conn, [event])
+    record_events(conn, [event])
     return True
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from journeys.records import SubflowMove
 from journeys.store.backends import Backend, backend_for
 from journeys.store.bulk import insert_many, one_of
 from journeys.store.tables import (
@@ -265,13 +266,11 @@ def find_active_by_identifier(
     return found
 
 
-def apply_subflow_updates(conn: Connection, org_id: str, updates: Sequence[dict[str, Any]]) -> int:
+def apply_subflow_updates(conn: Connection, org_id: str, moves: Sequence[SubflowMove]) -> int:
     """Move matched instances onto a subflow (one executemany); returns rows changed.
-
-    Each update dict has: b_id, b_rev, flow_id, step_id, due_at, parameters, identifier_key.
     The `rev` guard makes a concurrent change (cancel, a worker step) lose the race cleanly.
     """
-    if not updates:
+    if not moves:
         return 0
     stmt = (
         ji.update()
@@ -293,7 +292,18 @@ def apply_subflow_updates(conn: Connection, org_id: str, updates: Sequence[dict[
             rev=ji.c.rev + 1,
         )
     )
-    result = conn.execute(stmt, list(updates))
+    binds = [
+        {
+            "b_id": m.instance_id,
+            "b_rev": m.rev,
+            "flow_id": m.flow_id,
+            "step_id": m.step_id,
+            "due_at": m.due_at,
+            "parameters": m.parameters,
+        }
+        for m in moves
+    ]
+    result = conn.execute(stmt, binds)
     return int(result.rowcount or 0)
 
 

@@ -16,7 +16,6 @@ disjoint batches without waiting on each other; SQLite transactions are exclusiv
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,11 +23,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from journeys.store import events
+from journeys.records import ClaimedInstance, CursorUpdate, OutboxEntry
 from journeys.store.backends import CursorUpdateSpec, backend_for
 from journeys.store.backends.base import Listener
 from journeys.store.bulk import insert_many, one_of
-from journeys.store.consent import OptOutCache
 from journeys.store.tables import (
     ACTIVE_LITERAL,
     UTCDateTime,
@@ -41,14 +39,13 @@ from journeys.store.tables import (
 ji = journey_instances
 Key = tuple[str, str]  # (org_id, instance_id)
 
-
 def claim_due(
     conn: Connection, now: datetime, limit: int, token: str, lease: timedelta
-) -> list[dict[str, Any]]:
+) -> list[ClaimedInstance]:
     """Lease up to `limit` due instances (earliest due first) to the batch `token`."""
     sql = backend_for(conn).claim_due_sql
     params = {"now": now, "lease_until": now + lease, "token": token, "limit": limit}
-    return [dict(r) for r in conn.execute(sql, params).mappings()]
+    return [ClaimedInstance(**r) for r in conn.execute(sql, params).mappings()]
 
 
 def renew_lease(conn: Connection, token: str, until: datetime) -> int:
@@ -125,7 +122,29 @@ _SET = (
 _CURSOR_UPDATE = CursorUpdateSpec(_UPDATE_COLUMNS, _SET)
 
 
-def write_instance_updates(conn: Connection, token: str, updates: Sequence[dict[str, Any]]) -> set[Key]:
+def _update_binds(u: CursorUpdate) -> dict[str, Any]:
+    """A cursor update's bind parameters, named as in `_UPDATE_COLUMNS` (the one conversion)."""
+    return {
+        "b_org_id": u.org_id,
+        "b_instance_id": u.instance_id,
+        "b_rev": u.rev,
+        "status": u.status,
+        "flow_id": u.flow_id,
+        "step_id": u.step_id,
+        "due_at": u.due_at,
+        "state": u.state,
+        "parameters": u.parameters,
+        "attempts": u.attempts,
+        "last_error": u.last_error,
+        "last_event_at": u.last_event_at,
+        "last_flow_name": u.last_flow_name,
+        "last_step_id": u.last_step_id,
+        "ended_at": u.ended_at,
+        "waiting_reply_phone": u.waiting_reply_phone,
+    }
+
+
+def write_instance_updates(conn: Connection, token: str, updates: Sequence[CursorUpdate]) -> set[Key]:
     """Apply the new cursors and clear the leases — only on rows still leased to `token` at the
     revision claimed. Returns the (org_id, instance_id) of the rows changed: the caller writes
     events and messages for those only.
@@ -136,58 +155,63 @@ def write_instance_updates(conn: Connection, token: str, updates: Sequence[dict[
     """
     if not updates:
         return set()
-    return backend_for(conn).write_cursor_updates(conn, token, updates, _CURSOR_UPDATE)
+    binds = [_update_binds(u) for u in updates]
+    return backend_for(conn).write_cursor_updates(conn, token, binds, _CURSOR_UPDATE)
 
 
-def insert_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    events.insert_events(conn, rows)
-
-
-def insert_messages(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Write queued messages. Those of an org with no provider for the channel are handed to
-    the built-in outbox as they are written (status `sent`, provider `outbox`) — what the
-    dispatcher's delivery to the outbox would do right after the commit, without a second write."""
-    if not rows:
-        return
-    orgs = sorted({r["org_id"] for r in rows})
-    configured = set(
-        conn.execute(
-            sa.select(org_channels.c.org_id, org_channels.c.channel).where(
-                one_of(conn, org_channels.c.org_id, orgs)
-            )
-        ).all()
+def configured_channels(conn: Connection, org_ids: Sequence[str]) -> set[tuple[str, str]]:
+    """(org, channel) pairs that have a provider configured, among these orgs."""
+    q = sa.select(org_channels.c.org_id, org_channels.c.channel).where(
+        one_of(conn, org_channels.c.org_id, list(org_ids))
     )
-    for r in rows:
-        direct = (
-            r["status"] == "queued"
-            and (r["org_id"], r["channel"]) not in configured
-            and r["send_after"] <= r["created_at"]
-        )
-        r["sent_at"] = r["created_at"] if direct else None
-        r["provider"] = "outbox" if direct else None
-        if direct:
-            r["status"] = "sent"
-    insert_many(conn, outbox, rows)
+    return {(org_id, channel) for org_id, channel in conn.execute(q)}
 
 
-def store_http_result(
-    conn: Connection,
-    org_id: str,
-    instance_id: str,
-    rev: int,
-    step_id: int,
-    result: dict[str, Any],
-    now: datetime,
-) -> bool:
-    """Record an http_request step's result and make the instance due now. Guarded by `rev`:
-    False (nothing written) when the instance changed since the call was decided."""
+def _outbox_row(e: OutboxEntry) -> dict[str, Any]:
+    """An outbox entry's table row (the one conversion)."""
+    m = e.message
+    return {
+        "org_id": m.org_id,
+        "message_id": m.message_id,
+        "instance_id": m.instance_id,
+        "journey_id": m.journey_id,
+        "flow_id": m.flow_id,
+        "step_id": m.step_id,
+        "channel": m.channel,
+        "to_address": m.to_address,
+        "subject": m.subject,
+        "body": m.body,
+        "html": m.html,
+        "capped": m.capped,
+        "status": e.status,
+        "idempotency_key": m.idempotency_key,
+        "send_after": e.send_after,
+        "created_at": m.created_at,
+        "sent_at": e.sent_at,
+        "provider": e.provider,
+    }
+
+
+def insert_messages(conn: Connection, entries: Sequence[OutboxEntry]) -> None:
+    """Write outbox entries (one set-based insert)."""
+    if entries:
+        insert_many(conn, outbox, [_outbox_row(e) for e in entries])
+
+
+def read_state(conn: Connection, org_id: str, instance_id: str, rev: int) -> tuple[bool, str | None]:
+    """(found, state JSON text) of the instance at revision `rev`; found is False when it has
+    changed since (or does not exist)."""
     row = conn.execute(
         sa.select(ji.c.state).where(ji.c.org_id == org_id, ji.c.instance_id == instance_id, ji.c.rev == rev)
     ).first()
-    if row is None:
-        return False
-    state = json.loads(row[0] or "{}")
-    state.setdefault("http", {})[str(step_id)] = result
+    return (False, None) if row is None else (True, row[0])
+
+
+def resume_with_state(
+    conn: Connection, org_id: str, instance_id: str, rev: int, state: str, now: datetime
+) -> bool:
+    """Store an active instance's new state (JSON text) and make it due now, guarded by `rev`:
+    False (nothing written) when the instance changed since."""
     changed = conn.execute(
         ji.update()
         .where(
@@ -196,60 +220,27 @@ def store_http_result(
             ji.c.rev == rev,
             ji.c.status == "InProgress",
         )
-        .values(
-            state=json.dumps(state, separators=(",", ":")), due_at=now, lease_owner=None, rev=ji.c.rev + 1
-        )
+        .values(state=state, due_at=now, lease_owner=None, rev=ji.c.rev + 1)
     ).rowcount
     return bool(changed)
 
 
-class SmsLedger:
-    """SMS per (org, phone) for frequency caps: the capped outbox rows of the last 8 days (queued
-    or sent), read once per phone per batch, plus what this batch adds."""
+def capped_sms_times(conn: Connection, org_id: str, phone: str, since: datetime) -> list[datetime]:
+    """When the capped SMS to `phone` of the org (queued or sent) since `since` were created."""
+    q = sa.select(outbox.c.created_at).where(
+        outbox.c.org_id == org_id,
+        outbox.c.to_address == phone,
+        outbox.c.created_at >= since,
+        outbox.c.capped.is_(True),
+        outbox.c.status.in_(("queued", "sent")),
+    )
+    return [r[0] for r in conn.execute(q)]
 
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-        self._times: dict[tuple[str, str], list[datetime]] = {}
-        self.consent = OptOutCache(conn)
 
-    def _load(self, org_id: str, phone: str, since: datetime) -> list[datetime]:
-        key = (org_id, phone)
-        times = self._times.get(key)
-        if times is None:
-            q = sa.select(outbox.c.created_at).where(
-                outbox.c.org_id == org_id,
-                outbox.c.to_address == phone,
-                outbox.c.created_at >= since - timedelta(days=8),
-                outbox.c.capped.is_(True),
-                outbox.c.status.in_(("queued", "sent")),
-            )
-            times = [r[0] for r in self.conn.execute(q)]
-            self._times[key] = times
-        return times
-
-    def prefetch(self, pairs: set[tuple[str, str]], now: datetime) -> None:
-        """Load the last 8 days of SMS for many (org, phone) pairs at once: one query per org
-        and chunk, instead of one per phone. Their opt-outs too."""
-        self.consent.prefetch(pairs)
-        by_org: dict[str, list[str]] = {}
-        for org_id, phone in pairs:
-            if (org_id, phone) not in self._times:
-                by_org.setdefault(org_id, []).append(phone)
-        backend = backend_for(self.conn)
-        for org_id, phones in by_org.items():
-            for start in range(0, len(phones), 500):
-                chunk = phones[start : start + 500]
-                for phone in chunk:
-                    self._times[(org_id, phone)] = []
-                since = now - timedelta(days=8)
-                for phone, created in backend.recent_capped_sms(self.conn, org_id, chunk, since):
-                    self._times[(org_id, phone)].append(created)
-
-    def count(self, org_id: str, phone: str, since: datetime) -> int:
-        return sum(1 for t in self._load(org_id, phone, since) if t >= since)
-
-    def add(self, org_id: str, phone: str, at: datetime) -> None:
-        self._load(org_id, phone, at).append(at)
-
-    def opted_out(self, org_id: str, phone: str) -> bool:
-        return self.consent.opted_out(org_id, phone)
+def capped_sms_of_phones(
+    conn: Connection, org_id: str, phones: Sequence[str], since: datetime
+) -> list[tuple[str, datetime]]:
+    """(phone, created_at) of the org's capped SMS (queued or sent) since `since` to any of
+    `phones` (at most 500): one query."""
+    rows = backend_for(conn).recent_capped_sms(conn, org_id, list(phones), since)
+    return [(phone, created) for phone, created in rows]

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 
 from journeys import outbound
 from journeys.clock import Clock
+from journeys.config import Settings
 from journeys.secrets import SecretBox, SecretKeyMissing
 from journeys.store import webhooks as repo
 from journeys.store.db import transaction
@@ -80,12 +81,15 @@ def challenge(url: str, secret: str, policy: outbound.OutboundPolicy) -> None:
 class WebhookSender:
     """Delivers due webhook deliveries (the worker calls `deliver_due` after each batch)."""
 
-    def __init__(self, engine: Engine, clock: Clock, settings: Any = None, *, batch_size: int = 50) -> None:
+    def __init__(
+        self, engine: Engine, clock: Clock, settings: Settings | None = None, *, batch_size: int = 50
+    ) -> None:
+        settings = settings or Settings.defaults()
         self.engine = engine
         self.clock = clock
-        self.box = SecretBox(getattr(settings, "secret_key", None))
+        self.box = SecretBox(settings.secret_key)
         self.batch_size = batch_size
-        self.policy = outbound.OutboundPolicy.from_settings(settings)
+        self.policy = settings.outbound_policy()
         self._client: httpx.Client | None = None
 
     def _http(self) -> httpx.Client:

@@ -14,12 +14,12 @@ from sqlalchemy.engine import Engine
 
 from journeys.clock import iso_z
 from journeys.definitions.values import NUL_PROBLEM, has_nul
+from journeys.engine.webhook_events import EVENT_TYPES
 from journeys.ids import new_id
 from journeys.outbound import ADDRESS_NOT_ALLOWED, AddressNotAllowed, OutboundPolicy, mask_url
 from journeys.secrets import SecretBox, SecretKeyMissing
 from journeys.store import webhooks as repo
 from journeys.store.db import read_only, transaction
-from journeys.store.events import EVENT_TYPES
 from journeys.webhooks import delivery as sender
 
 DELIVERY_STATUSES = ("pending", "sending", "delivered", "failed")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from journeys.config import Settings
 from journeys.messaging.providers.base import Provider
 
 # provider name -> (module, channels it serves)
@@ -28,6 +29,6 @@ def check_config(provider: str, channel: str, config: dict[str, Any]) -> dict[st
     return importlib.import_module(module).check_config(config)  # type: ignore[no-any-return]
 
 
-def build(provider: str, config: dict[str, Any], settings: Any) -> Provider:
+def build(provider: str, config: dict[str, Any], settings: Settings) -> Provider:
     module, _ = PROVIDERS[provider]
     return importlib.import_module(module).build(config, settings)  # type: ignore[no-any-return]

@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 
 import aiosmtplib
 
+from journeys.config import Settings
 from journeys.messaging.providers.base import OutboundMessage, SendResult
 from journeys.messaging.providers.registry import ProviderConfigError
 
@@ -135,7 +136,7 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
     return normalised
 
 
-def build(config: dict[str, Any], settings: Any) -> SmtpProvider:
+def build(config: dict[str, Any], settings: Settings) -> SmtpProvider:
     return SmtpProvider(check_config(config))
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import phonenumbers
 
+from journeys.config import Settings
 from journeys.messaging.providers.base import OutboundMessage, SendResult
 from journeys.messaging.providers.registry import ProviderConfigError
 
@@ -97,16 +98,18 @@ def _retry_after(response: httpx.Response) -> float:
 class TwilioProvider:
     name = "twilio"
 
-    def __init__(self, config: dict[str, Any], settings: Any, *, timeout: float = TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self, config: dict[str, Any], settings: Settings, *, timeout: float = TIMEOUT_SECONDS
+    ) -> None:
         config = check_config(config)
         self.account_sid: str = config["account_sid"]
         self.sender: str | None = config.get("from")
         self.service_sid: str | None = config.get("messaging_service_sid")
-        api_base = str(getattr(settings, "twilio_api_base", None) or "https://api.twilio.com").rstrip("/")
+        api_base = (settings.twilio_api_base or "https://api.twilio.com").rstrip("/")
         self.url = f"{api_base}/2010-04-01/Accounts/{self.account_sid}/Messages.json"
-        public = getattr(settings, "public_base_url", None)
+        public = settings.public_base_url
         self.public_base_url: str | None = str(public).rstrip("/") if public else None
-        self.region: str = getattr(settings, "default_phone_region", None) or "US"
+        self.region: str = settings.default_phone_region or "US"
         self.client = httpx.Client(auth=(self.account_sid, config["auth_token"]), timeout=timeout)
 
     def close(self) -> None:
@@ -154,5 +157,5 @@ class TwilioProvider:
         return SendResult(ok=False, error=error, error_code=error_code)
 
 
-def build(config: dict[str, Any], settings: Any) -> TwilioProvider:
+def build(config: dict[str, Any], settings: Settings) -> TwilioProvider:
     return TwilioProvider(config, settings)

@@ -1,0 +1,136 @@
+"""Typed values that cross the engine ↔ store boundary (no logic, no I/O).
+
+The store takes and returns these instead of dicts whose keys must match elsewhere; it turns
+each into its bind parameters or table row in one place (the module that writes it). JSON
+columns (an instance's `parameters` and `state`) travel as the text stored: the store does not
+read them, the engine parses them (`journeys.engine.state.InstanceState` for the state).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedInstance:
+    """An instance leased to a worker batch: its cursor as committed, at revision `rev`."""
+
+    org_id: str
+    instance_id: str
+    journey_id: str
+    version: int
+    flow_id: str
+    step_id: int
+    time_zone: str
+    parameters: str  # JSON object text
+    state: str | None  # JSON object text (InstanceState)
+    rev: int
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class CursorUpdate:
+    """A batch's new cursor for one instance, written only while the row is still leased to the
+    batch at revision `rev` (the guard). `last_*` None keeps the stored value."""
+
+    org_id: str
+    instance_id: str
+    rev: int
+    status: str
+    flow_id: str | None
+    step_id: int | None
+    due_at: datetime | None
+    state: str  # JSON object text
+    parameters: str  # JSON object text
+    attempts: int
+    last_error: str | None
+    last_event_at: datetime | None
+    last_flow_name: str | None
+    last_step_id: int | None
+    ended_at: datetime | None
+    waiting_reply_phone: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SubflowMove:
+    """Move an active instance (at revision `rev`) onto a subflow's first step, due `due_at`,
+    with its merged parameters (JSON object text); its interpreter state starts afresh."""
+
+    instance_id: str
+    rev: int
+    flow_id: str
+    step_id: int
+    due_at: datetime
+    parameters: str
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEvent:
+    """One thing that happened to an instance. `detail` never holds PHI (no parameter values,
+    names, phone numbers or message bodies); the store writes it as JSON."""
+
+    org_id: str
+    instance_id: str
+    event_id: str
+    at: datetime
+    flow_id: str | None
+    flow_name: str | None
+    step_id: int | None
+    kind: str
+    detail: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedMessage:
+    """A message a step queued (SMS or email), as the interpreter produces it."""
+
+    org_id: str
+    message_id: str
+    instance_id: str
+    journey_id: str
+    flow_id: str
+    step_id: int
+    channel: str
+    to_address: str
+    subject: str | None
+    body: str
+    html: str | None
+    capped: bool
+    idempotency_key: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """A queued message as written to the outbox: `queued` for the dispatcher, or already
+    handed to the built-in outbox (`sent`, provider `outbox`, `sent_at`)."""
+
+    message: QueuedMessage
+    status: str
+    send_after: datetime
+    sent_at: datetime | None
+    provider: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveSubscription:
+    """A verified, enabled webhook subscription: the event types it wants ("*": all)."""
+
+    subscription_id: str
+    event_types: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class NewDelivery:
+    """A webhook delivery to write: `payload` is the JSON body, due at once (`at`)."""
+
+    org_id: str
+    delivery_id: str
+    subscription_id: str
+    instance_id: str
+    event_type: str
+    payload: str
+    at: datetime
