@@ -1,6 +1,6 @@
 """Timeline events: one per thing that happened to an instance. Details never hold PHI
 (no parameter values, names, phone numbers or message bodies). The store writes them
-(`journeys.store.events`); `journeys.engine.webhook_events.record_events` is the way in."""
+(`journeys.store.events`); `journeys.webhooks.events.record_events` is the way in."""
 
 from __future__ import annotations
 

@@ -19,11 +19,11 @@ from journeys.api.inputs import read_json
 from journeys.api.medchat import journey_or_404
 from journeys.api.openapi import CancelResult, OptOut, OptOuts, Replies, ReplyResult, responses
 from journeys.api.schemas import CancelRequest, openapi_body, reply_json
+from journeys.instances import replies as replies_service
 from journeys.instances import service as instance_service
+from journeys.instances.replies import ReplyError, receive_reply
 from journeys.instances.search import SearchError, parse_cancel
 from journeys.messaging import consent
-from journeys.messaging import replies as replies_service
-from journeys.messaging.replies import ReplyError, receive_reply
 from journeys.store.db import read_only, transaction
 
 log = logging.getLogger("journeys.api")

@@ -8,8 +8,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 
 from journeys.clock import iso_z
+from journeys.instances.replies import InboundReply
 from journeys.instances.search import MAX_SKIP
-from journeys.messaging.replies import InboundReply
 
 # The stored kind of an inbound message, as the API names it: a consent keyword was handled.
 REPLY_KIND_JSON = {"reply": "reply", "opt_out": "optOut", "opt_in": "optIn", "help": "help"}

@@ -27,8 +27,8 @@ from starlette.responses import Response
 from journeys.api.errors import ApiError
 from journeys.api.inputs import read_body
 from journeys.config import Settings
+from journeys.instances.replies import ReplyError, already_received, receive_reply
 from journeys.messaging import consent
-from journeys.messaging.replies import ReplyError, already_received, receive_reply
 from journeys.secrets import SecretBox, SecretKeyMissing
 from journeys.store import channels
 from journeys.store.db import read_only, transaction

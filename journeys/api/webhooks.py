@@ -16,8 +16,8 @@ from journeys.api.auth import require
 from journeys.api.errors import ApiError
 from journeys.api.inputs import read_json
 from journeys.api.openapi import Deliveries, Webhook, Webhooks, responses
-from journeys.engine.webhook_events import EVENT_TYPES
 from journeys.webhooks import service
+from journeys.webhooks.events import EVENT_TYPES
 
 router = APIRouter(prefix="/api/orgs/{orgId}/webhooks", tags=["webhooks"])
 

@@ -33,7 +33,7 @@ def reply(
     as_json: bool = json_option(),
 ) -> None:
     """Inject an inbound SMS reply, as if the patient had texted it."""
-    from journeys.messaging.replies import ReplyError, receive_reply
+    from journeys.instances.replies import ReplyError, receive_reply
 
     engine = _engine()
     try:
@@ -62,7 +62,7 @@ def replies(
 
     Shows message text: for staff."""
     from journeys.api.schemas import reply_json
-    from journeys.messaging.replies import list_replies
+    from journeys.instances.replies import list_replies
 
     with read_only(_engine()) as conn:
         rows = [reply_json(r) for r in list_replies(conn, org, unmatched, limit)]

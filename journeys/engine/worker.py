@@ -30,18 +30,18 @@ from journeys.catalog.service import load_version
 from journeys.clock import Clock
 from journeys.engine.http import perform_http
 from journeys.engine.interpreter import Effects, HttpCall, Instance, StepFailed, advance
-from journeys.engine.messaging import SmsLedger, queue_messages
 from journeys.engine.state import HttpResult, InstanceState
-from journeys.engine.webhook_events import record_events
 from journeys.ids import new_id
 from journeys.messaging.dispatch import Dispatcher
 from journeys.messaging.phone import normalise_phone
+from journeys.messaging.queue import SmsLedger, queue_messages
 from journeys.records import ClaimedInstance, CursorUpdate, QueuedMessage, TimelineEvent
 from journeys.store import work
 from journeys.store.db import read_only, transaction
 from journeys.store.instances import replace_parameters
 from journeys.timeline import event_row
 from journeys.webhooks.delivery import WebhookSender
+from journeys.webhooks.events import record_events
 
 log = logging.getLogger("journeys.worker")
 

@@ -11,7 +11,6 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from journeys.catalog.service import JourneyVersion
-from journeys.engine.webhook_events import record_events
 from journeys.instances.search import SearchQuery
 from journeys.store import instances as repo
 from journeys.store.db import transaction
@@ -19,6 +18,7 @@ from journeys.store.errors import ErrorKind, error_kind
 from journeys.store.instances import Filter
 from journeys.store.tables import ACTIVE
 from journeys.timeline import event_row
+from journeys.webhooks.events import record_events
 
 
 class NotFound(LookupError):

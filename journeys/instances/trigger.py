@@ -29,7 +29,6 @@ from journeys.definitions.values import (
     parse_datetime,
 )
 from journeys.engine.state import EMPTY as EMPTY_INSTANCE_STATE
-from journeys.engine.webhook_events import record_events
 from journeys.ids import new_id, new_ids
 from journeys.records import SubflowMove, TimelineEvent
 from journeys.store import instances as repo
@@ -37,6 +36,7 @@ from journeys.store import stats
 from journeys.store.tables import ACTIVE, instance_parameters, journey_instances
 from journeys.store.work import notify_due
 from journeys.timeline import event_row
+from journeys.webhooks.events import record_events
 
 MAX_ERRORS = 1000
 EMPTY_STATE = EMPTY_INSTANCE_STATE.to_json()  # "{}"

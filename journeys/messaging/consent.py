@@ -19,10 +19,10 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from journeys.clock import iso_z
-from journeys.engine.webhook_events import record_events
 from journeys.messaging.phone import normalise_phone
 from journeys.store import consent as repo
 from journeys.timeline import event_row
+from journeys.webhooks.events import record_events
 
 OPT_OUT = "opt_out"
 OPT_IN = "opt_in"

@@ -20,7 +20,6 @@ from sqlalchemy.engine import Engine
 
 from journeys.clock import Clock
 from journeys.config import Settings
-from journeys.engine.webhook_events import record_events
 from journeys.messaging.providers import registry
 from journeys.messaging.providers.base import OutboundMessage, Provider, SendResult
 from journeys.messaging.status import apply_early_status
@@ -29,6 +28,7 @@ from journeys.store import channels as repo
 from journeys.store import messages
 from journeys.store.db import read_only, transaction
 from journeys.timeline import event_row
+from journeys.webhooks.events import record_events
 
 log = logging.getLogger("journeys.channels")
 

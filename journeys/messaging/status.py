@@ -15,9 +15,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.engine import Connection
 
-from journeys.engine.webhook_events import record_events
 from journeys.store import channels as repo
 from journeys.timeline import event_row
+from journeys.webhooks.events import record_events
 
 FINAL_STATUSES = frozenset({"delivered", "undelivered", "failed"})
 # A held status whose message never shows up (another system's message on the same account).

@@ -1,5 +1,5 @@
 """Timeline events and webhook deliveries (SQL only; which events become which deliveries is
-decided by `journeys.engine.webhook_events`, through which every event is recorded)."""
+decided by `journeys.webhooks.events`, through which every event is recorded)."""
 
 from __future__ import annotations
 

@@ -14,13 +14,13 @@ from sqlalchemy.engine import Engine
 
 from journeys.clock import iso_z
 from journeys.definitions.values import NUL_PROBLEM, has_nul
-from journeys.engine.webhook_events import EVENT_TYPES
 from journeys.ids import new_id
 from journeys.outbound import ADDRESS_NOT_ALLOWED, AddressNotAllowed, OutboundPolicy, mask_url
 from journeys.secrets import SecretBox, SecretKeyMissing
 from journeys.store import webhooks as repo
 from journeys.store.db import read_only, transaction
 from journeys.webhooks import delivery as sender
+from journeys.webhooks.events import EVENT_TYPES
 
 DELIVERY_STATUSES = ("pending", "sending", "delivered", "failed")
 MAX_SECRET_LENGTH = 512

@@ -10,13 +10,13 @@ from sqlalchemy.engine import Connection
 from journeys.clock import iso_z
 from journeys.definitions.values import NUL_PROBLEM, has_nul
 from journeys.engine.state import InstanceState, ReplyGiven
-from journeys.engine.webhook_events import record_events
 from journeys.ids import new_id
 from journeys.messaging.consent import apply_keyword
 from journeys.messaging.phone import normalise_phone
 from journeys.store import replies as repo
 from journeys.store.work import notify_due
 from journeys.timeline import event_row
+from journeys.webhooks.events import record_events
 
 MAX_REPLY_CHARS = 1600  # ten SMS segments
 REPLY = "reply"  # the kind of an inbound message that is a reply (else the consent keyword's)
