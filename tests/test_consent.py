@@ -21,8 +21,8 @@ from fake_twilio import FakeTwilio
 from twilio.request_validator import RequestValidator
 
 from journeys import accounts, catalog
-from journeys.api import inbound_routes
 from journeys.channels.secrets import SecretBox
+from journeys.channels.twilio import signature_verifies
 from journeys.definitions import load_definition_text
 from journeys.store import channels
 from journeys.store.db import transaction
@@ -248,11 +248,11 @@ def test_our_signature_check_agrees_with_twilios_library() -> None:
     params = form(PHONE, "C & more ü")
     sig = RequestValidator(AUTH_TOKEN).compute_signature(url, params)
     as_lists = {k: [v] for k, v in params.items()}
-    assert inbound_routes.verify_twilio_signature(AUTH_TOKEN, url, as_lists, sig)
-    assert not inbound_routes.verify_twilio_signature("another-token", url, as_lists, sig)
-    assert not inbound_routes.verify_twilio_signature(AUTH_TOKEN, url + "x", as_lists, sig)
-    assert not inbound_routes.verify_twilio_signature(AUTH_TOKEN, url, {**as_lists, "Body": ["D"]}, sig)
-    assert not inbound_routes.verify_twilio_signature(AUTH_TOKEN, url, as_lists, "")
+    assert signature_verifies(AUTH_TOKEN, url, as_lists, sig)
+    assert not signature_verifies("another-token", url, as_lists, sig)
+    assert not signature_verifies(AUTH_TOKEN, url + "x", as_lists, sig)
+    assert not signature_verifies(AUTH_TOKEN, url, {**as_lists, "Body": ["D"]}, sig)
+    assert not signature_verifies(AUTH_TOKEN, url, as_lists, "")
 
 
 # ---------------------------------------------------------------- replies

@@ -6,6 +6,7 @@ import importlib
 from typing import Any
 
 from journeys.channels.base import Provider
+from journeys.errors import Invalid
 
 # provider name -> (module, channels it serves)
 PROVIDERS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -14,7 +15,7 @@ PROVIDERS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-class ProviderConfigError(ValueError):
+class ProviderConfigError(Invalid):
     pass
 
 

@@ -13,6 +13,7 @@ from journeys.clock import iso_z
 from journeys.definitions.values import NUL_PROBLEM, has_nul
 from journeys.engine.consent import apply_keyword
 from journeys.engine.timeline import event_row
+from journeys.errors import Invalid
 from journeys.ids import new_id
 from journeys.store import replies as repo
 from journeys.store.events import insert_events
@@ -24,10 +25,8 @@ REPLY = "reply"
 KIND_JSON = {REPLY: "reply", "opt_out": "optOut", "opt_in": "optIn", "help": "help"}
 
 
-class ReplyError(ValueError):
-    def __init__(self, errors: list[str]) -> None:
-        super().__init__("; ".join(errors))
-        self.errors = errors
+class ReplyError(Invalid):
+    pass
 
 
 @dataclass(frozen=True)

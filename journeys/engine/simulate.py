@@ -15,11 +15,12 @@ from typing import Any
 from journeys.definitions.model import JourneyDefinition
 from journeys.definitions.values import get_zone
 from journeys.engine.interpreter import Instance, StepFailed, advance
+from journeys.errors import Invalid
 
 MAX_ITERATIONS = 10_000
 
 
-class SimulationError(ValueError):
+class SimulationError(Invalid):
     pass
 
 
@@ -134,7 +135,7 @@ def _event(
     flow_name: str | None,
     step_id: int | None,
     kind: str,
-    detail: dict,
+    detail: dict[str, Any],
 ) -> dict[str, Any]:
     return {
         "time": at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -29,6 +29,7 @@ from journeys.definitions.values import (
     parse_datetime,
 )
 from journeys.engine.timeline import event_row
+from journeys.errors import Conflict, Invalid
 from journeys.ids import new_id, new_ids
 from journeys.store import instances as repo
 from journeys.store import stats
@@ -39,10 +40,9 @@ from journeys.store.work import notify_due
 MAX_ERRORS = 1000
 
 
-class TriggerError(ValueError):
-    def __init__(self, errors: list[str]) -> None:
-        super().__init__(f"{len(errors)} problem(s)")
-        self.errors = errors
+class TriggerError(Invalid):
+    def __str__(self) -> str:
+        return f"{len(self.messages)} problem(s)"
 
 
 @dataclass
@@ -451,5 +451,5 @@ def _start_subflow(
     return TriggerResult(None, ids)
 
 
-class ConcurrentChange(RuntimeError):
+class ConcurrentChange(Conflict, RuntimeError):
     """A guarded write lost a race; the caller rolls back and may retry the whole request."""

@@ -152,7 +152,7 @@ def _has_parameter(f: ParamFilter, dialect: str) -> sa.ColumnElement[bool]:
     load) an estimate of 1 row made a nested loop rescan thousands of parameter rows per
     instance (docs/operations.md, "Search plans and statistics")."""
     own = ip.alias("own")
-    probe = (
+    probe: sa.Select[Any] = (
         sa.select(sa.literal_column("1"))
         .select_from(own)
         .where(
@@ -407,8 +407,8 @@ def _pg_search_statement(
     keeps the other conditions from being pushed into it; they are checked on the instance it
     found, parameter conditions by key probes too (`_has_parameter`)."""
     found = _lookup(org_id, journey_id, driver, "postgresql").subquery("found")
-    hit = sa.select(ji).where(ji.c.org_id == org_id, ji.c.instance_id == found.c.instance_id)
-    hit = hit.offset(0).lateral("hit")
+    by_key = sa.select(ji).where(ji.c.org_id == org_id, ji.c.instance_id == found.c.instance_id)
+    hit = by_key.offset(0).lateral("hit")
     q = sa.select(*(hit.c[c.name] for c in _RESULT_COLS)).select_from(found.join(hit, sa.true()))
     rest = _without(flt, driver) if flt is not None else None
     if rest is not None:  # the conditions on journey_instances, applied to the lateral's rows
@@ -438,13 +438,6 @@ def events(conn: Connection, org_id: str, instance_id: str) -> list[dict[str, An
         .order_by(instance_events.c.event_id)
     )
     return [dict(r) for r in conn.execute(q).mappings()]
-
-
-def count(conn: Connection, table: sa.Table, org_id: str | None = None) -> int:
-    q = sa.select(sa.func.count()).select_from(table)
-    if org_id is not None:
-        q = q.where(table.c.org_id == org_id)
-    return int(conn.execute(q).scalar_one())
 
 
 # ---------------------------------------------------------------- cancel
