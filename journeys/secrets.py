@@ -10,8 +10,10 @@ from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from journeys.errors import Unavailable
 
-class SecretKeyMissing(RuntimeError):
+
+class SecretKeyMissing(Unavailable):
     pass
 
 

@@ -36,7 +36,7 @@ from support.net import post_unfinished
 from support.server import START, Tenant
 from twilio.request_validator import RequestValidator
 
-from journeys.api import twilio_inbound as inbound_routes
+from journeys.messaging.providers.twilio import signature_verifies
 
 EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
@@ -101,11 +101,11 @@ def test_our_signature_check_agrees_with_twilios_library() -> None:
     params = form(PHONE, "C & more ü")
     sig = RequestValidator(AUTH_TOKEN).compute_signature(url, params)
     as_lists = {k: [v] for k, v in params.items()}
-    assert inbound_routes.verify_twilio_signature(AUTH_TOKEN, url, as_lists, sig)
-    assert not inbound_routes.verify_twilio_signature("another-token", url, as_lists, sig)
-    assert not inbound_routes.verify_twilio_signature(AUTH_TOKEN, url + "x", as_lists, sig)
-    assert not inbound_routes.verify_twilio_signature(AUTH_TOKEN, url, {**as_lists, "Body": ["D"]}, sig)
-    assert not inbound_routes.verify_twilio_signature(AUTH_TOKEN, url, as_lists, "")
+    assert signature_verifies(AUTH_TOKEN, url, as_lists, sig)
+    assert not signature_verifies("another-token", url, as_lists, sig)
+    assert not signature_verifies(AUTH_TOKEN, url + "x", as_lists, sig)
+    assert not signature_verifies(AUTH_TOKEN, url, {**as_lists, "Body": ["D"]}, sig)
+    assert not signature_verifies(AUTH_TOKEN, url, as_lists, "")
 
 
 # ---------------------------------------------------------------- replies

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.engine import Connection
 
+from journeys.errors import Invalid
 from journeys.ids import new_id
 from journeys.store import accounts as repo
 
@@ -25,7 +26,7 @@ MAX_EXPIRY_DAYS = 36_500
 MAX_NAME_CHARS = 200
 
 
-class AccountError(ValueError):
+class AccountError(Invalid):
     """A bad admin request (unknown org, unknown scope, ...)."""
 
 

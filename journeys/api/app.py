@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
 from typing import Any
 
 from fastapi import Depends, FastAPI
@@ -20,9 +19,8 @@ from journeys.api.inputs import no_nul_in_path_or_query
 from journeys.api.openapi import build as build_openapi
 from journeys.clock import Clock
 from journeys.config import Settings
-from journeys.engine.worker import Worker
+from journeys.engine.wiring import build_worker
 from journeys.logs import guard_third_party
-from journeys.messaging.dispatch import Dispatcher, check_secret_key
 from journeys.store.db import create_db_engine
 from journeys.store.migrate import upgrade
 
@@ -41,15 +39,7 @@ def create_app(
         settings.database_url, pool_size=settings.pool_size, max_overflow=settings.max_overflow
     )
     upgrade(engine)
-    check_secret_key(engine, settings)
-    worker = Worker(
-        engine,
-        clock,
-        batch_size=settings.worker_batch_size,
-        poll_interval=settings.worker_poll_interval,
-        lease=timedelta(seconds=settings.worker_lease_seconds),
-        dispatcher=Dispatcher(engine, clock, settings, batch_size=settings.send_batch_size),
-    )
+    worker = build_worker(engine, settings, clock)
     start_worker = settings.worker_enabled if run_worker is None else run_worker
 
     @asynccontextmanager
@@ -78,19 +68,31 @@ def create_app(
     app.state.worker = worker
     app.state.wake_worker = worker.wake.set
     errors.install(app)
-    routers = (
-        routes.router,
-        extensions.router,
-        twilio_routes.router,
-        webhook_routes.router,
-        inbound_routes.router,
-        docs.router,
-    )
-    for router in routers:
-        app.include_router(router)
-    app.state.routers = routers  # for a 405's Allow header (errors.allowed_methods)
+    _install_routes(app)
     app.state.metrics = observe.Metrics(engine, clock)
     observe.install(app, app.state.metrics)  # /healthz, /readyz, /metrics; request ids, access lines
+    _install_openapi(app)
+    return app
+
+
+ROUTERS = (
+    routes.router,
+    extensions.router,
+    twilio_routes.router,
+    webhook_routes.router,
+    inbound_routes.router,
+    docs.router,
+)
+
+
+def _install_routes(app: FastAPI) -> None:
+    for router in ROUTERS:
+        app.include_router(router)
+    app.state.routers = ROUTERS  # for a 405's Allow header (errors.allowed_methods)
+
+
+def _install_openapi(app: FastAPI) -> None:
+    """The OpenAPI document, built once on first use (journeys.api.openapi)."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -98,4 +100,3 @@ def create_app(
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    return app

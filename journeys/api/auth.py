@@ -10,12 +10,11 @@ from starlette.concurrency import run_in_threadpool
 
 import journeys.accounts.service as accounts
 from journeys.accounts.service import Principal
-from journeys.api.errors import ApiError
 from journeys.api.openapi import BEARER_SCHEME
+from journeys.errors import Forbidden, NotFound, Unauthorized
 from journeys.store.db import read_only, transaction
 
-_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="journeys"'}
-_INVALID = {"WWW-Authenticate": 'Bearer realm="journeys", error="invalid_token"'}
+REALM = "journeys"
 # Declares the bearer scheme in the OpenAPI document (so Swagger UI's Authorize sends the token);
 # never answers by itself: the header is judged below, so that every malformed form gets our 401.
 _BEARER = HTTPBearer(
@@ -53,14 +52,14 @@ def require(scope: str) -> Callable[..., Awaitable[Principal]]:
         header = request.headers.get("authorization", "")
         kind, _, token = header.partition(" ")
         if kind.lower() != "bearer" or not token.strip():
-            raise ApiError(401, ["missing bearer token (Authorization: Bearer <token>)"], _CHALLENGE)
+            raise Unauthorized("missing bearer token (Authorization: Bearer <token>)", realm=REALM)
         principal = await run_in_threadpool(_authenticate_sync, request, token.strip())
         if principal is None:
-            raise ApiError(401, ["invalid, expired or revoked token"], _INVALID)
+            raise Unauthorized("invalid, expired or revoked token", realm=REALM, error="invalid_token")
         if principal.org_id != orgId:
-            raise ApiError(404, [f"org {orgId} not found"])
+            raise NotFound(f"org {orgId} not found")
         if scope not in principal.scopes:
-            raise ApiError(403, [f"this token lacks the {scope} scope"])
+            raise Forbidden(f"this token lacks the {scope} scope")
         return principal
 
     return dependency

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.responses import FileResponse, HTMLResponse
 
-from journeys.api.errors import ApiError
+from journeys.errors import NotFound
 
 STATIC = Path(__file__).resolve().parent / "static" / "swagger-ui"
 ASSETS: dict[str, tuple[str, str]] = {  # URL name -> (file, content type)
@@ -41,6 +41,6 @@ async def swagger_ui(request: Request) -> HTMLResponse:
 @router.get(ASSET_PREFIX + "{name}")
 async def swagger_ui_asset(name: str) -> FileResponse:
     if name not in ASSETS:
-        raise ApiError(404, [f"no docs asset {name}"])
+        raise NotFound(f"no docs asset {name}")
     filename, media_type = ASSETS[name]
     return FileResponse(STATIC / filename, media_type=media_type)

@@ -12,17 +12,23 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match
 
+from journeys.errors import JourneysError, Kind, Unauthorized
 from journeys.store.errors import ErrorKind, error_kind
 
 log = logging.getLogger("journeys.api")
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, messages: list[str], headers: dict[str, str] | None = None) -> None:
-        super().__init__(status, messages)
-        self.status = status
-        self.messages = messages
-        self.headers = headers or {}
+# The one translation of the error model to HTTP.
+STATUS = {
+    Kind.INVALID: 400,
+    Kind.UNAUTHORIZED: 401,
+    Kind.FORBIDDEN: 403,
+    Kind.NOT_FOUND: 404,
+    Kind.CONFLICT: 409,
+    Kind.TOO_LARGE: 413,
+    Kind.FAILED: 500,
+    Kind.UNAVAILABLE: 503,
+}
 
 
 def error_response(status: int, messages: list[str], headers: dict[str, str] | None = None) -> Response:
@@ -31,10 +37,21 @@ def error_response(status: int, messages: list[str], headers: dict[str, str] | N
     )
 
 
+def journeys_error_response(exc: JourneysError) -> Response:
+    """A JourneysError as the API answers it: its status, and its messages as a JSON array."""
+    headers: dict[str, str] = {}
+    if isinstance(exc, Unauthorized):
+        error = f', error="{exc.error}"' if exc.error else ""
+        headers["WWW-Authenticate"] = f'Bearer realm="{exc.realm}"{error}'
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
+    return error_response(STATUS[exc.kind], exc.messages, headers or None)
+
+
 def install(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> Response:
-        return error_response(exc.status, exc.messages, exc.headers)
+    @app.exception_handler(JourneysError)
+    async def _journeys_error(_: Request, exc: JourneysError) -> Response:
+        return journeys_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> Response:

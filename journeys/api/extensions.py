@@ -14,15 +14,16 @@ from starlette.responses import Response
 
 from journeys.accounts.service import SCOPE_CREATE, SCOPE_READ, Principal
 from journeys.api.auth import require
-from journeys.api.errors import ApiError, is_unavailable
+from journeys.api.errors import is_unavailable
 from journeys.api.inputs import read_json
 from journeys.api.medchat import journey_or_404
 from journeys.api.openapi import CancelResult, OptOut, OptOuts, Replies, ReplyResult, responses
 from journeys.api.schemas import CancelRequest, openapi_body, reply_json
+from journeys.errors import Invalid, JourneysError, Kind, NotFound
 from journeys.instances import replies as replies_service
 from journeys.instances import service as instance_service
-from journeys.instances.replies import ReplyError, receive_reply
-from journeys.instances.search import SearchError, parse_cancel
+from journeys.instances.replies import receive_reply
+from journeys.instances.search import parse_cancel
 from journeys.messaging import consent
 from journeys.store.db import read_only, transaction
 
@@ -58,14 +59,11 @@ async def post_reply(orgId: str, request: Request, _: Principal = Depends(requir
     body = await read_json(request)
     state = request.app.state
     if not isinstance(body, dict):
-        raise ApiError(400, ["request body: must be a JSON object with 'from' and 'body'"])
+        raise Invalid("request body: must be a JSON object with 'from' and 'body'")
 
     def work() -> dict[str, Any]:
         with transaction(state.engine) as conn:
-            try:
-                r = receive_reply(conn, orgId, body.get("from"), body.get("body"), state.clock.now(), "api")
-            except ReplyError as exc:
-                raise ApiError(400, exc.errors) from None
+            r = receive_reply(conn, orgId, body.get("from"), body.get("body"), state.clock.now(), "api")
         return {"id": r.message_id, "matched": r.matched, "instanceId": r.instance_id}
 
     out = await run_in_threadpool(work)
@@ -115,10 +113,7 @@ async def bulk_cancel(
     def work() -> dict[str, int]:
         with read_only(state.engine) as conn:
             jv = journey_or_404(conn, orgId, chatBotId)
-            try:
-                query = parse_cancel(body, {p.name for p in jv.definition.parameters})
-            except SearchError as exc:
-                raise ApiError(400, exc.errors) from None
+            query = parse_cancel(body, {p.name for p in jv.definition.parameters})
             if query.dry_run:
                 return {"wouldCancel": instance_service.count_matching(conn, jv, query.filter)}
         try:
@@ -126,16 +121,14 @@ async def bulk_cancel(
                 state.engine, jv, query.filter, state.clock.now, "api", state.settings.cancel_chunk_size
             )
         except instance_service.BulkCancelInterrupted as exc:
-            kind = type(exc.cause.orig or exc.cause).__name__
-            log.warning("bulk cancel interrupted after %d instances: %s", exc.cancelled, kind)
+            cause = type(exc.cause.orig or exc.cause).__name__
+            log.warning("bulk cancel interrupted after %d instances: %s", exc.cancelled, cause)
             unavailable = is_unavailable(exc.cause)
-            raise ApiError(
-                503 if unavailable else 500,
-                [
-                    f"the database failed after {exc.cancelled} instances were cancelled (they stay "
-                    "cancelled); send the same request again to cancel the rest"
-                ],
-                {"Retry-After": "5"} if unavailable else None,
+            raise JourneysError(
+                f"the database failed after {exc.cancelled} instances were cancelled (they stay "
+                "cancelled); send the same request again to cancel the rest",
+                kind=Kind.UNAVAILABLE if unavailable else Kind.FAILED,
+                retry_after=5 if unavailable else None,
             ) from None
         return {"cancelled": done}
 
@@ -163,10 +156,7 @@ async def list_opt_outs(
 ) -> Response:
     def work() -> list[dict[str, Any]]:
         with read_only(request.app.state.engine) as conn:
-            try:
-                return consent.list_opt_outs(conn, orgId, phone, limit)
-            except consent.OptOutError as exc:
-                raise ApiError(400, exc.errors) from None
+            return consent.list_opt_outs(conn, orgId, phone, limit)
 
     return _json(await run_in_threadpool(work))
 
@@ -195,19 +185,16 @@ async def add_opt_out(
     body = await read_json(request)
     state = request.app.state
     if not isinstance(body, dict):
-        raise ApiError(400, ["request body: must be a JSON object with 'phone' (and optionally 'reason')"])
+        raise Invalid("request body: must be a JSON object with 'phone' (and optionally 'reason')")
     unknown = [f"{k}: unknown field (expected: phone, reason)" for k in body if k not in ("phone", "reason")]
     if unknown:
-        raise ApiError(400, unknown)
+        raise Invalid(unknown)
 
     def work() -> tuple[bool, dict[str, Any]]:
         with transaction(state.engine) as conn:
-            try:
-                return consent.add_opt_out(
-                    conn, orgId, body.get("phone"), body.get("reason"), "api", state.clock.now()
-                )
-            except consent.OptOutError as exc:
-                raise ApiError(400, exc.errors) from None
+            return consent.add_opt_out(
+                conn, orgId, body.get("phone"), body.get("reason"), "api", state.clock.now()
+            )
 
     created, record = await run_in_threadpool(work)
     return _json(record, 201 if created else 200)
@@ -232,11 +219,8 @@ async def remove_opt_out(
 
     def work() -> bool:
         with transaction(state.engine) as conn:
-            try:
-                return consent.remove_opt_out(conn, orgId, phone, "api", state.clock.now())
-            except consent.OptOutError as exc:
-                raise ApiError(400, exc.errors) from None
+            return consent.remove_opt_out(conn, orgId, phone, "api", state.clock.now())
 
     if not await run_in_threadpool(work):
-        raise ApiError(404, ["that phone number is not opted out"])
+        raise NotFound("that phone number is not opted out")
     return Response(status_code=204)

@@ -8,12 +8,12 @@ from typing import Any
 import orjson
 from fastapi import Request
 
-from journeys.api.errors import ApiError
 from journeys.definitions.values import NUL_PROBLEM, has_nul
+from journeys.errors import Invalid, TooLarge
 
 
-def _too_large(limit: int) -> ApiError:
-    return ApiError(413, [f"request body is larger than the {limit} byte limit"])
+def _too_large(limit: int) -> TooLarge:
+    return TooLarge(f"request body is larger than the {limit} byte limit")
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -37,18 +37,18 @@ async def read_json(request: Request) -> Any:
     """The JSON body, capped at JOURNEYS_MAX_BODY_BYTES (413); 400 when empty or not JSON."""
     raw = await read_body(request, request.app.state.settings.max_body_bytes)
     if not raw.strip():
-        raise ApiError(400, ["request body is empty; expected a JSON object"])
+        raise Invalid("request body is empty; expected a JSON object")
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise ApiError(400, [f"request body is not valid JSON: {exc.args[0] if exc.args else exc}"]) from None
+        raise Invalid(f"request body is not valid JSON: {exc.args[0] if exc.args else exc}") from None
 
 
 async def no_nul_in_path_or_query(request: Request) -> None:
     """An app-wide dependency: a path or query value holding NUL is a 400 naming it."""
     for name, value in request.path_params.items():
         if isinstance(value, str) and has_nul(value):
-            raise ApiError(400, [f"{name}: {NUL_PROBLEM}"])
+            raise Invalid(f"{name}: {NUL_PROBLEM}")
     for name, value in request.query_params.multi_items():
         if has_nul(value) or has_nul(name):
-            raise ApiError(400, [f"query parameter {name!r}: {NUL_PROBLEM}"])
+            raise Invalid(f"query parameter {name!r}: {NUL_PROBLEM}")

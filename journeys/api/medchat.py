@@ -14,14 +14,14 @@ from starlette.responses import Response
 import journeys.catalog.service as catalog
 from journeys.accounts.service import SCOPE_CREATE, SCOPE_READ, Principal
 from journeys.api.auth import require
-from journeys.api.errors import ApiError
 from journeys.api.inputs import read_json
 from journeys.api.openapi import InstanceDetail, Instances, Journeys, responses
 from journeys.api.schemas import BulkRequest, SearchRequest, event_json, instance_json, openapi_body
 from journeys.catalog.service import JourneyVersion
+from journeys.errors import Conflict, NotFound
 from journeys.instances import service as instance_service
-from journeys.instances.search import SearchError, parse_search
-from journeys.instances.trigger import ConcurrentChange, TriggerError, refresh_statistics, trigger
+from journeys.instances.search import parse_search
+from journeys.instances.trigger import ConcurrentChange, refresh_statistics, trigger
 from journeys.store.db import read_only, transaction
 
 router = APIRouter(
@@ -38,7 +38,7 @@ def journey_or_404(conn: Connection, org_id: str, chat_bot_id: str) -> JourneyVe
     round trip fewer per request than a separate read)."""
     jv = catalog.get_latest(conn, org_id, chat_bot_id)
     if jv is None:
-        raise ApiError(404, [f"journey {chat_bot_id} not found"])
+        raise NotFound(f"journey {chat_bot_id} not found")
     return jv
 
 
@@ -96,11 +96,9 @@ async def bulk(
                 if result.statistics_stale and state.settings.analyze_after_bulk:
                     refresh_statistics(state.engine)
                 return
-            except TriggerError as exc:
-                raise ApiError(400, exc.errors) from None
             except ConcurrentChange:
                 if attempt == 2:
-                    raise ApiError(409, ["instances changed while the request ran; retry it"]) from None
+                    raise Conflict("instances changed while the request ran; retry it") from None
             except Exception as exc:
                 if _is_unique_violation(exc) and attempt < 2:
                     continue  # an identifier is taken: look them up to name every conflict
@@ -135,15 +133,12 @@ async def search(
     def work() -> list[dict[str, Any]]:
         with read_only(request.app.state.engine) as conn:
             jv = journey_or_404(conn, orgId, chatBotId)
-            try:
-                query = parse_search(
-                    body,
-                    {p.name for p in jv.definition.parameters},
-                    settings.search_default_take,
-                    settings.search_max_take,
-                )
-            except SearchError as exc:
-                raise ApiError(400, exc.errors) from None
+            query = parse_search(
+                body,
+                {p.name for p in jv.definition.parameters},
+                settings.search_default_take,
+                settings.search_max_take,
+            )
             rows = instance_service.search(conn, jv, query)
         return [instance_json(r, jv.name, query.include_parameters) for r in rows]
 
@@ -165,10 +160,7 @@ async def get_instance(
     def work() -> dict[str, Any]:
         with read_only(request.app.state.engine) as conn:
             jv = journey_or_404(conn, orgId, chatBotId)
-            try:
-                row, events = instance_service.get(conn, jv, journeyInstanceId)
-            except instance_service.NotFound:
-                raise ApiError(404, [f"instance {journeyInstanceId} not found"]) from None
+            row, events = instance_service.get(conn, jv, journeyInstanceId)
         out = instance_json(row, jv.name, True)
         out["events"] = [event_json(e) for e in events]
         return out
@@ -199,12 +191,7 @@ async def cancel(
     def work() -> None:
         with transaction(state.engine) as conn:
             jv = journey_or_404(conn, orgId, chatBotId)
-            try:
-                instance_service.cancel(conn, jv, journeyInstanceId, state.clock.now)
-            except instance_service.NotFound:
-                raise ApiError(404, [f"instance {journeyInstanceId} not found"]) from None
-            except instance_service.Conflict as exc:
-                raise ApiError(409, [str(exc)]) from None
+            instance_service.cancel(conn, jv, journeyInstanceId, state.clock.now)
 
     await run_in_threadpool(work)
     return Response(status_code=204)

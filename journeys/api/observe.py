@@ -27,8 +27,8 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from journeys import __version__
-from journeys.api.errors import ApiError
 from journeys.clock import Clock
+from journeys.errors import Unauthorized
 from journeys.logs import accept_request_id, request_id
 from journeys.store.db import check_database, read_only
 from journeys.store.metrics import Backlog, Snapshot, snapshot
@@ -80,10 +80,9 @@ async def metrics(request: Request) -> Response:
     if expected:
         kind, _, given = request.headers.get("authorization", "").partition(" ")
         if kind.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
-            raise ApiError(
-                401,
-                ["missing or invalid metrics token (Authorization: Bearer <JOURNEYS_METRICS_TOKEN>)"],
-                {"WWW-Authenticate": 'Bearer realm="journeys-metrics"'},
+            raise Unauthorized(
+                "missing or invalid metrics token (Authorization: Bearer <JOURNEYS_METRICS_TOKEN>)",
+                realm="journeys-metrics",
             )
     body = await run_in_threadpool(generate_latest, request.app.state.metrics.registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -13,9 +12,9 @@ from starlette.responses import Response
 
 from journeys.accounts.service import SCOPE_CREATE, SCOPE_READ, Principal
 from journeys.api.auth import require
-from journeys.api.errors import ApiError
 from journeys.api.inputs import read_json
 from journeys.api.openapi import Deliveries, Webhook, Webhooks, responses
+from journeys.errors import Invalid
 from journeys.webhooks import service
 from journeys.webhooks.events import EVENT_TYPES
 
@@ -30,16 +29,6 @@ class WebhookIn(BaseModel):
 
 def _json(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type="application/json")
-
-
-async def _call(fn: Callable[[], Any]) -> Any:
-    def work() -> Any:
-        try:
-            return fn()
-        except service.WebhookError as exc:
-            raise ApiError(exc.status, exc.errors) from None
-
-    return await run_in_threadpool(work)
 
 
 @router.post(
@@ -69,9 +58,9 @@ async def create_webhook(
 ) -> Response:  # noqa: N803
     body = await read_json(request)
     if not isinstance(body, dict):
-        raise ApiError(400, ["request body: must be a JSON object with url, secret and eventTypes"])
+        raise Invalid("request body: must be a JSON object with url, secret and eventTypes")
     state = request.app.state
-    out = await _call(
+    out = await run_in_threadpool(
         lambda: service.create(
             state.engine,
             state.settings.secret_key,
@@ -92,7 +81,7 @@ async def create_webhook(
 async def list_webhooks(
     orgId: str, request: Request, _: Principal = Depends(require(SCOPE_READ))
 ) -> Response:  # noqa: N803
-    return _json(await _call(lambda: service.list_all(request.app.state.engine, orgId)))
+    return _json(await run_in_threadpool(lambda: service.list_all(request.app.state.engine, orgId)))
 
 
 @router.delete(
@@ -108,7 +97,7 @@ async def delete_webhook(
     _: Principal = Depends(require(SCOPE_CREATE)),
 ) -> Response:
     state = request.app.state
-    await _call(lambda: service.delete(state.engine, orgId, webhookId, state.clock.now()))
+    await run_in_threadpool(lambda: service.delete(state.engine, orgId, webhookId, state.clock.now()))
     return Response(status_code=204)
 
 
@@ -133,7 +122,7 @@ async def verify_webhook(
     _: Principal = Depends(require(SCOPE_CREATE)),
 ) -> Response:
     state = request.app.state
-    out = await _call(
+    out = await run_in_threadpool(
         lambda: service.verify(
             state.engine,
             state.settings.secret_key,
@@ -160,4 +149,4 @@ async def list_deliveries(
     _: Principal = Depends(require(SCOPE_READ)),
 ) -> Response:
     engine = request.app.state.engine
-    return _json(await _call(lambda: service.deliveries(engine, orgId, webhookId, status, limit)))
+    return _json(await run_in_threadpool(lambda: service.deliveries(engine, orgId, webhookId, status, limit)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
@@ -85,12 +85,8 @@ def org_create(
     as_json: bool = json_option(),
 ) -> None:
     """Create an organisation."""
-    engine = _engine()
-    try:
-        with transaction(engine) as conn:
-            org = accounts.create_org(conn, name, _now())
-    except accounts.AccountError as exc:
-        _fail(str(exc))
+    with transaction(_engine()) as conn:
+        org = accounts.create_org(conn, name, _now())
     if as_json:
         _print_json(org)
     else:
@@ -133,12 +129,9 @@ def token_create(
 
     The secret is printed once and stored only as a hash."""
     engine = _engine()
-    try:
-        parsed = accounts.parse_scopes(scopes)
-        with transaction(engine) as conn:
-            tok = accounts.create_token(conn, org, name, parsed, _now(), expires_in_days)
-    except accounts.AccountError as exc:
-        _fail(str(exc))
+    parsed = accounts.parse_scopes(scopes)
+    with transaction(engine) as conn:
+        tok = accounts.create_token(conn, org, name, parsed, _now(), expires_in_days)
     if as_json:
         _print_json(tok)
     else:
@@ -172,12 +165,8 @@ def token_revoke(
     token_id: str = typer.Argument(..., metavar="TOKEN_ID", help="The token's id (journeys token list)"),
 ) -> None:
     """Revoke a token at once."""
-    engine = _engine()
-    try:
-        with transaction(engine) as conn:
-            accounts.revoke_token(conn, token_id, _now())
-    except accounts.AccountError as exc:
-        _fail(str(exc))
+    with transaction(_engine()) as conn:
+        accounts.revoke_token(conn, token_id, _now())
     typer.echo(f"revoked {token_id}")
 
 
@@ -393,23 +382,11 @@ def worker() -> None:
     import signal
     import threading
 
-    from journeys.engine.worker import Worker
+    from journeys.engine.wiring import build_worker
 
     settings = _settings()
     _configure_logging(settings)
-    engine = _engine()
-    from journeys.messaging.dispatch import Dispatcher, check_secret_key
-
-    check_secret_key(engine, settings)
-    clock = settings.clock()
-    w = Worker(
-        engine,
-        clock,
-        batch_size=settings.worker_batch_size,
-        poll_interval=settings.worker_poll_interval,
-        lease=timedelta(seconds=settings.worker_lease_seconds),
-        dispatcher=Dispatcher(engine, clock, settings, batch_size=settings.send_batch_size),
-    )
+    w = build_worker(_engine(), settings, settings.clock())
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())

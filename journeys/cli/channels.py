@@ -49,7 +49,7 @@ def channel_set(
 
     Needs JOURNEYS_SECRET_KEY; secrets are never printed."""
     from journeys.messaging.providers import registry
-    from journeys.secrets import SecretBox, SecretKeyMissing
+    from journeys.secrets import SecretBox
     from journeys.store import accounts as accounts_repo
     from journeys.store import channels as channels_repo
 
@@ -59,11 +59,8 @@ def channel_set(
         if not sep or not key.strip():
             _fail(f"--set {key!r}: use KEY=VALUE")
         config[key.strip()] = value
-    try:
-        config = registry.check_config(provider, channel, config)
-        sealed = SecretBox(_settings().secret_key).seal(config)
-    except (registry.ProviderConfigError, SecretKeyMissing) as exc:
-        _fail(str(exc))
+    config = registry.check_config(provider, channel, config)
+    sealed = SecretBox(_settings().secret_key).seal(config)
     engine = _engine()
     with transaction(engine) as conn:
         if accounts_repo.get_org(conn, org) is None:
@@ -114,15 +111,6 @@ def channel_remove(
 
 
 # ------------------------------------------------------------------ webhooks
-def _webhook_call(fn: Any) -> Any:
-    from journeys.webhooks.service import WebhookError
-
-    try:
-        return fn()
-    except WebhookError as exc:
-        _fail("; ".join(exc.errors))
-
-
 def _webhook_org(engine: Any, org: str) -> None:
     from journeys.store import accounts as accounts_repo
 
@@ -152,10 +140,8 @@ def webhook_create(
     _webhook_org(engine, org)
     types = service.parse_event_types(events)
     settings = _settings()
-    out = _webhook_call(
-        lambda: service.create(
-            engine, settings.secret_key, org, url, secret, list(types), _now(), settings.outbound_policy()
-        )
+    out = service.create(
+        engine, settings.secret_key, org, url, secret, list(types), _now(), settings.outbound_policy()
     )
     if as_json:
         _print_json(out)
@@ -192,7 +178,7 @@ def webhook_delete(
     from journeys.webhooks import service
 
     engine = _engine()
-    _webhook_call(lambda: service.delete(engine, org, webhook_id, _now()))
+    service.delete(engine, org, webhook_id, _now())
     typer.echo(f"deleted webhook {webhook_id}")
 
 
@@ -208,11 +194,7 @@ def webhook_verify(
 
     engine = _engine()
     settings = _settings()
-    _webhook_call(
-        lambda: service.verify(
-            engine, settings.secret_key, org, webhook_id, _now(), settings.outbound_policy()
-        )
-    )
+    service.verify(engine, settings.secret_key, org, webhook_id, _now(), settings.outbound_policy())
     typer.echo(f"webhook {webhook_id} verified")
 
 
@@ -235,7 +217,7 @@ def webhook_deliveries(
 
     engine = _engine()
     _webhook_org(engine, org)
-    rows = _webhook_call(lambda: service.deliveries(engine, org, webhook, status, limit))
+    rows = service.deliveries(engine, org, webhook, status, limit)
     if as_json:
         _print_json(rows)
         return

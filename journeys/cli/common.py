@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -14,6 +16,7 @@ from typer.core import TyperCommand
 from journeys.clock import iso_z
 from journeys.config import Settings
 from journeys.definitions import DefinitionError, JourneyDefinition, load_definition_file
+from journeys.errors import JourneysError
 from journeys.store.db import create_db_engine
 from journeys.store.migrate import upgrade
 
@@ -67,7 +70,26 @@ class _App(typer.Typer):
 
     def command(self, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("cls", _Command)
-        return super().command(*args, **kwargs)
+        register = super().command(*args, **kwargs)
+
+        def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+            register(_reporting_errors(fn))
+            return fn
+
+        return decorator
+
+
+def _reporting_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The CLI's translation of the error model: a JourneysError's messages on stderr, exit 1."""
+
+    @functools.wraps(fn)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except JourneysError as exc:
+            _fail("; ".join(exc.messages))
+
+    return command
 
 
 def new_app(help: str) -> typer.Typer:
@@ -146,14 +168,11 @@ def _print_json(value: Any) -> None:
     typer.echo(json.dumps(_jsonable(value), ensure_ascii=False))
 
 
-def _fail(message: str, code: int = 1) -> None:
+def _fail(message: str, code: int = 1) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
 
-def _is_ascii_int(text: str) -> bool:
-    """A whole number in ASCII digits (str.isdigit also takes e.g. '²', which int() refuses)."""
-    return text.isascii() and text.isdigit() and len(text) <= 9
 def _load_or_exit(file: Path) -> JourneyDefinition:
     """Load a definition, or print its problems (FILE:LINE: path: message) on stderr and exit 1."""
     try:

@@ -33,14 +33,10 @@ def reply(
     as_json: bool = json_option(),
 ) -> None:
     """Inject an inbound SMS reply, as if the patient had texted it."""
-    from journeys.instances.replies import ReplyError, receive_reply
+    from journeys.instances.replies import receive_reply
 
-    engine = _engine()
-    try:
-        with transaction(engine) as conn:
-            result = receive_reply(conn, org, from_, body, _now(), "cli")
-    except ReplyError as exc:
-        _fail("; ".join(exc.errors))
+    with transaction(_engine()) as conn:
+        result = receive_reply(conn, org, from_, body, _now(), "cli")
     out = {"id": result.message_id, "matched": result.matched, "instanceId": result.instance_id}
     if as_json:
         _print_json(out)
@@ -188,10 +184,7 @@ def optout_list(
     from journeys.messaging import consent
 
     with read_only(_engine()) as conn:
-        try:
-            rows = consent.list_opt_outs(conn, org, phone, limit)
-        except consent.OptOutError as exc:
-            _fail("; ".join(exc.errors))
+        rows = consent.list_opt_outs(conn, org, phone, limit)
     if as_json:
         _print_json(rows)
         return
@@ -215,10 +208,7 @@ def optout_add(
 
     with transaction(_engine()) as conn:
         _org_or_fail(conn, org)
-        try:
-            created, record = consent.add_opt_out(conn, org, phone, reason, "cli", _now())
-        except consent.OptOutError as exc:
-            _fail("; ".join(exc.errors))
+        created, record = consent.add_opt_out(conn, org, phone, reason, "cli", _now())
     if as_json:
         _print_json(record)
     elif created:
@@ -237,10 +227,7 @@ def optout_remove(
 
     with transaction(_engine()) as conn:
         _org_or_fail(conn, org)
-        try:
-            removed = consent.remove_opt_out(conn, org, phone, "cli", _now())
-        except consent.OptOutError as exc:
-            _fail("; ".join(exc.errors))
+        removed = consent.remove_opt_out(conn, org, phone, "cli", _now())
     if not removed:
         _fail("that phone number is not opted out")
     typer.echo("opted back in: SMS to that number go out again")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +42,8 @@ from journeys.definitions.model import (
     WaitUntilStep,
 )
 from journeys.definitions.partial import partial_definition
+from journeys.definitions.problems import DefinitionError, Problem
+from journeys.definitions.validator import validate_graph
 
 _STEP_MODELS: dict[str, type[BaseModel]] = {
     "send_sms": SendSmsStep,
@@ -59,31 +60,6 @@ _STEP_MODELS: dict[str, type[BaseModel]] = {
 _LAST_PART = re.compile(r"(\.[^.\[\]]*|\[\d+\])$")
 _DURATION_FIELDS = ("duration", "before", "after", "timeout")
 _CONDITION_VALUE_FIELDS = ("equals", "not_equals", "in")
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a definition: what, where (a path), and on which line if known."""
-
-    message: str
-    path: str = ""
-    line: int | None = None
-
-    def format(self, filename: str) -> str:
-        head = filename if self.line is None else f"{filename}:{self.line}"
-        return f"{head}: {self.path}: {self.message}" if self.path else f"{head}: {self.message}"
-
-
-class DefinitionError(Exception):
-    """A definition could not be loaded; `problems` lists everything that is wrong with it."""
-
-    def __init__(self, problems: list[Problem], filename: str = "<definition>") -> None:
-        self.problems = list(problems)
-        self.filename = filename
-        super().__init__(self.problems)
-
-    def __str__(self) -> str:
-        return "\n".join(problem.format(self.filename) for problem in self.problems)
 
 
 # --- YAML ------------------------------------------------------------------------------------
@@ -314,6 +290,32 @@ def _path(parts: list[str | int]) -> str:
     return path
 
 
+def _text_hint(parts: list[str | int], value: Any) -> str:
+    """Why a value that should be text is not, when it is a common slip."""
+    field = parts[-1] if parts else ""
+    if field in _DURATION_FIELDS and isinstance(value, int | float):
+        return " (a duration needs a unit, e.g. '30m', '24h', '2d')"
+    if field == "at" or (parts[:1] == ["send_window"] and field in ("start", "end")):
+        return f' (write the time of day in quotes, e.g. {field}: "09:00")'
+    if isinstance(value, int | float | bool) and (
+        field in _CONDITION_VALUE_FIELDS or (len(parts) > 1 and parts[-2] in _CONDITION_VALUE_FIELDS)
+    ):
+        return " (conditions compare parameter values as text: quote the value)"
+    return ""
+
+
+def _pattern_rule(parts: list[str | int], ctx: dict[str, Any]) -> str:
+    """The naming rule a value broke, in words."""
+    field = parts[-1] if parts else ""
+    if parts[:1] == ["parameters"]:
+        return "a parameter name uses letters, digits and '_' and does not start with a digit"
+    if len(parts) == 3 and parts[0] == "flows" and field == "id":
+        return "a flow id uses letters, digits, '_', '.' and '-' and starts with a letter or digit"
+    if field == "outcome":
+        return "an outcome uses lower-case letters, digits and '_' and starts with a letter"
+    return f"expected to match {ctx.get('pattern')}"
+
+
 def _error_problem(err: ErrorDetails, data: Any) -> Problem:
     parts, parent, _ = _locate(tuple(err["loc"]), data)
     kind = err["type"]
@@ -340,16 +342,7 @@ def _error_problem(err: ErrorDetails, data: Any) -> Problem:
     if kind == "list_type":
         return Problem(f"expected a list, got {_describe(value)}", path)
     if kind == "string_type":
-        hint = ""
-        if field in _DURATION_FIELDS and isinstance(value, int | float):
-            hint = " (a duration needs a unit, e.g. '30m', '24h', '2d')"
-        elif field == "at" or (parts[:1] == ["send_window"] and field in ("start", "end")):
-            hint = f' (write the time of day in quotes, e.g. {field}: "09:00")'
-        elif isinstance(value, int | float | bool) and (
-            field in _CONDITION_VALUE_FIELDS or (len(parts) > 1 and parts[-2] in _CONDITION_VALUE_FIELDS)
-        ):
-            hint = " (conditions compare parameter values as text: quote the value)"
-        return Problem(f"expected text, got {_describe(value)}{hint}", path)
+        return Problem(f"expected text, got {_describe(value)}{_text_hint(parts, value)}", path)
     if kind in ("int_type", "int_parsing", "int_from_float"):
         return Problem(f"expected a whole number, got {_describe(value)}", path)
     if kind in ("bool_type", "bool_parsing"):
@@ -359,15 +352,7 @@ def _error_problem(err: ErrorDetails, data: Any) -> Problem:
         what = "parameter type" if parts[:1] == ["parameters"] and field == "type" else "value"
         return Problem(f"unknown {what} {value!r} (expected one of: {options})", path)
     if kind == "string_pattern_mismatch":
-        if parts[:1] == ["parameters"]:
-            rule = "a parameter name uses letters, digits and '_' and does not start with a digit"
-        elif len(parts) == 3 and parts[0] == "flows" and field == "id":
-            rule = "a flow id uses letters, digits, '_', '.' and '-' and starts with a letter or digit"
-        elif field == "outcome":
-            rule = "an outcome uses lower-case letters, digits and '_' and starts with a letter"
-        else:
-            rule = f"expected to match {ctx.get('pattern')}"
-        return Problem(f"{value!r} is not allowed ({rule})", path)
+        return Problem(f"{value!r} is not allowed ({_pattern_rule(parts, ctx)})", path)
     if kind == "string_too_short":
         return Problem("must not be empty", path)
     if kind == "too_short":
@@ -403,8 +388,6 @@ def _with_lines(problems: list[Problem], lines: dict[str, int]) -> list[Problem]
 
 def load_definition_text(text: str, filename: str = "<definition>") -> JourneyDefinition:
     """Parse and validate a definition; raise `DefinitionError` listing every problem."""
-    from journeys.definitions.validator import validate_graph  # validator imports Problem from here
-
     lines: dict[str, int] = {}
     problems: list[Problem] = []
     data = _parse(text, filename, lines, problems)

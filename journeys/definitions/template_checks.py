@@ -9,8 +9,8 @@ from typing import Any
 
 import jinja2
 
-from journeys.definitions.loader import Problem
 from journeys.definitions.model import JourneyDefinition
+from journeys.definitions.problems import Problem
 from journeys.definitions.templates import OutputLimit, compile_template, limit_problem, template_variables
 
 

@@ -15,13 +15,10 @@ and the whole-graph checks wait until every step parses.
 from __future__ import annotations
 
 import re
-from collections import deque
 from typing import Any
 
-from journeys.definitions.loader import Problem
 from journeys.definitions.model import (
     DEFAULT_REPLY_KEYWORDS,
-    WAITING_STEP_TYPES,
     BranchStep,
     Condition,
     EndStep,
@@ -36,6 +33,8 @@ from journeys.definitions.model import (
     WaitUntilStep,
 )
 from journeys.definitions.partial import UnparsedStep, is_complete
+from journeys.definitions.problems import Problem
+from journeys.definitions.step_graph import Position, check_loops, check_reachable, step_path, successors
 from journeys.definitions.template_checks import check_json_templates, check_template
 from journeys.definitions.template_checks import suggestion as _suggestion
 from journeys.definitions.templates import (
@@ -49,8 +48,6 @@ from journeys.definitions.templates import (
     SMS_BODY,
 )
 
-Position = tuple[int, int]  # (flow index, step index)
-
 RESERVED_OUTCOMES = {
     "other": "any reply that matches no route is 'other'; route it with on_other",
     "no_reply": "no reply in time is 'no_reply'; route it with on_timeout",
@@ -59,10 +56,6 @@ _BARE_VARIABLE = re.compile(r"^\s*\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}\s*$")
 _DATETIME_FORMAT = "%Y-%m-%d %H:%M"
 # In the outcomes a reply condition may name: a step that did not parse may record any outcome.
 ANY_OUTCOME = "*"  # never a valid outcome name
-
-
-def _step_path(pos: Position) -> str:
-    return f"flows[{pos[0]}].steps[{pos[1]}]"
 
 
 def validate_graph(defn: JourneyDefinition) -> list[Problem]:
@@ -74,7 +67,7 @@ def validate_graph(defn: JourneyDefinition) -> list[Problem]:
     outcomes = _reply_outcomes(defn)
     for fi, flow in enumerate(defn.flows):
         for si, step in enumerate(flow.steps):
-            path = _step_path((fi, si))
+            path = step_path((fi, si))
             _check_next(step, ids, path, problems)
             if isinstance(step, SendSmsStep):
                 _check_parameter_ref(defn, step.to, "phone", f"{path}.to", problems)
@@ -108,9 +101,9 @@ def validate_graph(defn: JourneyDefinition) -> list[Problem]:
             elif isinstance(step, GotoStep):
                 _check_step_ref(step.target, ids, f"{path}.target", problems)
     if unique and is_complete(defn):  # with duplicate or unknown steps the graph is not known yet
-        successors = _successors(defn, ids)
-        _check_reachable(defn, successors, problems)
-        _check_loops(defn, successors, problems)
+        following = successors(defn, ids)
+        check_reachable(defn, following, problems)
+        check_loops(defn, following, problems)
     return problems
 
 
@@ -181,9 +174,9 @@ def _check_step_ids(defn: JourneyDefinition, problems: list[Problem]) -> tuple[d
                 unique = False
                 problems.append(
                     Problem(
-                        f"duplicate step id {step.id} ({_step_path(ids[step.id])} has the same id; "
+                        f"duplicate step id {step.id} ({step_path(ids[step.id])} has the same id; "
                         "step ids must be unique across the whole journey)",
-                        f"{_step_path((fi, si))}.id",
+                        f"{step_path((fi, si))}.id",
                     )
                 )
             else:
@@ -361,62 +354,70 @@ def _check_wait_for_reply(
     keyword_owner: dict[str, int] = {}
     for i, route in enumerate(step.replies):
         route_path = f"{path}.replies[{i}]"
-        if route.outcome in RESERVED_OUTCOMES:
-            problems.append(
-                Problem(
-                    f"'{route.outcome}' is a reserved outcome ({RESERVED_OUTCOMES[route.outcome]})",
-                    f"{route_path}.outcome",
-                )
-            )
-        elif route.outcome in first_outcome:
-            problems.append(
-                Problem(
-                    f"duplicate outcome '{route.outcome}' ({path}.replies[{first_outcome[route.outcome]}] "
-                    "has the same outcome)",
-                    f"{route_path}.outcome",
-                )
-            )
-        else:
-            first_outcome[route.outcome] = i
-        if route.match is None and route.outcome not in DEFAULT_REPLY_KEYWORDS:
-            defaults = " and ".join(f"'{o}'" for o in DEFAULT_REPLY_KEYWORDS)
-            problems.append(
-                Problem(
-                    f"reply outcome '{route.outcome}' needs 'match' (a list of keywords; only {defaults} "
-                    "have default keywords)",
-                    route_path,
-                )
-            )
-        elif route.match is not None and not route.match:
-            problems.append(
-                Problem("'match' is empty, so this reply can never be chosen", f"{route_path}.match")
-            )
-        for j, keyword in enumerate(route.keywords()):
-            where = f"{route_path}.match[{j}]" if route.match is not None else route_path
-            if keyword == "":
-                problems.append(
-                    Problem(
-                        "this keyword is only spaces and punctuation, which are ignored in replies",
-                        where,
-                    )
-                )
-            elif keyword_owner.get(keyword, i) != i:
-                owner = keyword_owner[keyword]
-                problems.append(
-                    Problem(
-                        f"keyword '{keyword}' is already matched by {path}.replies[{owner}] "
-                        f"('{step.replies[owner].outcome}'), which is tried first",
-                        where,
-                    )
-                )
-            else:
-                keyword_owner.setdefault(keyword, i)
+        _check_outcome(route.outcome, i, path, first_outcome, problems)
+        _check_match(step, i, path, keyword_owner, problems)
         if route.next is not None:
             _check_step_ref(route.next, ids, f"{route_path}.next", problems)
     if step.on_other is not None:
         _check_step_ref(step.on_other, ids, f"{path}.on_other", problems)
     if step.on_timeout is not None:
         _check_step_ref(step.on_timeout, ids, f"{path}.on_timeout", problems)
+
+
+def _check_outcome(
+    outcome: str, i: int, path: str, first_outcome: dict[str, int], problems: list[Problem]
+) -> None:
+    """The outcome of replies[i]: not reserved, and not one an earlier route has."""
+    where = f"{path}.replies[{i}].outcome"
+    if outcome in RESERVED_OUTCOMES:
+        problems.append(Problem(f"'{outcome}' is a reserved outcome ({RESERVED_OUTCOMES[outcome]})", where))
+    elif outcome in first_outcome:
+        problems.append(
+            Problem(
+                f"duplicate outcome '{outcome}' ({path}.replies[{first_outcome[outcome]}] "
+                "has the same outcome)",
+                where,
+            )
+        )
+    else:
+        first_outcome[outcome] = i
+
+
+def _check_match(
+    step: WaitForReplyStep, i: int, path: str, keyword_owner: dict[str, int], problems: list[Problem]
+) -> None:
+    """The keywords of replies[i]: given unless defaulted, not empty, and none an earlier route
+    (tried first) already matches."""
+    route = step.replies[i]
+    route_path = f"{path}.replies[{i}]"
+    if route.match is None and route.outcome not in DEFAULT_REPLY_KEYWORDS:
+        defaults = " and ".join(f"'{o}'" for o in DEFAULT_REPLY_KEYWORDS)
+        problems.append(
+            Problem(
+                f"reply outcome '{route.outcome}' needs 'match' (a list of keywords; only {defaults} "
+                "have default keywords)",
+                route_path,
+            )
+        )
+    elif route.match is not None and not route.match:
+        problems.append(Problem("'match' is empty, so this reply can never be chosen", f"{route_path}.match"))
+    for j, keyword in enumerate(route.keywords()):
+        where = f"{route_path}.match[{j}]" if route.match is not None else route_path
+        if keyword == "":
+            problems.append(
+                Problem("this keyword is only spaces and punctuation, which are ignored in replies", where)
+            )
+        elif keyword_owner.get(keyword, i) != i:
+            owner = keyword_owner[keyword]
+            problems.append(
+                Problem(
+                    f"keyword '{keyword}' is already matched by {path}.replies[{owner}] "
+                    f"('{step.replies[owner].outcome}'), which is tried first",
+                    where,
+                )
+            )
+        else:
+            keyword_owner.setdefault(keyword, i)
 
 
 def _check_set_parameters(
@@ -498,150 +499,3 @@ def _check_reply_condition(reply: str, path: str, outcomes: set[str] | None, pro
         known = sorted(outcomes)
         hint = _suggestion(reply, known) or f" (outcomes: {', '.join(known)})"
         problems.append(Problem(f"no wait_for_reply step has the outcome '{reply}'{hint}", path))
-
-
-# --- the step graph --------------------------------------------------------------------------
-
-
-def _targets(step: Any, default_next: int | None) -> list[int | None]:
-    """Every step id `step` can go on to; None completes the instance (falling off the end)."""
-    if isinstance(step, EndStep):
-        return []
-    if isinstance(step, GotoStep):
-        return [step.target]
-    if isinstance(step, BranchStep):
-        return [case.next for case in step.cases] + [step.else_ if step.else_ is not None else default_next]
-    if isinstance(step, WaitForReplyStep):
-        routes = [route.next if route.next is not None else default_next for route in step.replies]
-        others = [step.on_other, step.on_timeout]
-        return routes + [target if target is not None else default_next for target in others]
-    if isinstance(step, HttpRequestStep):
-        return [default_next] + ([step.on_failure] if step.on_failure is not None else [])
-    return [default_next]
-
-
-def _successors(defn: JourneyDefinition, ids: dict[int, Position]) -> dict[Position, list[Position]]:
-    """Where each step can go next (a step ending the instance, or failing it, has no successor)."""
-    result: dict[Position, list[Position]] = {}
-    for fi, flow in enumerate(defn.flows):
-        for si, step in enumerate(flow.steps):
-            following = flow.steps[si + 1].id if si + 1 < len(flow.steps) else None
-            default_next = step.next if step.next is not None else following
-            targets: list[Position] = []
-            for target in _targets(step, default_next):
-                pos = ids.get(target) if target is not None else None  # None: falling off the end
-                if pos is not None and pos not in targets:
-                    targets.append(pos)
-            result[(fi, si)] = targets
-    return result
-
-
-def _check_reachable(
-    defn: JourneyDefinition, successors: dict[Position, list[Position]], problems: list[Problem]
-) -> None:
-    reached: set[Position] = set()
-    queue: deque[Position] = deque((fi, 0) for fi in range(len(defn.flows)))
-    while queue:
-        pos = queue.popleft()
-        if pos in reached:
-            continue
-        reached.add(pos)
-        queue.extend(p for p in successors[pos] if p not in reached)
-    for pos in successors:
-        if pos not in reached:
-            step = defn.flows[pos[0]].steps[pos[1]]
-            problems.append(Problem(f"step {step.id} is unreachable", _step_path(pos)))
-
-
-def _check_loops(
-    defn: JourneyDefinition, successors: dict[Position, list[Position]], problems: list[Problem]
-) -> None:
-    """Find loops made only of steps that do not wait: each is reported once, at its first step,
-    with the shortest cycle through that step as the example."""
-
-    def waits(pos: Position) -> bool:
-        return defn.flows[pos[0]].steps[pos[1]].type in WAITING_STEP_TYPES
-
-    graph = {
-        pos: [p for p in targets if not waits(p)] for pos, targets in successors.items() if not waits(pos)
-    }
-    for component in _strongly_connected(graph):
-        start = min(component)
-        if len(component) == 1 and start not in graph[start]:
-            continue
-        cycle = _shortest_cycle(graph, start, component)
-        ids = " -> ".join(str(defn.flows[p[0]].steps[p[1]].id) for p in cycle + [start])
-        problems.append(
-            Problem(
-                f"steps {ids} form a loop with no wait, wait_until or wait_for_reply step, "
-                "so it would repeat without pause",
-                _step_path(start),
-            )
-        )
-
-
-def _strongly_connected(graph: dict[Position, list[Position]]) -> list[set[Position]]:
-    """Tarjan's algorithm, iteratively; components in order of their smallest position."""
-    index: dict[Position, int] = {}
-    low: dict[Position, int] = {}
-    on_stack: set[Position] = set()
-    stack: list[Position] = []
-    components: list[set[Position]] = []
-    counter = 0
-    for root in sorted(graph):
-        if root in index:
-            continue
-        work: list[tuple[Position, int]] = [(root, 0)]
-        while work:
-            node, i = work.pop()
-            if i == 0:
-                index[node] = low[node] = counter
-                counter += 1
-                stack.append(node)
-                on_stack.add(node)
-            edges = graph[node]
-            if i < len(edges):
-                work.append((node, i + 1))
-                child = edges[i]
-                if child not in index:
-                    work.append((child, 0))
-                elif child in on_stack:
-                    low[node] = min(low[node], index[child])
-                continue
-            if work:
-                parent = work[-1][0]
-                low[parent] = min(low[parent], low[node])
-            if low[node] == index[node]:
-                component: set[Position] = set()
-                while True:
-                    member = stack.pop()
-                    on_stack.discard(member)
-                    component.add(member)
-                    if member == node:
-                        break
-                components.append(component)
-    return sorted(components, key=min)
-
-
-def _shortest_cycle(
-    graph: dict[Position, list[Position]], start: Position, within: set[Position]
-) -> list[Position]:
-    """The shortest path start -> ... -> start inside `within` (without repeating start)."""
-    parent: dict[Position, Position] = {}
-    queue: deque[Position] = deque([start])
-    seen = {start}
-    while queue:
-        node = queue.popleft()
-        for child in graph[node]:
-            if child not in within:
-                continue
-            if child == start:
-                path = [node]
-                while path[-1] != start:
-                    path.append(parent[path[-1]])
-                return path[::-1]
-            if child not in seen:
-                seen.add(child)
-                parent[child] = node
-                queue.append(child)
-    return [start]  # pragma: no cover - a component with a cycle always has one through start

@@ -16,11 +16,12 @@ from journeys.definitions.model import JourneyDefinition
 from journeys.definitions.values import get_zone
 from journeys.engine.interpreter import Effects, Instance, StepFailed, advance
 from journeys.engine.state import HttpResult, ReplyGiven
+from journeys.errors import Invalid
 
 MAX_ITERATIONS = 10_000
 
 
-class SimulationError(ValueError):
+class SimulationError(Invalid):
     pass
 
 

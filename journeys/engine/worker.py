@@ -26,6 +26,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from journeys.backoff import backoff
 from journeys.catalog.service import load_version
 from journeys.clock import Clock
 from journeys.engine.http import perform_http
@@ -50,6 +51,8 @@ DEFAULT_LEASE = timedelta(seconds=30)
 HEARTBEAT_EVERY = 5.0  # seconds
 BACKOFF_BASE = timedelta(seconds=5)
 BACKOFF_MAX = timedelta(minutes=30)
+BATCH_BACKOFF_BASE = timedelta(seconds=0.5)  # a failed batch (e.g. the database is down)
+BATCH_BACKOFF_MAX = timedelta(seconds=30)
 
 
 @dataclass
@@ -72,8 +75,7 @@ class HttpWork:
 
 def retry_delay(attempt: int) -> timedelta:
     """Exponential backoff with jitter: between half and all of base * 2**(attempt-1), capped."""
-    ceiling = min(BACKOFF_BASE * (2 ** min(max(attempt - 1, 0), 20)), BACKOFF_MAX)
-    return timedelta(seconds=random.uniform(ceiling.total_seconds() / 2, ceiling.total_seconds()))
+    return backoff(attempt, BACKOFF_BASE, BACKOFF_MAX)
 
 
 class Worker:
@@ -296,7 +298,7 @@ class Worker:
             except Exception as exc:
                 failures += 1
                 log.error("worker batch failed (%s); backing off", type(exc).__name__)
-                timeout = min(30.0, 0.5 * 2**failures) * random.uniform(0.5, 1.0)
+                timeout = backoff(failures + 1, BATCH_BACKOFF_BASE, BATCH_BACKOFF_MAX).total_seconds()
             self.wake.wait(timeout)
             self.wake.clear()
         self._heartbeat(stopped=True)

@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection
 from journeys.clock import iso_z
 from journeys.definitions.values import NUL_PROBLEM, has_nul
 from journeys.engine.state import InstanceState, ReplyGiven
+from journeys.errors import Invalid
 from journeys.ids import new_id
 from journeys.messaging.consent import apply_keyword
 from journeys.messaging.phone import normalise_phone
@@ -22,10 +23,8 @@ MAX_REPLY_CHARS = 1600  # ten SMS segments
 REPLY = "reply"  # the kind of an inbound message that is a reply (else the consent keyword's)
 
 
-class ReplyError(ValueError):
-    def __init__(self, errors: list[str]) -> None:
-        super().__init__("; ".join(errors))
-        self.errors = errors
+class ReplyError(Invalid):
+    pass
 
 
 @dataclass(frozen=True)

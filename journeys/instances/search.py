@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from journeys.definitions.values import NUL_PROBLEM, has_nul
+from journeys.errors import Invalid
 from journeys.store.instances import (
     AndFilter,
     DateFilter,
@@ -60,10 +61,8 @@ class SearchQuery:
     take: int
 
 
-class SearchError(ValueError):
-    def __init__(self, errors: list[str]) -> None:
-        super().__init__("; ".join(errors))
-        self.errors = errors
+class SearchError(Invalid):
+    pass
 
 
 def _type_name(value: Any) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
+from journeys import errors
 from journeys.catalog.service import JourneyVersion
 from journeys.instances.search import SearchQuery
 from journeys.store import instances as repo
@@ -21,11 +22,11 @@ from journeys.timeline import event_row
 from journeys.webhooks.events import record_events
 
 
-class NotFound(LookupError):
+class NotFound(errors.NotFound):
     pass
 
 
-class Conflict(ValueError):
+class Conflict(errors.Conflict):
     pass
 
 
@@ -38,7 +39,7 @@ def get(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     row = repo.get(conn, jv.org_id, jv.journey_id, instance_id)
     if row is None:
-        raise NotFound(instance_id)
+        raise NotFound(f"instance {instance_id} not found")
     return row, repo.events(conn, jv.org_id, instance_id)
 
 
@@ -47,7 +48,7 @@ def cancel(conn: Connection, jv: JourneyVersion, instance_id: str, clock: Callab
     Raises NotFound, or Conflict when it already completed or failed."""
     before, now = repo.cancel(conn, jv.org_id, jv.journey_id, instance_id, clock)
     if before is None:
-        raise NotFound(instance_id)
+        raise NotFound(f"instance {instance_id} not found")
     if before == ACTIVE:
         record_events(
             conn,
@@ -63,7 +64,7 @@ def cancel(conn: Connection, jv: JourneyVersion, instance_id: str, clock: Callab
 DEADLOCK_RETRIES = 3
 
 
-class BulkCancelInterrupted(RuntimeError):
+class BulkCancelInterrupted(errors.Failed):
     """A chunk of a bulk cancel failed after earlier chunks had committed: `cancelled` of the
     matching instances are cancelled (for good), the rest not yet. Sending the same request
     again finishes the job: only InProgress instances are touched."""

@@ -29,6 +29,7 @@ from journeys.definitions.values import (
     parse_datetime,
 )
 from journeys.engine.state import EMPTY as EMPTY_INSTANCE_STATE
+from journeys.errors import Conflict, Invalid
 from journeys.ids import new_id, new_ids
 from journeys.records import SubflowMove, TimelineEvent
 from journeys.store import instances as repo
@@ -42,10 +43,9 @@ MAX_ERRORS = 1000
 EMPTY_STATE = EMPTY_INSTANCE_STATE.to_json()  # "{}"
 
 
-class TriggerError(ValueError):
-    def __init__(self, errors: list[str]) -> None:
-        super().__init__(f"{len(errors)} problem(s)")
-        self.errors = errors
+class TriggerError(Invalid):
+    def __str__(self) -> str:
+        return f"{len(self.messages)} problem(s)"
 
 
 @dataclass
@@ -456,5 +456,5 @@ def _start_subflow(
     return TriggerResult(None, ids)
 
 
-class ConcurrentChange(RuntimeError):
+class ConcurrentChange(Conflict, RuntimeError):
     """A guarded write lost a race; the caller rolls back and may retry the whole request."""

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from journeys.clock import iso_z
+from journeys.errors import Invalid
 from journeys.messaging.phone import normalise_phone
 from journeys.store import consent as repo
 from journeys.timeline import event_row
@@ -95,10 +96,8 @@ def _opted_out_effects(
 MAX_REASON_CHARS = 500
 
 
-class OptOutError(ValueError):
-    def __init__(self, errors: list[str]) -> None:
-        super().__init__("; ".join(errors))
-        self.errors = errors
+class OptOutError(Invalid):
+    pass
 
 
 def parse_phone(value: object, name: str = "phone") -> str:
@@ -163,11 +162,6 @@ def list_opt_outs(conn: Connection, org_id: str, phone: object, limit: int) -> l
     """The org's opted-out numbers, most recently changed first (`phone`: only that one)."""
     number = None if phone is None else parse_phone(phone)
     return [opt_out_json(r) for r in repo.list_opted_out(conn, org_id, number, limit)]
-
-
-def is_opted_out(conn: Connection, org_id: str, phone: str) -> bool:
-    """Whether `phone` (normalised) opted out of the org's SMS."""
-    return bool(repo.opted_out_among(conn, org_id, [phone]))
 
 
 def help_text(config: dict[str, Any]) -> str:

@@ -12,14 +12,15 @@ provider's Retry-After); permanent ones fail the message with the provider's err
 from __future__ import annotations
 
 import logging
-import random
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from journeys.backoff import backoff
 from journeys.clock import Clock
 from journeys.config import Settings
+from journeys.messaging.org_channels import org_channel
 from journeys.messaging.providers import registry
 from journeys.messaging.providers.base import OutboundMessage, Provider, SendResult
 from journeys.messaging.status import apply_early_status
@@ -39,8 +40,7 @@ RETRY_MAX = timedelta(hours=1)
 
 
 def send_retry_delay(attempt: int) -> timedelta:
-    ceiling = min(RETRY_BASE * (2 ** min(max(attempt - 1, 0), 20)), RETRY_MAX)
-    return timedelta(seconds=random.uniform(ceiling.total_seconds() / 2, ceiling.total_seconds()))
+    return backoff(attempt, RETRY_BASE, RETRY_MAX)
 
 
 def check_secret_key(engine: Engine, settings: Settings) -> None:
@@ -77,19 +77,44 @@ class Dispatcher:
                 delivered += 1
         return delivered
 
-    def _provider(self, org_id: str, channel: str) -> Provider:
+    def _provider(self, org_id: str, channel: str) -> Provider | None:
+        """The org's provider for `channel` (built once per configuration), or None when the
+        channel was removed meanwhile."""
         with read_only(self.engine) as conn:
-            rows = repo.list_channels(conn, org_id)
-        row = next(r for r in rows if r["channel"] == channel)
+            found = org_channel(conn, org_id, channel)
+        if found is None:
+            return None
         key = (org_id, channel)
         cached = self._providers.get(key)
-        if cached is not None and cached[0] == row["config_encrypted"]:  # a new seal differs every time
+        if cached is not None and cached[0] == found.sealed:  # a new seal differs every time
             return cached[1]
-        provider = registry.build(row["provider"], self.box.open(row["config_encrypted"]), self.settings)
-        self._providers[key] = (row["config_encrypted"], provider)
+        provider = registry.build(found.provider, self.box.open(found.sealed), self.settings)
+        self._providers[key] = (found.sealed, provider)
         return provider
 
     def _send(self, row: dict[str, Any]) -> bool:
+        """Hand one leased message to its provider and record the outcome; True when sent."""
+        attempt = int(row["attempts"])
+        result, provider_name = self._attempt(row)
+        now = self.clock.now()
+        values, kind, detail = _outcome(row, attempt, result, provider_name, now)
+        with transaction(self.engine) as conn:
+            recorded = repo.record_result(conn, row["org_id"], row["message_id"], attempt, values)
+            if recorded:
+                event = event_row(
+                    row["org_id"], row["instance_id"], now, row["flow_id"], None, row["step_id"], kind, detail
+                )
+                record_events(conn, [event])
+        if recorded and result.ok and result.provider_message_id:
+            # A status callback may have come before this commit: it was held; apply it now.
+            with transaction(self.engine) as conn:
+                apply_early_status(
+                    conn, row["org_id"], result.provider_message_id, self.clock.now(), message_known=True
+                )
+        return bool(result.ok)
+
+    def _attempt(self, row: dict[str, Any]) -> tuple[SendResult, str]:
+        """Send once; the result and the provider's name. Never raises."""
         message = OutboundMessage(
             org_id=row["org_id"],
             message_id=row["message_id"],
@@ -100,73 +125,41 @@ class Dispatcher:
             html=row["html"],
             idempotency_key=row["idempotency_key"],
         )
-        attempt = int(row["attempts"])
         try:
             provider = self._provider(row["org_id"], row["channel"])
-            result = provider.send(message)
-            provider_name = provider.name
-        except StopIteration:  # the channel was removed meanwhile: the built-in outbox takes it
-            result, provider_name = SendResult(ok=True, provider_message_id=None), "outbox"
+            if provider is None:  # the channel was removed meanwhile: the built-in outbox takes it
+                return SendResult(ok=True, provider_message_id=None), "outbox"
+            return provider.send(message), provider.name
         except Exception as exc:  # a provider bug or bad configuration: retry, never crash
             log.error("provider error for message %s: %s", row["message_id"], type(exc).__name__)
-            result, provider_name = SendResult(ok=False, error=type(exc).__name__), "unknown"
-        now = self.clock.now()
-        detail: dict[str, Any] = {
-            "messageId": row["message_id"],
+            return SendResult(ok=False, error=type(exc).__name__), "unknown"
+
+
+def _outcome(
+    row: dict[str, Any], attempt: int, result: SendResult, provider_name: str, now: datetime
+) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """What a send's result changes in the outbox row, its event's kind and detail: sent,
+    failed (permanently, or after MAX_SEND_ATTEMPTS), or queued again after a delay."""
+    detail: dict[str, Any] = {"messageId": row["message_id"], "provider": provider_name, "attempt": attempt}
+    if result.ok:
+        values: dict[str, Any] = {
+            "status": "sent",
+            "sent_at": now,
             "provider": provider_name,
-            "attempt": attempt,
+            "provider_message_id": result.provider_message_id,
+            "last_error": None,
         }
-        if result.ok:
-            values: dict[str, Any] = {
-                "status": "sent",
-                "sent_at": now,
-                "provider": provider_name,
-                "provider_message_id": result.provider_message_id,
-                "last_error": None,
-            }
-            kind = f"{row['channel']}_sent"
-        elif result.permanent or attempt >= MAX_SEND_ATTEMPTS:
-            values = {"status": "failed", "last_error": result.error, "error_code": result.error_code}
-            kind = f"{row['channel']}_failed"
-            detail.update({"error": result.error, "errorCode": result.error_code})
-        else:
-            delay = timedelta(seconds=result.retry_after) if result.retry_after else send_retry_delay(attempt)
-            values = {
-                "status": "queued",
-                "send_after": now + delay,
-                "last_error": result.error,
-                "error_code": result.error_code,
-            }
-            kind = f"{row['channel']}_retry"
-            detail.update(
-                {
-                    "error": result.error,
-                    "errorCode": result.error_code,
-                    "retryInSeconds": int(delay.total_seconds()),
-                }
-            )
-        with transaction(self.engine) as conn:
-            recorded = repo.record_result(conn, row["org_id"], row["message_id"], attempt, values)
-            if recorded:
-                record_events(
-                    conn,
-                    [
-                        event_row(
-                            row["org_id"],
-                            row["instance_id"],
-                            now,
-                            row["flow_id"],
-                            None,
-                            row["step_id"],
-                            kind,
-                            detail,
-                        )
-                    ],
-                )
-        if recorded and result.ok and result.provider_message_id:
-            # A status callback may have come before this commit: it was held; apply it now.
-            with transaction(self.engine) as conn:
-                apply_early_status(
-                    conn, row["org_id"], result.provider_message_id, self.clock.now(), message_known=True
-                )
-        return bool(result.ok)
+        return values, f"{row['channel']}_sent", detail
+    detail.update({"error": result.error, "errorCode": result.error_code})
+    if result.permanent or attempt >= MAX_SEND_ATTEMPTS:
+        values = {"status": "failed", "last_error": result.error, "error_code": result.error_code}
+        return values, f"{row['channel']}_failed", detail
+    delay = timedelta(seconds=result.retry_after) if result.retry_after else send_retry_delay(attempt)
+    values = {
+        "status": "queued",
+        "send_after": now + delay,
+        "last_error": result.error,
+        "error_code": result.error_code,
+    }
+    detail["retryInSeconds"] = int(delay.total_seconds())
+    return values, f"{row['channel']}_retry", detail

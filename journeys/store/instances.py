@@ -411,13 +411,6 @@ def events(conn: Connection, org_id: str, instance_id: str) -> list[dict[str, An
     return [dict(r) for r in conn.execute(q).mappings()]
 
 
-def count(conn: Connection, table: sa.Table, org_id: str | None = None) -> int:
-    q = sa.select(sa.func.count()).select_from(table)
-    if org_id is not None:
-        q = q.where(table.c.org_id == org_id)
-    return int(conn.execute(q).scalar_one())
-
-
 # ---------------------------------------------------------------- cancel
 _CANCELLED_VALUES: dict[str, Any] = {
     "status": "Cancelled",

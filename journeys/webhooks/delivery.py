@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import random
 import secrets as pysecrets
 from datetime import timedelta
 from typing import Any
@@ -21,6 +20,7 @@ import httpx
 from sqlalchemy.engine import Engine
 
 from journeys import outbound
+from journeys.backoff import backoff
 from journeys.clock import Clock
 from journeys.config import Settings
 from journeys.secrets import SecretBox, SecretKeyMissing
@@ -31,8 +31,8 @@ log = logging.getLogger("journeys.webhooks")
 
 TIMEOUT_SECONDS = 10.0
 LEASE = timedelta(seconds=60)
-FIRST_RETRY_SECONDS = 30
-MAX_RETRY_SECONDS = 3600
+FIRST_RETRY = timedelta(seconds=30)
+MAX_RETRY = timedelta(hours=1)
 GIVE_UP_AFTER = timedelta(hours=24)
 MIN_ATTEMPTS = 8
 REPLAY_WINDOW_SECONDS = 300
@@ -49,8 +49,7 @@ def signature_header(secret: str, timestamp: int, body: bytes) -> str:
 
 def retry_delay(attempts: int) -> timedelta:
     """Backoff after the `attempts`-th failed attempt: 30 s doubling, capped at 1 h, ±20 % jitter."""
-    base = min(FIRST_RETRY_SECONDS * 2 ** max(attempts - 1, 0), MAX_RETRY_SECONDS)
-    return timedelta(seconds=base * random.uniform(0.8, 1.2))
+    return backoff(attempts, FIRST_RETRY, MAX_RETRY, jitter=(0.8, 1.2))
 
 
 class VerificationFailed(Exception):

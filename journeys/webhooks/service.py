@@ -14,9 +14,10 @@ from sqlalchemy.engine import Engine
 
 from journeys.clock import iso_z
 from journeys.definitions.values import NUL_PROBLEM, has_nul
+from journeys.errors import JourneysError, Kind
 from journeys.ids import new_id
 from journeys.outbound import ADDRESS_NOT_ALLOWED, AddressNotAllowed, OutboundPolicy, mask_url
-from journeys.secrets import SecretBox, SecretKeyMissing
+from journeys.secrets import SecretBox
 from journeys.store import webhooks as repo
 from journeys.store.db import read_only, transaction
 from journeys.webhooks import delivery as sender
@@ -27,13 +28,8 @@ MAX_SECRET_LENGTH = 512
 MAX_URL_LENGTH = 2048
 
 
-class WebhookError(Exception):
-    """`status` is the HTTP status; `errors` the messages (no secrets, no PHI)."""
-
-    def __init__(self, status: int, errors: list[str]) -> None:
-        super().__init__("; ".join(errors))
-        self.status = status
-        self.errors = errors
+class WebhookError(JourneysError):
+    """A subscription request failed; `kind` says how, `errors` what (no secrets, no PHI)."""
 
 
 def _validate(url: Any, secret: Any, event_types: Any) -> tuple[str, str, list[str]]:
@@ -69,7 +65,7 @@ def _validate(url: Any, secret: Any, event_types: Any) -> tuple[str, str, list[s
         if "*" in types:
             types = ["*"]
     if errors:
-        raise WebhookError(400, errors)
+        raise WebhookError(errors)
     return str(url).strip(), str(secret), types
 
 
@@ -103,22 +99,19 @@ def _get(engine: Engine, org_id: str, subscription_id: str) -> dict[str, Any]:
     with read_only(engine) as conn:
         row = repo.get_subscription(conn, org_id, subscription_id)
     if row is None:
-        raise WebhookError(404, [f"webhook {subscription_id} not found"])
+        raise WebhookError([f"webhook {subscription_id} not found"], kind=Kind.NOT_FOUND)
     return row
 
 
 def _verify(
     engine: Engine, box: SecretBox, policy: OutboundPolicy, row: dict[str, Any], now: datetime
 ) -> dict[str, Any]:
-    try:
-        secret = str(box.open(row["secret_encrypted"])["secret"])
-    except SecretKeyMissing as exc:
-        raise WebhookError(503, [str(exc)]) from None
+    secret = str(box.open(row["secret_encrypted"])["secret"])  # SecretKeyMissing: unavailable
     try:
         sender.challenge(row["url"], secret, policy)
     except sender.VerificationFailed as exc:
         raise WebhookError(
-            400, [f"webhook {row['subscription_id']} was not verified: {exc} (it is kept, unverified)"]
+            [f"webhook {row['subscription_id']} was not verified: {exc} (it is kept, unverified)"]
         ) from None
     with transaction(engine) as conn:
         repo.set_verified(conn, row["org_id"], row["subscription_id"], now)
@@ -142,12 +135,9 @@ def create(
     try:
         policy.check_url(url)
     except AddressNotAllowed:
-        raise WebhookError(400, [f"url: {ADDRESS_NOT_ALLOWED}"]) from None
+        raise WebhookError([f"url: {ADDRESS_NOT_ALLOWED}"]) from None
     box = SecretBox(secret_key)
-    try:
-        sealed = box.seal({"secret": secret})
-    except SecretKeyMissing as exc:
-        raise WebhookError(503, [str(exc)]) from None
+    sealed = box.seal({"secret": secret})  # SecretKeyMissing: unavailable
     row = {
         "org_id": org_id,
         "subscription_id": new_id(),
@@ -183,16 +173,16 @@ def list_all(engine: Engine, org_id: str) -> list[dict[str, Any]]:
 def delete(engine: Engine, org_id: str, subscription_id: str, now: datetime) -> None:
     with transaction(engine) as conn:
         if not repo.disable(conn, org_id, subscription_id, now):
-            raise WebhookError(404, [f"webhook {subscription_id} not found"])
+            raise WebhookError([f"webhook {subscription_id} not found"], kind=Kind.NOT_FOUND)
 
 
 def deliveries(
     engine: Engine, org_id: str, subscription_id: str | None, status: str | None = None, limit: int = 100
 ) -> list[dict[str, Any]]:
     if status is not None and status not in DELIVERY_STATUSES:
-        raise WebhookError(400, [f"status must be one of {', '.join(DELIVERY_STATUSES)}"])
+        raise WebhookError([f"status must be one of {', '.join(DELIVERY_STATUSES)}"])
     if not 1 <= limit <= 1000:
-        raise WebhookError(400, ["limit must be between 1 and 1000"])
+        raise WebhookError(["limit must be between 1 and 1000"])
     if subscription_id is not None:
         _get(engine, org_id, subscription_id)
     with read_only(engine) as conn:

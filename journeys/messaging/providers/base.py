@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -36,5 +36,3 @@ class Provider(Protocol):
 
     def send(self, message: OutboundMessage) -> SendResult: ...
 
-
-ProviderFactory = Any  # (config: dict[str, Any], settings) -> Provider

@@ -6,6 +6,7 @@ import importlib
 from typing import Any
 
 from journeys.config import Settings
+from journeys.errors import Invalid
 from journeys.messaging.providers.base import Provider
 
 # provider name -> (module, channels it serves)
@@ -15,7 +16,7 @@ PROVIDERS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-class ProviderConfigError(ValueError):
+class ProviderConfigError(Invalid):
     pass
 
 
