@@ -13,6 +13,7 @@ import typer
 import journeys.accounts.service as accounts
 import journeys.catalog.service as catalog
 from journeys import __version__, logs
+from journeys.cli.auditing import audit_app
 from journeys.cli.channels import channel_app, webhook_app
 from journeys.cli.common import (
     _engine,
@@ -32,6 +33,7 @@ from journeys.cli.common import (
 from journeys.cli.demo import demo
 from journeys.cli.ops import cancel, optout_app, replies, reply
 from journeys.cli.simulate import simulate
+from journeys.cli.users import user_app
 from journeys.clock import iso_z
 from journeys.config import Settings
 from journeys.store.db import read_only, transaction
@@ -46,6 +48,8 @@ app.add_typer(token_app, name="token")
 app.add_typer(journey_app, name="journey")
 app.add_typer(webhook_app, name="webhook")
 app.add_typer(optout_app, name="optout")
+app.add_typer(user_app, name="user")
+app.add_typer(audit_app, name="audit")
 
 
 def _print_version(value: bool) -> None:
