@@ -95,7 +95,7 @@ def lookup(conn: Connection, token: str, now: datetime) -> Session | None:
     """The live session for a token, or None when it is unknown, revoked, idle too long, past its
     absolute timeout, or its user is disabled. Does not write: call `touch` on use."""
     org_id, sep, secret = token.partition(".")
-    if not sep or not org_id or not secret or len(token) > MAX_TOKEN_CHARS:
+    if not sep or not org_id or not secret or len(token) > MAX_TOKEN_CHARS or "\x00" in token:
         return None
     record = repo.get_session_by_hash(conn, org_id, _hash(secret))
     if record is None or record.revoked_at is not None:
