@@ -296,3 +296,37 @@ def test_cli_state_changing_commands_are_recorded_without_patient_data(
     for phi in ("3125550199", "Hello", "desk"):
         assert phi not in dump
     assert "chain intact" in ok("audit", "verify", "--org", org)
+
+
+def test_cli_org_token_journey_and_channel_commands_are_recorded(database_url: str, tmp_path: Path) -> None:
+    def ok(*args: str, **env: str) -> str:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEYS_")}
+        proc = subprocess.run(
+            [*JOURNEYS, "--db", database_url, *args],
+            cwd=tmp_path, env={**clean, **env}, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
+        return proc.stdout
+
+    org = json.loads(ok("org", "create", "Recorded Clinic", "--json"))["id"]
+    token = json.loads(ok("token", "create", "--org", org, "--name", "ehr", "--json"))["id"]
+    ok("token", "revoke", token)
+    journey = json.loads(ok("journey", "publish", str(ROOT / "examples" / "appointment-reminder.yaml"),
+                            "--org", org, "--json"))["id"]  # fmt: skip
+    settings = ("host=smtp.example.org", "port=587", "security=starttls", "username=u",
+                "password=secret-password", "from_address=c@example.org")  # fmt: skip
+    smtp = [arg for setting in settings for arg in ("--set", setting)]
+    key = "k" * 32
+    ok("channel", "set", "--org", org, "--channel", "email", "--provider", "smtp", *smtp,
+       JOURNEYS_SECRET_KEY=key)  # fmt: skip
+    ok("channel", "remove", "--org", org, "--channel", "email")
+    exported = [json.loads(line) for line in ok("audit", "export", "--org", org, "--json").splitlines()]
+    assert [(e["action"], e["target"]) for e in exported] == [
+        ("org.create", {"kind": "org", "ids": [org]}),
+        ("token.create", {"kind": "token", "ids": [token]}),
+        ("token.revoke", {"kind": "token", "ids": [token]}),
+        ("journey.publish", {"kind": "journey", "ids": [journey]}),
+        ("channel.set", {"kind": "channel", "ids": ["email"]}),
+        ("channel.remove", {"kind": "channel", "ids": ["email"]}),
+    ]
+    assert "secret-password" not in json.dumps(exported)

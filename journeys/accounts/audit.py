@@ -41,6 +41,7 @@ class ActorKind(StrEnum):
 
 class Action(StrEnum):
     # accounts
+    ORG_CREATE = "org.create"
     USER_CREATE = "user.create"
     USER_DISABLE = "user.disable"
     USER_RESET_PASSWORD = "user.reset_password"

@@ -13,7 +13,8 @@ import typer
 import journeys.accounts.service as accounts
 import journeys.catalog.service as catalog
 from journeys import __version__, logs
-from journeys.cli.auditing import audit_app
+from journeys.accounts.audit import Action
+from journeys.cli.auditing import audit_app, record_cli
 from journeys.cli.channels import channel_app, webhook_app
 from journeys.cli.common import (
     _engine,
@@ -93,6 +94,7 @@ def org_create(
     try:
         with transaction(engine) as conn:
             org = accounts.create_org(conn, name, _now())
+            record_cli(conn, org["id"], Action.ORG_CREATE, "org", (org["id"],))
     except accounts.AccountError as exc:
         _fail(str(exc))
     if as_json:
@@ -141,6 +143,7 @@ def token_create(
         parsed = accounts.parse_scopes(scopes)
         with transaction(engine) as conn:
             tok = accounts.create_token(conn, org, name, parsed, _now(), expires_in_days)
+            record_cli(conn, org, Action.TOKEN_CREATE, "token", (str(tok["id"]),))
     except accounts.AccountError as exc:
         _fail(str(exc))
     if as_json:
@@ -180,6 +183,9 @@ def token_revoke(
     try:
         with transaction(engine) as conn:
             accounts.revoke_token(conn, token_id, _now())
+            tokens = accounts.list_tokens(conn, None, _now())
+            org_id = next(str(t["orgId"]) for t in tokens if t["id"] == token_id)
+            record_cli(conn, org_id, Action.TOKEN_REVOKE, "token", (token_id,))
     except accounts.AccountError as exc:
         _fail(str(exc))
     typer.echo(f"revoked {token_id}")
@@ -211,6 +217,7 @@ def journey_publish(
         if repo.get_org(conn, org) is None:
             _fail(f"unknown org {org}")
         out = catalog.publish(conn, org, definition, _now())
+        record_cli(conn, org, Action.JOURNEY_PUBLISH, "journey", (str(out["id"]),))
     out.pop("parameters", None)
     if as_json:
         _print_json(out)
