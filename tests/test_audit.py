@@ -286,6 +286,7 @@ def test_cli_state_changing_commands_are_recorded_without_patient_data(
     ok("cancel", "--org", org, "--journey", journey["id"], "--all")
     exported = [json.loads(line) for line in ok("audit", "export", "--org", org, "--json").splitlines()]
     assert [(e["action"], e["target"], e["count"]) for e in exported] == [
+        ("journey.publish", {"kind": "journey", "ids": [journey["id"]]}, None),
         ("optout.add", {"kind": "sms_consent", "ids": []}, 1),
         ("optout.remove", {"kind": "sms_consent", "ids": []}, 1),
         ("reply.receive", {"kind": "inbound_message", "ids": [reply["id"]]}, 1),
