@@ -13,6 +13,8 @@ import typer
 import journeys.accounts.service as accounts
 import journeys.catalog.service as catalog
 from journeys import __version__, logs
+from journeys.accounts.audit import Action
+from journeys.cli.auditing import audit_app, record_cli
 from journeys.cli.channels import channel_app, webhook_app
 from journeys.cli.common import (
     _engine,
@@ -32,6 +34,7 @@ from journeys.cli.common import (
 from journeys.cli.demo import demo
 from journeys.cli.ops import cancel, optout_app, replies, reply
 from journeys.cli.simulate import simulate
+from journeys.cli.users import user_app
 from journeys.clock import iso_z
 from journeys.config import Settings
 from journeys.store.db import read_only, transaction
@@ -46,6 +49,8 @@ app.add_typer(token_app, name="token")
 app.add_typer(journey_app, name="journey")
 app.add_typer(webhook_app, name="webhook")
 app.add_typer(optout_app, name="optout")
+app.add_typer(user_app, name="user")
+app.add_typer(audit_app, name="audit")
 
 
 def _print_version(value: bool) -> None:
@@ -87,6 +92,7 @@ def org_create(
     """Create an organisation."""
     with transaction(_engine()) as conn:
         org = accounts.create_org(conn, name, _now())
+        record_cli(conn, org["id"], Action.ORG_CREATE, "org", (org["id"],))
     if as_json:
         _print_json(org)
     else:
@@ -132,6 +138,7 @@ def token_create(
     parsed = accounts.parse_scopes(scopes)
     with transaction(engine) as conn:
         tok = accounts.create_token(conn, org, name, parsed, _now(), expires_in_days)
+        record_cli(conn, org, Action.TOKEN_CREATE, "token", (str(tok["id"]),))
     if as_json:
         _print_json(tok)
     else:
@@ -167,6 +174,9 @@ def token_revoke(
     """Revoke a token at once."""
     with transaction(_engine()) as conn:
         accounts.revoke_token(conn, token_id, _now())
+        tokens = accounts.list_tokens(conn, None, _now())
+        org_id = next(str(t["orgId"]) for t in tokens if t["id"] == token_id)
+        record_cli(conn, org_id, Action.TOKEN_REVOKE, "token", (token_id,))
     typer.echo(f"revoked {token_id}")
 
 
@@ -196,6 +206,7 @@ def journey_publish(
         if repo.get_org(conn, org) is None:
             _fail(f"unknown org {org}")
         out = catalog.publish(conn, org, definition, _now())
+        record_cli(conn, org, Action.JOURNEY_PUBLISH, "journey", (str(out["id"]),))
     out.pop("parameters", None)
     if as_json:
         _print_json(out)

@@ -6,6 +6,8 @@ from typing import Any
 
 import typer
 
+from journeys.accounts.audit import Action
+from journeys.cli.auditing import record_cli
 from journeys.cli.common import (
     _engine,
     _fail,
@@ -66,6 +68,7 @@ def channel_set(
         if accounts_repo.get_org(conn, org) is None:
             _fail(f"unknown org {org}")
         channels_repo.set_channel(conn, org, channel, provider, sealed, _now())
+        record_cli(conn, org, Action.CHANNEL_SET, "channel", (channel,))
     typer.echo(f"{channel} for org {org} now goes through {provider}")
 
 
@@ -107,6 +110,7 @@ def channel_remove(
     with transaction(_engine()) as conn:
         if not channels_repo.remove_channel(conn, org, channel):
             _fail(f"org {org} has no provider for {channel}")
+        record_cli(conn, org, Action.CHANNEL_REMOVE, "channel", (channel,))
     typer.echo(f"removed the {channel} provider of org {org}")
 
 
@@ -143,6 +147,8 @@ def webhook_create(
     out = service.create(
         engine, settings.secret_key, org, url, secret, list(types), _now(), settings.outbound_policy()
     )
+    with transaction(engine) as conn:
+        record_cli(conn, org, Action.WEBHOOK_CREATE, "webhook", (str(out["id"]),))
     if as_json:
         _print_json(out)
     else:
@@ -179,6 +185,8 @@ def webhook_delete(
 
     engine = _engine()
     service.delete(engine, org, webhook_id, _now())
+    with transaction(engine) as conn:
+        record_cli(conn, org, Action.WEBHOOK_DELETE, "webhook", (webhook_id,))
     typer.echo(f"deleted webhook {webhook_id}")
 
 

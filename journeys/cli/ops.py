@@ -9,6 +9,8 @@ from typing import Any
 
 import typer
 
+from journeys.accounts.audit import Action
+from journeys.cli.auditing import record_cli
 from journeys.cli.common import (
     _engine,
     _fail,
@@ -37,6 +39,7 @@ def reply(
 
     with transaction(_engine()) as conn:
         result = receive_reply(conn, org, from_, body, _now(), "cli")
+        record_cli(conn, org, Action.REPLY_RECEIVE, "inbound_message", (result.message_id,), 1)
     out = {"id": result.message_id, "matched": result.matched, "instanceId": result.instance_id}
     if as_json:
         _print_json(out)
@@ -155,14 +158,22 @@ def cancel(
             engine, jv, query.filter, _settings().clock().now, "cli", _settings().cancel_chunk_size
         )
     except instance_service.BulkCancelInterrupted as exc:
+        _record_cancel(engine, org, jv.journey_id, exc.cancelled)
         _fail(
             f"the database failed after {exc.cancelled} instances were cancelled (they stay cancelled); "
             "run the same command again to cancel the rest"
         )
+    _record_cancel(engine, org, jv.journey_id, done)
     if as_json:
         _print_json({"cancelled": done})
     else:
         typer.echo(f"cancelled {done} instances of {jv.name}")
+
+
+def _record_cancel(engine: Any, org: str, journey_id: str, count: int) -> None:
+    """The audit entry of a bulk cancel (its chunks committed on their own: recorded after)."""
+    with transaction(engine) as conn:
+        record_cli(conn, org, Action.INSTANCES_CANCEL, "journey", (journey_id,), count)
 
 
 # ------------------------------------------------------------------ opt-outs
@@ -209,6 +220,8 @@ def optout_add(
     with transaction(_engine()) as conn:
         _org_or_fail(conn, org)
         created, record = consent.add_opt_out(conn, org, phone, reason, "cli", _now())
+        if created:  # the number is PHI: the entry counts the change, it does not name it
+            record_cli(conn, org, Action.OPT_OUT_ADD, "sms_consent", (), 1)
     if as_json:
         _print_json(record)
     elif created:
@@ -228,6 +241,8 @@ def optout_remove(
     with transaction(_engine()) as conn:
         _org_or_fail(conn, org)
         removed = consent.remove_opt_out(conn, org, phone, "cli", _now())
+        if removed:
+            record_cli(conn, org, Action.OPT_OUT_REMOVE, "sms_consent", (), 1)
     if not removed:
         _fail("that phone number is not opted out")
     typer.echo("opted back in: SMS to that number go out again")

@@ -368,3 +368,88 @@ webhook_deliveries = sa.Table(
 # Use this literal (not a bound parameter) in queries that must match the partial indexes'
 # `status = 'InProgress'` predicate: SQLite only uses a partial index when it can prove it.
 ACTIVE_LITERAL: sa.ColumnClause[str] = sa.literal_column("'InProgress'")
+
+# Staff users of an org (the console's accounts): argon2 password hashes, an optional TOTP secret
+# (sealed like provider credentials), failed-login counting for lockout. Emails are unique per org
+# whatever their case (email_key is the lower-cased address).
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("org_id", Id, nullable=False),
+    sa.Column("user_id", Id, nullable=False),
+    sa.Column("email", sa.Text, nullable=False),
+    sa.Column("email_key", sa.Text, nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),  # viewer | operator | designer | admin
+    sa.Column("password_hash", sa.Text, nullable=False),
+    sa.Column("totp_secret_encrypted", sa.Text, nullable=True),
+    sa.Column("totp_last_step", sa.BigInteger, nullable=True),  # a code is taken once
+    sa.Column("failed_logins", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("first_failed_at", UTCDateTime, nullable=True),
+    sa.Column("locked_until", UTCDateTime, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("disabled_at", UTCDateTime, nullable=True),
+    sa.Column("last_login_at", UTCDateTime, nullable=True),
+    sa.PrimaryKeyConstraint("org_id", "user_id"),
+    sa.Index("uq_users_email", "org_id", "email_key", unique=True),
+)
+
+# An org's security settings (a row only once one is changed).
+org_settings = sa.Table(
+    "org_settings",
+    metadata,
+    sa.Column("org_id", Id, nullable=False),
+    sa.Column("require_totp", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.PrimaryKeyConstraint("org_id"),
+)
+
+# Staff sessions: the random token is stored only as its SHA-256; idle and absolute expiry.
+user_sessions = sa.Table(
+    "user_sessions",
+    metadata,
+    sa.Column("org_id", Id, nullable=False),
+    sa.Column("session_id", Id, nullable=False),
+    sa.Column("user_id", Id, nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("last_seen_at", UTCDateTime, nullable=False),
+    sa.Column("idle_seconds", sa.Integer, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),  # the absolute timeout
+    sa.Column("revoked_at", UTCDateTime, nullable=True),
+    sa.Column("client_address", sa.String(64), nullable=True),
+    sa.PrimaryKeyConstraint("org_id", "session_id"),
+    sa.Index("uq_user_sessions_token", "org_id", "token_hash", unique=True),
+    sa.Index("ix_user_sessions_user", "org_id", "user_id"),
+)
+
+# The audit log: append-only, one hash chain per org (each entry's hash covers the previous
+# one's). audit_heads holds each chain's last seq and hash: writers lock its row, so two cannot
+# fork the chain. Ids and counts only, never parameter values.
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("org_id", Id, nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("actor_kind", sa.String(16), nullable=False),  # user | token | cli | feed
+    sa.Column("actor_id", sa.String(64), nullable=True),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("target_kind", sa.String(32), nullable=True),
+    sa.Column("target_ids", sa.Text, nullable=False, server_default="[]"),  # JSON array of ids
+    sa.Column("count", sa.BigInteger, nullable=True),
+    sa.Column("client_address", sa.String(64), nullable=True),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.PrimaryKeyConstraint("org_id", "seq"),
+    sa.Index("ix_audit_log_org_at", "org_id", "at"),
+)
+
+audit_heads = sa.Table(
+    "audit_heads",
+    metadata,
+    sa.Column("org_id", Id, nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.PrimaryKeyConstraint("org_id"),
+)
