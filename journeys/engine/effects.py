@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+import msgspec
+
 from journeys.engine.state import EMPTY, InstanceState
 from journeys.records import QueuedMessage, TimelineEvent
 
@@ -21,8 +23,7 @@ class StepFailed(Exception):
         self.step_id: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class HttpCall:
+class HttpCall(msgspec.Struct, frozen=True):
     """The request an http_request step makes (the worker makes it after the batch commits)."""
 
     step: int
@@ -87,15 +88,13 @@ class Effects:
     steps_run: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Next:
+class Next(msgspec.Struct, frozen=True):
     """A step's result: go on at `step_id` (None: the end of the flow)."""
 
     step_id: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class Stop:
+class Stop(msgspec.Struct, frozen=True):
     """A step's result: the instance waits (or has ended); its Effects are final."""
 
     complete_after_wait: bool = False  # the flow ends with this wait: complete once it is over

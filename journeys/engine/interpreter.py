@@ -11,9 +11,10 @@ it exactly.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from msgspec.structs import replace
 
 from journeys.definitions.model import (
     BranchStep,

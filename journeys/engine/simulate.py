@@ -7,10 +7,12 @@ what it would send (rendered), waits, held sends, caps and branches taken.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
+
+from msgspec.structs import replace
 
 from journeys.definitions.model import JourneyDefinition
 from journeys.definitions.values import get_zone

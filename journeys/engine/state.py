@@ -11,36 +11,33 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 
-@dataclass(frozen=True, slots=True)
-class Awaiting:
+
+class Awaiting(msgspec.Struct, frozen=True):
     """Waiting at a wait_for_reply step until `until` (ISO UTC)."""
 
     step: int
     until: str
 
 
-@dataclass(frozen=True, slots=True)
-class Deferred:
+class Deferred(msgspec.Struct, frozen=True):
     """A capped send at `step` deferred since `since` (ISO UTC)."""
 
     step: int
     since: str
 
 
-@dataclass(frozen=True, slots=True)
-class PendingHttp:
+class PendingHttp(msgspec.Struct, frozen=True):
     """The idempotency key of the call an http_request step makes (the same on every retry)."""
 
     step: int
     key: str
 
 
-@dataclass(frozen=True, slots=True)
-class ReplyGiven:
+class ReplyGiven(msgspec.Struct, frozen=True):
     """A patient's reply handed to the waiting instance."""
 
     text: str
@@ -48,8 +45,7 @@ class ReplyGiven:
     message_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class HttpResult:
+class HttpResult(msgspec.Struct, frozen=True):
     """The outcome of an http_request step's call. `data` is the JSON answer (or None)."""
 
     ok: bool
@@ -65,8 +61,7 @@ class HttpResult:
         return {"ok": self.ok, "status": self.status, "json": self.data, "error": self.error}
 
 
-@dataclass(frozen=True, slots=True)
-class InstanceState:
+class InstanceState(msgspec.Struct, frozen=True):
     complete_after_wait: bool = False  # the flow ended with a wait: complete when it is over
     skip_next_send: bool = False  # a wait_until passed with policy skip
     held: int | None = None  # the send held by the send window
@@ -75,7 +70,7 @@ class InstanceState:
     reply: ReplyGiven | None = None
     last_reply: str | None = None  # the outcome of the last wait_for_reply (for branches)
     outcome: str | None = None  # the end step's outcome
-    http: Mapping[str, HttpResult] = field(default_factory=dict)  # by str(step id)
+    http: Mapping[str, HttpResult] = msgspec.field(default_factory=dict)  # by str(step id)
     http_key: PendingHttp | None = None
 
     @classmethod

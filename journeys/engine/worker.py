@@ -20,10 +20,11 @@ import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from msgspec.structs import replace
 from sqlalchemy.engine import Engine
 
 from journeys.backoff import backoff

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 
+from msgspec.structs import replace
 from sqlalchemy.engine import Connection
 
 from journeys.clock import iso_z
