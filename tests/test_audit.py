@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import make_postgres_database, require_postgres
 from sqlalchemy.engine import Engine
+from support.databases import make_postgres_database, require_postgres
 
 from journeys.accounts import audit
 from journeys.accounts.audit import Action, ActorKind, AuditEntry

@@ -18,7 +18,7 @@ from journeys.api.errors import is_unavailable
 from journeys.api.inputs import read_json
 from journeys.api.medchat import journey_or_404
 from journeys.api.openapi import CancelResult, OptOut, OptOuts, Replies, ReplyResult, responses
-from journeys.api.schemas import CancelRequest, openapi_body, reply_json
+from journeys.api.schemas import CancelRequest, openapi_body, opt_out_json, reply_json
 from journeys.errors import Invalid, JourneysError, Kind, NotFound
 from journeys.instances import replies as replies_service
 from journeys.instances import service as instance_service
@@ -156,7 +156,7 @@ async def list_opt_outs(
 ) -> Response:
     def work() -> list[dict[str, Any]]:
         with read_only(request.app.state.engine) as conn:
-            return consent.list_opt_outs(conn, orgId, phone, limit)
+            return [opt_out_json(o) for o in consent.list_opt_outs(conn, orgId, phone, limit)]
 
     return _json(await run_in_threadpool(work))
 
@@ -190,14 +190,14 @@ async def add_opt_out(
     if unknown:
         raise Invalid(unknown)
 
-    def work() -> tuple[bool, dict[str, Any]]:
+    def work() -> tuple[bool, consent.OptOut]:
         with transaction(state.engine) as conn:
             return consent.add_opt_out(
                 conn, orgId, body.get("phone"), body.get("reason"), "api", state.clock.now()
             )
 
     created, record = await run_in_threadpool(work)
-    return _json(record, 201 if created else 200)
+    return _json(opt_out_json(record), 201 if created else 200)
 
 
 @router.delete(

@@ -10,6 +10,8 @@ from pydantic import BaseModel, Field
 from journeys.clock import iso_z
 from journeys.instances.replies import InboundReply
 from journeys.instances.search import MAX_SKIP
+from journeys.messaging.consent import OptOut
+from journeys.webhooks.service import Delivery, Subscription
 
 # The stored kind of an inbound message, as the API names it: a consent keyword was handled.
 REPLY_KIND_JSON = {"reply": "reply", "opt_out": "optOut", "opt_in": "optIn", "help": "help"}
@@ -155,3 +157,40 @@ def component_schemas() -> dict[str, Any]:
         out.update(schema.pop("$defs", {}))
         out[model.__name__] = schema
     return out
+
+
+def subscription_json(s: Subscription) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "url": s.url,
+        "eventTypes": list(s.event_types),
+        "verified": s.verified_at is not None,
+        "verifiedDateTime": iso_z(s.verified_at),
+        "createdDateTime": iso_z(s.created_at),
+    }
+
+
+def delivery_json(d: Delivery) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "type": d.event_type,
+        "instanceId": d.instance_id,
+        "status": d.status,
+        "attempts": d.attempts,
+        "lastStatusCode": d.last_status_code,
+        "lastError": d.last_error,
+        "nextAttemptDateTime": iso_z(d.next_attempt_at),
+        "createdDateTime": iso_z(d.created_at),
+        "deliveredDateTime": iso_z(d.delivered_at),
+    }
+
+
+def opt_out_json(o: OptOut) -> dict[str, Any]:
+    return {
+        "phone": o.phone,
+        "optedOut": o.opted_out,
+        "source": o.source,
+        "keyword": o.keyword,
+        "reason": o.reason,
+        "updatedDateTime": iso_z(o.updated_at),
+    }

@@ -14,6 +14,7 @@ from journeys.accounts.service import SCOPE_CREATE, SCOPE_READ, Principal
 from journeys.api.auth import require
 from journeys.api.inputs import read_json
 from journeys.api.openapi import Deliveries, Webhook, Webhooks, responses
+from journeys.api.schemas import delivery_json, subscription_json
 from journeys.errors import Invalid
 from journeys.webhooks import service
 from journeys.webhooks.events import EVENT_TYPES
@@ -72,7 +73,7 @@ async def create_webhook(
             state.settings.outbound_policy(),
         )
     )
-    return _json(out, 201)
+    return _json(subscription_json(out), 201)
 
 
 @router.get(
@@ -81,7 +82,8 @@ async def create_webhook(
 async def list_webhooks(
     orgId: str, request: Request, _: Principal = Depends(require(SCOPE_READ))
 ) -> Response:  # noqa: N803
-    return _json(await run_in_threadpool(lambda: service.list_all(request.app.state.engine, orgId)))
+    found = await run_in_threadpool(lambda: service.list_all(request.app.state.engine, orgId))
+    return _json([subscription_json(s) for s in found])
 
 
 @router.delete(
@@ -132,7 +134,7 @@ async def verify_webhook(
             state.settings.outbound_policy(),
         )
     )
-    return _json(out)
+    return _json(subscription_json(out))
 
 
 @router.get(
@@ -149,4 +151,5 @@ async def list_deliveries(
     _: Principal = Depends(require(SCOPE_READ)),
 ) -> Response:
     engine = request.app.state.engine
-    return _json(await run_in_threadpool(lambda: service.deliveries(engine, orgId, webhookId, status, limit)))
+    found = await run_in_threadpool(lambda: service.deliveries(engine, orgId, webhookId, status, limit))
+    return _json([delivery_json(d) for d in found])

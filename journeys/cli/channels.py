@@ -7,6 +7,7 @@ from typing import Any
 import typer
 
 from journeys.accounts.audit import Action
+from journeys.api.schemas import delivery_json, subscription_json
 from journeys.cli.auditing import record_cli
 from journeys.cli.common import (
     _engine,
@@ -148,11 +149,11 @@ def webhook_create(
         engine, settings.secret_key, org, url, secret, list(types), _now(), settings.outbound_policy()
     )
     with transaction(engine) as conn:
-        record_cli(conn, org, Action.WEBHOOK_CREATE, "webhook", (str(out["id"]),))
+        record_cli(conn, org, Action.WEBHOOK_CREATE, "webhook", (out.id,))
     if as_json:
-        _print_json(out)
+        _print_json(subscription_json(out))
     else:
-        typer.echo(f"created webhook {out['id']} (verified)")
+        typer.echo(f"created webhook {out.id} (verified)")
 
 
 @webhook_app.command("list")
@@ -164,13 +165,13 @@ def webhook_list(
 
     engine = _engine()
     _webhook_org(engine, org)
-    rows = service.list_all(engine, org)
+    found = service.list_all(engine, org)
     if as_json:
-        _print_json(rows)
+        _print_json([subscription_json(s) for s in found])
         return
-    for r in rows:
-        state = "verified" if r["verified"] else "unverified"
-        typer.echo(f"{r['id']}  {state:<10} {r['url']}  {','.join(r['eventTypes'])}")
+    for s in found:
+        state = "verified" if s.verified_at is not None else "unverified"
+        typer.echo(f"{s.id}  {state:<10} {s.url}  {','.join(s.event_types)}")
 
 
 @webhook_app.command("delete")
@@ -225,13 +226,13 @@ def webhook_deliveries(
 
     engine = _engine()
     _webhook_org(engine, org)
-    rows = service.deliveries(engine, org, webhook, status, limit)
+    found = service.deliveries(engine, org, webhook, status, limit)
     if as_json:
-        _print_json(rows)
+        _print_json([delivery_json(d) for d in found])
         return
-    for r in rows:
-        code = r["lastStatusCode"] if r["lastStatusCode"] is not None else "-"
+    for d in found:
+        code = d.last_status_code if d.last_status_code is not None else "-"
         typer.echo(
-            f"{r['id']}  {r['type']:<24} {r['status']:<9} attempts={r['attempts']} last={code}"
-            f"  {r['lastError'] or ''}".rstrip()
+            f"{d.id}  {d.event_type:<24} {d.status:<9} attempts={d.attempts} last={code}"
+            f"  {d.last_error or ''}".rstrip()
         )

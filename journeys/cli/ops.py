@@ -10,6 +10,7 @@ from typing import Any
 import typer
 
 from journeys.accounts.audit import Action
+from journeys.api.schemas import opt_out_json
 from journeys.cli.auditing import record_cli
 from journeys.cli.common import (
     _engine,
@@ -22,6 +23,7 @@ from journeys.cli.common import (
     new_app,
     org_option,
 )
+from journeys.clock import iso_z
 from journeys.store.db import read_only, transaction
 
 optout_app = new_app("SMS opt-outs of an org: list, add, remove.")
@@ -195,16 +197,16 @@ def optout_list(
     from journeys.messaging import consent
 
     with read_only(_engine()) as conn:
-        rows = consent.list_opt_outs(conn, org, phone, limit)
+        found = consent.list_opt_outs(conn, org, phone, limit)
     if as_json:
-        _print_json(rows)
+        _print_json([opt_out_json(o) for o in found])
         return
-    if not rows:
+    if not found:
         typer.echo("no opted-out numbers", err=True)
-    for r in rows:
-        how = f"texted {r['keyword']}" if r["keyword"] else f"by {r['source']}"
-        reason = f": {r['reason']}" if r["reason"] else ""
-        typer.echo(f"{r['phone']}  opted out {r['updatedDateTime']} ({how}){reason}")
+    for o in found:
+        how = f"texted {o.keyword}" if o.keyword else f"by {o.source}"
+        reason = f": {o.reason}" if o.reason else ""
+        typer.echo(f"{o.phone}  opted out {iso_z(o.updated_at)} ({how}){reason}")
 
 
 @optout_app.command("add")
@@ -223,11 +225,11 @@ def optout_add(
         if created:  # the number is PHI: the entry counts the change, it does not name it
             record_cli(conn, org, Action.OPT_OUT_ADD, "sms_consent", (), 1)
     if as_json:
-        _print_json(record)
+        _print_json(opt_out_json(record))
     elif created:
-        typer.echo(f"{record['phone']} is opted out: no SMS goes to it any more")
+        typer.echo(f"{record.phone} is opted out: no SMS goes to it any more")
     else:
-        typer.echo(f"{record['phone']} was already opted out (unchanged)")
+        typer.echo(f"{record.phone} was already opted out (unchanged)")
 
 
 @optout_app.command("remove")

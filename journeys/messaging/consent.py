@@ -13,12 +13,12 @@ Staff can do the same through the API or the CLI (the patient asked at the front
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from journeys.clock import iso_z
 from journeys.errors import Invalid
 from journeys.messaging.phone import normalise_phone
 from journeys.store import consent as repo
@@ -125,20 +125,32 @@ def _parse_reason(value: object) -> str | None:
     return value
 
 
-def opt_out_json(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "phone": row["phone"],
-        "optedOut": row["status"] == repo.OPTED_OUT,
-        "source": row["source"],
-        "keyword": row["keyword"],
-        "reason": row["reason"],
-        "updatedDateTime": iso_z(row["updated_at"]),
-    }
+@dataclass(frozen=True, slots=True)
+class OptOut:
+    """A number's consent record as staff see it."""
+
+    phone: str
+    opted_out: bool
+    source: str | None  # who changed it last: sms, api, cli, …
+    keyword: str | None  # the keyword the patient texted, if that was the change
+    reason: str | None  # staff's note
+    updated_at: datetime
+
+
+def _opt_out(row: dict[str, Any]) -> OptOut:
+    return OptOut(
+        phone=str(row["phone"]),
+        opted_out=row["status"] == repo.OPTED_OUT,
+        source=row["source"],
+        keyword=row["keyword"],
+        reason=row["reason"],
+        updated_at=row["updated_at"],
+    )
 
 
 def add_opt_out(
     conn: Connection, org_id: str, phone: object, reason: object, source: str, now: datetime
-) -> tuple[bool, dict[str, Any]]:
+) -> tuple[bool, OptOut]:
     """Opt a number out as staff, with a STOP's effects. Returns (whether this call opted it
     out — False when it already was, and then nothing changes), and its record."""
     number = parse_phone(phone)
@@ -150,7 +162,7 @@ def add_opt_out(
         _opted_out_effects(conn, org_id, number, now, {"source": source})
     row = repo.get(conn, org_id, number)
     assert row is not None
-    return changed, opt_out_json(row)
+    return changed, _opt_out(row)
 
 
 def remove_opt_out(conn: Connection, org_id: str, phone: object, source: str, now: datetime) -> bool:
@@ -158,10 +170,10 @@ def remove_opt_out(conn: Connection, org_id: str, phone: object, source: str, no
     return repo.opt_in_if_opted_out(conn, org_id, parse_phone(phone), now, source)
 
 
-def list_opt_outs(conn: Connection, org_id: str, phone: object, limit: int) -> list[dict[str, Any]]:
+def list_opt_outs(conn: Connection, org_id: str, phone: object, limit: int) -> list[OptOut]:
     """The org's opted-out numbers, most recently changed first (`phone`: only that one)."""
     number = None if phone is None else parse_phone(phone)
-    return [opt_out_json(r) for r in repo.list_opted_out(conn, org_id, number, limit)]
+    return [_opt_out(r) for r in repo.list_opted_out(conn, org_id, number, limit)]
 
 
 def help_text(config: dict[str, Any]) -> str:

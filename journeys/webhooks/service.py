@@ -6,13 +6,13 @@ events are only recorded for verified subscriptions."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy.engine import Engine
 
-from journeys.clock import iso_z
 from journeys.definitions.values import NUL_PROBLEM, has_nul
 from journeys.errors import JourneysError, Kind
 from journeys.ids import new_id
@@ -69,30 +69,56 @@ def _validate(url: Any, secret: Any, event_types: Any) -> tuple[str, str, list[s
     return str(url).strip(), str(secret), types
 
 
-def subscription_json(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": row["subscription_id"],
-        "url": mask_url(str(row["url"])),  # credentials in it are never shown back
-        "eventTypes": str(row["event_types"]).split(),
-        "verified": row["verified_at"] is not None,
-        "verifiedDateTime": iso_z(row["verified_at"]),
-        "createdDateTime": iso_z(row["created_at"]),
-    }
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """A webhook subscription as shown to its org (never its secret)."""
+
+    id: str
+    url: str  # credentials in it masked: never shown back
+    event_types: tuple[str, ...]
+    verified_at: datetime | None
+    created_at: datetime
 
 
-def delivery_json(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": row["delivery_id"],
-        "type": row["event_type"],
-        "instanceId": row["instance_id"],
-        "status": row["status"],
-        "attempts": row["attempts"],
-        "lastStatusCode": row["last_status_code"],
-        "lastError": row["last_error"],
-        "nextAttemptDateTime": iso_z(row["next_attempt_at"]) if row["status"] == "pending" else None,
-        "createdDateTime": iso_z(row["created_at"]),
-        "deliveredDateTime": iso_z(row["delivered_at"]),
-    }
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One event's delivery to a subscription: its attempts and the last answer."""
+
+    id: str
+    event_type: str
+    instance_id: str | None
+    status: str
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    next_attempt_at: datetime | None  # only while pending
+    created_at: datetime
+    delivered_at: datetime | None
+
+
+def _subscription(row: dict[str, Any]) -> Subscription:
+    return Subscription(
+        id=str(row["subscription_id"]),
+        url=mask_url(str(row["url"])),
+        event_types=tuple(str(row["event_types"]).split()),
+        verified_at=row["verified_at"],
+        created_at=row["created_at"],
+    )
+
+
+def _delivery(row: dict[str, Any]) -> Delivery:
+    return Delivery(
+        id=str(row["delivery_id"]),
+        event_type=str(row["event_type"]),
+        instance_id=row["instance_id"],
+        status=str(row["status"]),
+        attempts=int(row["attempts"]),
+        last_status_code=row["last_status_code"],
+        last_error=row["last_error"],
+        next_attempt_at=row["next_attempt_at"] if row["status"] == "pending" else None,
+        created_at=row["created_at"],
+        delivered_at=row["delivered_at"],
+    )
 
 
 def _get(engine: Engine, org_id: str, subscription_id: str) -> dict[str, Any]:
@@ -127,7 +153,7 @@ def create(
     event_types: Any,
     now: datetime,
     policy: OutboundPolicy,
-) -> dict[str, Any]:
+) -> Subscription:
     """Store the subscription, then challenge the endpoint. Raises WebhookError (400 when the
     challenge fails; the subscription stays, unverified, with its id in the message; 400 and
     nothing stored when the URL's address is not allowed by the outbound policy)."""
@@ -150,7 +176,7 @@ def create(
     }
     with transaction(engine) as conn:
         repo.insert_subscription(conn, row)
-    return subscription_json(_verify(engine, box, policy, row, now))
+    return _subscription(_verify(engine, box, policy, row, now))
 
 
 def verify(
@@ -160,14 +186,14 @@ def verify(
     subscription_id: str,
     now: datetime,
     policy: OutboundPolicy,
-) -> dict[str, Any]:
+) -> Subscription:
     row = _get(engine, org_id, subscription_id)
-    return subscription_json(_verify(engine, SecretBox(secret_key), policy, row, now))
+    return _subscription(_verify(engine, SecretBox(secret_key), policy, row, now))
 
 
-def list_all(engine: Engine, org_id: str) -> list[dict[str, Any]]:
+def list_all(engine: Engine, org_id: str) -> list[Subscription]:
     with read_only(engine) as conn:
-        return [subscription_json(r) for r in repo.list_subscriptions(conn, org_id)]
+        return [_subscription(r) for r in repo.list_subscriptions(conn, org_id)]
 
 
 def delete(engine: Engine, org_id: str, subscription_id: str, now: datetime) -> None:
@@ -178,7 +204,7 @@ def delete(engine: Engine, org_id: str, subscription_id: str, now: datetime) -> 
 
 def deliveries(
     engine: Engine, org_id: str, subscription_id: str | None, status: str | None = None, limit: int = 100
-) -> list[dict[str, Any]]:
+) -> list[Delivery]:
     if status is not None and status not in DELIVERY_STATUSES:
         raise WebhookError([f"status must be one of {', '.join(DELIVERY_STATUSES)}"])
     if not 1 <= limit <= 1000:
@@ -186,7 +212,7 @@ def deliveries(
     if subscription_id is not None:
         _get(engine, org_id, subscription_id)
     with read_only(engine) as conn:
-        return [delivery_json(r) for r in repo.list_deliveries(conn, org_id, subscription_id, status, limit)]
+        return [_delivery(r) for r in repo.list_deliveries(conn, org_id, subscription_id, status, limit)]
 
 
 def parse_event_types(text: str) -> Sequence[str]:
