@@ -131,3 +131,18 @@ class NewDelivery(msgspec.Struct, frozen=True):
     event_type: str
     payload: str
     at: datetime
+
+
+class ParameterRow(msgspec.Struct, frozen=True):
+    """One searchable parameter of an instance (`instance_parameters`): written when an
+    instance starts, when a subflow changes parameters and when a step saves one."""
+
+    org_id: str
+    instance_id: str
+    journey_id: str
+    name: str  # lower case: search matches names whatever their case
+    value: str
+
+    @classmethod
+    def of(cls, org_id: str, instance_id: str, journey_id: str, name: str, value: str) -> ParameterRow:
+        return cls(org_id, instance_id, journey_id, name.lower(), value)

@@ -37,7 +37,7 @@ from journeys.ids import new_id
 from journeys.messaging.dispatch import Dispatcher
 from journeys.messaging.phone import normalise_phone
 from journeys.messaging.queue import SmsLedger, queue_messages
-from journeys.records import ClaimedInstance, CursorUpdate, QueuedMessage, TimelineEvent
+from journeys.records import ClaimedInstance, CursorUpdate, ParameterRow, QueuedMessage, TimelineEvent
 from journeys.store import work
 from journeys.store.db import read_only, transaction
 from journeys.store.instances import replace_parameters
@@ -154,7 +154,7 @@ class Worker:
         kept = work.write_instance_updates(conn, token, [update for _, _, update in runs])
         events: list[TimelineEvent] = []
         messages: list[QueuedMessage] = []
-        param_rows: list[dict[str, Any]] = []
+        param_rows: list[ParameterRow] = []
         calls: list[HttpWork] = []
         for row, fx, _ in runs:
             if (row.org_id, row.instance_id) not in kept:
@@ -163,7 +163,8 @@ class Worker:
             events.extend(fx.events)
             messages.extend(fx.messages)
             if fx.parameters is not None and fx.changed:
-                param_rows.extend(_parameter_rows(row, fx.parameters, fx.changed))
+                org, iid, jid, params = row.org_id, row.instance_id, row.journey_id, fx.parameters
+                param_rows.extend(ParameterRow.of(org, iid, jid, n, params[n]) for n in sorted(fx.changed))
             if fx.http_call is not None:
                 calls.append(HttpWork(row.org_id, row.instance_id, row.rev + 1, fx.http_call))
         record_events(conn, events)
@@ -397,22 +398,6 @@ def _cursor_update(
         ended_at=now if ended else None,
         waiting_reply_phone=None if ended else fx.reply_phone,
     )
-
-
-def _parameter_rows(
-    row: ClaimedInstance, parameters: dict[str, str], changed: set[str]
-) -> list[dict[str, Any]]:
-    """The searchable rows of an instance's changed parameters."""
-    return [
-        {
-            "org_id": row.org_id,
-            "instance_id": row.instance_id,
-            "journey_id": row.journey_id,
-            "name": name.lower(),
-            "value": parameters[name],
-        }
-        for name in sorted(changed)
-    ]
 
 
 def store_http_result(

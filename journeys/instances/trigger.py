@@ -31,10 +31,10 @@ from journeys.definitions.values import (
 from journeys.engine.state import EMPTY as EMPTY_INSTANCE_STATE
 from journeys.errors import Conflict, Invalid
 from journeys.ids import new_id, new_ids
-from journeys.records import SubflowMove, TimelineEvent
+from journeys.records import ParameterRow, SubflowMove, TimelineEvent
 from journeys.store import instances as repo
 from journeys.store import stats
-from journeys.store.tables import ACTIVE, instance_parameters, journey_instances
+from journeys.store.tables import ACTIVE, journey_instances
 from journeys.store.work import notify_due
 from journeys.timeline import event_row
 from journeys.webhooks.events import record_events
@@ -280,16 +280,6 @@ def _refuse_active(
         raise TriggerError(v.errors)
 
 
-def _parameter_row(jv: JourneyVersion, instance_id: str, name: str, value: str) -> dict[str, Any]:
-    return {
-        "org_id": jv.org_id,
-        "instance_id": instance_id,
-        "journey_id": jv.journey_id,
-        "name": name.lower(),
-        "value": value,
-    }
-
-
 def _start_main(
     conn: Connection,
     jv: JourneyVersion,
@@ -307,7 +297,7 @@ def _start_main(
     first_step = main.steps[0].id
     started = {"batchId": batch_id, "version": jv.version}
     inst_rows: list[dict[str, Any]] = []
-    param_rows: list[dict[str, Any]] = []
+    param_rows: list[ParameterRow] = []
     events: list[TimelineEvent] = []
     for e, iid in zip(entries, ids, strict=True):
         inst_rows.append(
@@ -331,10 +321,10 @@ def _start_main(
                 "start_at": now,
             }
         )
-        param_rows.extend(_parameter_row(jv, iid, name, value) for name, value in e.params.items())
+        param_rows.extend(ParameterRow.of(jv.org_id, iid, jv.journey_id, n, v) for n, v in e.params.items())
         events.append(event_row(jv.org_id, iid, now, main.id, main.name, None, "started", started))
     repo.insert_rows(conn, journey_instances, inst_rows)
-    repo.insert_rows(conn, instance_parameters, param_rows)
+    repo.insert_parameters(conn, param_rows)
     record_events(conn, events)
     notify_due(conn)
     return TriggerResult(batch_id, ids, statistics_stale=stats.need_analyze(conn, len(inst_rows)))
@@ -361,7 +351,7 @@ class _Moves:
     """What starting a subflow writes."""
 
     moves: list[SubflowMove] = field(default_factory=list)
-    param_rows: list[dict[str, Any]] = field(default_factory=list)
+    param_rows: list[ParameterRow] = field(default_factory=list)
     events: list[TimelineEvent] = field(default_factory=list)
 
 
@@ -411,7 +401,7 @@ def _plan_move(
     iid = match["instance_id"]
     parameters = json.dumps(merged, ensure_ascii=False, separators=(",", ":"))
     out.moves.append(SubflowMove(iid, int(match["rev"]), flow.id, flow.steps[0].id, now, parameters))
-    out.param_rows.extend(_parameter_row(jv, iid, name, value) for name, value in changed.items())
+    out.param_rows.extend(ParameterRow.of(jv.org_id, iid, jv.journey_id, n, v) for n, v in changed.items())
     detail = {"changedParameters": sorted(changed)}
     out.events.append(event_row(jv.org_id, iid, now, flow.id, flow.name, None, "subflow_started", detail))
 

@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from journeys.records import SubflowMove
+from journeys.records import ParameterRow, SubflowMove
 from journeys.store.backends import Backend, backend_for
 from journeys.store.bulk import insert_many, one_of
 from journeys.store.tables import (
@@ -307,7 +307,18 @@ def apply_subflow_updates(conn: Connection, org_id: str, moves: Sequence[Subflow
     return int(result.rowcount or 0)
 
 
-def replace_parameters(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+def _parameter_record(r: ParameterRow) -> dict[str, Any]:
+    """A parameter row's table row (the one conversion)."""
+    return {"org_id": r.org_id, "instance_id": r.instance_id, "journey_id": r.journey_id, "name": r.name,
+            "value": r.value}  # fmt: skip
+
+
+def insert_parameters(conn: Connection, rows: Sequence[ParameterRow]) -> None:
+    """Store new instances' searchable parameters (one set-based insert)."""
+    insert_many(conn, ip, [_parameter_record(r) for r in rows])
+
+
+def replace_parameters(conn: Connection, rows: Sequence[ParameterRow]) -> None:
     """Upsert searchable parameter rows (one executemany delete by key, then one multi-row insert)."""
     if not rows:
         return
@@ -317,9 +328,9 @@ def replace_parameters(conn: Connection, rows: Sequence[dict[str, Any]]) -> None
             ip.c.instance_id == sa.bindparam("b_instance_id"),
             ip.c.name == sa.bindparam("b_name"),
         ),
-        [{"b_org_id": r["org_id"], "b_instance_id": r["instance_id"], "b_name": r["name"]} for r in rows],
+        [{"b_org_id": r.org_id, "b_instance_id": r.instance_id, "b_name": r.name} for r in rows],
     )
-    insert_rows(conn, ip, rows)
+    insert_parameters(conn, rows)
 
 
 # ---------------------------------------------------------------- reads
