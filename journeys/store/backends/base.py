@@ -140,11 +140,17 @@ class Backend(ABC):
         """Insert `rows` (dicts with the same keys) in the fewest round trips."""
 
     @abstractmethod
+    def _insert(self, table: sa.Table) -> Any:
+        """The dialect's INSERT construct (it has `on_conflict_do_update`)."""
+
     def upsert(
         self, table: sa.Table, values: dict[str, Any], key: list[str], update: dict[str, Any],
         where: sa.ColumnElement[bool] | None,
     ) -> sa.Insert:  # fmt: skip
         """INSERT `values`, or on a conflict on `key` UPDATE with `update` (if `where`)."""
+        insert = self._insert(table).values(**values)
+        stmt: sa.Insert = insert.on_conflict_do_update(index_elements=key, set_=update, where=where)
+        return stmt
 
     # ------------------------------------------------------------ the worker
     @abstractmethod

@@ -245,15 +245,8 @@ class PostgreSQLBackend(Backend):
         finally:
             cursor.close()
 
-    def upsert(
-        self, table: sa.Table, values: dict[str, Any], key: list[str], update: dict[str, Any],
-        where: sa.ColumnElement[bool] | None,
-    ) -> sa.Insert:  # fmt: skip
-        return (
-            postgresql.insert(table)
-            .values(**values)
-            .on_conflict_do_update(index_elements=key, set_=update, where=where)
-        )
+    def _insert(self, table: sa.Table) -> Any:
+        return postgresql.insert(table)
 
     # ------------------------------------------------------------ the worker
     def write_cursor_updates(

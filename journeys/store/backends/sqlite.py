@@ -187,15 +187,8 @@ class SQLiteBackend(Backend):
         sql = f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})"
         conn.exec_driver_sql(sql, driver_rows(conn.dialect, [(c, table.c[c].type) for c in cols], rows))
 
-    def upsert(
-        self, table: sa.Table, values: dict[str, Any], key: list[str], update: dict[str, Any],
-        where: sa.ColumnElement[bool] | None,
-    ) -> sa.Insert:  # fmt: skip
-        return (
-            sqlite.insert(table)
-            .values(**values)
-            .on_conflict_do_update(index_elements=key, set_=update, where=where)
-        )
+    def _insert(self, table: sa.Table) -> Any:
+        return sqlite.insert(table)
 
     # ------------------------------------------------------------ the worker
     def write_cursor_updates(
