@@ -113,10 +113,10 @@ class Tenant:
 def make_tenant(db: Database, definition: Path) -> Tenant:
     now = utcnow()
     with transaction(db.engine) as conn:
-        org = str(accounts.create_org(conn, f"bench-{uuid.uuid4().hex[:6]}", now)["id"])
-        token = str(accounts.create_token(conn, org, "bench", list(accounts.KNOWN_SCOPES), now)["token"])
+        org = accounts.create_org(conn, f"bench-{uuid.uuid4().hex[:6]}", now).id
+        token = accounts.create_token(conn, org, "bench", list(accounts.KNOWN_SCOPES), now).token
         journey = catalog.publish(conn, org, load_definition_file(definition), now)
-    return Tenant(org, token, str(journey["id"]), int(journey.get("version", 1)))  # type: ignore[call-overload]
+    return Tenant(org, token, journey.journey_id, journey.version)
 
 
 def _free_port() -> int:

@@ -41,14 +41,12 @@ def ensure_demo(
         org_id, token, run = principal.org_id, str(saved_token), saved_run + 1
     else:
         org = accounts_repo.find_org_by_name(conn, DEMO_ORG)
-        org_id = org["org_id"] if org else str(accounts.create_org(conn, DEMO_ORG, now)["id"])
+        org_id = org["org_id"] if org else accounts.create_org(conn, DEMO_ORG, now).id
         scopes = [accounts.SCOPE_CREATE, accounts.SCOPE_READ]
-        token, run = str(accounts.create_token(conn, org_id, "demo", scopes, now)["token"]), 1
+        token, run = accounts.create_token(conn, org_id, "demo", scopes, now).token, 1
     existing = [jv for jv in catalog.list_latest(conn, org_id) if jv.name == definition.name]
-    described = catalog.describe(existing[0]) if existing else catalog.publish(conn, org_id, definition, now)
-    return DemoSetup(
-        org_id, token, str(described["id"]), str(described["name"]), int(str(described["version"])), run
-    )
+    jv = existing[0] if existing else catalog.publish(conn, org_id, definition, now)
+    return DemoSetup(org_id, token, jv.journey_id, jv.name, jv.version, run)
 
 
 def demo_day(now: datetime) -> str:

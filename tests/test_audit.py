@@ -42,7 +42,7 @@ def engine(database_url: str) -> Iterator[Engine]:
 
 def new_org(engine: Engine) -> str:
     with transaction(engine) as conn:
-        return str(create_org(conn, "Audit Clinic", START)["id"])
+        return create_org(conn, "Audit Clinic", START).id
 
 
 @pytest.fixture()

@@ -432,11 +432,11 @@ def test_token_list_shows_expired_tokens_as_expired(database_url: str, tmp_path:
     issued = datetime(2020, 1, 1, tzinfo=UTC)
     try:
         with transaction(engine) as conn:
-            org = str(accounts.create_org(conn, "Expiry Clinic", issued)["id"])
+            org = accounts.create_org(conn, "Expiry Clinic", issued).id
             expired = accounts.create_token(conn, org, "old", [accounts.SCOPE_READ], issued, 30)
             gone = accounts.create_token(conn, org, "gone", [accounts.SCOPE_READ], issued, 30)
             forever = accounts.create_token(conn, org, "forever", [accounts.SCOPE_READ], issued)
-            accounts.revoke_token(conn, str(gone["id"]), issued)
+            accounts.revoke_token(conn, gone.id, issued)
     finally:
         engine.dispose()
 
@@ -450,7 +450,7 @@ def test_token_list_shows_expired_tokens_as_expired(database_url: str, tmp_path:
 
     fresh = json.loads(run("token", "create", "--org", org, "--name", "new", "--expires-in-days", "7",
                            "--json").stdout)  # fmt: skip
-    want = {expired["id"]: "expired", gone["id"]: "revoked", forever["id"]: "active", fresh["id"]: "active"}
+    want = {expired.id: "expired", gone.id: "revoked", forever.id: "active", fresh["id"]: "active"}
 
     lines = run("token", "list", "--org", org).stdout.splitlines()
     assert len(lines) == 4, lines
@@ -461,7 +461,7 @@ def test_token_list_shows_expired_tokens_as_expired(database_url: str, tmp_path:
 
     listed = json.loads(run("token", "list", "--org", org, "--json").stdout)
     assert {t["id"]: t["state"] for t in listed} == want
-    old = next(t for t in listed if t["id"] == expired["id"])
+    old = next(t for t in listed if t["id"] == expired.id)
     assert {"id", "orgId", "name", "scopes", "createdAt", "expiresAt", "revokedAt", "lastUsedAt"} <= set(old)
     assert old["expiresAt"] == "2020-01-31T00:00:00.000000Z" and old["revokedAt"] is None
 

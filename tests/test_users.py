@@ -58,7 +58,7 @@ def clock() -> ManualClock:
 @pytest.fixture()
 def org(engine: Engine) -> str:
     with transaction(engine) as conn:
-        return str(create_org(conn, "Users Clinic", START)["id"])
+        return create_org(conn, "Users Clinic", START).id
 
 
 def make_user(
@@ -110,7 +110,7 @@ def test_create_and_list_users_emails_unique_per_org_whatever_their_case(engine:
     with pytest.raises(users.UserError, match="already has a user ann@clinic.EXAMPLE"):
         make_user(engine, org, "ann@clinic.EXAMPLE")
     with transaction(engine) as conn:
-        other = str(create_org(conn, "Other Clinic", START)["id"])
+        other = create_org(conn, "Other Clinic", START).id
     make_user(engine, other, "ann@clinic.example")  # another org may have the same address
     make_user(engine, org, "bob@clinic.example", Role.VIEWER)
     with transaction(engine) as conn:

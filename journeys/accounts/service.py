@@ -53,11 +53,44 @@ def _check_name(what: str, name: str) -> str:
     return name
 
 
-def create_org(conn: Connection, name: str, now: datetime) -> dict[str, str]:
+@dataclass(frozen=True, slots=True)
+class Org:
+    id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedToken:
+    """A new token: `token` is its secret, shown once (only its hash is stored)."""
+
+    id: str
+    org_id: str
+    name: str
+    token: str
+    scopes: tuple[str, ...]
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """A token as listed (never its secret)."""
+
+    id: str
+    org_id: str
+    name: str
+    scopes: tuple[str, ...]
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+    state: str  # active, expired or revoked
+
+
+def create_org(conn: Connection, name: str, now: datetime) -> Org:
     name = _check_name("org name", name)
     org_id = new_id()
     repo.insert_org(conn, org_id, name, now)
-    return {"id": org_id, "name": name}
+    return Org(org_id, name)
 
 
 def parse_scopes(text: str) -> list[str]:
@@ -77,7 +110,7 @@ def create_token(
     scopes: list[str],
     now: datetime,
     expires_in_days: int | None = None,
-) -> dict[str, object]:
+) -> CreatedToken:
     name = _check_name("token name", name)
     if "\x00" in org_id or repo.get_org(conn, org_id) is None:
         raise AccountError(f"unknown org {org_id}")
@@ -96,14 +129,7 @@ def create_token(
         created_at=now,
         expires_at=expires_at,
     )
-    return {
-        "id": token_id,
-        "orgId": org_id,
-        "name": name,
-        "token": secret,
-        "scopes": scopes,
-        "expiresDateTime": expires_at,
-    }
+    return CreatedToken(token_id, org_id, name, secret, tuple(scopes), expires_at)
 
 
 def authenticate(conn: Connection, token: str, now: datetime) -> Principal | None:
@@ -141,18 +167,18 @@ def token_state(revoked_at: datetime | None, expires_at: datetime | None, now: d
     return "active"
 
 
-def list_tokens(conn: Connection, org_id: str | None, now: datetime) -> list[dict[str, object]]:
+def list_tokens(conn: Connection, org_id: str | None, now: datetime) -> list[TokenInfo]:
     return [
-        {
-            "id": r["token_id"],
-            "orgId": r["org_id"],
-            "name": r["name"],
-            "scopes": r["scopes"].split(),
-            "createdAt": r["created_at"],
-            "expiresAt": r["expires_at"],
-            "revokedAt": r["revoked_at"],
-            "lastUsedAt": r["last_used_at"],
-            "state": token_state(r["revoked_at"], r["expires_at"], now),
-        }
+        TokenInfo(
+            id=r["token_id"],
+            org_id=r["org_id"],
+            name=r["name"],
+            scopes=tuple(r["scopes"].split()),
+            created_at=r["created_at"],
+            expires_at=r["expires_at"],
+            revoked_at=r["revoked_at"],
+            last_used_at=r["last_used_at"],
+            state=token_state(r["revoked_at"], r["expires_at"], now),
+        )
         for r in repo.list_tokens(conn, org_id)
     ]

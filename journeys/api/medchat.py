@@ -16,7 +16,14 @@ from journeys.accounts.service import SCOPE_CREATE, SCOPE_READ, Principal
 from journeys.api.auth import require
 from journeys.api.inputs import read_json
 from journeys.api.openapi import InstanceDetail, Instances, Journeys, responses
-from journeys.api.schemas import BulkRequest, SearchRequest, event_json, instance_json, openapi_body
+from journeys.api.schemas import (
+    BulkRequest,
+    SearchRequest,
+    event_json,
+    instance_json,
+    journey_json,
+    openapi_body,
+)
 from journeys.catalog.service import JourneyVersion
 from journeys.errors import Conflict, NotFound
 from journeys.instances import service as instance_service
@@ -52,7 +59,7 @@ async def list_journeys(
 ) -> Response:  # noqa: N803
     def work() -> list[dict[str, object]]:
         with read_only(request.app.state.engine) as conn:
-            return [catalog.describe(jv) for jv in catalog.list_latest(conn, orgId)]
+            return [journey_json(jv) for jv in catalog.list_latest(conn, orgId)]
 
     return _json(await run_in_threadpool(work))
 

@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
+import journeys.accounts.service as accounts
+from journeys.catalog.service import JourneyVersion
 from journeys.clock import iso_z
 from journeys.instances.replies import InboundReply
 from journeys.instances.search import MAX_SKIP
@@ -193,4 +195,43 @@ def opt_out_json(o: OptOut) -> dict[str, Any]:
         "keyword": o.keyword,
         "reason": o.reason,
         "updatedDateTime": iso_z(o.updated_at),
+    }
+
+
+def journey_json(jv: JourneyVersion) -> dict[str, object]:
+    """A journey's latest version as GET …/journeys lists it."""
+    d = jv.definition
+    main = d.main_flow
+    return {
+        "id": jv.journey_id,
+        "name": jv.name,
+        "version": jv.version,
+        "flows": [{"id": f.id, "name": f.name, "main": f is main} for f in d.flows],
+        "parameters": [
+            {"name": p.name, "type": p.type, "required": p.required, "identifier": p.identifier}
+            for p in d.parameters
+        ],
+    }
+
+
+def org_json(org: accounts.Org) -> dict[str, object]:
+    return {"id": org.id, "name": org.name}
+
+
+def created_token_json(t: accounts.CreatedToken) -> dict[str, object]:
+    return {"id": t.id, "orgId": t.org_id, "name": t.name, "token": t.token, "scopes": list(t.scopes),
+            "expiresDateTime": iso_z(t.expires_at)}  # fmt: skip
+
+
+def token_json(t: accounts.TokenInfo) -> dict[str, object]:
+    return {
+        "id": t.id,
+        "orgId": t.org_id,
+        "name": t.name,
+        "scopes": list(t.scopes),
+        "createdAt": iso_z(t.created_at),
+        "expiresAt": iso_z(t.expires_at),
+        "revokedAt": iso_z(t.revoked_at),
+        "lastUsedAt": iso_z(t.last_used_at),
+        "state": t.state,
     }

@@ -30,7 +30,7 @@ _cache_lock = threading.Lock()
 _CACHE_MAX = 4096
 
 
-def publish(conn: Connection, org_id: str, definition: JourneyDefinition, now: datetime) -> dict[str, object]:
+def publish(conn: Connection, org_id: str, definition: JourneyDefinition, now: datetime) -> JourneyVersion:
     """Store `definition` as a new version of the org's journey with the same name (or a new journey)."""
     existing = repo.find_journey_by_name(conn, org_id, definition.name)
     if existing is None:
@@ -41,22 +41,7 @@ def publish(conn: Connection, org_id: str, definition: JourneyDefinition, now: d
         journey_id = existing["journey_id"]
         version = repo.bump_latest_version(conn, org_id, journey_id, now)
     repo.insert_version(conn, org_id, journey_id, version, definition.model_dump_json(by_alias=True), now)
-    return describe(JourneyVersion(org_id, journey_id, definition.name, version, definition))
-
-
-def describe(jv: JourneyVersion) -> dict[str, object]:
-    d = jv.definition
-    main = d.main_flow
-    return {
-        "id": jv.journey_id,
-        "name": jv.name,
-        "version": jv.version,
-        "flows": [{"id": f.id, "name": f.name, "main": f is main} for f in d.flows],
-        "parameters": [
-            {"name": p.name, "type": p.type, "required": p.required, "identifier": p.identifier}
-            for p in d.parameters
-        ],
-    }
+    return JourneyVersion(org_id, journey_id, definition.name, version, definition)
 
 
 def load_version(conn: Connection, org_id: str, journey_id: str, version: int) -> JourneyDefinition:

@@ -14,6 +14,7 @@ import journeys.accounts.service as accounts
 import journeys.catalog.service as catalog
 from journeys import __version__, logs
 from journeys.accounts.audit import Action
+from journeys.api.schemas import created_token_json, journey_json, org_json, token_json
 from journeys.cli.auditing import audit_app, record_cli
 from journeys.cli.channels import channel_app, webhook_app
 from journeys.cli.common import (
@@ -92,11 +93,11 @@ def org_create(
     """Create an organisation."""
     with transaction(_engine()) as conn:
         org = accounts.create_org(conn, name, _now())
-        record_cli(conn, org["id"], Action.ORG_CREATE, "org", (org["id"],))
+        record_cli(conn, org.id, Action.ORG_CREATE, "org", (org.id,))
     if as_json:
-        _print_json(org)
+        _print_json(org_json(org))
     else:
-        typer.echo(f"created org {org['id']} ({org['name']})")
+        typer.echo(f"created org {org.id} ({org.name})")
 
 
 @org_app.command("list")
@@ -138,15 +139,15 @@ def token_create(
     parsed = accounts.parse_scopes(scopes)
     with transaction(engine) as conn:
         tok = accounts.create_token(conn, org, name, parsed, _now(), expires_in_days)
-        record_cli(conn, org, Action.TOKEN_CREATE, "token", (str(tok["id"]),))
+        record_cli(conn, org, Action.TOKEN_CREATE, "token", (tok.id,))
     if as_json:
-        _print_json(tok)
+        _print_json(created_token_json(tok))
     else:
         typer.echo(
-            f"token id: {tok['id']}\nscopes:   {' '.join(parsed)}\n"
-            f"expires:  {iso_z(tok['expiresDateTime']) or 'never'}"  # type: ignore[arg-type]
+            f"token id: {tok.id}\nscopes:   {' '.join(parsed)}\n"
+            f"expires:  {iso_z(tok.expires_at) or 'never'}"
         )
-        typer.echo(f"secret (shown only now): {tok['token']}")
+        typer.echo(f"secret (shown only now): {tok.token}")
 
 
 @token_app.command("list")
@@ -156,14 +157,14 @@ def token_list(
 ) -> None:
     """List tokens (never their secrets)."""
     with read_only(_engine()) as conn:
-        rows = accounts.list_tokens(conn, org, _now())
+        tokens = accounts.list_tokens(conn, org, _now())
     if as_json:
-        _print_json(rows)
+        _print_json([token_json(t) for t in tokens])
         return
-    for r in rows:
+    for t in tokens:
         typer.echo(
-            f"{r['id']}  org={r['orgId']}  {r['name']}  [{' '.join(r['scopes'])}]  {r['state']}  "  # type: ignore[arg-type]
-            f"last used {iso_z(r['lastUsedAt']) or 'never'}"  # type: ignore[arg-type]
+            f"{t.id}  org={t.org_id}  {t.name}  [{' '.join(t.scopes)}]  {t.state}  "
+            f"last used {iso_z(t.last_used_at) or 'never'}"
         )
 
 
@@ -175,7 +176,7 @@ def token_revoke(
     with transaction(_engine()) as conn:
         accounts.revoke_token(conn, token_id, _now())
         tokens = accounts.list_tokens(conn, None, _now())
-        org_id = next(str(t["orgId"]) for t in tokens if t["id"] == token_id)
+        org_id = next(t.org_id for t in tokens if t.id == token_id)
         record_cli(conn, org_id, Action.TOKEN_REVOKE, "token", (token_id,))
     typer.echo(f"revoked {token_id}")
 
@@ -205,13 +206,14 @@ def journey_publish(
 
         if repo.get_org(conn, org) is None:
             _fail(f"unknown org {org}")
-        out = catalog.publish(conn, org, definition, _now())
-        record_cli(conn, org, Action.JOURNEY_PUBLISH, "journey", (str(out["id"]),))
-    out.pop("parameters", None)
+        jv = catalog.publish(conn, org, definition, _now())
+        record_cli(conn, org, Action.JOURNEY_PUBLISH, "journey", (jv.journey_id,))
     if as_json:
+        out = journey_json(jv)
+        out.pop("parameters", None)
         _print_json(out)
     else:
-        typer.echo(f"published {out['name']} version {out['version']} as chatBotId {out['id']}")
+        typer.echo(f"published {jv.name} version {jv.version} as chatBotId {jv.journey_id}")
 
 
 @journey_app.command("list")
@@ -220,12 +222,12 @@ def journey_list(
 ) -> None:
     """List the org's journeys (latest versions)."""
     with read_only(_engine()) as conn:
-        rows = [catalog.describe(jv) for jv in catalog.list_latest(conn, org)]
+        versions = catalog.list_latest(conn, org)
     if as_json:
-        _print_json(rows)
+        _print_json([journey_json(jv) for jv in versions])
         return
-    for r in rows:
-        typer.echo(f"{r['id']}  {r['name']}  v{r['version']}")
+    for jv in versions:
+        typer.echo(f"{jv.journey_id}  {jv.name}  v{jv.version}")
 
 
 @journey_app.command("schema")

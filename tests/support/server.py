@@ -17,6 +17,7 @@ import uvicorn
 import journeys.accounts.service as accounts
 import journeys.catalog.service as catalog
 from journeys.api.app import create_app
+from journeys.api.schemas import journey_json
 from journeys.clock import ManualClock
 from journeys.config import Settings
 from journeys.definitions import load_definition_file, load_definition_text
@@ -82,18 +83,15 @@ class Server:
     # -- set-up helpers: they call our real services, as the CLI does
     def new_org(self, name: str = "Test Clinic") -> str:
         with transaction(self.engine) as conn:
-            return str(accounts.create_org(conn, name, self.clock.now())["id"])
+            return accounts.create_org(conn, name, self.clock.now()).id
 
     def new_token(
         self, org_id: str, scopes: list[str] | None = None, expires_in_days: int | None = None
     ) -> str:
         scopes = scopes or [accounts.SCOPE_CREATE, accounts.SCOPE_READ]
         with transaction(self.engine) as conn:
-            return str(
-                accounts.create_token(conn, org_id, "test", scopes, self.clock.now(), expires_in_days)[
-                    "token"
-                ]
-            )
+            made = accounts.create_token(conn, org_id, "test", scopes, self.clock.now(), expires_in_days)
+        return made.token
 
     def publish(self, org_id: str, definition: str | Path = EXAMPLE) -> dict[str, Any]:
         defn = (
@@ -101,8 +99,8 @@ class Server:
             if isinstance(definition, Path)
             else load_definition_text(definition)
         )
-        with transaction(self.engine) as conn:
-            return catalog.publish(conn, org_id, defn, self.clock.now())
+        with transaction(self.engine) as conn:  # the journey as the API lists it
+            return journey_json(catalog.publish(conn, org_id, defn, self.clock.now()))
 
     def tenant(self, definition: str | Path = EXAMPLE) -> Tenant:
         org = self.new_org()
