@@ -7,6 +7,7 @@ actor): journeys.accounts.audit."""
 
 from __future__ import annotations
 
+import functools
 import hmac
 import re
 from dataclasses import dataclass
@@ -31,7 +32,14 @@ MAX_EMAIL_CHARS = 254
 TOTP_ISSUER = "journeys"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$")
 _hasher = PasswordHasher()
-_DUMMY_HASH = _hasher.hash("not a real password: evens out the time of unknown users")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash to check an unknown user's password against (the same time as a known user's).
+    Made on first use, not at import: an argon2 hash takes 64 MB and ~0.1 s, and every
+    process that imports the CLI (the worker too) would pay for it."""
+    return _hasher.hash("not a real password: evens out the time of unknown users")
 
 
 class UserError(ValueError):
@@ -267,7 +275,7 @@ def login(
     try:
         record = _find(conn, org_id, email, for_update=True)
     except UserError:
-        _verify_password(_DUMMY_HASH, password)  # the same time as a known user's
+        _verify_password(_dummy_hash(), password)  # the same time as a known user's
         return LoginOutcome(None, LoginProblem.BAD_CREDENTIALS, _BAD_CREDENTIALS)
     if record.locked_until is not None and record.locked_until > now:
         until = record.locked_until
