@@ -218,6 +218,48 @@ def test_reset_password_lifts_a_lockout_and_ends_sessions(
         users.reset_password(conn, org, "zed@clinic.example", "a brand new passphrase", clock.now())
 
 
+def test_enable_set_role_and_remove_totp(engine: Engine, org: str, clock: ManualClock) -> None:
+    ann = make_user(engine, org)
+    with transaction(engine) as conn:
+        users.disable_user(conn, org, "ann@clinic.example", clock.now())
+    assert login(engine, org, PASSWORD, clock).problem is users.LoginProblem.DISABLED
+    with transaction(engine) as conn:
+        enabled = users.enable_user(conn, org, "ANN@clinic.example", clock.now())
+    assert enabled.disabled_at is None and login(engine, org, PASSWORD, clock).ok
+
+    with transaction(engine) as conn:
+        session = sessions.create_session(conn, org, ann.id, clock.now())
+        same = users.set_role(conn, org, "ann@clinic.example", Role.OPERATOR, clock.now())
+        assert same.role is Role.OPERATOR and sessions.lookup(conn, session.token, clock.now()) is not None
+        admin = users.set_role(conn, org, "ann@clinic.example", Role.ADMIN, clock.now())
+        assert admin.role is Role.ADMIN
+        assert sessions.lookup(conn, session.token, clock.now()) is None  # a new role: log in again
+    assert [u.role for u in _users(engine, org)] == [Role.ADMIN]
+
+    with transaction(engine) as conn:
+        enrolment = users.enrol_totp(conn, org, "ann@clinic.example", BOX, clock.now())
+    assert login(engine, org, PASSWORD, clock).problem is users.LoginProblem.TOTP_REQUIRED
+    with transaction(engine) as conn:
+        session = sessions.create_session(conn, org, ann.id, clock.now())
+        removed = users.remove_totp(conn, org, "ann@clinic.example", clock.now())
+        assert not removed.totp_enabled and sessions.lookup(conn, session.token, clock.now()) is None
+    assert login(engine, org, PASSWORD, clock).ok
+    assert enrolment.user.totp_enabled
+    with transaction(engine) as conn:
+        users.set_require_totp(conn, org, True, clock.now())
+    assert login(engine, org, PASSWORD, clock).problem is users.LoginProblem.TOTP_NOT_ENROLLED
+    for change in (users.enable_user, users.remove_totp):
+        with transaction(engine) as conn, pytest.raises(users.UserError, match="no user zed@clinic.example"):
+            change(conn, org, "zed@clinic.example", clock.now())
+    with transaction(engine) as conn, pytest.raises(users.UserError, match="no user zed@clinic.example"):
+        users.set_role(conn, org, "zed@clinic.example", Role.VIEWER, clock.now())
+
+
+def _users(engine: Engine, org: str) -> list[users.User]:
+    with transaction(engine) as conn:
+        return users.list_users(conn, org)
+
+
 def _secret(uri: str) -> str:
     return parse_qs(urlparse(uri).query)["secret"][0]
 
@@ -405,6 +447,22 @@ def test_user_commands(database_url: str, tmp_path: Path, org: str) -> None:
     )
     lines = ok("user", "list", "--org", org).splitlines()
     assert "  active  " in lines[0] and "  disabled  " in lines[1], lines
+    bob = ("--org", org, "--email", "bob@clinic.example")
+    zed = ("--org", org, "--email", "zed@clinic.example")
+    assert ok("user", "enable", *bob) == "enabled bob@clinic.example\n"
+    assert "no user zed@clinic.example" in fails("user", "enable", *zed)
+    assert "  active  " in ok("user", "list", "--org", org).splitlines()[1]
+    assert ok("user", "set-role", *bob, "--role", "Designer") == "bob@clinic.example is now designer\n"
+    unknown_role = "unknown role 'boss' (one of: viewer, operator, designer, admin)"
+    assert unknown_role in fails("user", "set-role", *bob, "--role", "boss")
+    assert "no user zed@clinic.example" in fails("user", "set-role", *zed, "--role", "viewer")
+    bad = ("--org", org, "--email", "x", "--role", "viewer")
+    assert "not an email address" in fails("user", "set-role", *bad)
+    listed = json.loads(ok("user", "list", "--org", org, "--json"))
+    assert [u["role"] for u in listed] == ["admin", "designer"]
+    assert ok("user", "remove-totp", *bob).startswith("TOTP removed for bob@clinic.example")
+    no_org = ("--org", "no-such-org", "--email", "bob@clinic.example")
+    assert "unknown org" in fails("user", "remove-totp", *no_org)
 
     reset = ("user", "reset-password", "--org", org, "--email", "ann@clinic.example", "--password-stdin")
     assert "at least 12 characters" in fails(*reset, stdin="tiny\n")
@@ -427,7 +485,7 @@ def test_user_commands(database_url: str, tmp_path: Path, org: str) -> None:
 
     exported = [json.loads(line) for line in ok("audit", "export", "--org", org, "--json").splitlines()]
     assert [e["action"] for e in exported] == [
-        *("user.create", "user.create", "user.disable"),
+        *("user.create", "user.create", "user.disable", "user.enable", "user.set_role", "user.totp_remove"),
         *("user.reset_password", "user.totp_enrol", "org.require_totp"),
     ]
     assert {e["actor"]["kind"] for e in exported} == {"cli"}

@@ -180,6 +180,37 @@ def disable_user(conn: Connection, org_id: str, email: str, now: datetime) -> Us
     return _user(repo.get_user(conn, org_id, record.user_id) or record)
 
 
+def enable_user(conn: Connection, org_id: str, email: str, now: datetime) -> User:
+    """Let a disabled user log in again (with a clean failure count); idempotent."""
+    record = _find(conn, org_id, email)
+    repo.update_user(
+        conn, org_id, record.user_id, disabled_at=None, failed_logins=0, first_failed_at=None,
+        locked_until=None, updated_at=now,
+    )  # fmt: skip
+    return _user(repo.get_user(conn, org_id, record.user_id) or record)
+
+
+def set_role(conn: Connection, org_id: str, email: str, role: Role, now: datetime) -> User:
+    """Give the user another role. Their sessions end, so the new role applies from their next
+    login (a session never carries more rights than its user has)."""
+    record = _find(conn, org_id, email)
+    if record.role != role.value:
+        repo.update_user(conn, org_id, record.user_id, role=role.value, updated_at=now)
+        repo.revoke_user_sessions(conn, org_id, record.user_id, now)
+    return _user(repo.get_user(conn, org_id, record.user_id) or record)
+
+
+def remove_totp(conn: Connection, org_id: str, email: str, now: datetime) -> User:
+    """Remove the user's second factor (a lost phone); they log in with the password alone (unless
+    the org requires TOTP: then they must enrol again). Their sessions end."""
+    record = _find(conn, org_id, email)
+    repo.update_user(
+        conn, org_id, record.user_id, totp_secret_encrypted=None, totp_last_step=None, updated_at=now
+    )
+    repo.revoke_user_sessions(conn, org_id, record.user_id, now)
+    return _user(repo.get_user(conn, org_id, record.user_id) or record)
+
+
 def reset_password(conn: Connection, org_id: str, email: str, password: str, now: datetime) -> User:
     """Set a new password, lift a lockout and end the user's sessions."""
     record = _find(conn, org_id, email)

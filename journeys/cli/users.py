@@ -113,6 +113,53 @@ def user_disable(org: str = org_option(), email: str = _email_option()) -> None:
     typer.echo(f"disabled {user.email}")
 
 
+@user_app.command("enable")
+def user_enable(org: str = org_option(), email: str = _email_option()) -> None:
+    """Let a disabled user log in again (their failed-login count starts afresh)."""
+    try:
+        with transaction(_engine()) as conn:
+            user = users.enable_user(conn, org, email, _now())
+            record_cli(conn, org, Action.USER_ENABLE, "user", (user.id,))
+    except users.UserError as exc:
+        _fail(str(exc))
+    typer.echo(f"enabled {user.email}")
+
+
+@user_app.command("set-role")
+def user_set_role(
+    org: str = org_option(),
+    email: str = _email_option(),
+    role: str = typer.Option(..., "--role", metavar="ROLE", help=f"One of: {ROLES}"),
+) -> None:
+    """Give a user another role; their sessions end, so it applies from their next login."""
+    try:
+        parsed = Role.parse(role)
+    except ValueError as exc:
+        _fail(str(exc))
+    try:
+        with transaction(_engine()) as conn:
+            user = users.set_role(conn, org, email, parsed, _now())
+            record_cli(conn, org, Action.USER_SET_ROLE, "user", (user.id,))
+    except users.UserError as exc:
+        _fail(str(exc))
+    typer.echo(f"{user.email} is now {user.role.value}")
+
+
+@user_app.command("remove-totp")
+def user_remove_totp(org: str = org_option(), email: str = _email_option()) -> None:
+    """Remove a user's second factor (e.g. a lost phone); their sessions end.
+
+    They log in with their password alone, or, where the org requires TOTP, enrol again first
+    (journeys user totp)."""
+    try:
+        with transaction(_engine()) as conn:
+            user = users.remove_totp(conn, org, email, _now())
+            record_cli(conn, org, Action.USER_TOTP_REMOVE, "user", (user.id,))
+    except users.UserError as exc:
+        _fail(str(exc))
+    typer.echo(f"TOTP removed for {user.email}; their sessions ended")
+
+
 @user_app.command("reset-password")
 def user_reset_password(
     org: str = org_option(), email: str = _email_option(), password_stdin: bool = _password_stdin_option()
