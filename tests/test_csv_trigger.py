@@ -198,3 +198,14 @@ def test_json_shape(env: Env) -> None:
     assert result["rejected"] == [
         {"row": 3, "problems": ["appointmentDateTime: required parameter is missing"]}
     ]
+
+
+def test_line_numbers_count_blank_lines_and_quoted_newlines() -> None:
+    from journeys.definitions.loader import load_definition_file
+    from journeys.instances.csv_import import read_rows
+
+    defn = load_definition_file(EXAMPLE)
+    content = HEADER + '"p1","Pat\nOne",A1,2099-03-01 09:00\n\n' + _row(2)
+    rows = read_rows(content.encode("utf-8"), defn)
+    assert [r.line for r in rows] == [2, 5]
+    assert dict(rows[0].parameters)["patientName"] == "Pat\nOne"
