@@ -32,6 +32,7 @@ from journeys.cli.common import (
     org_filter_option,
     org_option,
 )
+from journeys.cli.csv_trigger import trigger_csv
 from journeys.cli.demo import demo
 from journeys.cli.ops import cancel, optout_app, replies, reply
 from journeys.cli.simulate import simulate
@@ -296,6 +297,7 @@ def _from_now(when: datetime, now: datetime) -> str:
 app.command("reply")(reply)
 app.command("replies")(replies)
 app.command("cancel")(cancel)
+app.command("trigger")(trigger_csv)
 
 
 # ------------------------------------------------------------------ running
