@@ -4,8 +4,10 @@ the audit log (journeys/cli/auditing.py)."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import typer
+from sqlalchemy.engine import Connection
 
 from journeys.accounts import users
 from journeys.accounts.audit import Action
@@ -101,27 +103,28 @@ def user_list(
         )
 
 
+def _change_user(org: str, action: Action, change: Callable[[Connection], users.User]) -> users.User:
+    """Apply one change to a user in a transaction, audited; a UserError ends the command."""
+    try:
+        with transaction(_engine()) as conn:
+            user = change(conn)
+            record_cli(conn, org, action, "user", (user.id,))
+    except users.UserError as exc:
+        _fail(str(exc))
+    return user
+
+
 @user_app.command("disable")
 def user_disable(org: str = org_option(), email: str = _email_option()) -> None:
     """Disable a user: they can no longer log in, and their sessions end at once."""
-    try:
-        with transaction(_engine()) as conn:
-            user = users.disable_user(conn, org, email, _now())
-            record_cli(conn, org, Action.USER_DISABLE, "user", (user.id,))
-    except users.UserError as exc:
-        _fail(str(exc))
+    user = _change_user(org, Action.USER_DISABLE, lambda conn: users.disable_user(conn, org, email, _now()))
     typer.echo(f"disabled {user.email}")
 
 
 @user_app.command("enable")
 def user_enable(org: str = org_option(), email: str = _email_option()) -> None:
     """Let a disabled user log in again (their failed-login count starts afresh)."""
-    try:
-        with transaction(_engine()) as conn:
-            user = users.enable_user(conn, org, email, _now())
-            record_cli(conn, org, Action.USER_ENABLE, "user", (user.id,))
-    except users.UserError as exc:
-        _fail(str(exc))
+    user = _change_user(org, Action.USER_ENABLE, lambda conn: users.enable_user(conn, org, email, _now()))
     typer.echo(f"enabled {user.email}")
 
 
@@ -136,12 +139,9 @@ def user_set_role(
         parsed = Role.parse(role)
     except ValueError as exc:
         _fail(str(exc))
-    try:
-        with transaction(_engine()) as conn:
-            user = users.set_role(conn, org, email, parsed, _now())
-            record_cli(conn, org, Action.USER_SET_ROLE, "user", (user.id,))
-    except users.UserError as exc:
-        _fail(str(exc))
+    user = _change_user(
+        org, Action.USER_SET_ROLE, lambda conn: users.set_role(conn, org, email, parsed, _now())
+    )
     typer.echo(f"{user.email} is now {user.role.value}")
 
 
@@ -151,12 +151,9 @@ def user_remove_totp(org: str = org_option(), email: str = _email_option()) -> N
 
     They log in with their password alone, or, where the org requires TOTP, enrol again first
     (journeys user totp)."""
-    try:
-        with transaction(_engine()) as conn:
-            user = users.remove_totp(conn, org, email, _now())
-            record_cli(conn, org, Action.USER_TOTP_REMOVE, "user", (user.id,))
-    except users.UserError as exc:
-        _fail(str(exc))
+    user = _change_user(
+        org, Action.USER_TOTP_REMOVE, lambda conn: users.remove_totp(conn, org, email, _now())
+    )
     typer.echo(f"TOTP removed for {user.email}; their sessions ended")
 
 
@@ -166,12 +163,9 @@ def user_reset_password(
 ) -> None:
     """Set a new password (at least 12 characters); lifts a lockout and ends the user's sessions."""
     password = _read_password(password_stdin)
-    try:
-        with transaction(_engine()) as conn:
-            user = users.reset_password(conn, org, email, password, _now())
-            record_cli(conn, org, Action.USER_RESET_PASSWORD, "user", (user.id,))
-    except users.UserError as exc:
-        _fail(str(exc))
+    user = _change_user(
+        org, Action.USER_RESET_PASSWORD, lambda conn: users.reset_password(conn, org, email, password, _now())
+    )
     typer.echo(f"password reset for {user.email}; their sessions ended")
 
 
