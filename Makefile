@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-sqlite test-postgres test-hours lint bench clean install
+.PHONY: run test test-sqlite test-postgres test-hours lint bench clean install screenshots
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "journeys needs Python >= 3.11")'
@@ -68,10 +68,14 @@ test-sqlite: $(STAMP)
 test-postgres: $(STAMP)
 	JOURNEYS_TEST_DATABASE=postgresql $(BIN)/python -m pytest -q -m "not same_on_every_database"
 
+## The console's screenshots in docs/console/ (docs/console.md shows them), taken by its browser tests.
+screenshots: $(STAMP)
+	JOURNEYS_SCREENSHOTS=$(abspath docs/console) $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_console*.py
+
 ## Benchmarks (bench/README.md): SQLite, and PostgreSQL at JOURNEYS_BENCH_POSTGRES_URL (skipped if unreachable).
 JOURNEYS_BENCH_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 bench: $(STAMP)
 	JOURNEYS_BENCH_POSTGRES_URL=$(JOURNEYS_BENCH_POSTGRES_URL) $(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .demo journeys.db journeys.db-wal journeys.db-shm .pytest_cache .ruff_cache
+	rm -rf $(VENV) .demo .screenshots journeys.db journeys.db-wal journeys.db-shm .pytest_cache .ruff_cache

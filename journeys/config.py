@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     # seconds (e.g. to see what a journey does at 03:30 or tomorrow). Processes given the same
     # offset agree on the time.
     clock_offset_seconds: float = 0.0
+
+    # The staff console (/console): session timeouts (HIPAA automatic logoff) and the login throttle
+    # per client address (on top of each account's lockout after 5 failures).
+    console_idle_minutes: float = Field(default=15, gt=0, le=24 * 60)
+    console_session_hours: float = Field(default=12, gt=0, le=7 * 24)
+    console_login_attempts: int = Field(default=20, ge=1)  # failed logins per address per window
+    console_login_window_seconds: int = Field(default=300, ge=1)
     @field_validator("log_level")
     @classmethod
     def _check_log_level(cls, value: str) -> str:

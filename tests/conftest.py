@@ -11,11 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
+from support.browser import launched, require_browser
 from support.databases import own_database
 from support.server import Server, Tenant
+
+CONSOLE_SECRET_KEY = "console-tests-secret-key-0123456789abcdef"
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +44,35 @@ def http(server: Server) -> httpx.Client:
 def tenant(server: Server) -> Tenant:
     """A fresh org with a token (both scopes) and the example journey published."""
     return server.tenant()
+
+
+@pytest.fixture(scope="session")
+def console_server(database_url: str) -> Iterator[Server]:
+    """A server with a secret key (TOTP secrets are sealed with it), for the console's tests."""
+    # Every test signs in from 127.0.0.1 and the manual clock stands still: the per-address
+    # throttle is tested on a server of its own (test_console_auth), not tripped here.
+    srv = Server(database_url, secret_key=CONSOLE_SECRET_KEY, console_login_attempts=100_000)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Headless chromium (skips with the reason when there is none, fails under CI=true)."""
+    require_browser()
+    with launched() as found:
+        yield found
+
+
+@pytest.fixture()
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh browser context (no cookies) at 1280×900, and its page."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(15_000)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
 
 
 def pytest_report_header() -> str:

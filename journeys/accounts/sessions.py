@@ -123,3 +123,9 @@ def revoke(conn: Connection, session: Session, now: datetime) -> None:
 def revoke_all(conn: Connection, org_id: str, user_id: str, now: datetime) -> int:
     """End every session of a user (e.g. on a password reset); how many were live."""
     return repo.revoke_user_sessions(conn, org_id, user_id, now)
+
+
+def prune(conn: Connection, org_id: str, now: datetime) -> int:
+    """Delete the org's ended sessions (past their absolute timeout, or logged out); how many.
+    Called at each login, so the table holds live sessions and the day's logouts at most."""
+    return repo.delete_ended_sessions(conn, org_id, now)

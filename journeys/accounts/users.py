@@ -167,6 +167,11 @@ def list_users(conn: Connection, org_id: str) -> list[User]:
     return [_user(r) for r in repo.list_users(conn, org_id)]
 
 
+def get_user_by_id(conn: Connection, org_id: str, user_id: str) -> User | None:
+    record = repo.get_user(conn, org_id, user_id)
+    return _user(record) if record else None
+
+
 def get_user(conn: Connection, org_id: str, email: str) -> User:
     return _user(_find(conn, org_id, email))
 

@@ -19,6 +19,7 @@ from journeys.api.inputs import no_nul_in_path_or_query
 from journeys.api.openapi import build as build_openapi
 from journeys.clock import Clock
 from journeys.config import Settings
+from journeys.console.app import install as install_console
 from journeys.engine.wiring import build_worker
 from journeys.logs import guard_third_party
 from journeys.store.db import create_db_engine
@@ -88,7 +89,8 @@ ROUTERS = (
 def _install_routes(app: FastAPI) -> None:
     for router in ROUTERS:
         app.include_router(router)
-    app.state.routers = ROUTERS  # for a 405's Allow header (errors.allowed_methods)
+    console = install_console(app)  # the staff console's pages under /console
+    app.state.routers = (*ROUTERS, *console)  # for a 405's Allow header (errors.allowed_methods)
 
 
 def _install_openapi(app: FastAPI) -> None:

@@ -37,29 +37,48 @@ def error_response(status: int, messages: list[str], headers: dict[str, str] | N
     )
 
 
-def journeys_error_response(exc: JourneysError) -> Response:
-    """A JourneysError as the API answers it: its status, and its messages as a JSON array."""
+CONSOLE_PREFIX = "/console"
+
+
+def _respond(
+    request: Request, status: int, messages: list[str], headers: dict[str, str] | None = None
+) -> Response:
+    """The error as JSON (the API), or as a page for the console's paths (its `html_error`)."""
+    html_error = getattr(request.app.state, "html_error", None)
+    path = request.url.path
+    if html_error is not None and (path == CONSOLE_PREFIX or path.startswith(CONSOLE_PREFIX + "/")):
+        response: Response = html_error(request, status, messages, headers)
+        return response
+    return error_response(status, messages, headers)
+
+
+def _error_headers(exc: JourneysError) -> dict[str, str] | None:
     headers: dict[str, str] = {}
     if isinstance(exc, Unauthorized):
         error = f', error="{exc.error}"' if exc.error else ""
         headers["WWW-Authenticate"] = f'Bearer realm="{exc.realm}"{error}'
     if exc.retry_after is not None:
         headers["Retry-After"] = str(exc.retry_after)
-    return error_response(STATUS[exc.kind], exc.messages, headers or None)
+    return headers or None
+
+
+def journeys_error_response(exc: JourneysError) -> Response:
+    """A JourneysError as the API answers it: its status, and its messages as a JSON array."""
+    return error_response(STATUS[exc.kind], exc.messages, _error_headers(exc))
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(JourneysError)
-    async def _journeys_error(_: Request, exc: JourneysError) -> Response:
-        return journeys_error_response(exc)
+    async def _journeys_error(request: Request, exc: JourneysError) -> Response:
+        return _respond(request, STATUS[exc.kind], exc.messages, _error_headers(exc))
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> Response:
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
         messages = []
         for err in exc.errors():
             loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "path", "query"))
             messages.append(f"{loc}: {err.get('msg', 'invalid')}" if loc else str(err.get("msg", "invalid")))
-        return error_response(400, messages or ["invalid request"])
+        return _respond(request, 400, messages or ["invalid request"])
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
@@ -68,17 +87,17 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 405:
             # Starlette names only the methods of the first route whose path matched.
             headers["Allow"] = ", ".join(allowed_methods(request))
-        return error_response(exc.status_code, [detail], headers)
+        return _respond(request, exc.status_code, [detail], headers)
 
     @app.exception_handler(DBAPIError)
-    async def _db_error(_: Request, exc: DBAPIError) -> Response:
+    async def _db_error(request: Request, exc: DBAPIError) -> Response:
         # Never log the statement or its parameters (they may hold PHI): only the error class.
         kind = type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__
         if is_unavailable(exc):
             log.warning("database unavailable: %s", kind)
-            return error_response(503, ["the database is unavailable; retry later"], {"Retry-After": "5"})
+            return _respond(request, 503, ["the database is unavailable; retry later"], {"Retry-After": "5"})
         log.error("database error: %s", kind)
-        return error_response(500, ["internal error"])
+        return _respond(request, 500, ["internal error"])
 
 
 def allowed_methods(request: Request) -> list[str]:

@@ -163,3 +163,15 @@ def revoke_user_sessions(conn: Connection, org_id: str, user_id: str, now: datet
         .values(revoked_at=now)
     )
     return int(result.rowcount)
+
+
+def delete_ended_sessions(conn: Connection, org_id: str, now: datetime) -> int:
+    """Delete the org's sessions past their absolute timeout or logged out (idle ones end at
+    their absolute timeout at the latest)."""
+    result = conn.execute(
+        user_sessions.delete().where(
+            user_sessions.c.org_id == org_id,
+            sa.or_(user_sessions.c.expires_at <= now, user_sessions.c.revoked_at.is_not(None)),
+        )
+    )
+    return int(result.rowcount)

@@ -1,0 +1,9 @@
+"""The console's pages, one module per area; each module has a `router`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from journeys.console.pages import journeys
+
+ROUTERS: list[APIRouter] = [journeys.router]
