@@ -4,6 +4,7 @@ second run's requests never collide with the first's still-active instances."""
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,6 +13,9 @@ from sqlalchemy.engine import Connection
 
 import journeys.accounts.service as accounts
 import journeys.catalog.service as catalog
+from journeys.accounts import users
+from journeys.accounts.roles import Role
+from journeys.accounts.users import UserError
 from journeys.definitions.model import JourneyDefinition
 from journeys.definitions.values import get_zone
 from journeys.engine.rules import next_window_opening
@@ -20,6 +24,7 @@ from journeys.store import accounts as accounts_repo
 DEMO_ORG = "Demo Clinic"
 DEMO_ZONE = "America/Chicago"
 JOHN_PHONE = "+15555550100"
+DEMO_ADMIN_EMAIL = "admin@demo-clinic.example"
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,29 @@ def ensure_demo(
     existing = [jv for jv in catalog.list_latest(conn, org_id) if jv.name == definition.name]
     jv = existing[0] if existing else catalog.publish(conn, org_id, definition, now)
     return DemoSetup(org_id, token, jv.journey_id, jv.name, jv.version, run)
+
+
+@dataclass(frozen=True)
+class DemoLogin:
+    email: str
+    password: str
+    created: bool  # made (or its password reset) now, rather than the saved one still valid
+
+
+def ensure_demo_admin(conn: Connection, org_id: str, saved_password: str | None, now: datetime) -> DemoLogin:
+    """The demo's console admin: made once with a random password (kept beside the demo token);
+    if the saved password is lost, a new one is set."""
+    try:
+        users.get_user(conn, org_id, DEMO_ADMIN_EMAIL)
+    except UserError:
+        password = saved_password or secrets.token_urlsafe(12)
+        users.create_user(conn, org_id, DEMO_ADMIN_EMAIL, Role.ADMIN, password, now)
+        return DemoLogin(DEMO_ADMIN_EMAIL, password, True)
+    if saved_password:
+        return DemoLogin(DEMO_ADMIN_EMAIL, saved_password, False)
+    password = secrets.token_urlsafe(12)
+    users.reset_password(conn, org_id, DEMO_ADMIN_EMAIL, password, now)
+    return DemoLogin(DEMO_ADMIN_EMAIL, password, True)
 
 
 def demo_day(now: datetime) -> str:

@@ -857,8 +857,16 @@ def test_demo_then_serve_end_to_end(cli: Cli, tmp_path: Path) -> None:
         (chat_bot_id, "Appointment Reminder", 1)
     ]
 
-    # running demo again creates nothing, prints the same token, and new appointment ids
-    again = parse_tour(run_demo(cli, state, base).stdout, tmp_path)
+    console = re.search(r"The staff console: (\S+)\n  sign in as  (\S+)\n  password    (\S+)", out)
+    assert console, out
+    console_url, admin_email, admin_password = console[1], console[2], console[3]
+    assert console_url == f"{base}/console/login?org={org}"
+    assert saved["adminPassword"] == admin_password
+
+    # running demo again creates nothing, prints the same token and login, and new appointment ids
+    again_out = run_demo(cli, state, base).stdout
+    again = parse_tour(again_out, tmp_path)
+    assert f"password    {admin_password}\n" in again_out
     assert again.env["TOKEN"] == token
     assert json.loads(state.read_text())["token"] == token
     assert [o["id"] for o in cli.json("org", "list", "--json")] == [org]
@@ -877,6 +885,17 @@ def test_demo_then_serve_end_to_end(cli: Cli, tmp_path: Path) -> None:
     assert phone in PHI and name in PHI
 
     with serve(cli, port) as srv, httpx.Client(timeout=30) as http:
+        # the printed console login works, and the console lists the demo journey
+        with httpx.Client(timeout=30) as browser:
+            form = browser.get(console_url)
+            assert form.status_code == 200, form.text
+            login_csrf = re.search(r'name="login_csrf" value="([^"]+)"', form.text)
+            assert login_csrf, form.text
+            fields = {"org": org, "email": admin_email, "password": admin_password}
+            fields["login_csrf"] = login_csrf[1]
+            signed_in = browser.post(f"{base}/console/login", data=fields, follow_redirects=True)
+            assert signed_in.status_code == 200, signed_in.text
+            assert "Appointment Reminder" in signed_in.text and admin_email in signed_in.text
         # the printed bulk curl's request, as the shell would send it
         r = http.post(tour.bulk_url, content=json.dumps(tour.bulk_body), headers=tour.headers)
         assert r.status_code == 204, r.text
@@ -974,7 +993,7 @@ def test_demo_then_serve_end_to_end(cli: Cli, tmp_path: Path) -> None:
 
     logs = srv.logs()
     assert logs.strip(), "expected the server to log something"
-    for secret in [*PHI, token]:
+    for secret in [*PHI, token, admin_password]:
         assert secret not in logs, f"{secret!r} appears in the server logs:\n{logs}"
 
 

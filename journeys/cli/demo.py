@@ -12,6 +12,8 @@ from typing import Any
 import typer
 
 from journeys import demo as demo_service
+from journeys.accounts.audit import Action
+from journeys.cli.auditing import record_cli
 from journeys.cli.common import _engine, _load_or_exit, _now, _settings, _state
 from journeys.store.db import transaction
 
@@ -47,16 +49,26 @@ def demo(
     definition = _load_or_exit(example)
     with transaction(_engine()) as conn:
         setup = demo_service.ensure_demo(conn, definition, saved.get("token"), int(saved.get("runs", 0)), now)
+        admin = demo_service.ensure_demo_admin(conn, setup.org_id, _saved_password(saved, setup.org_id), now)
+        if admin.created:
+            record_cli(conn, setup.org_id, Action.USER_CREATE, "user", (), 1)
     folder = state_file.parent
     folder.mkdir(parents=True, exist_ok=True)
-    _write_private(state_file, {"orgId": setup.org_id, "token": setup.token, "runs": setup.run})
+    state = {"orgId": setup.org_id, "token": setup.token, "runs": setup.run, "adminPassword": admin.password}
+    _write_private(state_file, state)
     bulk, search = folder / "bulk.json", folder / "search.json"
     _write_private(bulk, demo_service.bulk_body(setup.run, now))
     _write_private(search, demo_service.search_body())
     _write_private(folder / "reschedule.json", demo_service.reschedule_body(setup.run, now))
     base = base_url or f"http://{settings.host}:{settings.port}"
     db_flag = f" --db '{settings.database_url}'" if _state.get("db") else ""
-    typer.echo(_tour(setup, base, bulk, search, db_flag, demo_service.window_now(definition, now), now))
+    window = demo_service.window_now(definition, now)
+    typer.echo(_tour(setup, admin, base, bulk, search, db_flag, window, now))
+
+
+def _saved_password(saved: dict[str, Any], org_id: str) -> str | None:
+    password = saved.get("adminPassword")
+    return password if isinstance(password, str) and saved.get("orgId") == org_id else None
 
 
 def _read_state(path: Path) -> dict[str, Any]:
@@ -95,6 +107,7 @@ def _when_texts_go(window: demo_service.WindowNow | None, now: datetime) -> str:
 
 def _tour(
     setup: demo_service.DemoSetup,
+    admin: demo_service.DemoLogin,
     base: str,
     bulk: Path,
     search: Path,
@@ -113,7 +126,12 @@ journeys demo
   chatBotId   {setup.journey_id}   ({setup.journey_name} v{setup.version})
   server      {base}   (API docs: {base}/docs)
 
-In another terminal, in this directory:
+The staff console: {base}/console/login?org={setup.org_id}
+  sign in as  {admin.email}
+  password    {admin.password}
+  (an admin: journeys, patients, messages, replies, opt-outs, design, users and the audit log)
+
+Then, to drive it from the API as a scheduling system would, in another terminal, in this directory:
 
   export ORG='{setup.org_id}' TOKEN='{setup.token}'
   export API='{api}'
@@ -134,6 +152,7 @@ In another terminal, in this directory:
   .venv/bin/journeys{db_flag} reply --org "$ORG" --from {demo_service.JOHN_PHONE} --body C
 
    The journey thanks him (see step 2 again) and reminds him the day before at 10:00.
+   The console's Find a patient and Messages pages show the same.
 
 4. Find John's instances (lastStepExecuted shows where each is), then one's whole timeline:
 
