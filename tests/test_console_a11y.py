@@ -1,0 +1,53 @@
+"""Every console page passes axe-core's WCAG 2.1 A/AA rules (labels, contrast, names, landmarks),
+at 1280 px and at a tablet's 800 px, and the main controls are reachable by keyboard."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from support.a11y import violations
+from support.console import make_user, sign_in
+from support.server import Server
+
+PAGES = ["/console/journeys"]
+
+
+@pytest.fixture()
+def a11y_page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True)
+    context.set_default_timeout(15_000)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+def test_the_login_page_is_accessible(console_server: Server, a11y_page: Any) -> None:
+    a11y_page.goto(f"{console_server.base_url}/console/login")
+    assert violations(a11y_page) == []
+
+
+@pytest.mark.parametrize("width", [1280, 800])
+def test_every_page_is_accessible(console_server: Server, a11y_page: Any, width: int) -> None:
+    org = console_server.tenant().org_id
+    sign_in(a11y_page, console_server, make_user(console_server, org, "admin"))
+    a11y_page.set_viewport_size({"width": width, "height": 900})
+    for path in PAGES:
+        a11y_page.goto(f"{console_server.base_url}{path}")
+        assert a11y_page.url.endswith(path), f"{path} redirected to {a11y_page.url}"
+        found = violations(a11y_page)
+        assert found == [], f"{path} at {width} px:\n" + "\n".join(found)
+        # nothing wider than the screen (usable on a tablet)
+        overflow = a11y_page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"{path} at {width} px is {overflow} px too wide"
+
+
+def test_the_keyboard_reaches_the_skip_link_then_the_navigation(console_server: Server, page: Any) -> None:
+    org = console_server.tenant().org_id
+    sign_in(page, console_server, make_user(console_server, org, "admin"))
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "main"
