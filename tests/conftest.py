@@ -16,10 +16,9 @@ from typing import Any
 import httpx
 import pytest
 from support.browser import launched, require_browser
+from support.console import CONSOLE_SECRET_KEY
 from support.databases import own_database
 from support.server import Server, Tenant
-
-CONSOLE_SECRET_KEY = "console-tests-secret-key-0123456789abcdef"
 
 
 @pytest.fixture(scope="session")

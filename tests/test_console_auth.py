@@ -11,7 +11,7 @@ import httpx
 import pyotp
 import pytest
 from support.browser import screenshot
-from support.console import csrf_in, make_user, page_csrf, session_client, sign_in
+from support.console import CONSOLE_SECRET_KEY, csrf_in, make_user, page_csrf, session_client, sign_in
 from support.server import Server
 
 from journeys.accounts import users
@@ -212,7 +212,9 @@ def test_pages_need_a_session(console_server: Server) -> None:
 
 @pytest.fixture()
 def throttled(database_url: str) -> Iterator[Server]:
-    srv = Server(database_url, console_login_attempts=3, console_login_window_seconds=60)
+    srv = Server(
+        database_url, secret_key=CONSOLE_SECRET_KEY, console_login_attempts=3, console_login_window_seconds=60
+    )
     yield srv
     srv.stop()
 

@@ -17,6 +17,9 @@ from journeys.store.db import transaction
 from support.server import Server
 
 PASSWORD = "correct horse battery staple"
+# The console tests' servers seal TOTP secrets with it (and other tests may have stored channel
+# credentials in the shared database, which a server without a key refuses to start with).
+CONSOLE_SECRET_KEY = "console-tests-secret-key-0123456789abcdef"
 
 
 @dataclass(frozen=True)
