@@ -55,9 +55,11 @@ def console_server(database_url: str) -> Iterator[Server]:
     srv.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Headless chromium (skips with the reason when there is none, fails under CI=true)."""
+    """Headless chromium (skips with the reason when there is none, fails under CI=true).
+    Per module: Playwright's sync API keeps an asyncio loop running in the main thread while it
+    is open, and later modules' asyncio.run() would fail beside it."""
     require_browser()
     with launched() as found:
         yield found

@@ -105,6 +105,21 @@ def _when_texts_go(window: demo_service.WindowNow | None, now: datetime) -> str:
     )
 
 
+def _heading(setup: demo_service.DemoSetup, admin: demo_service.DemoLogin, base: str) -> str:
+    return f"""
+journeys demo
+  org id      {setup.org_id}
+  token       {setup.token}
+  chatBotId   {setup.journey_id}   ({setup.journey_name} v{setup.version})
+  server      {base}   (API docs: {base}/docs)
+
+The staff console: {base}/console/login?org={setup.org_id}
+  sign in as  {admin.email}
+  password    {admin.password}
+  (an admin: journeys, patients, messages, replies, opt-outs, design, users and the audit log)
+"""
+
+
 def _tour(
     setup: demo_service.DemoSetup,
     admin: demo_service.DemoLogin,
@@ -119,18 +134,7 @@ def _tour(
     day = datetime.fromisoformat(demo_service.demo_day(now))
     auth = '-H "Authorization: Bearer $TOKEN"'
     json_type = "-H 'Content-Type: application/json'"
-    return f"""
-journeys demo
-  org id      {setup.org_id}
-  token       {setup.token}
-  chatBotId   {setup.journey_id}   ({setup.journey_name} v{setup.version})
-  server      {base}   (API docs: {base}/docs)
-
-The staff console: {base}/console/login?org={setup.org_id}
-  sign in as  {admin.email}
-  password    {admin.password}
-  (an admin: journeys, patients, messages, replies, opt-outs, design, users and the audit log)
-
+    return _heading(setup, admin, base) + f"""
 Then, to drive it from the API as a scheduling system would, in another terminal, in this directory:
 
   export ORG='{setup.org_id}' TOKEN='{setup.token}'
