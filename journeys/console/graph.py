@@ -29,8 +29,10 @@ BOX_W, BOX_H = 220, 64
 ROW_H = 104  # a layer: the box and the room for a labelled arrow below it
 LANE_W = 12
 GAP = 64  # between columns: cross-flow arrows run here
-PAD, TOP = 16, 44  # the canvas margin; the top leaves room for the flow's title
+PAD, TOP = 16, 56  # the canvas margin; the top leaves room for the flow's title (two lines)
 LABEL_MAX = 30
+BOX_TITLE_MAX = 27  # characters of "id · title" that fit a box (13 px bold)
+LABEL_CHAR_W, TITLE_CHAR_W = 6.5, 8.5  # wide enough estimates of a character at 11 px and 14 px bold
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,8 @@ class Box:
 
     @property
     def short_title(self) -> str:
-        return shorten(self.title, LABEL_MAX)
+        """The title as the box shows it after its step id (the whole title is in the text view)."""
+        return shorten(self.title, BOX_TITLE_MAX - len(f"{self.step_id} · "))
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,13 @@ def _lanes(places: dict[int, tuple[int, int]], found: list[Edge]) -> dict[Edge, 
     return lanes
 
 
+def _column_width(title: str, lanes: int, side_labels: list[str]) -> int:
+    """Room for the boxes, their lanes and the labels of their side arrows (which must not reach
+    the next column), and for the flow's title."""
+    beside = max([24 + lanes * LANE_W, *(int(len(t) * LABEL_CHAR_W) + 12 for t in side_labels)])
+    return max(BOX_W + beside, int(len(title) * TITLE_CHAR_W))
+
+
 def layout(defn: JourneyDefinition) -> Graph:
     flows = _flows_in_order(defn)
     places: dict[int, tuple[int, int]] = {}  # step id -> (column, layer)
@@ -197,6 +207,11 @@ def layout(defn: JourneyDefinition) -> Graph:
             places[step.id] = (ci, li)
     found = edges(defn)
     lanes = _lanes(places, found)
+    side_labels: list[list[str]] = [[] for _ in flows]  # labels of the arrows leaving on the side
+    for e in found:
+        (sc, sl), (tc, tl) = places[e.source], places[e.target]
+        if e.label and not (sc == tc and tl == sl + 1):
+            side_labels[sc].append(shorten(e.label, LABEL_MAX))
     lane_count = [0] * len(flows)
     for e, lane in lanes.items():
         column = places[e.source][0]
@@ -205,7 +220,7 @@ def layout(defn: JourneyDefinition) -> Graph:
     x = PAD
     for ci in range(len(flows)):
         xs.append(x)
-        x += BOX_W + 24 + lane_count[ci] * LANE_W + GAP
+        x += _column_width(flows[ci].name, lane_count[ci], side_labels[ci]) + GAP
     columns = tuple(Column(f.id, f.name, f is defn.main_flow, xs[ci]) for ci, f in enumerate(flows))
     boxes = {
         step.id: Box(
@@ -220,7 +235,7 @@ def layout(defn: JourneyDefinition) -> Graph:
         k = exits.get(e.source, 0)
         exits[e.source] = k + 1
         arrows.append(_arrow(e, boxes, places, lanes.get(e), k))
-    width = x - GAP + PAD + 120
+    width = x - GAP + PAD
     height = TOP + max(len(f.steps) for f in flows) * ROW_H + PAD
     return Graph(columns, tuple(boxes.values()), tuple(arrows), width, height)
 
