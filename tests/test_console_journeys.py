@@ -128,18 +128,21 @@ def test_periods_count_passes_by_the_hour(console_server: Server, page: Any, ten
     start(console_server, tenant, 2)
     console_server.clock.advance(timedelta(days=2))
     start(console_server, tenant, 1)  # the first two time out meanwhile: they pass step 20
+    console_server.clock.advance(timedelta(minutes=5))
+    start(console_server, tenant, 1)  # the same hour, another batch: added to its count
     sign_in(page, console_server, make_user(console_server, tenant.org_id, "viewer"))
     page.goto(f"{console_server.base_url}/console/journeys/{tenant.journey_id}")
 
     def counts(step: int) -> str:
         return page.locator(f'a.step-link[data-step="{step}"] .step-counts').text_content()
 
-    assert counts(10) == "0 waiting · 1 passed"
+    assert counts(10) == "0 waiting · 2 passed"
     page.get_by_label("Passed in the", exact=True).select_option("7d")
     page.get_by_role("button", name="Show").click()
     assert "period=7d" in page.url
-    assert counts(10) == "0 waiting · 3 passed"
-    assert counts(20) == "1 waiting · 2 passed"
+    assert counts(10) == "0 waiting · 4 passed"
+    assert counts(20) == "2 waiting · 2 passed"
+    assert counts(60) == "0 waiting · 2 passed"  # the timed-out two ended at step 60
 
 
 def test_the_version_picker_shows_each_version(console_server: Server, page: Any, tenant: Tenant) -> None:
