@@ -169,6 +169,7 @@ def test_a_step_lists_its_instances_and_the_view_is_audited(
     page.keyboard.press("Enter")
     page.wait_for_load_state()
     assert page.get_by_role("heading", level=1).inner_text() == "Step 20 · wait for reply"
+    assert "3 active instances are at this step now" in page.get_by_role("main").inner_text()
     links = page.get_by_role("table").get_by_role("link").all()
     assert len(links) == 3
     href = links[0].get_attribute("href")
@@ -193,6 +194,7 @@ def test_the_instances_at_a_step_are_paged(console_server: Server, tenant: Tenan
     after = first.text.split("after=")[1].split('"')[0]
     second = client.get(f"/console/journeys/{tenant.journey_id}/steps/20?after={after}")
     assert second.text.count("/console/instances/") == 5
+    assert "55 active instances are at this step now; a later page of them" in second.text
     assert 'rel="next"' not in second.text
 
 

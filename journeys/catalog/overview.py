@@ -60,6 +60,7 @@ class StepCounts:
 class StepPage:
     instances: list[InstanceAtStep]
     next_after: str | None  # the `after` of the next page, or None on the last
+    total: int  # active instances at the step (on every page)
 
 
 def summaries(conn: Connection, org_id: str) -> list[JourneySummary]:
@@ -129,7 +130,8 @@ def instances_at_step(conn: Connection, jv: JourneyVersion, step_id: int, after:
     )
     more = len(found) > PAGE_SIZE
     page = found[:PAGE_SIZE]
-    return StepPage(page, page[-1].instance_id if more else None)
+    total = counts.count_at_step(conn, jv.org_id, jv.journey_id, jv.version, step_id)
+    return StepPage(page, page[-1].instance_id if more else None, total)
 
 
 __all__ = [

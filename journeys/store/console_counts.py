@@ -113,6 +113,19 @@ def add_passes(conn: Connection, shard: int, passes: Sequence[StepPass]) -> None
         conn.execute(backend.upsert(sp, row, KEY, {"passes": sp.c.passes + p.passes}, None))
 
 
+def count_at_step(conn: Connection, org_id: str, journey_id: str, version: int, step_id: int) -> int:
+    """How many active instances of a journey version are at a step."""
+    ji = journey_instances
+    q = sa.select(sa.func.count()).where(
+        ji.c.org_id == org_id,
+        ji.c.journey_id == journey_id,
+        ji.c.version == version,
+        ji.c.status == ACTIVE_LITERAL,
+        ji.c.step_id == step_id,
+    )
+    return int(conn.execute(q).scalar_one())
+
+
 def instances_at_step(
     conn: Connection,
     org_id: str,
