@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench import figures
+from bench import console, figures
 from bench.harness import ROOT, Database, Proc, fresh_database, postgres_reachable
 
 
@@ -116,6 +116,15 @@ def prepare_search(targets: list[tuple[str, str]]) -> dict[str, tuple[Database, 
     return ready
 
 
+def _search_and_console(
+    db: Database, prepared: figures.SearchData
+) -> tuple[list[dict[str, Any]], list[Proc]]:
+    """The search group: search and cancel, then the console's journey pages, on its instances."""
+    rows, procs = figures.search_and_cancel(db, prepared, LATENCY_RUNS, total=SEARCH_ROWS)
+    more, used = console.journey_pages(db, prepared.tenant, SEARCH_ROWS)
+    return rows + more, procs + used
+
+
 def run_database(
     label: str, base: str, search: tuple[Database, figures.SearchData] | None
 ) -> list[dict[str, Any]]:
@@ -124,7 +133,7 @@ def run_database(
     groups = {
         "bulk": lambda db: figures.bulk(db, RUNS),
         "engine": lambda db: figures.engine(db, RUNS, lag_runs=LAG_RUNS),
-        "search": lambda db: figures.search_and_cancel(db, prepared, LATENCY_RUNS, total=SEARCH_ROWS),
+        "search": lambda db: _search_and_console(db, prepared),
         "fresh": lambda db: figures.search_after_load(
             db, FRESH_RUNS, lambda: fresh_database(label, base, "fresh"), FRESH_ROWS, FRESH_QUERIES
         ),

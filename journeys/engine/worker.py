@@ -32,6 +32,7 @@ from journeys.catalog.service import load_version
 from journeys.clock import Clock
 from journeys.engine.http import perform_http
 from journeys.engine.interpreter import Effects, HttpCall, Instance, StepFailed, advance
+from journeys.engine.passes import shard_of, step_passes
 from journeys.engine.state import HttpResult, InstanceState
 from journeys.ids import new_id
 from journeys.messaging.dispatch import Dispatcher
@@ -39,6 +40,7 @@ from journeys.messaging.phone import normalise_phone
 from journeys.messaging.queue import SmsLedger, queue_messages
 from journeys.records import ClaimedInstance, CursorUpdate, ParameterRow, QueuedMessage, TimelineEvent
 from journeys.store import work
+from journeys.store.console_counts import add_passes
 from journeys.store.db import read_only, transaction
 from journeys.store.instances import replace_parameters
 from journeys.timeline import event_row
@@ -156,11 +158,13 @@ class Worker:
         messages: list[QueuedMessage] = []
         param_rows: list[ParameterRow] = []
         calls: list[HttpWork] = []
+        done: list[tuple[ClaimedInstance, list[TimelineEvent]]] = []
         for row, fx, _ in runs:
             if (row.org_id, row.instance_id) not in kept:
                 continue  # cancelled, moved to a subflow or answered meanwhile: that change wins
             result.steps += fx.steps_run
             events.extend(fx.events)
+            done.append((row, fx.events))
             messages.extend(fx.messages)
             if fx.parameters is not None and fx.changed:
                 org, iid, jid, params = row.org_id, row.instance_id, row.journey_id, fx.parameters
@@ -170,6 +174,7 @@ class Worker:
         record_events(conn, events)
         queue_messages(conn, messages)
         replace_parameters(conn, param_rows)
+        add_passes(conn, shard_of(self.worker_id), step_passes(done))  # last: its rows are shared
         return calls
 
     @contextmanager
