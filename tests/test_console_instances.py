@@ -7,14 +7,21 @@ orgs' instances not found; every search, view and action audited."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 from support.api import bulk, trigger_one
 from support.browser import screenshot
 from support.console import Login, make_user, page_csrf, session_client, sign_in
+from support.databases import own_database
+from support.fake_twilio import FakeTwilio, twilio_config
+from support.journeys import reply_journey
 from support.server import Server, Tenant
+from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
 
 from journeys.accounts import audit
 from journeys.store.db import read_only
@@ -47,6 +54,10 @@ def _audit(server: Server, org: str, action: audit.Action) -> list[audit.AuditEn
 
 def _page_url(server: Server, tenant: Tenant, instance_id: str) -> str:
     return f"{server.base_url}/console/instances/{tenant.journey_id}/{instance_id}"
+
+
+def _chicago(moment: datetime) -> str:
+    return moment.astimezone(ZoneInfo("America/Chicago")).strftime("%Y-%m-%d %H:%M %Z")
 
 
 def _operator(server: Server, tenant: Tenant, page: Any) -> Login:
@@ -100,8 +111,9 @@ def test_the_api_operators_and_status_filter_apply(console_server: Server, tenan
         ids["Ann Lee"],
         ids["Anna Berg"],
     }
-    assert found(**{"from": "2026-11-02", "to": "2026-11-02"}) == set(ids.values())  # the to day is included
-    assert found(**{"from": "2026-11-03"}) == set()
+    today = console_server.clock.now().date()
+    assert found(**{"from": str(today), "to": str(today)}) == set(ids.values())  # the to day is included
+    assert found(**{"from": str(today + timedelta(days=1))}) == set()
     advanced = '{"type": "NotSpecification", "specification": {"type": "JourneyParameterSpecification", '
     advanced += '"parameterName": "patientName", "operator": "startsWith", "rightOperand": "Ann"}}'
     assert found(filter=advanced) >= {ids["Bob Ray"]}
@@ -221,7 +233,7 @@ def test_the_instance_page_shows_parameters_and_timeline(
     assert (
         f"To {PHONE}:\nHi Maria Lopez, your appointment is booked for Friday, November 20, 2026" in timeline
     )
-    assert "Delivery: sent at 2026-11-02 10:00 CST" in timeline
+    assert f"Delivery: sent at {_chicago(console_server.clock.now())}" in timeline
     # the wait until the day before, 09:30 in the instance's zone (America/Chicago, CST)
     assert "Waiting until 2026-11-19 09:30 CST" in timeline
     assert "Next step due" in page.locator("dl.facts").inner_text()
@@ -229,6 +241,27 @@ def test_the_instance_page_shows_parameters_and_timeline(
     screenshot(page, "instance")
     views = _audit(console_server, tenant.org_id, audit.Action.INSTANCE_VIEW)
     assert [(e.actor_id, e.target_kind, e.target_ids) for e in views] == [(login.user_id, "instance", (iid,))]
+
+
+def test_the_timeline_shows_the_reply_and_its_deadline(console_server: Server, page: Any) -> None:
+    tenant = console_server.tenant(reply_journey())
+    iid = trigger_one(console_server.http, tenant, {"phone": PHONE})
+    console_server.run_worker()  # the question goes out, then the wait for the answer
+    deadline = console_server.clock.now() + timedelta(days=2)
+    r = console_server.http.post(
+        f"/api/orgs/{tenant.org_id}/replies", json={"from": PHONE, "body": "c"}, headers=tenant.headers
+    )
+    assert r.status_code == 200 and r.json()["instanceId"] == iid, r.text
+    console_server.run_worker()
+    _operator(console_server, tenant, page)
+    page.goto(_page_url(console_server, tenant, iid))
+    timeline = page.get_by_role("table", name="Timeline").inner_text()
+    assert f"To {PHONE}:\nReply C to confirm or R to reschedule" in timeline
+    assert f"Waiting for a reply until {_chicago(deadline)}" in timeline
+    assert f"Reply arrived\nFrom {PHONE}:\nc" in timeline
+    assert "Reply read\noutcome: confirmed" in timeline
+    assert "Completed" in page.locator("dl.facts").inner_text()
+    assert page.get_by_role("heading", name="Actions").count() == 0  # nothing to do when it ended
 
 
 def test_cancel_asks_first_then_cancels(console_server: Server, tenant: Tenant, page: Any) -> None:
@@ -366,3 +399,57 @@ def test_a_completed_instance_cannot_be_cancelled(console_server: Server, tenant
     r = client.post(f"{base}/cancel", data={"csrf_token": csrf}, headers=headers)
     assert r.status_code == 303  # it already was: nothing to do
     assert [e.count for e in _audit(console_server, tenant.org_id, audit.Action.INSTANCES_CANCEL)] == [0]
+
+
+# ---------------------------------------------------------------------------- through Twilio
+TWILIO_SID = "AC" + "0123456789abcdef" * 2
+TWILIO_TOKEN = "twilio-auth-token-for-console-tests"
+
+
+@pytest.fixture(scope="module")
+def twilio_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, FakeTwilio]]:
+    """A server sending SMS through a fake Twilio (and taking its signed status callbacks)."""
+    with FakeTwilio(TWILIO_SID, TWILIO_TOKEN) as fake, own_database(tmp_path_factory.mktemp("tw")) as url:
+        server = Server(
+            url,
+            public_url_is_own=True,
+            secret_key="console-twilio-tests-secret-key-0123456789",
+            twilio_api_base=fake.url,
+            console_login_attempts=100_000,
+        )
+        yield server, fake
+        server.stop()
+        server.engine.dispose()
+
+
+def test_delivery_statuses_and_failures_from_twilio(
+    twilio_server: tuple[Server, FakeTwilio], page: Any
+) -> None:
+    server, fake = twilio_server
+    tenant = server.tenant()
+    server.set_channel(
+        tenant.org_id, "sms", "twilio", twilio_config(TWILIO_SID, TWILIO_TOKEN, "+13125550100")
+    )
+    delivered = _start(server, tenant, "Kim Park", phoneNumber=PHONE)
+    server.run_worker()
+    sid = next(r.sid for r in fake.requests if r.sid)
+    fake.reject_next(1, status=400, code=21211)
+    rejected = _start(server, tenant, "Sam Young", phoneNumber="+13125550143")
+    server.run_worker()
+    url = f"{server.base_url}/channels/twilio/{tenant.org_id}/status"
+    params = {"MessageSid": sid, "MessageStatus": "undelivered", "ErrorCode": "30003"}
+    signature = RequestValidator(TWILIO_TOKEN).compute_signature(url, params)
+    r = server.http.post(url, data=params, headers={"X-Twilio-Signature": signature})
+    assert r.status_code == 204, r.text
+    _operator(server, tenant, page)
+    page.goto(_page_url(server, tenant, delivered))
+    timeline = page.get_by_role("table", name="Timeline").inner_text()
+    assert "Hi Kim Park, your appointment is booked" in timeline
+    assert "Delivery: undelivered" in timeline
+    assert "Text message sent\nprovider: twilio" in timeline
+    assert "Delivery status\nstatus: undelivered; errorCode: 30003" in timeline
+    page.goto(_page_url(server, tenant, rejected))
+    timeline = page.get_by_role("table", name="Timeline").inner_text()
+    assert "Delivery: failed — Twilio error 21211" in timeline
+    assert "Text message failed" in timeline and "errorCode: 21211" in timeline
+    assert page.locator("tr.problem-row").count() == 1
