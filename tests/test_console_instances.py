@@ -60,6 +60,10 @@ def _chicago(moment: datetime) -> str:
     return moment.astimezone(ZoneInfo("America/Chicago")).strftime("%Y-%m-%d %H:%M %Z")
 
 
+def _origin(server: Server) -> dict[str, str]:
+    return {"Origin": server.base_url}
+
+
 def _operator(server: Server, tenant: Tenant, page: Any) -> Login:
     login = make_user(server, tenant.org_id, "operator")
     sign_in(page, server, login)
@@ -184,6 +188,7 @@ def test_a_bad_filter_shows_the_parsers_messages(console_server: Server, tenant:
         ({"skip": "-1"}, "skip: must be a whole number from 0 to"),
         ({"take": "lots"}, "take: must be a whole number from 1 to"),
         ({"filter": "{not json"}, "Advanced filter: not valid JSON"),
+        ({"param": "patientName", "value": "a\x00b"}, "query parameter 'value': must not contain NUL"),
         (
             {"filter": '{"type": "NotSpecification"}'},
             "Advanced filter: specification: must be an object, not null",
@@ -264,6 +269,35 @@ def test_the_timeline_shows_the_reply_and_its_deadline(console_server: Server, p
     assert page.get_by_role("heading", name="Actions").count() == 0  # nothing to do when it ended
 
 
+CAPPED = """
+name: Capped
+parameters:
+  - {name: key, identifier: true}
+  - {name: phone, type: phone}
+send_window: null
+frequency_cap: {per_day: 1, per_7_days: 3, when_capped: skip}
+flows:
+  - id: main
+    name: Main
+    steps:
+      - {id: 10, type: send_sms, to: phone, body: "First of the day"}
+      - {id: 20, type: send_sms, to: phone, body: "One too many"}
+      - {id: 30, type: end, outcome: done}
+"""
+
+
+def test_a_capped_send_is_on_the_timeline(console_server: Server, page: Any) -> None:
+    tenant = console_server.tenant(CAPPED)
+    iid = trigger_one(console_server.http, tenant, {"phone": "+13125550199"})
+    console_server.run_worker()
+    _operator(console_server, tenant, page)
+    page.goto(_page_url(console_server, tenant, iid))
+    timeline = page.get_by_role("table", name="Timeline").inner_text()
+    assert "First of the day" in timeline and "One too many" not in timeline
+    assert "Text message not sent: frequency cap\nlimit: 1 per day" in timeline
+    assert "Ended\noutcome: done" in timeline
+
+
 def test_cancel_asks_first_then_cancels(console_server: Server, tenant: Tenant, page: Any) -> None:
     iid = _start(console_server, tenant, "Tom Hart")
     login = _operator(console_server, tenant, page)
@@ -300,6 +334,12 @@ def test_a_subflow_with_bad_then_good_input(console_server: Server, tenant: Tena
     assert 'appointmentDateTime: "next tuesday" is not a valid datetime' in problems
     assert 'phoneNumber: "not a phone" is not a valid phone number' in problems
     assert form.get_by_label("appointmentDateTime").input_value() == "next tuesday"  # kept
+    client = session_client(console_server, login)
+    nul = {"csrf_token": page_csrf(client), "flow": "rescheduled", "p.patientName": "a\x00b"}
+    r = client.post(
+        f"/console/instances/{tenant.journey_id}/{iid}/subflow", data=nul, headers=_origin(console_server)
+    )
+    assert r.status_code == 400 and "patientName: must not contain NUL" in r.text
     assert _audit(console_server, tenant.org_id, audit.Action.INSTANCES_TRIGGER) == []
     assert "Subflow started" not in page.get_by_role("table", name="Timeline").inner_text()
 
@@ -453,3 +493,24 @@ def test_delivery_statuses_and_failures_from_twilio(
     assert "Delivery: failed — Twilio error 21211" in timeline
     assert "Text message failed" in timeline and "errorCode: 21211" in timeline
     assert page.locator("tr.problem-row").count() == 1
+
+
+def test_a_send_held_for_the_send_window_is_shown_with_its_time(
+    twilio_server: tuple[Server, FakeTwilio], page: Any
+) -> None:
+    server, _ = twilio_server
+    tenant = server.tenant()  # no SMS provider: the built-in outbox
+    now = server.clock.now().astimezone(ZoneInfo("America/Chicago"))
+    late = now.replace(hour=22, minute=0, second=0, microsecond=0)  # after the 08:00-21:00 window
+    server.clock.set(late.astimezone(ZoneInfo("UTC")))
+    iid = _start(server, tenant, "Nia Ford", phoneNumber=PHONE)
+    server.run_worker()
+    opening = _chicago((late + timedelta(days=1)).replace(hour=8))
+    _operator(server, tenant, page)
+    page.goto(_page_url(server, tenant, iid))
+    timeline = page.get_by_role("table", name="Timeline").inner_text()
+    assert f"Send held until {opening}" in timeline and "reason: outside the send window" in timeline
+    held = page.locator("ul.held").inner_text()
+    assert f"Text message to {PHONE} goes at {opening} (outside the send window)" in held
+    assert "Hi Nia Ford, your appointment is booked" in held  # a preview from today's parameters
+    assert f"Next step due\n{opening}" in page.locator("dl.facts").inner_text()
