@@ -152,3 +152,19 @@ def list_replies(conn: Connection, org_id: str, unmatched_only: bool, limit: int
         )
         for r in repo.list_inbound(conn, org_id, unmatched_only, limit)
     ]
+
+
+def replies_by_id(conn: Connection, org_id: str, message_ids: list[str]) -> dict[str, InboundReply]:
+    """The org's inbound messages with these ids (e.g. those an instance's timeline names)."""
+    return {
+        r["message_id"]: InboundReply(
+            r["message_id"],
+            r["from_address"],
+            r["body"],
+            r["received_at"],
+            r["instance_id"],
+            r["source"],
+            r["kind"],
+        )
+        for r in repo.inbound_by_ids(conn, org_id, message_ids)
+    }

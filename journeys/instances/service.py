@@ -43,16 +43,19 @@ def get(
     return row, repo.events(conn, jv.org_id, instance_id)
 
 
-def cancel(conn: Connection, jv: JourneyVersion, instance_id: str, clock: Callable[[], datetime]) -> bool:
-    """Cancel an instance. True if this call cancelled it, False if it already was cancelled.
-    Raises NotFound, or Conflict when it already completed or failed."""
+def cancel(
+    conn: Connection, jv: JourneyVersion, instance_id: str, clock: Callable[[], datetime], by: str = "api"
+) -> bool:
+    """Cancel an instance (`by`: who, for its timeline: api, console). True if this call
+    cancelled it, False if it already was cancelled. Raises NotFound, or Conflict when it
+    already completed or failed."""
     before, now = repo.cancel(conn, jv.org_id, jv.journey_id, instance_id, clock)
     if before is None:
         raise NotFound(f"instance {instance_id} not found")
     if before == ACTIVE:
         record_events(
             conn,
-            [event_row(jv.org_id, instance_id, now, None, None, None, "cancelled", {"by": "api"})],
+            [event_row(jv.org_id, instance_id, now, None, None, None, "cancelled", {"by": by})],
         )
         return True
     if before == "Cancelled":

@@ -71,3 +71,12 @@ def list_inbound(conn: Connection, org_id: str, unmatched_only: bool, limit: int
     if unmatched_only:
         q = q.where(inbound_messages.c.instance_id.is_(None), inbound_messages.c.kind == "reply")
     return [dict(r) for r in conn.execute(q).mappings()]
+
+
+def inbound_by_ids(conn: Connection, org_id: str, message_ids: list[str]) -> list[dict[str, Any]]:
+    """The org's inbound messages with these ids (by primary key)."""
+    if not message_ids:
+        return []
+    im = inbound_messages
+    q = sa.select(im).where(im.c.org_id == org_id, im.c.message_id.in_(sorted(set(message_ids))))
+    return [dict(r) for r in conn.execute(q).mappings()]
