@@ -170,6 +170,47 @@ def remove_opt_out(conn: Connection, org_id: str, phone: object, source: str, no
     return repo.opt_in_if_opted_out(conn, org_id, parse_phone(phone), now, source)
 
 
+def remove_opt_out_with_reason(
+    conn: Connection, org_id: str, phone: object, reason: object, source: str, now: datetime
+) -> bool:
+    """Opt a number back in, as the console does it: staff must say why (kept as the number's
+    consent record's reason). False when it was not opted out."""
+    problems = []
+    try:
+        number = parse_phone(phone)
+    except OptOutError as exc:
+        problems += exc.errors
+    if not isinstance(reason, str) or not reason.strip():
+        problems.append("reason: say why the number may be texted again (e.g. the patient asked at the desk)")
+    else:
+        try:
+            _parse_reason(reason.strip())
+        except OptOutError as exc:
+            problems += exc.errors
+    if problems:
+        raise OptOutError(problems)
+    assert isinstance(reason, str)
+    return repo.opt_in_if_opted_out(conn, org_id, number, now, source, reason.strip())
+
+
+CHANNELS = ("sms",)
+
+
+def parse_channel(value: object) -> str:
+    """The channel an opt-out is for: SMS only (consent keywords and opt-outs exist for SMS;
+    email has no opt-out records)."""
+    if value in CHANNELS:
+        return str(value)
+    raise OptOutError(["channel: opt-outs are kept for SMS only (email has no opt-out list)"])
+
+
+def page_opt_outs(
+    conn: Connection, org_id: str, before: tuple[datetime, str] | None, limit: int
+) -> list[OptOut]:
+    """The org's opted-out numbers, most recently changed first, keyset-paged."""
+    return [_opt_out(r) for r in repo.page_opted_out(conn, org_id, before, limit)]
+
+
 def list_opt_outs(conn: Connection, org_id: str, phone: object, limit: int) -> list[OptOut]:
     """The org's opted-out numbers, most recently changed first (`phone`: only that one)."""
     number = None if phone is None else parse_phone(phone)

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from journeys.console.pages import journeys
+from journeys.console.pages import journeys, messages, opt_outs, replies
 
-ROUTERS: list[APIRouter] = [journeys.router]
+ROUTERS: list[APIRouter] = [journeys.router, messages.router, replies.router, opt_outs.router]

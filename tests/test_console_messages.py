@@ -1,0 +1,191 @@
+"""The console's Messages page: the org's outgoing messages sent through a fake Twilio (sent,
+rejected with 21211, undelivered with 30007 by a signed status callback, an unknown code), their
+error codes explained, filters, keyset paging, a bad filter (400, not 500), and the audit entry
+each view writes. In a real browser, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from support.api import trigger_one
+from support.audit import audit_actions
+from support.browser import screenshot
+from support.console import make_user, session_client, sign_in
+from support.fake_twilio import FakeTwilio, twilio_config
+from support.journeys import one_sms
+from support.server import START, Server, Tenant
+from twilio.request_validator import RequestValidator
+
+from journeys.messaging import message_list
+from journeys.messaging.provider_errors import explain
+from journeys.store.db import read_only
+
+SID = "AC" + "fedcba9876543210" * 2
+TOKEN = "twilio-auth-token-for-console-tests"
+FROM = "+13125550100"
+SECRET_KEY = "console-messages-secret-key-0123456789"
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeTwilio]:
+    with FakeTwilio(SID, TOKEN) as f:
+        yield f
+
+
+@pytest.fixture(scope="module")
+def srv(database_url: str, fake: FakeTwilio) -> Iterator[Server]:
+    server = Server(
+        database_url,
+        public_url_is_own=True,
+        secret_key=SECRET_KEY,
+        twilio_api_base=fake.url,
+        console_login_attempts=100_000,
+    )
+    yield server
+    server.stop()
+
+
+@dataclass(frozen=True)
+class Outreach:
+    tenant: Tenant
+    other: Tenant  # a second journey of the same org
+    sent: str  # instance ids
+    rejected: str
+    undelivered: str
+    unknown: str
+
+
+def _send(srv: Server, t: Tenant, name: str, phone: str = "(312) 555-0142") -> str:
+    iid = trigger_one(srv.http, t, {"patientName": name, "phone": phone})
+    srv.run_worker()
+    return iid
+
+
+def _callback(srv: Server, org_id: str, params: dict[str, str]) -> None:
+    url = f"{srv.base_url}/channels/twilio/{org_id}/status"
+    signature = RequestValidator(TOKEN).compute_signature(url, params)
+    r = srv.http.post(url, data=params, headers={"X-Twilio-Signature": signature})
+    assert r.status_code == 204, r.text
+
+
+@pytest.fixture(scope="module")
+def outreach(srv: Server, fake: FakeTwilio) -> Outreach:
+    """One org, two journeys, four SMS: sent, rejected (21211), undelivered (30007), failed
+    with a code the table does not know (29999)."""
+    srv.clock.set(START)
+    t = srv.tenant(one_sms("Console messages"))
+    other = Tenant(t.org_id, t.token, str(srv.publish(t.org_id, one_sms("Second journey"))["id"]), t.headers)
+    srv.set_channel(t.org_id, "sms", "twilio", twilio_config(SID, TOKEN, FROM))
+    sent = _send(srv, t, "Ann")
+    fake.reject_next(1, status=400, code=21211)
+    rejected = _send(srv, t, "Bob")
+    undelivered = _send(srv, other, "Cy")
+    sid = fake.requests[-1].sid
+    assert sid
+    _callback(srv, t.org_id, {"MessageSid": sid, "MessageStatus": "undelivered", "ErrorCode": "30007"})
+    fake.reject_next(1, status=400, code=29999)
+    unknown = _send(srv, other, "Di")
+    return Outreach(t, other, sent, rejected, undelivered, unknown)
+
+
+def test_messages_show_text_status_and_explained_error_codes(
+    srv: Server, outreach: Outreach, page: Any
+) -> None:
+    org = outreach.tenant.org_id
+    viewer = make_user(srv, org, "viewer")
+    sign_in(page, srv, viewer, next_path="/console/messages")
+    assert page.url.endswith("/console/messages")
+    assert page.get_by_role("heading", name="Messages").is_visible()
+    rows = page.locator("table.messages tbody tr")
+    assert rows.count() == 4
+    text = page.locator("table.messages").inner_text()
+    assert "Hi Ann, your appointment is booked." in text  # the rendered message
+    assert "21211" in text and "invalid 'To' phone number" in text
+    assert "30007" in text and "carrier filtered" in text
+    assert "29999" in text and "not a code this console knows" in text
+    # newest first: Di's message was the last one sent
+    assert "Hi Di" in rows.first.inner_text()
+    # each row links to its instance page
+    link = rows.first.get_by_role("link", name="Instance")
+    assert link.get_attribute("href") == (
+        f"/console/instances/{outreach.other.journey_id}/{outreach.unknown}"
+    )
+    screenshot(page, "messages")
+    # filter by status in the form, as a person would
+    page.get_by_label("Status").select_option("failed")
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_load_state()
+    assert "status=failed" in page.url
+    failed = page.locator("table.messages tbody tr")
+    assert failed.count() == 3  # failed (21211, 29999) and undelivered (30007)
+    assert "Hi Ann" not in page.locator("table.messages").inner_text()
+    # and by journey
+    page.get_by_label("Journey").select_option(label="Second journey")
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_load_state()
+    assert page.locator("table.messages tbody tr").count() == 2
+    # audited: who viewed, how many, which message ids
+    views = audit_actions(srv, org, "messages.view", viewer.user_id)
+    assert [e.count for e in views] == [4, 3, 2]
+    assert len(views[0].target_ids) == 4 and views[0].target_kind == "message"
+
+
+def test_message_filters_channel_dates_and_a_bad_filter(srv: Server, outreach: Outreach) -> None:
+    org = outreach.tenant.org_id
+    client = session_client(srv, make_user(srv, org, "viewer"))
+    day = START.date().isoformat()
+    assert client.get("/console/messages?channel=email").text.count("<tr>") == 0
+    r = client.get(f"/console/messages?channel=sms&from={day}&to={day}")
+    assert r.status_code == 200 and r.text.count("Hi ") == 4
+    r = client.get("/console/messages?from=2026-11-03")  # the day after every message
+    assert r.status_code == 200 and "No messages match these filters" in r.text
+    r = client.get("/console/messages?status=sent")
+    assert r.status_code == 200 and "Hi Ann" in r.text and "Hi Bob" not in r.text
+    bad = client.get("/console/messages?from=yesterday&status=lost&to=2026-01-01")
+    assert bad.status_code == 400
+    assert "from: must be a date such as 2026-11-02" in bad.text
+    assert "status: one of queued, sent, failed, dropped, held" in bad.text
+    assert client.get("/console/messages?after=not-a-cursor").status_code == 400
+    assert client.get("/console/messages?journey=" + "x" * 100).status_code == 400
+
+
+def test_messages_are_paged_newest_first_without_gaps(srv: Server, outreach: Outreach) -> None:
+    org = outreach.tenant.org_id
+    flt = message_list.parse_filter("", "", "", "", "")
+    seen: list[str] = []
+    after = ""
+    with read_only(srv.engine) as conn:
+        while True:
+            found = message_list.page_messages(conn, org, srv.clock.now(), flt, after, 3)
+            seen += [m.message.instance_id for m in found.messages]
+            if found.next_cursor is None:
+                break
+            after = found.next_cursor
+    assert seen == [outreach.unknown, outreach.undelivered, outreach.rejected, outreach.sent]
+    # the next-page link keeps the filters
+    client = session_client(srv, make_user(srv, org, "viewer"))
+    html = client.get("/console/messages?status=failed").text
+    assert "Older messages" not in html  # 3 rows, one page
+
+
+def test_messages_need_a_session(srv: Server) -> None:
+    r = srv.http.get("/console/messages", follow_redirects=False)
+    assert r.status_code in (302, 303) and "/console/login" in r.headers["location"]
+
+
+@pytest.mark.same_on_every_database
+def test_error_codes_are_explained_with_an_honest_fallback() -> None:
+    assert explain("21610", "twilio", "sms").meaning.startswith("recipient has opted out (STOP)")  # type: ignore[union-attr]
+    for code in ("21211", "30003", "30005", "30006", "30007", "30008"):
+        found = explain(code, "twilio")
+        assert found is not None and found.known
+    smtp = explain("550", "smtp", "email")
+    assert smtp is not None and smtp.known and "mailbox unavailable" in smtp.meaning
+    assert explain("550", None, "email") == smtp  # the channel tells which table
+    unknown = explain("12345", "twilio")
+    assert unknown is not None and not unknown.known and "not a code this console knows" in unknown.meaning
+    assert explain("http_502", "twilio").meaning == "the provider answered with HTTP status 502"  # type: ignore[union-attr]
+    assert explain(None) is None and explain("  ") is None
