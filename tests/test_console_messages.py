@@ -14,6 +14,7 @@ from support.api import trigger_one
 from support.audit import audit_actions
 from support.browser import screenshot
 from support.console import make_user, session_client, sign_in
+from support.databases import own_database
 from support.fake_twilio import FakeTwilio, twilio_config
 from support.journeys import one_sms
 from support.server import START, Server, Tenant
@@ -36,16 +37,20 @@ def fake() -> Iterator[FakeTwilio]:
 
 
 @pytest.fixture(scope="module")
-def srv(database_url: str, fake: FakeTwilio) -> Iterator[Server]:
-    server = Server(
-        database_url,
-        public_url_is_own=True,
-        secret_key=SECRET_KEY,
-        twilio_api_base=fake.url,
-        console_login_attempts=100_000,
-    )
-    yield server
-    server.stop()
+def srv(tmp_path_factory: pytest.TempPathFactory, fake: FakeTwilio) -> Iterator[Server]:
+    """A server of its own database: its org's Twilio channel (sealed with this module's key)
+    must not reach the session's servers."""
+    with own_database(tmp_path_factory.mktemp("console_messages")) as url:
+        server = Server(
+            url,
+            public_url_is_own=True,
+            secret_key=SECRET_KEY,
+            twilio_api_base=fake.url,
+            console_login_attempts=100_000,
+        )
+        yield server
+        server.stop()
+        server.engine.dispose()
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ STATUS_GROUPS: dict[str, tuple[str, ...]] = {
 }
 CHANNELS = ("sms", "email")
 MAX_PAGE = 200
-_CURSOR = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z)~([A-Za-z0-9_-]{1,64})$")
+_CURSOR = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z)~([A-Za-z0-9_+-]{1,64})$")
 
 
 class MessageListError(Invalid):

@@ -133,7 +133,9 @@ async def remove_opt_out(
         removed = await run_in_threadpool(change)
     except OptOutError as exc:
         found = await run_in_threadpool(_load, request, staff, "")
-        return _page(request, staff, found, "", status=400, remove_problems={phone: exc.errors})
+        if phone in {o.phone for o in found[:PAGE_SIZE]}:  # shown by its row
+            return _page(request, staff, found, "", status=400, remove_problems={phone: exc.errors})
+        return _page(request, staff, found, "", status=400, problems=exc.errors)
     if not removed:
         raise NotFound("that phone number is not opted out")
     return RedirectResponse(f"{web.PREFIX}/opt-outs?done=removed", status_code=303)
