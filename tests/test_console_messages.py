@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -28,6 +29,7 @@ SID = "AC" + "fedcba9876543210" * 2
 TOKEN = "twilio-auth-token-for-console-tests"
 FROM = "+13125550100"
 SECRET_KEY = "console-messages-secret-key-0123456789"
+NIGHT = datetime(2026, 11, 3, 9, 30, tzinfo=UTC)  # 03:30 in America/Chicago
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +63,7 @@ class Outreach:
     rejected: str
     undelivered: str
     unknown: str
+    held: str  # waits for the send window
 
 
 def _send(srv: Server, t: Tenant, name: str, phone: str = "(312) 555-0142") -> str:
@@ -78,8 +81,9 @@ def _callback(srv: Server, org_id: str, params: dict[str, str]) -> None:
 
 @pytest.fixture(scope="module")
 def outreach(srv: Server, fake: FakeTwilio) -> Outreach:
-    """One org, two journeys, four SMS: sent, rejected (21211), undelivered (30007), failed
-    with a code the table does not know (29999)."""
+    """One org, two journeys, five SMS: sent, rejected (21211), undelivered (30007), failed
+    with a code the table does not know (29999), all on 2 November; and one held for the send
+    window at 03:30 in Chicago on the 3rd (it goes at 08:00)."""
     srv.clock.set(START)
     t = srv.tenant(one_sms("Console messages"))
     other = Tenant(t.org_id, t.token, str(srv.publish(t.org_id, one_sms("Second journey"))["id"]), t.headers)
@@ -93,7 +97,9 @@ def outreach(srv: Server, fake: FakeTwilio) -> Outreach:
     _callback(srv, t.org_id, {"MessageSid": sid, "MessageStatus": "undelivered", "ErrorCode": "30007"})
     fake.reject_next(1, status=400, code=29999)
     unknown = _send(srv, other, "Di")
-    return Outreach(t, other, sent, rejected, undelivered, unknown)
+    srv.clock.set(NIGHT)
+    held = _send(srv, t, "Eve")
+    return Outreach(t, other, sent, rejected, undelivered, unknown, held)
 
 
 def test_messages_show_text_status_and_explained_error_codes(
@@ -105,16 +111,19 @@ def test_messages_show_text_status_and_explained_error_codes(
     assert page.url.endswith("/console/messages")
     assert page.get_by_role("heading", name="Messages").is_visible()
     rows = page.locator("table.messages tbody tr")
-    assert rows.count() == 4
+    assert rows.count() == 5
     text = page.locator("table.messages").inner_text()
     assert "Hi Ann, your appointment is booked." in text  # the rendered message
     assert "21211" in text and "invalid 'To' phone number" in text
     assert "30007" in text and "carrier filtered" in text
     assert "29999" in text and "not a code this console knows" in text
-    # newest first: Di's message was the last one sent
-    assert "Hi Di" in rows.first.inner_text()
+    # newest first: Eve's is held (its text as it will go), then Di's was the last one sent
+    assert "held" in rows.nth(0).inner_text() and "Hi Eve" in rows.nth(0).inner_text()
+    assert "goes 2026-11-03 08:00 CST" in rows.nth(0).inner_text()
+    assert "outside the send window" in rows.nth(0).inner_text()
+    assert "Hi Di" in rows.nth(1).inner_text()
     # each row links to its instance page
-    link = rows.first.get_by_role("link", name="Instance")
+    link = rows.nth(1).get_by_role("link", name="Instance")
     assert link.get_attribute("href") == (
         f"/console/instances/{outreach.other.journey_id}/{outreach.unknown}"
     )
@@ -134,8 +143,8 @@ def test_messages_show_text_status_and_explained_error_codes(
     assert page.locator("table.messages tbody tr").count() == 2
     # audited: who viewed, how many, which message ids
     views = audit_actions(srv, org, "messages.view", viewer.user_id)
-    assert [e.count for e in views] == [4, 3, 2]
-    assert len(views[0].target_ids) == 4 and views[0].target_kind == "message"
+    assert [e.count for e in views] == [5, 3, 2]
+    assert len(views[0].target_ids) == 4 and views[0].target_kind == "message"  # held: no id yet
 
 
 def test_message_filters_channel_dates_and_a_bad_filter(srv: Server, outreach: Outreach) -> None:
@@ -145,7 +154,11 @@ def test_message_filters_channel_dates_and_a_bad_filter(srv: Server, outreach: O
     assert client.get("/console/messages?channel=email").text.count("<tr>") == 0
     r = client.get(f"/console/messages?channel=sms&from={day}&to={day}")
     assert r.status_code == 200 and r.text.count("Hi ") == 4
-    r = client.get("/console/messages?from=2026-11-03")  # the day after every message
+    r = client.get("/console/messages?from=2026-11-03")  # only the held one
+    assert r.status_code == 200 and r.text.count("Hi ") == 1 and "Hi Eve" in r.text
+    r = client.get("/console/messages?status=held")
+    assert r.status_code == 200 and r.text.count("Hi ") == 1 and "Hi Eve" in r.text
+    r = client.get("/console/messages?from=2026-11-04")
     assert r.status_code == 200 and "No messages match these filters" in r.text
     r = client.get("/console/messages?status=sent")
     assert r.status_code == 200 and "Hi Ann" in r.text and "Hi Bob" not in r.text
@@ -160,17 +173,18 @@ def test_message_filters_channel_dates_and_a_bad_filter(srv: Server, outreach: O
 def test_messages_are_paged_newest_first_without_gaps(srv: Server, outreach: Outreach) -> None:
     org = outreach.tenant.org_id
     flt = message_list.parse_filter("", "", "", "", "")
-    seen: list[str] = []
-    after = ""
-    with read_only(srv.engine) as conn:
-        while True:
-            found = message_list.page_messages(conn, org, srv.clock.now(), flt, after, 3)
-            seen += [m.message.instance_id for m in found.messages]
-            if found.next_cursor is None:
-                break
-            after = found.next_cursor
-    assert seen == [outreach.unknown, outreach.undelivered, outreach.rejected, outreach.sent]
-    # the next-page link keeps the filters
+    o = outreach
+    for size in range(1, 7):  # the outbox and the held sends merged, whatever the page size
+        seen: list[str] = []
+        after = ""
+        with read_only(srv.engine) as conn:
+            while True:
+                found = message_list.page_messages(conn, org, srv.clock.now(), flt, after, size)
+                seen += [m.message.instance_id for m in found.messages]
+                if found.next_cursor is None:
+                    break
+                after = found.next_cursor
+        assert seen == [o.held, o.unknown, o.undelivered, o.rejected, o.sent], size
     client = session_client(srv, make_user(srv, org, "viewer"))
     html = client.get("/console/messages?status=failed").text
     assert "Older messages" not in html  # 3 rows, one page
