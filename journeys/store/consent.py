@@ -74,7 +74,10 @@ def page_opted_out(
     q = sa.select(sc).where(sc.c.org_id == org_id, sc.c.status == OPTED_OUT)
     if before is not None:
         at, phone = before
-        q = q.where(sa.or_(sc.c.updated_at < at, sa.and_(sc.c.updated_at == at, sc.c.phone < phone)))
+        q = q.where(
+            sc.c.updated_at <= at,  # a range the index scan can start from
+            sa.or_(sc.c.updated_at < at, sa.and_(sc.c.updated_at == at, sc.c.phone < phone)),
+        )
     q = q.order_by(sc.c.updated_at.desc(), sc.c.phone.desc()).limit(limit)
     return [dict(r) for r in conn.execute(q).mappings()]
 

@@ -69,7 +69,8 @@ def _before(time_col: Any, id_col: Any, before: tuple[datetime, str] | None) -> 
     if before is None:
         return sa.true()
     at, key = before
-    return sa.or_(time_col < at, sa.and_(time_col == at, id_col < key))
+    # `time <= at` as well: a range both databases can start the index scan from.
+    return sa.and_(time_col <= at, sa.or_(time_col < at, sa.and_(time_col == at, id_col < key)))
 
 
 def page_outbox(

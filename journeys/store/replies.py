@@ -93,7 +93,10 @@ def page_unmatched(
         q = q.where(im.c.handled_at.is_(None))
     if before is not None:
         at, key = before
-        q = q.where(sa.or_(im.c.received_at < at, sa.and_(im.c.received_at == at, im.c.message_id < key)))
+        q = q.where(
+            im.c.received_at <= at,  # a range the index scan can start from
+            sa.or_(im.c.received_at < at, sa.and_(im.c.received_at == at, im.c.message_id < key)),
+        )
     q = q.order_by(im.c.received_at.desc(), im.c.message_id.desc()).limit(limit)
     return [dict(r) for r in conn.execute(q).mappings()]
 

@@ -228,9 +228,9 @@ outbox = sa.Table(
     sa.Index("ix_outbox_org_provider_id", "org_id", "provider_message_id"),  # status callbacks
     sa.Index("ix_outbox_org_to_created", "org_id", "to_address", "created_at"),  # frequency caps
     # The console's messages listing, newest first: all, by status, by journey.
-    sa.Index("ix_outbox_org_created", "org_id", "created_at"),
-    sa.Index("ix_outbox_org_status_created", "org_id", "status", "created_at"),
-    sa.Index("ix_outbox_org_journey_created", "org_id", "journey_id", "created_at"),
+    sa.Index("ix_outbox_org_created", "org_id", "created_at", "message_id"),
+    sa.Index("ix_outbox_org_status_created", "org_id", "status", "created_at", "message_id"),
+    sa.Index("ix_outbox_org_journey_created", "org_id", "journey_id", "created_at", "message_id"),
     sa.Index(
         "ix_outbox_queued",
         "send_after",
@@ -284,6 +284,7 @@ inbound_messages = sa.Table(
         "ix_inbound_messages_unmatched",
         "org_id",
         "received_at",
+        "message_id",
         sqlite_where=sa.text("instance_id IS NULL AND kind = 'reply'"),
         postgresql_where=sa.text("instance_id IS NULL AND kind = 'reply'"),
     ),
@@ -330,7 +331,7 @@ sms_consent = sa.Table(
     sa.Column("reason", sa.Text, nullable=True),  # staff's note (may be PHI: never logged)
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.PrimaryKeyConstraint("org_id", "phone"),
-    sa.Index("ix_sms_consent_org_status_updated", "org_id", "status", "updated_at"),  # paged lists
+    sa.Index("ix_sms_consent_org_status_updated", "org_id", "status", "updated_at", "phone"),  # paged lists
 )
 
 # Event webhooks to an org's own systems: subscriptions (secret encrypted like provider

@@ -30,14 +30,20 @@ def upgrade() -> None:
     op.create_index(
         "ix_inbound_messages_unmatched",
         "inbound_messages",
-        ["org_id", "received_at"],
+        ["org_id", "received_at", "message_id"],
         sqlite_where=sa.text(_UNMATCHED),
         postgresql_where=sa.text(_UNMATCHED),
     )
-    op.create_index("ix_outbox_org_created", "outbox", ["org_id", "created_at"])
-    op.create_index("ix_outbox_org_status_created", "outbox", ["org_id", "status", "created_at"])
-    op.create_index("ix_outbox_org_journey_created", "outbox", ["org_id", "journey_id", "created_at"])
-    op.create_index("ix_sms_consent_org_status_updated", "sms_consent", ["org_id", "status", "updated_at"])
+    op.create_index("ix_outbox_org_created", "outbox", ["org_id", "created_at", "message_id"])
+    op.create_index(
+        "ix_outbox_org_status_created", "outbox", ["org_id", "status", "created_at", "message_id"]
+    )
+    op.create_index(
+        "ix_outbox_org_journey_created", "outbox", ["org_id", "journey_id", "created_at", "message_id"]
+    )
+    op.create_index(
+        "ix_sms_consent_org_status_updated", "sms_consent", ["org_id", "status", "updated_at", "phone"]
+    )
 
 
 def downgrade() -> None:
