@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -64,6 +64,7 @@ class Outreach:
     undelivered: str
     unknown: str
     held: str  # waits for the send window
+    queued: str  # Twilio answered 500: queued for a retry
 
 
 def _send(srv: Server, t: Tenant, name: str, phone: str = "(312) 555-0142") -> str:
@@ -83,7 +84,8 @@ def _callback(srv: Server, org_id: str, params: dict[str, str]) -> None:
 def outreach(srv: Server, fake: FakeTwilio) -> Outreach:
     """One org, two journeys, five SMS: sent, rejected (21211), undelivered (30007), failed
     with a code the table does not know (29999), all on 2 November; and one held for the send
-    window at 03:30 in Chicago on the 3rd (it goes at 08:00)."""
+    window at 03:30 in Chicago on the 3rd (it goes at 08:00), and a minute later one of a
+    journey without a send window, queued for a retry after Twilio answered 500."""
     srv.clock.set(START)
     t = srv.tenant(one_sms("Console messages"))
     other = Tenant(t.org_id, t.token, str(srv.publish(t.org_id, one_sms("Second journey"))["id"]), t.headers)
@@ -99,7 +101,12 @@ def outreach(srv: Server, fake: FakeTwilio) -> Outreach:
     unknown = _send(srv, other, "Di")
     srv.clock.set(NIGHT)
     held = _send(srv, t, "Eve")
-    return Outreach(t, other, sent, rejected, undelivered, unknown, held)
+    srv.clock.set(NIGHT + timedelta(minutes=1))
+    anytime = one_sms("Any time").replace("parameters:", "send_window: null\nparameters:", 1)
+    third = Tenant(t.org_id, t.token, str(srv.publish(t.org_id, anytime)["id"]), t.headers)
+    fake.fail_next(1, status=500)
+    queued = _send(srv, third, "Fay")
+    return Outreach(t, other, sent, rejected, undelivered, unknown, held, queued)
 
 
 def test_messages_show_text_status_and_explained_error_codes(
@@ -111,19 +118,21 @@ def test_messages_show_text_status_and_explained_error_codes(
     assert page.url.endswith("/console/messages")
     assert page.get_by_role("heading", name="Messages").is_visible()
     rows = page.locator("table.messages tbody tr")
-    assert rows.count() == 5
+    assert rows.count() == 6
     text = page.locator("table.messages").inner_text()
     assert "Hi Ann, your appointment is booked." in text  # the rendered message
     assert "21211" in text and "invalid 'To' phone number" in text
     assert "30007" in text and "carrier filtered" in text
     assert "29999" in text and "not a code this console knows" in text
-    # newest first: Eve's is held (its text as it will go), then Di's was the last one sent
-    assert "held" in rows.nth(0).inner_text() and "Hi Eve" in rows.nth(0).inner_text()
-    assert "goes 2026-11-03 08:00 CST" in rows.nth(0).inner_text()
-    assert "outside the send window" in rows.nth(0).inner_text()
-    assert "Hi Di" in rows.nth(1).inner_text()
+    # newest first: Fay's is queued for a retry, Eve's held (its text as it will go), then Di's
+    assert "queued" in rows.nth(0).inner_text() and "Hi Fay" in rows.nth(0).inner_text()
+    assert "20500" in rows.nth(0).inner_text() and "Twilio had an internal error" in rows.nth(0).inner_text()
+    assert "held" in rows.nth(1).inner_text() and "Hi Eve" in rows.nth(1).inner_text()
+    assert "goes 2026-11-03 08:00 CST" in rows.nth(1).inner_text()
+    assert "outside the send window" in rows.nth(1).inner_text()
+    assert "Hi Di" in rows.nth(2).inner_text()
     # each row links to its instance page
-    link = rows.nth(1).get_by_role("link", name="Instance")
+    link = rows.nth(2).get_by_role("link", name="Instance")
     assert link.get_attribute("href") == (
         f"/console/instances/{outreach.other.journey_id}/{outreach.unknown}"
     )
@@ -143,8 +152,8 @@ def test_messages_show_text_status_and_explained_error_codes(
     assert page.locator("table.messages tbody tr").count() == 2
     # audited: who viewed, how many, which message ids
     views = audit_actions(srv, org, "messages.view", viewer.user_id)
-    assert [e.count for e in views] == [5, 3, 2]
-    assert len(views[0].target_ids) == 4 and views[0].target_kind == "message"  # held: no id yet
+    assert [e.count for e in views] == [6, 3, 2]
+    assert len(views[0].target_ids) == 5 and views[0].target_kind == "message"  # held: no id yet
 
 
 def test_message_filters_channel_dates_and_a_bad_filter(srv: Server, outreach: Outreach) -> None:
@@ -153,9 +162,11 @@ def test_message_filters_channel_dates_and_a_bad_filter(srv: Server, outreach: O
     day = START.date().isoformat()
     assert client.get("/console/messages?channel=email").text.count("<tr>") == 0
     r = client.get(f"/console/messages?channel=sms&from={day}&to={day}")
-    assert r.status_code == 200 and r.text.count("Hi ") == 4
-    r = client.get("/console/messages?from=2026-11-03")  # only the held one
-    assert r.status_code == 200 and r.text.count("Hi ") == 1 and "Hi Eve" in r.text
+    assert r.status_code == 200 and r.text.count("Hi ") == 4  # all of the 2nd
+    r = client.get("/console/messages?from=2026-11-03")  # the held and the queued one
+    assert r.status_code == 200 and r.text.count("Hi ") == 2 and "Hi Eve" in r.text and "Hi Fay" in r.text
+    r = client.get("/console/messages?status=queued")
+    assert r.status_code == 200 and r.text.count("Hi ") == 1 and "Hi Fay" in r.text
     r = client.get("/console/messages?status=held")
     assert r.status_code == 200 and r.text.count("Hi ") == 1 and "Hi Eve" in r.text
     r = client.get("/console/messages?from=2026-11-04")
@@ -174,7 +185,7 @@ def test_messages_are_paged_newest_first_without_gaps(srv: Server, outreach: Out
     org = outreach.tenant.org_id
     flt = message_list.parse_filter("", "", "", "", "")
     o = outreach
-    for size in range(1, 7):  # the outbox and the held sends merged, whatever the page size
+    for size in range(1, 8):  # the outbox and the held sends merged, whatever the page size
         seen: list[str] = []
         after = ""
         with read_only(srv.engine) as conn:
@@ -184,7 +195,7 @@ def test_messages_are_paged_newest_first_without_gaps(srv: Server, outreach: Out
                 if found.next_cursor is None:
                     break
                 after = found.next_cursor
-        assert seen == [o.held, o.unknown, o.undelivered, o.rejected, o.sent], size
+        assert seen == [o.queued, o.held, o.unknown, o.undelivered, o.rejected, o.sent], size
     client = session_client(srv, make_user(srv, org, "viewer"))
     html = client.get("/console/messages?status=failed").text
     assert "Older messages" not in html  # 3 rows, one page
