@@ -178,6 +178,9 @@ def test_message_filters_channel_dates_and_a_bad_filter(srv: Server, outreach: O
     assert "from: must be a date such as 2026-11-02" in bad.text
     assert "status: one of queued, sent, failed, dropped, held" in bad.text
     assert client.get("/console/messages?after=not-a-cursor").status_code == 400
+    assert client.get("/console/messages?after=2026-13-45T99:99:99.000000Z~x").status_code == 400
+    edge = client.get("/console/messages?from=0001-01-01&to=9999-12-31")
+    assert edge.status_code == 200 and edge.text.count("Hi ") == 6
     assert client.get("/console/messages?journey=" + "x" * 100).status_code == 400
 
 

@@ -90,8 +90,14 @@ def parse_filter(status: str, channel: str, journey_id: str, date_from: str, dat
         channel=channel or None,
         journey_id=journey_id or None,
         since=datetime.combine(first, datetime.min.time(), UTC) if first else None,
-        until=datetime.combine(last, datetime.min.time(), UTC) + timedelta(days=1) if last else None,
+        until=_day_after(last) if last else None,
     )
+
+
+def _day_after(day: date) -> datetime | None:
+    if day == date.max:  # no later day: no upper bound
+        return None
+    return datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC)
 
 
 def make_cursor(at: datetime, key: str) -> str:
@@ -103,9 +109,12 @@ def parse_cursor(value: str) -> tuple[datetime, str] | None:
     if not value:
         return None
     found = _CURSOR.match(value)
-    if found is None:
-        raise MessageListError(["after: not a page of this list (start again from the first page)"])
-    at = datetime.strptime(found.group(1), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    try:
+        if found is None:
+            raise ValueError(value)
+        at = datetime.strptime(found.group(1), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    except ValueError:
+        raise MessageListError(["after: not a page of this list (start again from the first page)"]) from None
     return at, found.group(2)
 
 
