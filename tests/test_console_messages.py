@@ -182,6 +182,7 @@ def test_message_filters_channel_dates_and_a_bad_filter(srv: Server, outreach: O
     edge = client.get("/console/messages?from=0001-01-01&to=9999-12-31")
     assert edge.status_code == 200 and edge.text.count("Hi ") == 6
     assert client.get("/console/messages?journey=" + "x" * 100).status_code == 400
+    assert client.get("/console/messages?journey=a%00b&status=%00").status_code == 400
 
 
 def test_messages_are_paged_newest_first_without_gaps(srv: Server, outreach: Outreach) -> None:

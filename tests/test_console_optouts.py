@@ -96,6 +96,7 @@ def test_bad_input_is_answered_with_a_400_and_changes_nothing(console_server: Se
         ({"phone": "+1 000 555 0100", "channel": "sms"}, BAD_PHONE),
         ({"phone": "", "channel": "sms"}, BAD_PHONE),
         ({"phone": "+13125550142", "channel": "email"}, "channel: opt-outs are kept for SMS only"),
+        ({"phone": "+13125550142", "channel": "sms", "reason": "a\x00b"}, "reason: "),
         (
             {"phone": "+13125550142", "channel": "sms", "reason": "x" * 501},
             "reason: must be a string of at most 500",

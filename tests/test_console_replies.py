@@ -97,6 +97,12 @@ def test_handling_twice_keeps_the_first_and_an_unknown_reply_is_404(
         headers={"Origin": srv.base_url},
     )
     assert missing.status_code == 404 and "no unmatched reply with that id" in missing.text
+    nul = client.post(
+        "/console/replies/a%00b/handled",
+        data={"csrf_token": page_csrf(client, "/console/replies")},
+        headers={"Origin": srv.base_url},
+    )
+    assert nul.status_code in (400, 404)  # refused, never a 500
     assert client.get("/console/replies?after=garbage").status_code == 400
 
 

@@ -177,6 +177,6 @@ def mark_handled(conn: Connection, org_id: str, message_id: str, user_id: str, n
     """Record that staff member `user_id` dealt with an unmatched reply; False when it already
     was handled (by anyone: the first one stays). NotFound when the org has no unmatched reply
     with that id."""
-    if repo.get_unmatched(conn, org_id, message_id) is None:
+    if has_nul(message_id) or repo.get_unmatched(conn, org_id, message_id) is None:
         raise NotFound("no unmatched reply with that id")
     return repo.set_handled(conn, org_id, message_id, user_id, now)

@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from journeys.definitions.values import NUL_PROBLEM, has_nul
 from journeys.errors import Invalid
 from journeys.messaging.phone import normalise_phone
 from journeys.store import consent as repo
@@ -122,6 +123,8 @@ def _parse_reason(value: object) -> str | None:
         return None
     if not isinstance(value, str) or len(value) > MAX_REASON_CHARS:
         raise OptOutError([f"reason: must be a string of at most {MAX_REASON_CHARS} characters"])
+    if has_nul(value):
+        raise OptOutError([f"reason: {NUL_PROBLEM}"])
     return value
 
 

@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy.engine import Connection
 
+from journeys.definitions.values import has_nul
 from journeys.errors import Invalid
 from journeys.messaging.outgoing import HOLD_HORIZON, OutgoingMessage, from_hold, from_outbox
 from journeys.messaging.provider_errors import ErrorExplanation, explain
@@ -77,7 +78,7 @@ def parse_filter(status: str, channel: str, journey_id: str, date_from: str, dat
         problems.append(f"status: one of {', '.join(STATUS_GROUPS)}")
     if channel and channel not in CHANNELS:
         problems.append(f"channel: one of {', '.join(CHANNELS)}")
-    if len(journey_id) > 64:
+    if len(journey_id) > 64 or has_nul(journey_id):
         problems.append("journey: not a journey id")
     first = _day(date_from, "from", problems)
     last = _day(date_to, "to", problems)
