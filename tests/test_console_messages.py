@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
 from support.api import trigger_one
 from support.audit import audit_actions
 from support.browser import screenshot
@@ -18,11 +19,14 @@ from support.console import make_user, session_client, sign_in
 from support.databases import own_database
 from support.fake_twilio import FakeTwilio, twilio_config
 from support.journeys import one_sms
+from support.net import free_port
 from support.server import START, Server, Tenant
+from support.smtp import Mailbox
 from twilio.request_validator import RequestValidator
 
 from journeys.messaging import message_list
 from journeys.messaging.provider_errors import explain
+from journeys.messaging.providers import registry
 from journeys.store.db import read_only
 
 SID = "AC" + "fedcba9876543210" * 2
@@ -223,3 +227,50 @@ def test_error_codes_are_explained_with_an_honest_fallback() -> None:
     assert unknown is not None and not unknown.known and "not a code this console knows" in unknown.meaning
     assert explain("http_502", "twilio").meaning == "the provider answered with HTTP status 502"  # type: ignore[union-attr]
     assert explain(None) is None and explain("  ") is None
+
+
+EMAIL_JOURNEY = """
+name: Email reminder
+parameters:
+  - {name: key, identifier: true}
+  - {name: patientName}
+  - {name: email, type: email}
+send_window: null
+flows:
+  - id: main
+    name: Main
+    steps:
+      - id: 10
+        type: send_email
+        to: email
+        subject: "A note for {{ patientName }}"
+        body: "Hi {{ patientName }}, see you soon."
+      - {id: 20, type: end}
+"""
+
+
+@pytest.fixture(scope="module")
+def smtp() -> Iterator[Controller]:
+    """A plain SMTP server on loopback that refuses nobody@example.com with a 550."""
+    controller = Controller(Mailbox(refuse="nobody@example.com"), hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield controller
+    controller.stop()
+
+
+def test_an_email_refused_by_the_mail_server_shows_its_smtp_code(srv: Server, smtp: Controller) -> None:
+    t = srv.tenant(EMAIL_JOURNEY)
+    config = {"host": "127.0.0.1", "port": smtp.port, "security": "none", "from_address": "a@clinic.example"}
+    srv.set_channel(t.org_id, "email", "smtp", registry.check_config("smtp", "email", config))
+    trigger_one(srv.http, t, {"patientName": "Gus", "email": "nobody@example.com"})
+    trigger_one(srv.http, t, {"patientName": "Hal", "email": "hal@example.com"})
+    srv.run_worker()
+    client = session_client(srv, make_user(srv, t.org_id, "viewer"))
+    page = client.get("/console/messages?channel=email&status=failed")
+    assert page.status_code == 200
+    assert page.text.count("Hi ") == 1 and "Hi Gus, see you soon." in page.text
+    assert "A note for Gus" in page.text  # the subject
+    assert "<strong>550</strong>: <span>mailbox unavailable" in page.text
+    sent = client.get("/console/messages?channel=email&status=sent").text
+    assert sent.count("Hi ") == 1 and "Hi Hal" in sent
+    assert client.get("/console/messages?channel=sms").text.count("Hi ") == 0
