@@ -274,3 +274,10 @@ def test_an_email_refused_by_the_mail_server_shows_its_smtp_code(srv: Server, sm
     sent = client.get("/console/messages?channel=email&status=sent").text
     assert sent.count("Hi ") == 1 and "Hi Hal" in sent
     assert client.get("/console/messages?channel=sms").text.count("Hi ") == 0
+
+
+@pytest.mark.same_on_every_database
+def test_the_status_filter_offers_every_status_group() -> None:
+    from journeys.console.pages.messages import STATUS_LABELS
+
+    assert {s for s, _ in STATUS_LABELS} == set(message_list.STATUS_GROUPS)

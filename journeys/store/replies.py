@@ -73,9 +73,13 @@ def list_inbound(conn: Connection, org_id: str, unmatched_only: bool, limit: int
     return [dict(r) for r in conn.execute(q).mappings()]
 
 
-# The predicate of the partial index ix_inbound_messages_unmatched, as a literal so both databases
-# can prove the index applies.
+# The predicates of the partial indexes ix_inbound_messages_unmatched and _unhandled, as literals so
+# both databases can prove the index applies.
 _UNMATCHED = sa.text("inbound_messages.instance_id IS NULL AND inbound_messages.kind = 'reply'")
+_UNHANDLED = sa.text(
+    "inbound_messages.instance_id IS NULL AND inbound_messages.kind = 'reply' "
+    "AND inbound_messages.handled_at IS NULL"
+)
 
 
 def page_unmatched(
@@ -88,9 +92,7 @@ def page_unmatched(
     """The org's unmatched replies (not consent keywords), newest first, keyset-paged by
     (received_at, message_id); handled ones only with `include_handled`."""
     im = inbound_messages
-    q = sa.select(im).where(im.c.org_id == org_id, _UNMATCHED)
-    if not include_handled:
-        q = q.where(im.c.handled_at.is_(None))
+    q = sa.select(im).where(im.c.org_id == org_id, _UNMATCHED if include_handled else _UNHANDLED)
     if before is not None:
         at, key = before
         q = q.where(

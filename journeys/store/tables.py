@@ -288,6 +288,15 @@ inbound_messages = sa.Table(
         sqlite_where=sa.text("instance_id IS NULL AND kind = 'reply'"),
         postgresql_where=sa.text("instance_id IS NULL AND kind = 'reply'"),
     ),
+    # The inbox as it opens: the unmatched replies nobody has handled yet.
+    sa.Index(
+        "ix_inbound_messages_unhandled",
+        "org_id",
+        "received_at",
+        "message_id",
+        sqlite_where=sa.text("instance_id IS NULL AND kind = 'reply' AND handled_at IS NULL"),
+        postgresql_where=sa.text("instance_id IS NULL AND kind = 'reply' AND handled_at IS NULL"),
+    ),
     sa.Index("uq_inbound_messages_provider_message", "org_id", "provider_message_id", unique=True),
 )
 

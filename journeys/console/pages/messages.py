@@ -22,6 +22,13 @@ from journeys.store.db import read_only
 router = APIRouter(prefix=web.PREFIX)
 PAGE_SIZE = 50
 FIELDS = ("status", "channel", "journey", "from", "to")
+STATUS_LABELS = [
+    ("queued", "Queued (waiting to go)"),
+    ("held", "Held at its step"),
+    ("sent", "Sent or delivered"),
+    ("failed", "Failed or undelivered"),
+    ("dropped", "Dropped (not sent)"),
+]
 
 
 @router.get("/messages", include_in_schema=False)
@@ -62,7 +69,7 @@ async def messages_page(request: Request, staff: Staff = Depends(web.allowed(Per
         found=found,
         journeys=journeys,
         journey_names={j.journey_id: j.name for j in journeys},
-        statuses=list(message_list.STATUS_GROUPS),
+        statuses=STATUS_LABELS,
         channels=message_list.CHANNELS,
         next_url=_next_url(filters, found),
         first_url=f"{web.PREFIX}/messages" + (f"?{urlencode(filters)}" if filters else ""),

@@ -21,6 +21,7 @@ depends_on = None
 
 UTC = journeys.store.tables.UTCDateTime
 _UNMATCHED = "instance_id IS NULL AND kind = 'reply'"
+_UNHANDLED = _UNMATCHED + " AND handled_at IS NULL"
 
 
 def upgrade() -> None:
@@ -33,6 +34,13 @@ def upgrade() -> None:
         ["org_id", "received_at", "message_id"],
         sqlite_where=sa.text(_UNMATCHED),
         postgresql_where=sa.text(_UNMATCHED),
+    )
+    op.create_index(
+        "ix_inbound_messages_unhandled",
+        "inbound_messages",
+        ["org_id", "received_at", "message_id"],
+        sqlite_where=sa.text(_UNHANDLED),
+        postgresql_where=sa.text(_UNHANDLED),
     )
     op.create_index("ix_outbox_org_created", "outbox", ["org_id", "created_at", "message_id"])
     op.create_index(
@@ -51,6 +59,7 @@ def downgrade() -> None:
     op.drop_index("ix_outbox_org_journey_created", table_name="outbox")
     op.drop_index("ix_outbox_org_status_created", table_name="outbox")
     op.drop_index("ix_outbox_org_created", table_name="outbox")
+    op.drop_index("ix_inbound_messages_unhandled", table_name="inbound_messages")
     op.drop_index("ix_inbound_messages_unmatched", table_name="inbound_messages")
     with op.batch_alter_table("inbound_messages") as batch:
         batch.drop_column("handled_by")
