@@ -63,8 +63,10 @@ class Action(StrEnum):
     MESSAGES_VIEW = "messages.view"
     REPLY_RECEIVE = "reply.receive"
     REPLY_HANDLED = "reply.handled"
+    REPLIES_VIEW = "replies.view"  # the console's replies inbox
     OPT_OUT_ADD = "optout.add"
     OPT_OUT_REMOVE = "optout.remove"
+    OPT_OUTS_VIEW = "optouts.view"  # the console's list of opted-out numbers
     JOURNEY_PUBLISH = "journey.publish"
     CHANNEL_SET = "channel.set"
     CHANNEL_REMOVE = "channel.remove"

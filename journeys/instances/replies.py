@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from msgspec.structs import replace
 from sqlalchemy.engine import Connection
@@ -11,7 +12,7 @@ from sqlalchemy.engine import Connection
 from journeys.clock import iso_z
 from journeys.definitions.values import NUL_PROBLEM, has_nul
 from journeys.engine.state import InstanceState, ReplyGiven
-from journeys.errors import Invalid
+from journeys.errors import Invalid, NotFound
 from journeys.ids import new_id
 from journeys.messaging.consent import apply_keyword
 from journeys.messaging.phone import normalise_phone
@@ -134,37 +135,53 @@ class InboundReply:
     instance_id: str | None  # the instance it was handed to (None: unmatched)
     source: str
     kind: str
+    handled_at: datetime | None = None  # an unmatched reply staff dealt with: when, and who
+    handled_by: str | None = None
+
+
+def _inbound(r: dict[str, Any]) -> InboundReply:
+    return InboundReply(
+        r["message_id"],
+        r["from_address"],
+        r["body"],
+        r["received_at"],
+        r["instance_id"],
+        r["source"],
+        r["kind"],
+        r.get("handled_at"),
+        r.get("handled_by"),
+    )
 
 
 def list_replies(conn: Connection, org_id: str, unmatched_only: bool, limit: int) -> list[InboundReply]:
     """Inbound SMS of the org, newest first (for staff). `unmatched_only`: the ones that need a
     human — replies no instance was waiting for; consent keywords (STOP, START, HELP …) were
     handled and are left out (`kind` marks them in the full list)."""
-    return [
-        InboundReply(
-            r["message_id"],
-            r["from_address"],
-            r["body"],
-            r["received_at"],
-            r["instance_id"],
-            r["source"],
-            r["kind"],
-        )
-        for r in repo.list_inbound(conn, org_id, unmatched_only, limit)
-    ]
+    return [_inbound(r) for r in repo.list_inbound(conn, org_id, unmatched_only, limit)]
+
+
+def inbox(
+    conn: Connection,
+    org_id: str,
+    *,
+    include_handled: bool,
+    before: tuple[datetime, str] | None,
+    limit: int,
+) -> list[InboundReply]:
+    """The replies that need a human: unmatched replies (not consent keywords), newest first,
+    keyset-paged by (received_at, message_id); handled ones only with `include_handled`."""
+    return [_inbound(r) for r in repo.page_unmatched(conn, org_id, include_handled, before, limit)]
+
+
+def mark_handled(conn: Connection, org_id: str, message_id: str, user_id: str, now: datetime) -> bool:
+    """Record that staff member `user_id` dealt with an unmatched reply; False when it already
+    was handled (by anyone: the first one stays). NotFound when the org has no unmatched reply
+    with that id."""
+    if has_nul(message_id) or repo.get_unmatched(conn, org_id, message_id) is None:
+        raise NotFound("no unmatched reply with that id")
+    return repo.set_handled(conn, org_id, message_id, user_id, now)
 
 
 def replies_by_id(conn: Connection, org_id: str, message_ids: list[str]) -> dict[str, InboundReply]:
     """The org's inbound messages with these ids (e.g. those an instance's timeline names)."""
-    return {
-        r["message_id"]: InboundReply(
-            r["message_id"],
-            r["from_address"],
-            r["body"],
-            r["received_at"],
-            r["instance_id"],
-            r["source"],
-            r["kind"],
-        )
-        for r in repo.inbound_by_ids(conn, org_id, message_ids)
-    }
+    return {r["message_id"]: _inbound(r) for r in repo.inbound_by_ids(conn, org_id, message_ids)}

@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from journeys.definitions.values import NUL_PROBLEM, has_nul
 from journeys.errors import Invalid
 from journeys.messaging.phone import normalise_phone
 from journeys.store import consent as repo
@@ -122,6 +123,8 @@ def _parse_reason(value: object) -> str | None:
         return None
     if not isinstance(value, str) or len(value) > MAX_REASON_CHARS:
         raise OptOutError([f"reason: must be a string of at most {MAX_REASON_CHARS} characters"])
+    if has_nul(value):
+        raise OptOutError([f"reason: {NUL_PROBLEM}"])
     return value
 
 
@@ -168,6 +171,47 @@ def add_opt_out(
 def remove_opt_out(conn: Connection, org_id: str, phone: object, source: str, now: datetime) -> bool:
     """Opt a number back in as staff (a START). False when it was not opted out."""
     return repo.opt_in_if_opted_out(conn, org_id, parse_phone(phone), now, source)
+
+
+def remove_opt_out_with_reason(
+    conn: Connection, org_id: str, phone: object, reason: object, source: str, now: datetime
+) -> bool:
+    """Opt a number back in, as the console does it: staff must say why (kept as the number's
+    consent record's reason). False when it was not opted out."""
+    problems = []
+    try:
+        number = parse_phone(phone)
+    except OptOutError as exc:
+        problems += exc.errors
+    if not isinstance(reason, str) or not reason.strip():
+        problems.append("reason: say why the number may be texted again (e.g. the patient asked at the desk)")
+    else:
+        try:
+            _parse_reason(reason.strip())
+        except OptOutError as exc:
+            problems += exc.errors
+    if problems:
+        raise OptOutError(problems)
+    assert isinstance(reason, str)
+    return repo.opt_in_if_opted_out(conn, org_id, number, now, source, reason.strip())
+
+
+CHANNELS = ("sms",)
+
+
+def parse_channel(value: object) -> str:
+    """The channel an opt-out is for: SMS only (consent keywords and opt-outs exist for SMS;
+    email has no opt-out records)."""
+    if value in CHANNELS:
+        return str(value)
+    raise OptOutError(["channel: opt-outs are kept for SMS only (email has no opt-out list)"])
+
+
+def page_opt_outs(
+    conn: Connection, org_id: str, before: tuple[datetime, str] | None, limit: int
+) -> list[OptOut]:
+    """The org's opted-out numbers, most recently changed first, keyset-paged."""
+    return [_opt_out(r) for r in repo.page_opted_out(conn, org_id, before, limit)]
 
 
 def list_opt_outs(conn: Connection, org_id: str, phone: object, limit: int) -> list[OptOut]:

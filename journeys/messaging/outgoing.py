@@ -43,6 +43,10 @@ class OutgoingMessage:
     goes_at: datetime | None  # held or queued: when it is due to go
     reason: str | None  # held: why it waits; dropped/failed: why it did not go
     time_zone: str | None = None  # held: the instance's zone (to show goes_at locally)
+    journey_id: str | None = None
+    provider: str | None = None  # twilio, smtp, outbox (the built-in one)
+    error_code: str | None = None  # the provider's, when it failed (or reported a status with one)
+    subject: str | None = None  # email
 
     def wire(self) -> dict[str, Any]:
         return {
@@ -70,14 +74,14 @@ def list_outgoing(
     limit: int = 100,
 ) -> list[OutgoingMessage]:
     """Outbox messages and held sends, newest first (at most `limit`)."""
-    out = [_from_outbox(r) for r in repo.list_messages(conn, org_id, instance_id, limit)]
+    out = [from_outbox(r) for r in repo.list_messages(conn, org_id, instance_id, limit)]
     held = repo.list_held_sends(conn, now - HOLD_HORIZON, org_id, instance_id, limit)
-    out += [_from_hold(conn, r) for r in held]
+    out += [from_hold(conn, r) for r in held]
     out.sort(key=lambda m: m.created_at, reverse=True)
     return out[:limit]
 
 
-def _from_outbox(r: dict[str, Any]) -> OutgoingMessage:
+def from_outbox(r: dict[str, Any]) -> OutgoingMessage:
     waiting = r["status"] in ("queued", "sending")
     return OutgoingMessage(
         id=r["message_id"],
@@ -92,10 +96,14 @@ def _from_outbox(r: dict[str, Any]) -> OutgoingMessage:
         sent_at=r["sent_at"],
         goes_at=r["send_after"] if waiting else None,
         reason=r["last_error"] if r["status"] in ("dropped", "failed") else None,
+        journey_id=r["journey_id"],
+        provider=r["provider"],
+        error_code=r["error_code"],
+        subject=r["subject"],
     )
 
 
-def _from_hold(conn: Connection, r: dict[str, Any]) -> OutgoingMessage:
+def from_hold(conn: Connection, r: dict[str, Any]) -> OutgoingMessage:
     definition = catalog.load_version(conn, r["org_id"], r["journey_id"], int(r["version"]))
     step = _step(definition, int(r["step_id"]))
     detail = orjson.loads(r["detail"] or "{}")
@@ -129,6 +137,7 @@ def _from_hold(conn: Connection, r: dict[str, Any]) -> OutgoingMessage:
         goes_at=r["due_at"],
         reason=reason,
         time_zone=r["time_zone"],
+        journey_id=r["journey_id"],
     )
 
 

@@ -42,14 +42,14 @@ def set_status(
 
 
 def opt_in_if_opted_out(
-    conn: Connection, org_id: str, phone: str, now: datetime, source: str
+    conn: Connection, org_id: str, phone: str, now: datetime, source: str, reason: str | None = None
 ) -> bool:
-    """Opt the number back in if it is opted out; returns whether it was."""
+    """Opt the number back in if it is opted out (`reason`: staff's note); returns whether it was."""
     sc = sms_consent
     changed = conn.execute(
         sc.update()
         .where(sc.c.org_id == org_id, sc.c.phone == phone, sc.c.status == OPTED_OUT)
-        .values(status=OPTED_IN, keyword=None, source=source, reason=None, updated_at=now)
+        .values(status=OPTED_IN, keyword=None, source=source, reason=reason, updated_at=now)
         .returning(sc.c.phone)
     ).first()
     return changed is not None
@@ -62,6 +62,23 @@ def list_opted_out(conn: Connection, org_id: str, phone: str | None, limit: int)
     if phone is not None:
         q = q.where(sc.c.phone == phone)
     q = q.order_by(sc.c.updated_at.desc(), sc.c.phone).limit(limit)
+    return [dict(r) for r in conn.execute(q).mappings()]
+
+
+def page_opted_out(
+    conn: Connection, org_id: str, before: tuple[datetime, str] | None, limit: int
+) -> list[dict[str, Any]]:
+    """The org's opted-out numbers, most recently changed first, keyset-paged by
+    (updated_at, phone) (ix_sms_consent_org_status_updated)."""
+    sc = sms_consent
+    q = sa.select(sc).where(sc.c.org_id == org_id, sc.c.status == OPTED_OUT)
+    if before is not None:
+        at, phone = before
+        q = q.where(
+            sc.c.updated_at <= at,  # a range the index scan can start from
+            sa.or_(sc.c.updated_at < at, sa.and_(sc.c.updated_at == at, sc.c.phone < phone)),
+        )
+    q = q.order_by(sc.c.updated_at.desc(), sc.c.phone.desc()).limit(limit)
     return [dict(r) for r in conn.execute(q).mappings()]
 
 

@@ -80,3 +80,51 @@ def inbound_by_ids(conn: Connection, org_id: str, message_ids: list[str]) -> lis
     im = inbound_messages
     q = sa.select(im).where(im.c.org_id == org_id, im.c.message_id.in_(sorted(set(message_ids))))
     return [dict(r) for r in conn.execute(q).mappings()]
+
+
+# The predicates of the partial indexes ix_inbound_messages_unmatched and _unhandled, as literals so
+# both databases can prove the index applies.
+_UNMATCHED = sa.text("inbound_messages.instance_id IS NULL AND inbound_messages.kind = 'reply'")
+_UNHANDLED = sa.text(
+    "inbound_messages.instance_id IS NULL AND inbound_messages.kind = 'reply' "
+    "AND inbound_messages.handled_at IS NULL"
+)
+
+
+def page_unmatched(
+    conn: Connection,
+    org_id: str,
+    include_handled: bool,
+    before: tuple[Any, str] | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """The org's unmatched replies (not consent keywords), newest first, keyset-paged by
+    (received_at, message_id); handled ones only with `include_handled`."""
+    im = inbound_messages
+    q = sa.select(im).where(im.c.org_id == org_id, _UNMATCHED if include_handled else _UNHANDLED)
+    if before is not None:
+        at, key = before
+        q = q.where(
+            im.c.received_at <= at,  # a range the index scan can start from
+            sa.or_(im.c.received_at < at, sa.and_(im.c.received_at == at, im.c.message_id < key)),
+        )
+    q = q.order_by(im.c.received_at.desc(), im.c.message_id.desc()).limit(limit)
+    return [dict(r) for r in conn.execute(q).mappings()]
+
+
+def get_unmatched(conn: Connection, org_id: str, message_id: str) -> dict[str, Any] | None:
+    im = inbound_messages
+    q = sa.select(im).where(im.c.org_id == org_id, im.c.message_id == message_id, _UNMATCHED)
+    row = conn.execute(q.with_for_update()).mappings().first()
+    return dict(row) if row else None
+
+
+def set_handled(conn: Connection, org_id: str, message_id: str, user_id: str, now: Any) -> bool:
+    """Mark an unmatched reply handled by `user_id` unless it already is; whether it was marked."""
+    im = inbound_messages
+    result = conn.execute(
+        im.update()
+        .where(im.c.org_id == org_id, im.c.message_id == message_id, im.c.handled_at.is_(None))
+        .values(handled_at=now, handled_by=user_id)
+    )
+    return bool(result.rowcount)

@@ -238,6 +238,10 @@ outbox = sa.Table(
     sa.Index("ix_outbox_org_instance", "org_id", "instance_id"),
     sa.Index("ix_outbox_org_provider_id", "org_id", "provider_message_id"),  # status callbacks
     sa.Index("ix_outbox_org_to_created", "org_id", "to_address", "created_at"),  # frequency caps
+    # The console's messages listing, newest first: all, by status, by journey.
+    sa.Index("ix_outbox_org_created", "org_id", "created_at", "message_id"),
+    sa.Index("ix_outbox_org_status_created", "org_id", "status", "created_at", "message_id"),
+    sa.Index("ix_outbox_org_journey_created", "org_id", "journey_id", "created_at", "message_id"),
     sa.Index(
         "ix_outbox_queued",
         "send_after",
@@ -281,8 +285,29 @@ inbound_messages = sa.Table(
     sa.Column("kind", sa.String(16), nullable=False, server_default="reply"),
     # The provider's id (Twilio's MessageSid): a retried webhook is recognised, not taken twice.
     sa.Column("provider_message_id", sa.String(64), nullable=True),
+    # An unmatched reply a staff member has dealt with (the console's replies inbox): when, by whom.
+    sa.Column("handled_at", UTCDateTime, nullable=True),
+    sa.Column("handled_by", Id, nullable=True),  # the user's id
     sa.PrimaryKeyConstraint("org_id", "message_id"),
     sa.Index("ix_inbound_messages_org_received", "org_id", "received_at"),
+    # The replies inbox: unmatched replies only.
+    sa.Index(
+        "ix_inbound_messages_unmatched",
+        "org_id",
+        "received_at",
+        "message_id",
+        sqlite_where=sa.text("instance_id IS NULL AND kind = 'reply'"),
+        postgresql_where=sa.text("instance_id IS NULL AND kind = 'reply'"),
+    ),
+    # The inbox as it opens: the unmatched replies nobody has handled yet.
+    sa.Index(
+        "ix_inbound_messages_unhandled",
+        "org_id",
+        "received_at",
+        "message_id",
+        sqlite_where=sa.text("instance_id IS NULL AND kind = 'reply' AND handled_at IS NULL"),
+        postgresql_where=sa.text("instance_id IS NULL AND kind = 'reply' AND handled_at IS NULL"),
+    ),
     sa.Index("uq_inbound_messages_provider_message", "org_id", "provider_message_id", unique=True),
 )
 
@@ -326,6 +351,7 @@ sms_consent = sa.Table(
     sa.Column("reason", sa.Text, nullable=True),  # staff's note (may be PHI: never logged)
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.PrimaryKeyConstraint("org_id", "phone"),
+    sa.Index("ix_sms_consent_org_status_updated", "org_id", "status", "updated_at", "phone"),  # paged lists
 )
 
 # Event webhooks to an org's own systems: subscriptions (secret encrypted like provider

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from journeys.console.pages import instances, journeys
+from journeys.console.pages import instances, journeys, messages, opt_outs, replies
 
-ROUTERS: list[APIRouter] = [journeys.router, instances.router]
+ROUTERS: list[APIRouter] = [journeys.router, instances.router, messages.router, replies.router, opt_outs.router]
