@@ -8,10 +8,28 @@ from typing import Any
 
 import pytest
 from support.a11y import violations
+from support.api import trigger_one
 from support.console import make_user, sign_in
 from support.server import Server
 
-PAGES = ["/console/journeys"]
+# Every page (the ones with ids are added per org below).
+PAGES = [
+    "/console/journeys",
+    "/console/instances",
+    "/console/messages",
+    "/console/replies",
+    "/console/opt-outs",
+]
+
+
+def _pages(server: Server) -> tuple[str, list[str]]:
+    """An org with an instance, and every console page of it."""
+    tenant = server.tenant()
+    params = {"patientId": "1", "patientName": "Ann Example", "appointmentDateTime": "2026-11-20 09:30:00"}
+    instance = trigger_one(server.http, tenant, params, key="appointmentId")
+    journey = f"/console/journeys/{tenant.journey_id}"
+    ids = [journey, f"/console/instances/{tenant.journey_id}/{instance}"]
+    return tenant.org_id, [*PAGES, *ids, f"/console/instances?journey={tenant.journey_id}"]
 
 
 @pytest.fixture()
@@ -31,10 +49,10 @@ def test_the_login_page_is_accessible(console_server: Server, a11y_page: Any) ->
 
 @pytest.mark.parametrize("width", [1280, 800])
 def test_every_page_is_accessible(console_server: Server, a11y_page: Any, width: int) -> None:
-    org = console_server.tenant().org_id
+    org, pages = _pages(console_server)
     sign_in(a11y_page, console_server, make_user(console_server, org, "admin"))
     a11y_page.set_viewport_size({"width": width, "height": 900})
-    for path in PAGES:
+    for path in pages:
         a11y_page.goto(f"{console_server.base_url}{path}")
         assert a11y_page.url.endswith(path), f"{path} redirected to {a11y_page.url}"
         found = violations(a11y_page)

@@ -79,6 +79,9 @@ def test_totp_is_asked_for_and_checked(console_server: Server, page: Any, org: s
         code="000000" if totp.at(console_server.clock.now()) != "000000" else "111111",
     )
     assert "wrong or already used code" in page.get_by_role("alert").inner_text()
+    for odd in ("12 34 5é", "\x00" * 6, "١٢٣٤٥٦"):  # not ASCII digits: wrong, never an error
+        sign_in(page, console_server, login, code=odd)
+        assert "wrong or already used code" in page.get_by_role("alert").inner_text()
     sign_in(page, console_server, login, code=totp.at(console_server.clock.now()))
     assert page.url.endswith("/console/journeys")
 

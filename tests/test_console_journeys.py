@@ -96,11 +96,11 @@ def test_the_journey_page_draws_the_flow_with_live_counts(
     assert arrows[("20", "60")] == ["no reply in 2d"]
     # live counts: the three texted (passed step 10) and wait at step 20
     step20 = page.get_by_role(
-        "link", name="Step 20, wait for reply (wait for reply): 3 waiting now, 0 passed in the last 24 hours"
+        "link", name="20 · wait for reply (wait for reply): 3 waiting now, 0 passed in the last 24 hours"
     )
     assert step20.count() == 1
     step10 = page.get_by_role(
-        "link", name="Step 10, send sms (send sms): 0 waiting now, 3 passed in the last 24 hours"
+        "link", name="10 · send sms (send sms): 0 waiting now, 3 passed in the last 24 hours"
     )
     assert step10.count() == 1
     # the text alternative says the same
@@ -118,7 +118,7 @@ def test_the_journey_page_draws_the_flow_with_live_counts(
     assert (
         page.get_by_role(
             "link",
-            name="Step 20, wait for reply (wait for reply): 2 waiting now, 1 passed in the last 24 hours",
+            name="20 · wait for reply (wait for reply): 2 waiting now, 1 passed in the last 24 hours",
         ).count()
         == 1
     )

@@ -62,7 +62,7 @@ def sign_in(
 ) -> SignIn:
     """Check the credentials; on success open a session (and drop the org's ended ones)."""
     outcome = users.login(conn, creds.org_id, creds.email, creds.password, creds.totp_code, box, now)
-    if accounts_repo.get_org(conn, creds.org_id) is None:
+    if "\x00" in creds.org_id or accounts_repo.get_org(conn, creds.org_id) is None:
         return SignIn(outcome, None)  # nothing to audit: there is no such org
     if outcome.user is None:
         audit.record(conn, _entry(creds.org_id, now, Action.LOGIN_FAILED, None, client_address))

@@ -309,6 +309,8 @@ def login(
     """Check a login. Failures (a wrong password or TOTP code) are counted: `policy.max_failures`
     within `policy.window` lock the account for `policy.lock_for`. The caller commits either way."""
     try:
+        if "\x00" in org_id or "\x00" in email:  # no such user (and no database accepts NUL)
+            raise UserError("no such user")
         record = _find(conn, org_id, email, for_update=True)
     except UserError:
         _verify_password(_dummy_hash(), password)  # the same time as a known user's
@@ -350,6 +352,9 @@ def _verify_password(password_hash: str, password: str) -> bool:
 
 def _totp_step(secret: str, code: str, now: datetime) -> int | None:
     """The time step (now, or one either side for clock drift) whose code is `code`, or None."""
+    code = code.replace(" ", "")
+    if not (code.isascii() and code.isdigit()):
+        return None
     totp = pyotp.TOTP(secret)
     base = totp.timecode(now)
     for step in (base - 1, base, base + 1):

@@ -6,4 +6,10 @@ from fastapi import APIRouter
 
 from journeys.console.pages import instances, journeys, messages, opt_outs, replies
 
-ROUTERS: list[APIRouter] = [journeys.router, instances.router, messages.router, replies.router, opt_outs.router]
+ROUTERS: list[APIRouter] = [
+    journeys.router,
+    instances.router,
+    messages.router,
+    replies.router,
+    opt_outs.router,
+]
