@@ -18,7 +18,7 @@ import pytest
 from support.browser import launched, require_browser
 from support.console import CONSOLE_SECRET_KEY
 from support.databases import own_database
-from support.server import Server, Tenant
+from support.server import START, Server, Tenant
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +53,14 @@ def console_server(database_url: str) -> Iterator[Server]:
     srv = Server(database_url, secret_key=CONSOLE_SECRET_KEY, console_login_attempts=100_000)
     yield srv
     srv.stop()
+
+
+@pytest.fixture(autouse=True)
+def _console_clock_at_start(request: pytest.FixtureRequest) -> None:
+    """Each console test starts at the same moment (a Monday 10:00 in Chicago): the console's
+    tests share one server, and some move its clock on by hours (session timeouts)."""
+    if "console_server" in request.fixturenames:
+        request.getfixturevalue("console_server").clock.set(START)
 
 
 @pytest.fixture(scope="module")
