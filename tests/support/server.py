@@ -126,4 +126,3 @@ class Server:
 
     def run_worker(self) -> None:
         self.worker.run_until_idle()
-

@@ -35,4 +35,3 @@ class Provider(Protocol):
     name: str
 
     def send(self, message: OutboundMessage) -> SendResult: ...
-

@@ -266,4 +266,3 @@ class SQLiteBackend(Backend):
 
     def count_active_instances(self, conn: Connection) -> int:
         return int(conn.exec_driver_sql(COUNT_ACTIVE).scalar_one())
-
