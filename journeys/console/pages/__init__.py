@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from journeys.console.pages import design, journeys
+from journeys.console.pages import design, journeys, start
 
-ROUTERS: list[APIRouter] = [journeys.router, design.router]
+ROUTERS: list[APIRouter] = [journeys.router, design.router, start.router]

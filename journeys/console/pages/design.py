@@ -20,7 +20,7 @@ from journeys.accounts import audit
 from journeys.accounts.audit import Action
 from journeys.accounts.roles import Permission
 from journeys.console import web
-from journeys.console.pages.uploads import file_bytes, prefixed, size_text, upload_action
+from journeys.console.pages.uploads import file_bytes, prefixed, size_text, upload_action, zones
 from journeys.console.web import FormAction, Staff
 from journeys.definitions.dump import definition_yaml
 from journeys.definitions.loader import load_definition_text
@@ -104,7 +104,7 @@ def _page(
         existing=existing,
         replies=preview.reply_choices(defn) if defn else [],
         http_steps=preview.http_steps(defn) if defn else [],
-        zones=_zones(),
+        zones=zones(),
         **context,
     )
 
@@ -129,12 +129,6 @@ def _with_defaults(request: Request, values: dict[str, str]) -> dict[str, str]:
         zone = get_zone(out["tz"]) or get_zone("UTC")
         out["start"] = request.app.state.clock.now().astimezone(zone).strftime("%Y-%m-%d %H:%M")
     return out
-
-
-def _zones() -> list[str]:
-    from zoneinfo import available_timezones
-
-    return sorted(z for z in available_timezones() if "/" in z and not z.startswith(("Etc/", "SystemV/")))
 
 
 def _values(action: FormAction) -> dict[str, str]:

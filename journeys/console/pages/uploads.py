@@ -5,6 +5,8 @@ needs from the request and forgets them."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import cache
+from zoneinfo import available_timezones
 
 from fastapi import Request
 from starlette.datastructures import UploadFile
@@ -58,3 +60,12 @@ def prefixed(action: web.FormAction, prefix: str) -> dict[str, str]:
         if key.startswith(prefix) and isinstance(value, str):
             out[key[len(prefix) :]] = value
     return out
+
+
+@cache
+def zones() -> list[str]:
+    """The IANA zones offered in a time-zone field's list (any IANA zone may be typed)."""
+    return [
+        "UTC",
+        *sorted(z for z in available_timezones() if "/" in z and not z.startswith(("Etc/", "SystemV/"))),
+    ]
