@@ -218,3 +218,24 @@ def test_a_forged_report_is_refused(console_server: Server, tenant: Tenant) -> N
     )
     assert good.status_code == 200
     assert good.text.splitlines() == ["row,problem", "7,'=cmd()", "7,x: bad"]
+
+
+def test_a_large_file_is_started_in_chunks_of_ten_thousand(console_server: Server, tenant: Tenant) -> None:
+    client = session_client(console_server, make_user(console_server, tenant.org_id, "operator"))
+    form = {"csrf_token": page_csrf(client, "/console/start"), "journey": tenant.journey_id, "tz": "UTC"}
+    rows = HEADER + "".join(f"p{n},Pat,A{n},2099-03-01 09:00\n" for n in range(10_001)) + "p1,Pat,,x\n"
+    with client.stream(
+        "POST",
+        "/console/start/trigger",
+        data=form,
+        files={"file": ("rows.csv", rows.encode(), "text/csv")},
+        headers={"Origin": console_server.base_url},
+    ) as response:
+        assert response.status_code == 200
+        parts = list(response.iter_text())
+    page = "".join(parts)
+    assert "Batch 1 of 2 (lines 2–10001): 10000 started, 0 rejected" in page
+    assert "Batch 2 of 2 (lines 10002–10003): 1 started, 1 rejected" in page
+    assert "Started 10001, rejected 1." in page
+    assert _instances(console_server, tenant) == 10_001
+    assert sorted(e.count or 0 for e in _triggers(console_server, tenant)) == [1, 10_000]
