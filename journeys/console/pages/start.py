@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
@@ -226,8 +226,8 @@ async def _run(request: Request, staff: Staff, up: Upload, tz: str, rows: list[C
     for number, chunk in enumerate(parts, 1):
         try:
             result = await run_in_threadpool(_trigger, request, staff, up, tz, chunk)
-        except (Invalid, IntegrityError) as exc:
-            why = "; ".join(exc.messages) if isinstance(exc, Invalid) else "an identifier was taken meanwhile"
+        except (Invalid, DBAPIError) as exc:  # that chunk wrote nothing; the ones before stay
+            why = _why(exc)
             stopped = f"the rows from line {chunk[0].line} on were not started: {why}"
             break
         triggered += result.triggered
@@ -239,6 +239,14 @@ async def _run(request: Request, staff: Staff, up: Upload, tz: str, rows: list[C
         request, staff, jv=up.jv, rows=len(rows), chunks=len(parts), outcome=outcome, **_report(outcome)
     )
     yield tail
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, Invalid):
+        return "; ".join(exc.messages)
+    if isinstance(exc, IntegrityError):
+        return "an identifier was taken meanwhile"
+    return "the database did not answer; start the remaining rows again later"
 
 
 def _progress_line(number: int, total: int, chunk: Sequence[CsvRow], result: ChunkResult) -> str:
