@@ -133,6 +133,8 @@ def _post(
         ({}, b"", "choose a CSV file"),
         ({}, b"  \n\n", "the file is empty"),
         ({}, HEADER.encode(), "the file has no rows after the header"),
+        ({}, b"patientId,PatientId\np1,p2\n", "duplicate column headers: PatientId, patientId"),
+        ({}, b"a,b\n1,2\n", "patientId: no column &#39;patientId&#39; in the header"),
         ({"journey": "no-such-journey"}, None, "there is no journey &#39;no-such-journey&#39;"),
         ({"tz": "Mars/Olympus"}, None, "&#39;Mars/Olympus&#39; is not an IANA time zone"),
         ({"tz": ""}, None, "choose the rows&#39; time zone"),
@@ -239,3 +241,13 @@ def test_a_large_file_is_started_in_chunks_of_ten_thousand(console_server: Serve
     assert "Started 10001, rejected 1." in page
     assert _instances(console_server, tenant) == 10_001
     assert sorted(e.count or 0 for e in _triggers(console_server, tenant)) == [1, 10_000]
+
+
+def test_without_a_mapping_a_missing_required_column_is_named(console_server: Server, tenant: Tenant) -> None:
+    client = session_client(console_server, make_user(console_server, tenant.org_id, "operator"))
+    form = {"csrf_token": page_csrf(client, "/console/start"), "journey": tenant.journey_id, "tz": "UTC"}
+    rows = b"patientId,patientName\np1,Pat\n"
+    response = _post(client, console_server, "/console/start/trigger", form, rows)
+    assert response.status_code == 400
+    assert "choose a column for the required parameters appointmentId, appointmentDateTime" in response.text
+    assert _instances(console_server, tenant) == 0

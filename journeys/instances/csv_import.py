@@ -71,6 +71,10 @@ def read_header(data: bytes) -> list[str]:
         raise CsvProblem(f"line 1: {exc}") from None
     if not any(names):
         raise CsvProblem("line 1 must be a header row naming the columns")
+    lowered = [n.lower() for n in names]
+    dupes = sorted({n for n in names if n and lowered.count(n.lower()) > 1})
+    if dupes:
+        raise CsvProblem(f"duplicate column headers: {', '.join(dupes)}")
     return names
 
 
