@@ -60,7 +60,6 @@ class Settings(BaseSettings):
     console_session_hours: float = Field(default=12, gt=0, le=7 * 24)
     console_login_attempts: int = Field(default=20, ge=1)  # failed logins per address per window
     console_login_window_seconds: int = Field(default=300, ge=1)
-
     @field_validator("log_level")
     @classmethod
     def _check_log_level(cls, value: str) -> str:
@@ -85,7 +84,6 @@ class Settings(BaseSettings):
     def clock(self) -> SystemClock:
         """The clock every service of this process reads."""
         return SystemClock(timedelta(seconds=self.clock_offset_seconds))
-
     # Outbound requests to tenant-chosen URLs (webhooks, http_request steps): public addresses
     # only, plus these CIDRs and host names (comma-separated), e.g. "10.0.0.0/8,ehr.local".
     outbound_allow: str = ""

@@ -537,7 +537,7 @@ def test_validate_reports_a_template_that_would_build_hundreds_of_megabytes(cli:
     assert problem["message"] == (
         "template builds a value larger than 1,000,000 characters (the limit) at template line 1"
     )
-    text = replace_once(example_text(), old, 'body: "{{ patientName * 2000 }}"')
+    text = replace_once(example_text(), old, "body: \"{{ patientName * 2000 }}\"")
     proc, [problem] = validate(cli, write(tmp_path, "long.yaml", text))
     assert problem["message"] == "the SMS body renders more than 1,600 characters (the limit)"
 

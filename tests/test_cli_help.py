@@ -80,8 +80,6 @@ def test_version(flag: str, tmp_path: Path) -> None:
 
 
 def test_short_help_option() -> None:
-    assert (
-        CliRunner()
-        .invoke(app, ["journey", "validate", "-h"], prog_name="journeys")
-        .output.startswith("Usage: journeys journey validate [OPTIONS] FILE")
+    assert CliRunner().invoke(app, ["journey", "validate", "-h"], prog_name="journeys").output.startswith(
+        "Usage: journeys journey validate [OPTIONS] FILE"
     )

@@ -282,12 +282,9 @@ def test_nul_in_a_twilio_inbound_message_is_dropped_and_the_message_taken(srv: C
     assert (row.from_address, row.body, row.instance_id) == (PHONE, "C", iid)
     srv.run_worker()
     assert kinds(srv, t, iid)[-1] == (30, "end")
-    assert (
-        srv.rows("SELECT provider_message_id FROM inbound_messages WHERE org_id = :o", t.org_id)[
-            0
-        ].provider_message_id
-        == sid
-    )
+    assert srv.rows(
+        "SELECT provider_message_id FROM inbound_messages WHERE org_id = :o", t.org_id
+    )[0].provider_message_id == sid
 
 
 def test_nul_in_the_inbound_path_is_a_clear_400(srv: ConsentServer) -> None:

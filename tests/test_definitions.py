@@ -690,7 +690,7 @@ def too_long(label: str, limit: int) -> str:
             too_long("email body", 100_000),
         ),
         ("<p>Hi {{ patientName }}</p>", "{{ '<' * 50001 }}", HTML_AT, too_long(HTML, 200000)),
-        ('/status"', "/{{ 'x' * 8192 }}\"", "flows[0].steps[3].url", too_long("http_request url", 8192)),
+        ("/status\"", "/{{ 'x' * 8192 }}\"", "flows[0].steps[3].url", too_long("http_request url", 8192)),
         (
             "Bearer {{ appointmentId }}",
             "{{ 'x' * 8193 }}",
@@ -698,7 +698,7 @@ def too_long(label: str, limit: int) -> str:
             too_long("http_request header value", 8192),
         ),
         (
-            'reply: "{{ replyText }}"',
+            "reply: \"{{ replyText }}\"",
             "reply: \"{{ 'x' * 100001 }}\"",
             "flows[0].steps[3].body.reply",
             too_long("http_request body", 100_000),

@@ -163,7 +163,9 @@ def test_killing_workers_mid_run_loses_no_step_and_repeats_none(deployment: Depl
     # Two fresh workers finish the work from the last committed state.
     finishers = [d.worker(batch_size=50), d.worker(batch_size=50)]
     try:
-        wait_for("every instance to complete and every message to go out", d.all_done, deadline)
+        wait_for(
+            "every instance to complete and every message to go out", d.all_done, deadline
+        )
     finally:
         for proc in finishers:
             stop(proc)

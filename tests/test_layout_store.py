@@ -60,7 +60,7 @@ def test_the_check_finds_what_it_looks_for() -> None:
         'return getattr(exc.orig, "sqlstate", None) == "40P01"',
     ):
         assert DIALECT_CHECKS.search(line), line
-    assert not DIALECT_CHECKS.search("postgresql_where=sa.text(\"status = 'queued'\")")
+    assert not DIALECT_CHECKS.search('postgresql_where=sa.text("status = \'queued\'")')
 
 
 def test_there_is_one_backend_per_database() -> None:

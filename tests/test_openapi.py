@@ -49,7 +49,6 @@ MAX_EXAMPLES = 20  # per operation and mode (positive, negative): 640 requests i
 # store them).
 ALLOW_NUL = True
 
-
 @dataclass
 class Target:
     server: Server

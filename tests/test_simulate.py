@@ -885,7 +885,7 @@ def test_no_example_text_promises_a_reminder() -> None:
 
 @pytest.mark.same_on_every_database
 def test_no_example_text_counts_the_days_to_the_appointment() -> None:
-    """ "In 2 days" or "in one week" is false once the text is sent late (booked late, held by
+    """"In 2 days" or "in one week" is false once the text is sent late (booked late, held by
     the send window, deferred by the cap): the texts name the date instead."""
     counting = ("in 2 days", "in two days", "in one week", "in a week", "in 7 days", "next week")
     for name, _, step, text in example_texts():

@@ -398,7 +398,7 @@ def test_a_set_parameters_value_stops_at_the_value_limit_and_nul_is_left_out(
         SIZED.replace(
             "STEP",
             '{id: 1, type: set_parameters, values: {note: "' + BIG + '"}}\n'
-            "      - {id: 2, type: send_sms, to: phone, body: \"A{{ '\\\\0' }}B {{ note|length }}\"}",
+            '      - {id: 2, type: send_sms, to: phone, body: "A{{ \'\\\\0\' }}B {{ note|length }}"}',
         )
     )
     [iid] = start(http, t, {"key": "k", "phone": PHONE, "email": "a@example.com", "size": "5000"})

@@ -41,6 +41,7 @@ SECRET_KEY = "test-secret-key-for-twilio"
 SMS = one_sms("Twilio SMS")
 
 
+
 def TwilioServer(database_url: str, api_base: str) -> Server:  # noqa: N802 - reads like the class it was
     """The support Server, with a secret key, the fake's API base and its own public URL."""
     return Server(database_url, public_url_is_own=True, secret_key=SECRET_KEY, twilio_api_base=api_base)

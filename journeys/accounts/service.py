@@ -159,7 +159,7 @@ def revoke_token(conn: Connection, token_id: str, now: datetime) -> None:
 
 
 def token_state(revoked_at: datetime | None, expires_at: datetime | None, now: datetime) -> str:
-    """ "revoked", "expired" or "active" (the same rule `authenticate` applies)."""
+    """"revoked", "expired" or "active" (the same rule `authenticate` applies)."""
     if revoked_at is not None:
         return "revoked"
     if expires_at is not None and expires_at <= now:

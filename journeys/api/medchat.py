@@ -124,7 +124,9 @@ def _is_unique_violation(exc: Exception) -> bool:
     "/{chatBotId}/instances/search",
     summary="Search a journey's instances",
     openapi_extra=openapi_body(SearchRequest),
-    responses=responses(200, Instances, errors=(400, 413), description="Matching instances, newest first"),
+    responses=responses(
+        200, Instances, errors=(400, 413), description="Matching instances, newest first"
+    ),
 )
 async def search(
     orgId: str,  # noqa: N803

@@ -76,7 +76,9 @@ async def create_webhook(
     return _json(subscription_json(out), 201)
 
 
-@router.get("", summary="List the org's webhook subscriptions", responses=responses(200, Webhooks))
+@router.get(
+    "", summary="List the org's webhook subscriptions", responses=responses(200, Webhooks)
+)
 async def list_webhooks(
     orgId: str, request: Request, _: Principal = Depends(require(SCOPE_READ))
 ) -> Response:  # noqa: N803

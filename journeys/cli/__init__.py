@@ -145,7 +145,8 @@ def token_create(
         _print_json(created_token_json(tok))
     else:
         typer.echo(
-            f"token id: {tok.id}\nscopes:   {' '.join(parsed)}\nexpires:  {iso_z(tok.expires_at) or 'never'}"
+            f"token id: {tok.id}\nscopes:   {' '.join(parsed)}\n"
+            f"expires:  {iso_z(tok.expires_at) or 'never'}"
         )
         typer.echo(f"secret (shown only now): {tok.token}")
 

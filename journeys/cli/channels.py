@@ -37,7 +37,9 @@ _WEBHOOK_ID_HELP = "The subscription's id (journeys webhook list)"
 def channel_set(
     org: str = org_option(),
     channel: str = typer.Option(..., "--channel", metavar="CHANNEL", help=_CHANNEL_HELP),
-    provider: str = typer.Option(..., "--provider", metavar="PROVIDER", help="twilio (sms) or smtp (email)"),
+    provider: str = typer.Option(
+        ..., "--provider", metavar="PROVIDER", help="twilio (sms) or smtp (email)"
+    ),
     setting: list[str] = typer.Option(
         [],
         "--set",

@@ -228,6 +228,7 @@ def _parameter_names(defn: JourneyDefinition) -> list[str]:
     return [p.name for p in defn.parameters if p.name]
 
 
+
 def _check_parameter_ref(
     defn: JourneyDefinition, name: str, wanted: str, path: str, problems: list[Problem]
 ) -> Parameter | None:

@@ -160,6 +160,7 @@ class _Parser:
         assert isinstance(name, str)
         return ParamFilter(name.lower(), operator, value)
 
+
     def date(self, node: dict[str, Any], path: str) -> Filter | None:
         field = node.get("field")
         column = DATE_FIELDS.get(field) if isinstance(field, str) else None

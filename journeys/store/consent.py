@@ -41,7 +41,9 @@ def set_status(
     return conn.execute(q.returning(sms_consent.c.phone)).first() is not None
 
 
-def opt_in_if_opted_out(conn: Connection, org_id: str, phone: str, now: datetime, source: str) -> bool:
+def opt_in_if_opted_out(
+    conn: Connection, org_id: str, phone: str, now: datetime, source: str
+) -> bool:
     """Opt the number back in if it is opted out; returns whether it was."""
     sc = sms_consent
     changed = conn.execute(

@@ -42,18 +42,8 @@ def list_held_sends(
     e, i = instance_events, journey_instances
     q = (
         sa.select(
-            e.c.org_id,
-            e.c.instance_id,
-            e.c.at,
-            e.c.kind,
-            e.c.detail,
-            e.c.flow_id,
-            e.c.step_id,
-            i.c.journey_id,
-            i.c.version,
-            i.c.time_zone,
-            i.c.parameters,
-            i.c.due_at,
+            e.c.org_id, e.c.instance_id, e.c.at, e.c.kind, e.c.detail, e.c.flow_id, e.c.step_id,
+            i.c.journey_id, i.c.version, i.c.time_zone, i.c.parameters, i.c.due_at,
         )  # fmt: skip
         .join(i, sa.and_(i.c.org_id == e.c.org_id, i.c.instance_id == e.c.instance_id))
         .where(

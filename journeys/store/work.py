@@ -39,7 +39,6 @@ from journeys.store.tables import (
 ji = journey_instances
 Key = tuple[str, str]  # (org_id, instance_id)
 
-
 def claim_due(
     conn: Connection, now: datetime, limit: int, token: str, lease: timedelta
 ) -> list[ClaimedInstance]:

@@ -41,7 +41,6 @@ flows:
       - {id: 40, type: end, outcome: done}
 """
 
-
 class ConsentServer(Server):
     """The support Server with its own database, a secret key, the fake Twilio's API base and
     its own URL as the public one (what Twilio calls and signs)."""

@@ -126,3 +126,4 @@ class Server:
 
     def run_worker(self) -> None:
         self.worker.run_until_idle()
+

@@ -35,3 +35,4 @@ class Provider(Protocol):
     name: str
 
     def send(self, message: OutboundMessage) -> SendResult: ...
+

@@ -266,3 +266,4 @@ class SQLiteBackend(Backend):
 
     def count_active_instances(self, conn: Connection) -> int:
         return int(conn.exec_driver_sql(COUNT_ACTIVE).scalar_one())
+
