@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -49,10 +49,8 @@ class ChunkResult:
     rejected: tuple[Rejected, ...]
 
 
-def read_rows(
-    data: bytes, defn: JourneyDefinition, overrides: Sequence[tuple[str, str]] = ()
-) -> list[CsvRow]:
-    """Parse a UTF-8 CSV (a BOM tolerated) with a header row, mapping columns to parameters."""
+def decode(data: bytes) -> str:
+    """The file's text: UTF-8 (a BOM tolerated), not empty, at most MAX_FILE_BYTES."""
     if len(data) > MAX_FILE_BYTES:
         raise CsvProblem(f"the file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB; split it")
     try:
@@ -61,9 +59,36 @@ def read_rows(
         raise CsvProblem(f"the file is not UTF-8 (byte {exc.start})") from None
     if not text.strip():
         raise CsvProblem("the file is empty")
-    reader = csv.reader(io.StringIO(text, newline=""))
+    return text
+
+
+def read_header(data: bytes) -> list[str]:
+    """The names of the file's columns (its first line), as written."""
+    reader = csv.reader(io.StringIO(decode(data), newline=""))
+    try:
+        names = [h.strip() for h in next(reader)]
+    except csv.Error as exc:
+        raise CsvProblem(f"line 1: {exc}") from None
+    if not any(names):
+        raise CsvProblem("line 1 must be a header row naming the columns")
+    lowered = [n.lower() for n in names]
+    dupes = sorted({n for n in names if n and lowered.count(n.lower()) > 1})
+    if dupes:
+        raise CsvProblem(f"duplicate column headers: {', '.join(dupes)}")
+    return names
+
+
+def read_rows(
+    data: bytes,
+    defn: JourneyDefinition,
+    overrides: Sequence[tuple[str, str]] = (),
+    chosen: Mapping[str, str] | None = None,
+) -> list[CsvRow]:
+    """Parse a UTF-8 CSV (a BOM tolerated) with a header row, mapping columns to parameters:
+    same-named columns and `overrides`, or exactly as `chosen` (parameter -> column) says."""
+    reader = csv.reader(io.StringIO(decode(data), newline=""))
     header = next(reader)
-    columns = map_columns(header, defn, overrides)
+    columns = map_columns(header, defn, overrides) if chosen is None else choose_columns(header, defn, chosen)
     rows: list[CsvRow] = []
     try:
         while True:
@@ -79,6 +104,43 @@ def read_rows(
     except csv.Error as exc:
         raise CsvProblem(f"line {reader.line_num}: {exc}") from None
     return rows
+
+
+def same_named(header: Sequence[str], defn: JourneyDefinition) -> dict[str, str]:
+    """Parameter name -> the column with the same name (case-insensitive), where there is one."""
+    by_lower = {h.strip().lower(): h.strip() for h in header if h.strip()}
+    return {p.name: by_lower[p.name.lower()] for p in defn.parameters if p.name.lower() in by_lower}
+
+
+def choose_columns(
+    header: Sequence[str], defn: JourneyDefinition, chosen: Mapping[str, str]
+) -> dict[int, str]:
+    """Column index -> parameter name, exactly as `chosen` (parameter -> column header) says;
+    every required parameter must have a column."""
+    names = [h.strip() for h in header]
+    if not any(names):
+        raise CsvProblem("line 1 must be a header row naming the columns")
+    dupes = sorted({n for n in names if n and names.count(n) > 1})
+    if dupes:
+        raise CsvProblem(f"duplicate column headers: {', '.join(dupes)}")
+    params = {p.name: p for p in defn.parameters}
+    columns: dict[int, str] = {}
+    for param, column in chosen.items():
+        if param not in params:
+            raise CsvProblem(f"the journey has no parameter {param!r}")
+        if column not in names:
+            raise CsvProblem(f"{param}: no column {column!r} in the header")
+        index = names.index(column)
+        if index in columns:
+            raise CsvProblem(f"the column {column!r} is chosen for both {columns[index]} and {param}")
+        columns[index] = param
+    missing = [p.name for p in defn.parameters if p.required and p.name not in chosen]
+    if missing:
+        raise CsvProblem(
+            f"choose a column for the required parameter{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(missing)}"
+        )
+    return columns
 
 
 def map_columns(

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from journeys.store.backends import backend_for, backend_for_url, normalise_url
 
-__all__ = ["check_database", "create_db_engine", "normalise_url", "read_only", "transaction"]
+__all__ = ["check_database", "create_db_engine", "normalise_url", "read_only", "rolled_back", "transaction"]
 
 
 def create_db_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> Engine:
@@ -37,6 +37,18 @@ def transaction(engine: Engine) -> Iterator[Connection]:
     """A connection in a write transaction, committed at the end (rolled back on error)."""
     with engine.begin() as conn:
         yield conn
+
+
+@contextmanager
+def rolled_back(engine: Engine) -> Iterator[Connection]:
+    """A connection in a write transaction that is always rolled back: a dry run sees what it
+    wrote (a later chunk sees an earlier chunk's identifiers) and leaves nothing behind."""
+    with engine.connect() as conn:
+        tx = conn.begin()
+        try:
+            yield conn
+        finally:
+            tx.rollback()
 
 
 def check_database(engine: Engine, timeout: float) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from journeys.console.pages import instances, journeys, messages, opt_outs, replies
+from journeys.console.pages import design, instances, journeys, messages, opt_outs, replies, start
 
 ROUTERS: list[APIRouter] = [
     journeys.router,
@@ -12,4 +12,6 @@ ROUTERS: list[APIRouter] = [
     messages.router,
     replies.router,
     opt_outs.router,
+    design.router,
+    start.router,
 ]

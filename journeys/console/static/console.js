@@ -9,3 +9,12 @@ document.addEventListener("submit", (event) => {
   const question = form instanceof HTMLFormElement ? form.dataset.confirm : undefined;
   if (question && !window.confirm(question)) event.preventDefault();
 });
+// A form marked data-swap-errors shows its htmx answers with 4xx statuses too (the messages).
+document.addEventListener("htmx:beforeSwap", (event) => {
+  const status = event.detail.xhr.status;
+  const elt = event.detail.requestConfig ? event.detail.requestConfig.elt : event.detail.elt;
+  if (status >= 400 && status < 500 && elt instanceof Element && elt.closest("[data-swap-errors]")) {
+    event.detail.shouldSwap = true;
+    event.detail.isError = false;
+  }
+});
