@@ -70,6 +70,7 @@ class Action(StrEnum):
     CHANNEL_REMOVE = "channel.remove"
     WEBHOOK_CREATE = "webhook.create"
     WEBHOOK_DELETE = "webhook.delete"
+    WEBHOOK_RETRY = "webhook.retry"
     AUDIT_EXPORT = "audit.export"
 
 
@@ -115,6 +116,36 @@ class AuditEntry:
                 ipaddress.ip_address(self.client_address)
             except ValueError:
                 raise AuditError("client_address must be an IP address") from None
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who makes a change, when, and from where: it makes the change's audit entry."""
+
+    kind: ActorKind
+    id: str | None
+    at: datetime
+    client_address: str | None = None
+
+    def entry(
+        self,
+        org_id: str,
+        action: Action,
+        target_kind: str | None = None,
+        target_ids: tuple[str, ...] = (),
+        count: int | None = None,
+    ) -> AuditEntry:
+        return AuditEntry(
+            org_id=org_id,
+            at=self.at,
+            actor_kind=self.kind,
+            actor_id=self.id,
+            action=action,
+            target_kind=target_kind,
+            target_ids=target_ids[:MAX_TARGET_IDS],
+            count=count,
+            client_address=self.client_address,
+        )
 
 
 @dataclass(frozen=True)

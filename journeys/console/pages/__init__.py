@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from journeys.console.pages import journeys
+from journeys.console.pages import admin_users, journeys
 
-ROUTERS: list[APIRouter] = [journeys.router]
+ROUTERS: list[APIRouter] = [journeys.router, admin_users.router]
