@@ -11,7 +11,7 @@ from support.a11y import violations
 from support.console import make_user, sign_in
 from support.server import Server
 
-PAGES = ["/console/journeys", "/console/admin/users", "/console/admin/tokens"]
+PAGES = ["/console/journeys", "/console/admin/users", "/console/admin/tokens", "/console/admin/audit"]
 
 
 @pytest.fixture()

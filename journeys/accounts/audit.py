@@ -273,6 +273,27 @@ def export(conn: Connection, org_id: str, since: datetime | None = None) -> Iter
 
 
 @dataclass(frozen=True)
+class AuditPage:
+    records: list[AuditRecord]  # newest first
+    older: int | None  # the `before` of the next (older) page, None at the oldest
+
+
+def newest_first(
+    conn: Connection,
+    org_id: str,
+    limit: int = 50,
+    before: int | None = None,
+    action: Action | None = None,
+    actor_id: str | None = None,
+) -> AuditPage:
+    """One page of the org's log, newest first (entries before seq `before`), optionally of one
+    action and/or one actor."""
+    rows = repo.newest_first(conn, org_id, limit + 1, before, action.value if action else None, actor_id)
+    records = [_entry(row) for row in rows[:limit]]
+    return AuditPage(records, records[-1].seq if len(rows) > limit and records else None)
+
+
+@dataclass(frozen=True)
 class Verification:
     checked: int  # entries whose links held
     broken_seq: int | None = None  # the first entry whose link is broken

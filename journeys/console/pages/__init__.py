@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from journeys.console.pages import admin_tokens, admin_users, journeys
+from journeys.console.pages import admin_audit, admin_tokens, admin_users, journeys
 
-ROUTERS: list[APIRouter] = [journeys.router, admin_users.router, admin_tokens.router]
+ROUTERS: list[APIRouter] = [journeys.router, admin_users.router, admin_tokens.router, admin_audit.router]
