@@ -11,7 +11,13 @@ from support.a11y import violations
 from support.console import make_user, sign_in
 from support.server import Server
 
-PAGES = ["/console/journeys", "/console/admin/users", "/console/admin/tokens", "/console/admin/audit"]
+PAGES = [
+    "/console/journeys",
+    "/console/admin/users",
+    "/console/admin/tokens",
+    "/console/admin/audit",
+    "/console/admin/channels",
+]
 
 
 @pytest.fixture()

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from journeys.console.pages import admin_audit, admin_tokens, admin_users, journeys
+from journeys.console.pages import admin_audit, admin_channels, admin_tokens, admin_users, journeys
 
-ROUTERS: list[APIRouter] = [journeys.router, admin_users.router, admin_tokens.router, admin_audit.router]
+ROUTERS: list[APIRouter] = [
+    journeys.router,
+    admin_users.router,
+    admin_tokens.router,
+    admin_audit.router,
+    admin_channels.router,
+]
