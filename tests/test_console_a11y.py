@@ -17,6 +17,7 @@ PAGES = [
     "/console/admin/tokens",
     "/console/admin/audit",
     "/console/admin/channels",
+    "/console/admin/webhooks",
 ]
 
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from journeys.console.pages import admin_audit, admin_channels, admin_tokens, admin_users, journeys
+from journeys.console.pages import (
+    admin_audit,
+    admin_channels,
+    admin_tokens,
+    admin_users,
+    admin_webhooks,
+    journeys,
+)
 
 ROUTERS: list[APIRouter] = [
     journeys.router,
@@ -12,4 +19,5 @@ ROUTERS: list[APIRouter] = [
     admin_tokens.router,
     admin_audit.router,
     admin_channels.router,
+    admin_webhooks.router,
 ]
