@@ -53,15 +53,22 @@ def list_configured(conn: Connection, org_id: str, box: SecretBox) -> list[Confi
 
 
 def set_channel(
-    conn: Connection, org_id: str, actor: Actor, provider: str, config: dict[str, Any], box: SecretBox
+    conn: Connection,
+    org_id: str,
+    actor: Actor,
+    provider: str,
+    config: dict[str, Any],
+    box: SecretBox,
+    channel: str | None = None,
 ) -> str:
-    """Check the provider's configuration, seal and store it for its channel; returns the channel.
-    Empty values count as not given (the provider's defaults apply)."""
+    """Check the provider's configuration, seal and store it for `channel` (by default the one
+    the provider serves); returns the channel. Empty values count as not given (the provider's
+    defaults apply)."""
     if provider not in registry.PROVIDERS:
         raise registry.ProviderConfigError(
             f"unknown provider {provider!r} (known: {', '.join(registry.PROVIDERS)})"
         )
-    channel = registry.PROVIDERS[provider][1][0]
+    channel = channel or registry.PROVIDERS[provider][1][0]
     given = {k: v for k, v in config.items() if not (isinstance(v, str) and not v.strip())}
     checked = registry.check_config(provider, channel, given)
     sealed = box.seal(checked)
