@@ -19,6 +19,13 @@ PAGES = [
     "/console/messages",
     "/console/replies",
     "/console/opt-outs",
+    "/console/design",
+    "/console/start",
+    "/console/admin/users",
+    "/console/admin/tokens",
+    "/console/admin/audit",
+    "/console/admin/channels",
+    "/console/admin/webhooks",
 ]
 
 
@@ -69,3 +76,29 @@ def test_the_keyboard_reaches_the_skip_link_then_the_navigation(console_server: 
     assert page.evaluate("document.activeElement.textContent") == "Skip to content"
     page.keyboard.press("Enter")
     assert page.evaluate("document.activeElement.id") == "main"
+
+
+@pytest.mark.parametrize("width", [1280, 800])
+def test_admin_pages_with_content_are_accessible(console_server: Server, a11y_page: Any, width: int) -> None:
+    org = console_server.tenant().org_id
+    console_server.set_channel(
+        org, "sms", "twilio", {"account_sid": "AC0123", "auth_token": "t" * 20, "from": "+13125550100"}
+    )
+    other = make_user(console_server, org, "viewer")
+    sign_in(a11y_page, console_server, make_user(console_server, org, "admin"))
+    a11y_page.set_viewport_size({"width": width, "height": 900})
+    a11y_page.goto(f"{console_server.base_url}/console/admin/tokens")
+    a11y_page.get_by_label("Name").fill("a11y token")
+    a11y_page.get_by_label("read.journey_instances").check()
+    a11y_page.get_by_role("button", name="Create token").click()  # the page showing a new secret
+    assert a11y_page.locator("#token-secret").is_visible()
+    checked = [None, f"{console_server.base_url}/console/admin/users/{other.user_id}"]
+    for path in checked:
+        if path is not None:
+            a11y_page.goto(path)
+        found = violations(a11y_page)
+        assert found == [], f"{a11y_page.url} at {width} px:\n" + "\n".join(found)
+        overflow = a11y_page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"{a11y_page.url} at {width} px is {overflow} px too wide"
+    a11y_page.goto(f"{console_server.base_url}/console/admin/channels")
+    assert violations(a11y_page) == []

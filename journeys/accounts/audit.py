@@ -72,6 +72,7 @@ class Action(StrEnum):
     CHANNEL_REMOVE = "channel.remove"
     WEBHOOK_CREATE = "webhook.create"
     WEBHOOK_DELETE = "webhook.delete"
+    WEBHOOK_RETRY = "webhook.retry"
     AUDIT_EXPORT = "audit.export"
 
 
@@ -117,6 +118,36 @@ class AuditEntry:
                 ipaddress.ip_address(self.client_address)
             except ValueError:
                 raise AuditError("client_address must be an IP address") from None
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who makes a change, when, and from where: it makes the change's audit entry."""
+
+    kind: ActorKind
+    id: str | None
+    at: datetime
+    client_address: str | None = None
+
+    def entry(
+        self,
+        org_id: str,
+        action: Action,
+        target_kind: str | None = None,
+        target_ids: tuple[str, ...] = (),
+        count: int | None = None,
+    ) -> AuditEntry:
+        return AuditEntry(
+            org_id=org_id,
+            at=self.at,
+            actor_kind=self.kind,
+            actor_id=self.id,
+            action=action,
+            target_kind=target_kind,
+            target_ids=target_ids[:MAX_TARGET_IDS],
+            count=count,
+            client_address=self.client_address,
+        )
 
 
 @dataclass(frozen=True)
@@ -241,6 +272,27 @@ def export(conn: Connection, org_id: str, since: datetime | None = None) -> Iter
         if len(rows) < BATCH:
             return
         after = rows[-1].seq
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    records: list[AuditRecord]  # newest first
+    older: int | None  # the `before` of the next (older) page, None at the oldest
+
+
+def newest_first(
+    conn: Connection,
+    org_id: str,
+    limit: int = 50,
+    before: int | None = None,
+    action: Action | None = None,
+    actor_id: str | None = None,
+) -> AuditPage:
+    """One page of the org's log, newest first (entries before seq `before`), optionally of one
+    action and/or one actor."""
+    rows = repo.newest_first(conn, org_id, limit + 1, before, action.value if action else None, actor_id)
+    records = [_entry(row) for row in rows[:limit]]
+    return AuditPage(records, records[-1].seq if len(rows) > limit and records else None)
 
 
 @dataclass(frozen=True)

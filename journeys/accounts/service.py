@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.engine import Connection
 
-from journeys.errors import Invalid
+from journeys.errors import Invalid, NotFound
 from journeys.ids import new_id
 from journeys.store import accounts as repo
 
@@ -153,13 +153,14 @@ def record_use(conn: Connection, principal: Principal, now: datetime) -> None:
     repo.touch_token(conn, principal.org_id, principal.token_id, now, now - LAST_USED_RESOLUTION)
 
 
-def revoke_token(conn: Connection, token_id: str, now: datetime) -> None:
-    if not repo.revoke_token(conn, token_id, now):
-        raise AccountError(f"unknown token {token_id}")
+def revoke_token(conn: Connection, token_id: str, now: datetime, org_id: str | None = None) -> None:
+    """Revoke a token (one of `org_id`'s, when given: another org's token is unknown)."""
+    if "\x00" in token_id or len(token_id) > 64 or not repo.revoke_token(conn, token_id, now, org_id):
+        raise NotFound(f"unknown token {token_id}")
 
 
 def token_state(revoked_at: datetime | None, expires_at: datetime | None, now: datetime) -> str:
-    """"revoked", "expired" or "active" (the same rule `authenticate` applies)."""
+    """ "revoked", "expired" or "active" (the same rule `authenticate` applies)."""
     if revoked_at is not None:
         return "revoked"
     if expires_at is not None and expires_at <= now:

@@ -29,6 +29,11 @@ def cli_actor_id() -> str:
     return cleaned or "unknown"
 
 
+def cli_actor() -> audit.Actor:
+    """The command line as the actor of a change (journeys.accounts.audit.Actor)."""
+    return audit.Actor(audit.ActorKind.CLI, cli_actor_id(), _now())
+
+
 def record_cli(
     conn: Connection,
     org_id: str,

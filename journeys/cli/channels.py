@@ -51,10 +51,9 @@ def channel_set(
     """Configure an org's provider for a channel.
 
     Needs JOURNEYS_SECRET_KEY; secrets are never printed."""
-    from journeys.messaging.providers import registry
+    from journeys.cli.auditing import cli_actor
+    from journeys.messaging import channel_admin
     from journeys.secrets import SecretBox
-    from journeys.store import accounts as accounts_repo
-    from journeys.store import channels as channels_repo
 
     config: dict[str, Any] = {}
     for item in setting:
@@ -62,14 +61,9 @@ def channel_set(
         if not sep or not key.strip():
             _fail(f"--set {key!r}: use KEY=VALUE")
         config[key.strip()] = value
-    config = registry.check_config(provider, channel, config)
-    sealed = SecretBox(_settings().secret_key).seal(config)
-    engine = _engine()
-    with transaction(engine) as conn:
-        if accounts_repo.get_org(conn, org) is None:
-            _fail(f"unknown org {org}")
-        channels_repo.set_channel(conn, org, channel, provider, sealed, _now())
-        record_cli(conn, org, Action.CHANNEL_SET, "channel", (channel,))
+    box = SecretBox(_settings().secret_key)
+    with transaction(_engine()) as conn:
+        channel_admin.set_channel(conn, org, cli_actor(), provider, config, box, channel)
     typer.echo(f"{channel} for org {org} now goes through {provider}")
 
 

@@ -9,10 +9,10 @@ from collections.abc import Callable
 import typer
 from sqlalchemy.engine import Connection
 
-from journeys.accounts import users
+from journeys.accounts import user_admin, users
 from journeys.accounts.audit import Action
 from journeys.accounts.roles import Role
-from journeys.cli.auditing import record_cli
+from journeys.cli.auditing import cli_actor, record_cli
 from journeys.cli.common import _engine, _fail, _now, _print_json, _settings, json_option, new_app, org_option
 from journeys.clock import iso_z
 from journeys.secrets import SecretBox, SecretKeyMissing
@@ -107,8 +107,7 @@ def _change_user(org: str, action: Action, change: Callable[[Connection], users.
     """Apply one change to a user in a transaction, audited; a UserError ends the command."""
     try:
         with transaction(_engine()) as conn:
-            user = change(conn)
-            record_cli(conn, org, action, "user", (user.id,))
+            user = user_admin.change_user(conn, org, cli_actor(), action, change)
     except users.UserError as exc:
         _fail(str(exc))
     return user

@@ -204,6 +204,11 @@ def record(
         audit.record(conn, entry)
 
 
+def actor(request: Request, staff: Staff) -> audit.Actor:
+    """The staff member as the actor of a change made in this request (its audit entries)."""
+    return audit.Actor(ActorKind.USER, staff.user.id, request.app.state.clock.now(), client_address(request))
+
+
 def audit_entry(
     request: Request,
     staff: Staff,

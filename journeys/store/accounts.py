@@ -49,16 +49,16 @@ def list_tokens(conn: Connection, org_id: str | None) -> list[dict[str, Any]]:
     return [dict(r) for r in conn.execute(q).mappings()]
 
 
-def revoke_token(conn: Connection, token_id: str, now: datetime) -> bool:
-    """Revoke a token by id; True when a token with that id exists (revoked now or before)."""
-    exists = conn.execute(sa.select(api_tokens.c.org_id).where(api_tokens.c.token_id == token_id)).first()
+def revoke_token(conn: Connection, token_id: str, now: datetime, org_id: str | None = None) -> bool:
+    """Revoke a token by id (of `org_id`'s tokens only, when given); True when such a token exists
+    (revoked now or before)."""
+    where = [api_tokens.c.token_id == token_id]
+    if org_id is not None:
+        where.append(api_tokens.c.org_id == org_id)
+    exists = conn.execute(sa.select(api_tokens.c.org_id).where(*where)).first()
     if exists is None:
         return False
-    conn.execute(
-        api_tokens.update()
-        .where(api_tokens.c.token_id == token_id, api_tokens.c.revoked_at.is_(None))
-        .values(revoked_at=now)
-    )
+    conn.execute(api_tokens.update().where(*where, api_tokens.c.revoked_at.is_(None)).values(revoked_at=now))
     return True
 
 

@@ -75,3 +75,24 @@ def entries(
     if since is not None:
         q = q.where(audit_log.c.at >= since)
     return [AuditRow(**row) for row in conn.execute(q).mappings()]
+
+
+def newest_first(
+    conn: Connection,
+    org_id: str,
+    limit: int,
+    before_seq: int | None = None,
+    action: str | None = None,
+    actor_id: str | None = None,
+) -> list[AuditRow]:
+    """Up to `limit` entries before `before_seq` (all when None), newest first, of one action
+    and/or one actor when given (walks the (org_id, seq) primary key backwards)."""
+    q = sa.select(*_COLUMNS).where(audit_log.c.org_id == org_id)
+    if before_seq is not None:
+        q = q.where(audit_log.c.seq < before_seq)
+    if action is not None:
+        q = q.where(audit_log.c.action == action)
+    if actor_id is not None:
+        q = q.where(audit_log.c.actor_id == actor_id)
+    q = q.order_by(audit_log.c.seq.desc()).limit(limit)
+    return [AuditRow(**row) for row in conn.execute(q).mappings()]

@@ -142,3 +142,23 @@ def record_attempt(conn: Connection, org_id: str, delivery_id: str, values: dict
         .where(wd.c.org_id == org_id, wd.c.delivery_id == delivery_id, wd.c.status == "sending")
         .values(**values)
     )
+
+
+def retry_delivery(conn: Connection, org_id: str, delivery_id: str, now: datetime) -> bool:
+    """Make a failed delivery of an active subscription due now (one more attempt); False when
+    the org has no such delivery (unknown, not failed, or its subscription deleted)."""
+    active = (
+        sa.select(sa.literal(1))
+        .where(
+            ws.c.org_id == wd.c.org_id,
+            ws.c.subscription_id == wd.c.subscription_id,
+            ws.c.disabled_at.is_(None),
+        )
+        .exists()
+    )
+    done = conn.execute(
+        wd.update()
+        .where(wd.c.org_id == org_id, wd.c.delivery_id == delivery_id, wd.c.status == "failed", active)
+        .values(status="pending", next_attempt_at=now)
+    ).rowcount
+    return bool(done)

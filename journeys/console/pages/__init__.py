@@ -4,7 +4,20 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from journeys.console.pages import design, instances, journeys, messages, opt_outs, replies, start
+from journeys.console.pages import (
+    admin_audit,
+    admin_channels,
+    admin_tokens,
+    admin_users,
+    admin_webhooks,
+    design,
+    instances,
+    journeys,
+    messages,
+    opt_outs,
+    replies,
+    start,
+)
 
 ROUTERS: list[APIRouter] = [
     journeys.router,
@@ -14,4 +27,9 @@ ROUTERS: list[APIRouter] = [
     opt_outs.router,
     design.router,
     start.router,
+    admin_users.router,
+    admin_tokens.router,
+    admin_audit.router,
+    admin_channels.router,
+    admin_webhooks.router,
 ]
