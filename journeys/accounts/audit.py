@@ -60,6 +60,7 @@ class Action(StrEnum):
     INSTANCES_SEARCH = "instances.search"
     INSTANCES_TRIGGER = "instances.trigger"
     INSTANCES_CANCEL = "instances.cancel"
+    INSTANCES_SUBFLOW = "instances.subflow"  # a subflow triggered on existing instances
     MESSAGES_VIEW = "messages.view"
     REPLY_RECEIVE = "reply.receive"
     REPLY_HANDLED = "reply.handled"
@@ -78,6 +79,11 @@ class Action(StrEnum):
 
 class AuditError(ValueError):
     """An entry that cannot be recorded as given (something that is not an id, a bad address)."""
+
+
+def is_id(text: str) -> bool:
+    """Whether `text` looks like an id (what entries hold)."""
+    return bool(_ID.match(text))
 
 
 def _check_id(what: str, value: str) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import Depends, FastAPI
 
 from journeys import __version__
+from journeys.accounts.audit_buffer import AuditBuffer
 from journeys.api import docs, errors, extensions, observe
 from journeys.api import medchat as routes
 from journeys.api import twilio_inbound as inbound_routes
@@ -43,14 +44,18 @@ def create_app(
     worker = build_worker(engine, settings, clock)
     start_worker = settings.worker_enabled if run_worker is None else run_worker
 
+    audit_buffer = AuditBuffer(engine)  # token reads' audit entries (journeys.accounts.audit_buffer)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        audit_buffer.start()
         if start_worker:
             worker.start()
         try:
             yield
         finally:
             worker.stop()
+            audit_buffer.stop()
             engine.dispose()
 
     app = FastAPI(
@@ -67,6 +72,7 @@ def create_app(
     app.state.clock = clock
     app.state.engine = engine
     app.state.worker = worker
+    app.state.audit_buffer = audit_buffer
     app.state.wake_worker = worker.wake.set
     errors.install(app)
     _install_routes(app)

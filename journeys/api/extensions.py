@@ -12,7 +12,10 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from journeys.accounts.audit import Action
 from journeys.accounts.service import SCOPE_CREATE, SCOPE_READ, Principal
+from journeys.api import auditing
+from journeys.api.auditing import ids
 from journeys.api.auth import require
 from journeys.api.errors import is_unavailable
 from journeys.api.inputs import read_json
@@ -55,7 +58,9 @@ class ReplyIn(BaseModel):
         200, ReplyResult, errors=(400, 413), description="Recorded; matched to a waiting instance or not"
     ),
 )
-async def post_reply(orgId: str, request: Request, _: Principal = Depends(require(SCOPE_CREATE))) -> Response:  # noqa: N803
+async def post_reply(
+    orgId: str, request: Request, principal: Principal = Depends(require(SCOPE_CREATE))
+) -> Response:  # noqa: N803
     body = await read_json(request)
     state = request.app.state
     if not isinstance(body, dict):
@@ -64,6 +69,8 @@ async def post_reply(orgId: str, request: Request, _: Principal = Depends(requir
     def work() -> dict[str, Any]:
         with transaction(state.engine) as conn:
             r = receive_reply(conn, orgId, body.get("from"), body.get("body"), state.clock.now(), "api")
+            targets = ids(r.message_id, r.instance_id)
+            auditing.record(conn, request, principal, Action.REPLY_RECEIVE, "message", targets, 1)
         return {"id": r.message_id, "matched": r.matched, "instanceId": r.instance_id}
 
     out = await run_in_threadpool(work)
@@ -82,11 +89,13 @@ async def list_replies(
     request: Request,
     unmatched: bool = False,
     limit: int = Query(default=100, ge=1, le=1000),
-    _: Principal = Depends(require(SCOPE_READ)),
+    principal: Principal = Depends(require(SCOPE_READ)),
 ) -> Response:
     def work() -> list[dict[str, Any]]:
         with read_only(request.app.state.engine) as conn:
-            return [reply_json(r) for r in replies_service.list_replies(conn, orgId, unmatched, limit)]
+            found = [reply_json(r) for r in replies_service.list_replies(conn, orgId, unmatched, limit)]
+        auditing.record_read(request, principal, Action.REPLIES_VIEW, count=len(found))
+        return found
 
     return Response(orjson.dumps(await run_in_threadpool(work)), media_type="application/json")
 
@@ -105,7 +114,7 @@ async def bulk_cancel(
     orgId: str,  # noqa: N803
     chatBotId: str,  # noqa: N803
     request: Request,
-    _: Principal = Depends(require(SCOPE_CREATE)),
+    principal: Principal = Depends(require(SCOPE_CREATE)),
 ) -> Response:
     body = await read_json(request)
     state = request.app.state
@@ -115,12 +124,17 @@ async def bulk_cancel(
             jv = journey_or_404(conn, orgId, chatBotId)
             query = parse_cancel(body, {p.name for p in jv.definition.parameters})
             if query.dry_run:
-                return {"wouldCancel": instance_service.count_matching(conn, jv, query.filter)}
+                would = instance_service.count_matching(conn, jv, query.filter)
+                auditing.record_read(
+                    request, principal, Action.INSTANCES_SEARCH, "journey", ids(jv.journey_id), would
+                )
+                return {"wouldCancel": would}
         try:
             done = instance_service.cancel_all_matching(
                 state.engine, jv, query.filter, state.clock.now, "api", state.settings.cancel_chunk_size
             )
         except instance_service.BulkCancelInterrupted as exc:
+            _record_cancelled(request, principal, jv.journey_id, exc.cancelled)
             cause = type(exc.cause.orig or exc.cause).__name__
             log.warning("bulk cancel interrupted after %d instances: %s", exc.cancelled, cause)
             unavailable = is_unavailable(exc.cause)
@@ -130,9 +144,22 @@ async def bulk_cancel(
                 kind=Kind.UNAVAILABLE if unavailable else Kind.FAILED,
                 retry_after=5 if unavailable else None,
             ) from None
+        _record_cancelled(request, principal, jv.journey_id, done)
         return {"cancelled": done}
 
     return _json(await run_in_threadpool(work))
+
+
+def _record_cancelled(request: Request, principal: Principal, journey_id: str, count: int) -> None:
+    """A bulk cancel commits chunk by chunk (journeys.instances.service.cancel_all_matching): its
+    entry, with the count cancelled, follows in a transaction of its own."""
+    try:
+        with transaction(request.app.state.engine) as conn:
+            auditing.record(
+                conn, request, principal, Action.INSTANCES_CANCEL, "journey", ids(journey_id), count
+            )
+    except Exception:  # the database failed: kept for the next read flush rather than lost
+        auditing.record_read(request, principal, Action.INSTANCES_CANCEL, "journey", ids(journey_id), count)
 
 
 # ---------------------------------------------------------------- opt-outs
@@ -152,11 +179,13 @@ async def list_opt_outs(
     request: Request,
     phone: str | None = None,
     limit: int = Query(default=100, ge=1, le=1000),
-    _: Principal = Depends(require(SCOPE_READ)),
+    principal: Principal = Depends(require(SCOPE_READ)),
 ) -> Response:
     def work() -> list[dict[str, Any]]:
         with read_only(request.app.state.engine) as conn:
-            return [opt_out_json(o) for o in consent.list_opt_outs(conn, orgId, phone, limit)]
+            found = [opt_out_json(o) for o in consent.list_opt_outs(conn, orgId, phone, limit)]
+        auditing.record_read(request, principal, Action.OPT_OUTS_VIEW, count=len(found))
+        return found
 
     return _json(await run_in_threadpool(work))
 
@@ -180,7 +209,7 @@ async def list_opt_outs(
 async def add_opt_out(
     orgId: str,  # noqa: N803
     request: Request,
-    _: Principal = Depends(require(SCOPE_CREATE)),
+    principal: Principal = Depends(require(SCOPE_CREATE)),
 ) -> Response:
     body = await read_json(request)
     state = request.app.state
@@ -192,9 +221,12 @@ async def add_opt_out(
 
     def work() -> tuple[bool, consent.OptOut]:
         with transaction(state.engine) as conn:
-            return consent.add_opt_out(
+            out = consent.add_opt_out(
                 conn, orgId, body.get("phone"), body.get("reason"), "api", state.clock.now()
             )
+            if out[0]:  # the number is never recorded: PHI
+                auditing.record(conn, request, principal, Action.OPT_OUT_ADD, "optout", count=1)
+            return out
 
     created, record = await run_in_threadpool(work)
     return _json(opt_out_json(record), 201 if created else 200)
@@ -213,13 +245,16 @@ async def remove_opt_out(
     orgId: str,  # noqa: N803
     phone: str,
     request: Request,
-    _: Principal = Depends(require(SCOPE_CREATE)),
+    principal: Principal = Depends(require(SCOPE_CREATE)),
 ) -> Response:
     state = request.app.state
 
     def work() -> bool:
         with transaction(state.engine) as conn:
-            return consent.remove_opt_out(conn, orgId, phone, "api", state.clock.now())
+            removed = consent.remove_opt_out(conn, orgId, phone, "api", state.clock.now())
+            if removed:
+                auditing.record(conn, request, principal, Action.OPT_OUT_REMOVE, "optout", count=1)
+            return removed
 
     if not await run_in_threadpool(work):
         raise NotFound("that phone number is not opted out")

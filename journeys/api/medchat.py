@@ -12,7 +12,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 import journeys.catalog.service as catalog
+from journeys.accounts.audit import Action
 from journeys.accounts.service import SCOPE_CREATE, SCOPE_READ, Principal
+from journeys.api import auditing
+from journeys.api.auditing import ids
 from journeys.api.auth import require
 from journeys.api.inputs import read_json
 from journeys.api.openapi import InstanceDetail, Instances, Journeys, responses
@@ -80,10 +83,12 @@ async def bulk(
     orgId: str,  # noqa: N803
     chatBotId: str,  # noqa: N803
     request: Request,
-    _: Principal = Depends(require(SCOPE_CREATE)),
+    principal: Principal = Depends(require(SCOPE_CREATE)),
 ) -> Response:
     body = await read_json(request)
     state = request.app.state
+    subflow = isinstance(body, dict) and bool(body.get("flowId"))
+    action = Action.INSTANCES_SUBFLOW if subflow else Action.INSTANCES_TRIGGER
 
     def work() -> None:
         for attempt in range(3):
@@ -100,6 +105,8 @@ async def bulk(
                         # conflict, look the identifiers up to name every one of them.
                         optimistic=attempt == 0,
                     )
+                    count = len(result.instance_ids)
+                    auditing.record(conn, request, principal, action, "journey", ids(jv.journey_id), count)
                 if result.statistics_stale and state.settings.analyze_after_bulk:
                     refresh_statistics(state.engine)
                 return
@@ -124,15 +131,13 @@ def _is_unique_violation(exc: Exception) -> bool:
     "/{chatBotId}/instances/search",
     summary="Search a journey's instances",
     openapi_extra=openapi_body(SearchRequest),
-    responses=responses(
-        200, Instances, errors=(400, 413), description="Matching instances, newest first"
-    ),
+    responses=responses(200, Instances, errors=(400, 413), description="Matching instances, newest first"),
 )
 async def search(
     orgId: str,  # noqa: N803
     chatBotId: str,  # noqa: N803
     request: Request,
-    _: Principal = Depends(require(SCOPE_READ)),
+    principal: Principal = Depends(require(SCOPE_READ)),
 ) -> Response:
     body = await read_json(request)
     settings = request.app.state.settings
@@ -147,6 +152,9 @@ async def search(
                 settings.search_max_take,
             )
             rows = instance_service.search(conn, jv, query)
+        auditing.record_read(
+            request, principal, Action.INSTANCES_SEARCH, "journey", ids(jv.journey_id), len(rows)
+        )
         return [instance_json(r, jv.name, query.include_parameters) for r in rows]
 
     return _json(await run_in_threadpool(work))
@@ -162,12 +170,13 @@ async def get_instance(
     chatBotId: str,  # noqa: N803
     journeyInstanceId: str,  # noqa: N803
     request: Request,
-    _: Principal = Depends(require(SCOPE_READ)),
+    principal: Principal = Depends(require(SCOPE_READ)),
 ) -> Response:
     def work() -> dict[str, Any]:
         with read_only(request.app.state.engine) as conn:
             jv = journey_or_404(conn, orgId, chatBotId)
             row, events = instance_service.get(conn, jv, journeyInstanceId)
+        auditing.record_read(request, principal, Action.INSTANCE_VIEW, "instance", ids(journeyInstanceId), 1)
         out = instance_json(row, jv.name, True)
         out["events"] = [event_json(e) for e in events]
         return out
@@ -191,7 +200,7 @@ async def cancel(
     chatBotId: str,  # noqa: N803
     journeyInstanceId: str,  # noqa: N803
     request: Request,
-    _: Principal = Depends(require(SCOPE_CREATE)),
+    principal: Principal = Depends(require(SCOPE_CREATE)),
 ) -> Response:
     state = request.app.state
 
@@ -199,6 +208,9 @@ async def cancel(
         with transaction(state.engine) as conn:
             jv = journey_or_404(conn, orgId, chatBotId)
             instance_service.cancel(conn, jv, journeyInstanceId, state.clock.now)
+            auditing.record(
+                conn, request, principal, Action.INSTANCES_CANCEL, "instance", ids(journeyInstanceId), 1
+            )
 
     await run_in_threadpool(work)
     return Response(status_code=204)
