@@ -131,3 +131,25 @@ def test_reads_wait_in_the_buffer_and_a_flush_chains_them(server: Server, tenant
     assert len(entries(server, other.org_id)) == 1
     with read_only(server.engine) as conn:
         assert audit.verify(conn, tenant.org_id).ok and audit.verify(conn, other.org_id).ok
+
+
+def test_webhook_changes_are_audited_as_the_token(console_server: Server) -> None:
+    from support.receivers import WebhookReceiver
+
+    server = console_server  # a server with a secret key (webhook secrets are stored sealed)
+    tenant = server.tenant(WAIT)
+    rec = WebhookReceiver("whsec-0123456789abcdef")
+    try:
+        base = f"/api/orgs/{tenant.org_id}/webhooks"
+        body = {"url": rec.url, "secret": "whsec-0123456789abcdef", "eventTypes": ["*"]}
+        r = server.http.post(base, json=body, headers=tenant.headers)
+        assert r.status_code == 201, r.text
+        hook = r.json()["id"]
+        assert server.http.delete(f"{base}/{hook}", headers=tenant.headers).status_code == 204
+    finally:
+        rec.stop()
+    found = entries(server, tenant.org_id)
+    tid = token_id(server, tenant.org_id)
+    for action in (Action.WEBHOOK_CREATE, Action.WEBHOOK_DELETE):
+        [e] = of(found, action)
+        assert e.actor_kind is ActorKind.TOKEN and e.actor_id == tid and e.target_ids == (hook,)

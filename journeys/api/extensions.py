@@ -225,7 +225,7 @@ async def add_opt_out(
                 conn, orgId, body.get("phone"), body.get("reason"), "api", state.clock.now()
             )
             if out[0]:  # the number is never recorded: PHI
-                auditing.record(conn, request, principal, Action.OPT_OUT_ADD, "optout", count=1)
+                auditing.record(conn, request, principal, Action.OPT_OUT_ADD, "sms_consent", count=1)
             return out
 
     created, record = await run_in_threadpool(work)
@@ -253,7 +253,7 @@ async def remove_opt_out(
         with transaction(state.engine) as conn:
             removed = consent.remove_opt_out(conn, orgId, phone, "api", state.clock.now())
             if removed:
-                auditing.record(conn, request, principal, Action.OPT_OUT_REMOVE, "optout", count=1)
+                auditing.record(conn, request, principal, Action.OPT_OUT_REMOVE, "sms_consent", count=1)
             return removed
 
     if not await run_in_threadpool(work):

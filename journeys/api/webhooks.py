@@ -10,12 +10,15 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from journeys.accounts.audit import Action
 from journeys.accounts.service import SCOPE_CREATE, SCOPE_READ, Principal
+from journeys.api import auditing
 from journeys.api.auth import require
 from journeys.api.inputs import read_json
 from journeys.api.openapi import Deliveries, Webhook, Webhooks, responses
 from journeys.api.schemas import delivery_json, subscription_json
 from journeys.errors import Invalid
+from journeys.store.db import transaction
 from journeys.webhooks import service
 from journeys.webhooks.events import EVENT_TYPES
 
@@ -55,7 +58,7 @@ def _json(data: Any, status: int = 200) -> Response:
     ),
 )
 async def create_webhook(
-    orgId: str, request: Request, _: Principal = Depends(require(SCOPE_CREATE))
+    orgId: str, request: Request, principal: Principal = Depends(require(SCOPE_CREATE))
 ) -> Response:  # noqa: N803
     body = await read_json(request)
     if not isinstance(body, dict):
@@ -73,7 +76,14 @@ async def create_webhook(
             state.settings.outbound_policy(),
         )
     )
+    await run_in_threadpool(_record, request, principal, Action.WEBHOOK_CREATE, out.id)
     return _json(subscription_json(out), 201)
+
+
+def _record(request: Request, principal: Principal, action: Action, webhook_id: str) -> None:
+    """The subscription is stored (and challenged) first: its entry follows in a transaction."""
+    with transaction(request.app.state.engine) as conn:
+        auditing.record(conn, request, principal, action, "webhook", auditing.ids(webhook_id))
 
 
 @router.get(
@@ -96,10 +106,17 @@ async def delete_webhook(
     orgId: str,  # noqa: N803
     webhookId: str,  # noqa: N803
     request: Request,
-    _: Principal = Depends(require(SCOPE_CREATE)),
+    principal: Principal = Depends(require(SCOPE_CREATE)),
 ) -> Response:
     state = request.app.state
-    await run_in_threadpool(lambda: service.delete(state.engine, orgId, webhookId, state.clock.now()))
+
+    def work() -> None:
+        with transaction(state.engine) as conn:
+            service.remove(conn, orgId, webhookId, state.clock.now())
+            target = auditing.ids(webhookId)
+            auditing.record(conn, request, principal, Action.WEBHOOK_DELETE, "webhook", target)
+
+    await run_in_threadpool(work)
     return Response(status_code=204)
 
 
