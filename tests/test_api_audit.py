@@ -45,7 +45,7 @@ def token_id(server: Server, org_id: str) -> str:
 def entries(server: Server, org_id: str) -> list[audit.AuditRecord]:
     server.app.state.audit_buffer.flush()
     with read_only(server.engine) as conn:
-        return audit.newest(conn, org_id, limit=1000)
+        return audit.newest_first(conn, org_id, limit=1000).records
 
 
 def of(found: list[audit.AuditRecord], action: Action) -> list[audit.AuditEntry]:

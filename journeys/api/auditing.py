@@ -43,7 +43,8 @@ def record(
     target_ids: tuple[str, ...] = (),
     count: int | None = None,
 ) -> None:
-    audit.record(conn, actor(request, principal).entry(principal.org_id, action, target_kind, target_ids, count))
+    entry = actor(request, principal).entry(principal.org_id, action, target_kind, target_ids, count)
+    audit.record(conn, entry)
 
 
 def record_read(

@@ -111,8 +111,8 @@ async def delete_webhook(
     state = request.app.state
 
     def work() -> None:
-        with transaction(state.engine) as conn:
-            service.remove(conn, orgId, webhookId, state.clock.now())
+        service.delete(state.engine, orgId, webhookId, state.clock.now())
+        with transaction(state.engine) as conn:  # recorded once done, as the console and CLI do
             target = auditing.ids(webhookId)
             auditing.record(conn, request, principal, Action.WEBHOOK_DELETE, "webhook", target)
 
