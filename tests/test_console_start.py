@@ -75,6 +75,9 @@ def test_a_spreadsheet_with_bad_rows_is_previewed_started_and_reported(
     assert "is not a valid datetime" in rows.nth(1).locator("td").inner_text()
     screenshot(page, "start-preview")
     assert _instances(console_server, tenant) == 0  # a preview starts nothing
+    with read_only(console_server.engine) as conn:  # but it tells which are active: a search
+        found = [r.entry for r in audit.export(conn, tenant.org_id) if r.entry.action == "instances.search"]
+    assert [(e.count, e.target_ids, e.actor_id) for e in found] == [(4, (tenant.journey_id,), login.user_id)]
     with page.expect_download() as preview_report:
         page.get_by_role("button", name="Download the rejected rows (CSV)").click()
     lines = Path(preview_report.value.path()).read_text(encoding="utf-8").splitlines()

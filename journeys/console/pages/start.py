@@ -163,6 +163,11 @@ async def preview(request: Request, action: FormAction = Depends(csv_form)) -> R
         with rolled_back(request.app.state.engine) as conn:
             for chunk in csv_import.chunks(rows):
                 results.append(csv_import.trigger_chunk(conn, up.jv, chunk, tz, now))
+        # the preview tells which identifiers are already active: recorded as a search
+        web.record(
+            request, action.staff, Action.INSTANCES_SEARCH, target_kind="journey",
+            target_ids=(up.jv.journey_id,), count=len(rows),
+        )  # fmt: skip
         return Outcome(
             len(rows), sum(r.triggered for r in results), tuple(x for r in results for x in r.rejected)
         )
