@@ -44,7 +44,7 @@ def _latest(server: Server, tenant: Tenant) -> catalog.JourneyVersion:
 
 def _actions(server: Server, org: str) -> list[audit.AuditRecord]:
     with read_only(server.engine) as conn:
-        return list(audit.export(conn, org))
+        return [r for r in audit.export(conn, org) if r.entry.actor_kind != "token"]  # not API reads
 
 
 def _design(page: Any, server: Server, tenant: Tenant, role: str = "designer") -> None:
