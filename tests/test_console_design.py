@@ -67,6 +67,10 @@ def test_a_bad_definition_shows_its_problems_with_line_numbers(
     assert "duration: soon" in page.locator("#line-9").inner_text()
     # the text is kept for the next try
     assert page.get_by_label("Or paste the definition").input_value() == BAD
+    # nothing to preview or publish until the problems are fixed
+    assert page.get_by_role("button", name="Publish").count() == 0
+    assert page.get_by_role("button", name="Preview").count() == 0
+    assert page.get_by_role("button", name="Check again").is_visible()
     screenshot(page, "design")
     assert len(_actions(console_server, tenant.org_id)) == 1  # the login only: nothing published
 
