@@ -60,7 +60,11 @@ class Server:
         self.app = create_app(self.settings, clock=self.clock, run_worker=False)
         self.engine = self.app.state.engine
         self.worker: Worker = self.app.state.worker
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+        # A long keep-alive: the tests' client reuses its connection after pauses (a browser starting),
+        # and a server closing it just as the client sends would reset the request.
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", timeout_keep_alive=300
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self._thread.start()
