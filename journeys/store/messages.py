@@ -85,8 +85,8 @@ def page_outbox(
     before: tuple[datetime, str] | None,
     limit: int,
 ) -> list[dict[str, Any]]:
-    """The org's outbox rows, newest first, filtered; each index used leads with org_id
-    (ix_outbox_org_created, ix_outbox_org_status_created, ix_outbox_org_journey_created)."""
+    """The org's outbox rows, newest first, filtered, along ix_outbox_org_created (org_id,
+    created_at, message_id); a rare status or journey reads further along it."""
     o = outbox
     q = sa.select(o).where(o.c.org_id == org_id, _before(o.c.created_at, o.c.message_id, before))
     if statuses is not None:
