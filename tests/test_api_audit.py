@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from support.api import bulk, param_equals, trigger_one
+from support.journeys import wait_journey
 from support.server import Server, Tenant
 
 from journeys.accounts import audit
@@ -18,17 +19,7 @@ from journeys.accounts.service import list_tokens
 from journeys.store.db import read_only
 
 PHONE = "+13125550123"
-WAIT = """
-name: Audit wait
-parameters:
-  - {name: key, identifier: true}
-flows:
-  - id: main
-    name: Main
-    steps:
-      - {id: 10, type: wait, duration: 1d}
-      - {id: 20, type: end}
-"""
+WAIT = wait_journey("Audit wait")
 
 
 @pytest.fixture()

@@ -13,23 +13,14 @@ from support.api import trigger_one
 from support.browser import screenshot
 from support.console import CONSOLE_SECRET_KEY, make_user, session_client, sign_in
 from support.databases import own_database
+from support.journeys import wait_journey
 from support.receivers import WebhookReceiver
 from support.server import LOOPBACK_ALLOWED, Server
 
 from journeys.webhooks import service
 
 HOOK_SECRET = "whsec-console-0123456789"
-WAIT = """
-name: Webhook wait
-parameters:
-  - {name: key, identifier: true}
-flows:
-  - id: main
-    name: Main
-    steps:
-      - {id: 10, type: wait, duration: 1d}
-      - {id: 20, type: end}
-"""
+WAIT = wait_journey("Webhook wait")
 
 
 @pytest.fixture(scope="module")

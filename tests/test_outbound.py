@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from support.api import trigger_one
 from support.cli import JOURNEYS
 from support.databases import own_database
+from support.journeys import wait_journey
 from support.net import LocalHttpServer
 from support.server import Server, Tenant
 
@@ -40,17 +41,7 @@ SECRET_KEY = "outbound-test-secret-key"
 HOOK_SECRET = "whsec-outbound-0123456789"
 OPEN_ALLOW = "127.0.0.1/32,localhost"
 
-WAIT = """
-name: Outbound wait
-parameters:
-  - {name: key, identifier: true}
-flows:
-  - id: main
-    name: Main
-    steps:
-      - {id: 10, type: wait, duration: 1d}
-      - {id: 20, type: end}
-"""
+WAIT = wait_journey("Outbound wait")
 
 # The whole URL is a template, and the answer is saved into a searchable parameter: the
 # shape an attacker would use to read cloud metadata back.

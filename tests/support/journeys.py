@@ -55,3 +55,18 @@ flows:
       - {{id: 50, type: end, outcome: other}}
       - {{id: 60, type: end, outcome: no_reply}}
 """
+
+
+def wait_journey(name: str) -> str:
+    """Waits a day, then ends: an instance that stays InProgress (to cancel, find, or fire events)."""
+    return f"""
+name: {name}
+parameters:
+  - {{name: key, identifier: true}}
+flows:
+  - id: main
+    name: Main
+    steps:
+      - {{id: 10, type: wait, duration: 1d}}
+      - {{id: 20, type: end}}
+"""
