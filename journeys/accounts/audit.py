@@ -214,32 +214,52 @@ def chain_hash(prev_hash: str, org_id: str, seq: int, fields: dict[str, Any]) ->
 def record(conn: Connection, entry: AuditEntry) -> AuditRecord:
     """Append an entry to its org's chain (in the caller's transaction: it commits with the change
     it records, or not at all). Holds the org's chain lock until the transaction ends."""
-    last_seq, prev_hash = repo.lock_head(conn, entry.org_id, GENESIS)
-    seq = last_seq + 1
+    return record_many(conn, [entry])[0]
+
+
+def record_many(conn: Connection, entries: list[AuditEntry]) -> list[AuditRecord]:
+    """Append entries of one org to its chain, in order: the head locked once, one insert for
+    all (the audit buffer's flush; `record` for one)."""
+    if not entries:
+        return []
+    org_id = entries[0].org_id
+    if any(entry.org_id != org_id for entry in entries):
+        raise ValueError("record_many: entries of one org only")
+    last_seq, prev_hash = repo.lock_head(conn, org_id, GENESIS)
+    records: list[AuditRecord] = []
+    rows: list[repo.AuditRow] = []
+    for entry in entries:
+        seq = last_seq + 1 + len(rows)
+        record, row = _chained(entry, seq, prev_hash)
+        records.append(record)
+        rows.append(row)
+        prev_hash = record.hash
+    repo.append_many(conn, rows)
+    return records
+
+
+def _chained(entry: AuditEntry, seq: int, prev_hash: str) -> tuple[AuditRecord, repo.AuditRow]:
     ids = list(entry.target_ids)
     fields = _fields(
         entry.at, entry.actor_kind.value, entry.actor_id, entry.action.value,
         entry.target_kind, ids, entry.count, entry.client_address,
     )  # fmt: skip
     digest = chain_hash(prev_hash, entry.org_id, seq, fields)
-    repo.append(
-        conn,
-        repo.AuditRow(
-            org_id=entry.org_id,
-            seq=seq,
-            at=entry.at,
-            actor_kind=entry.actor_kind.value,
-            actor_id=entry.actor_id,
-            action=entry.action.value,
-            target_kind=entry.target_kind,
-            target_ids=json.dumps(ids, separators=(",", ":")),
-            count=entry.count,
-            client_address=entry.client_address,
-            prev_hash=prev_hash,
-            hash=digest,
-        ),
+    row = repo.AuditRow(
+        org_id=entry.org_id,
+        seq=seq,
+        at=entry.at,
+        actor_kind=entry.actor_kind.value,
+        actor_id=entry.actor_id,
+        action=entry.action.value,
+        target_kind=entry.target_kind,
+        target_ids=json.dumps(ids, separators=(",", ":")),
+        count=entry.count,
+        client_address=entry.client_address,
+        prev_hash=prev_hash,
+        hash=digest,
     )
-    return AuditRecord(entry, seq, prev_hash, digest)
+    return AuditRecord(entry, seq, prev_hash, digest), row
 
 
 def _row_hash(row: repo.AuditRow) -> str:

@@ -72,8 +72,7 @@ class AuditBuffer:
             for org_id, entries in by_org.items():
                 try:
                     with transaction(self.engine) as conn:
-                        for entry in entries:
-                            audit.record(conn, entry)
+                        audit.record_many(conn, entries)
                     written += len(entries)
                 except Exception as exc:  # the database is down: keep them for the next flush
                     log.warning("audit flush of org %s failed (%s); retrying", org_id, type(exc).__name__)

@@ -30,20 +30,34 @@ class AuditRow:
 
 _COLUMNS = [audit_log.c[name] for name in AuditRow.__dataclass_fields__]
 
+# Built once (an append runs in the transaction of every audited change: building and caching a
+# statement per call cost more than running it).
+_HEAD = (
+    sa.select(audit_heads.c.seq, audit_heads.c.hash)
+    .where(audit_heads.c.org_id == sa.bindparam("org_id"))
+    .with_for_update()
+)
+_NEW_HEAD = audit_heads.insert().values(org_id=sa.bindparam("org_id"), seq=0, hash=sa.bindparam("genesis"))
+_APPEND = audit_log.insert()
+_MOVE_HEAD = (
+    audit_heads.update()
+    .where(audit_heads.c.org_id == sa.bindparam("head_org"))
+    .values(seq=sa.bindparam("head_seq"), hash=sa.bindparam("head_hash"))
+)
+
 
 def lock_head(conn: Connection, org_id: str, genesis: str) -> tuple[int, str]:
     """The org's last (seq, hash), its row locked until the transaction ends, so appends to one
     org's chain run one at a time (PostgreSQL: a row lock; SQLite: its single writer). A chain
     without entries starts at (0, genesis)."""
-    q = sa.select(audit_heads.c.seq, audit_heads.c.hash).where(audit_heads.c.org_id == org_id)
-    row = conn.execute(q.with_for_update()).first()
+    row = conn.execute(_HEAD, {"org_id": org_id}).first()
     if row is None:
         try:
             with conn.begin_nested():
-                conn.execute(audit_heads.insert().values(org_id=org_id, seq=0, hash=genesis))
+                conn.execute(_NEW_HEAD, {"org_id": org_id, "genesis": genesis})
         except IntegrityError:
             pass  # another writer created it first: wait for its lock below
-        row = conn.execute(q.with_for_update()).one()
+        row = conn.execute(_HEAD, {"org_id": org_id}).one()
     return int(row.seq), str(row.hash)
 
 
@@ -55,11 +69,18 @@ def get_head(conn: Connection, org_id: str) -> tuple[int, str] | None:
 
 def append(conn: Connection, row: AuditRow) -> None:
     """Insert the entry and move the head to it (call with the head locked)."""
-    values = {name: getattr(row, name) for name in AuditRow.__dataclass_fields__}
-    conn.execute(audit_log.insert().values(**values))
-    conn.execute(
-        audit_heads.update().where(audit_heads.c.org_id == row.org_id).values(seq=row.seq, hash=row.hash)
-    )
+    append_many(conn, [row])
+
+
+def append_many(conn: Connection, rows: list[AuditRow]) -> None:
+    """Insert consecutive entries of one org's chain (one statement, executemany) and move the
+    head to the last (call with the head locked)."""
+    if not rows:
+        return
+    values = [{name: getattr(row, name) for name in AuditRow.__dataclass_fields__} for row in rows]
+    conn.execute(_APPEND, values)
+    last = rows[-1]
+    conn.execute(_MOVE_HEAD, {"head_org": last.org_id, "head_seq": last.seq, "head_hash": last.hash})
 
 
 def entries(
