@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from journeys.clock import SystemClock
+from journeys.limits import LimitSettings, Rate
 from journeys.outbound import OutboundPolicy
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -60,6 +61,20 @@ class Settings(BaseSettings):
     console_session_hours: float = Field(default=12, gt=0, le=7 * 24)
     console_login_attempts: int = Field(default=20, ge=1)  # failed logins per address per window
     console_login_window_seconds: int = Field(default=300, ge=1)
+
+    # Abuse resistance (journeys.api.limits): requests per client address and per API token
+    # (a token bucket: the rate on average, the burst at once), and failed authentications per
+    # address in a window; over any of them, 429 with Retry-After. Per server process.
+    rate_limits: bool = True
+    rate_limit_address_per_second: float = Field(default=500, gt=0)
+    rate_limit_address_burst: int = Field(default=5_000, ge=1)
+    rate_limit_token_per_second: float = Field(default=500, gt=0)
+    rate_limit_token_burst: int = Field(default=5_000, ge=1)
+    auth_failure_limit: int = Field(default=20, ge=1)  # failed authentications per address ...
+    auth_failure_window_seconds: float = Field(default=60, gt=0)  # ... in this many seconds
+    # A request whose body has not arrived this long after its headers gets 408.
+    request_body_timeout_seconds: float = Field(default=120, gt=0)
+
     @field_validator("log_level")
     @classmethod
     def _check_log_level(cls, value: str) -> str:
@@ -84,6 +99,7 @@ class Settings(BaseSettings):
     def clock(self) -> SystemClock:
         """The clock every service of this process reads."""
         return SystemClock(timedelta(seconds=self.clock_offset_seconds))
+
     # Outbound requests to tenant-chosen URLs (webhooks, http_request steps): public addresses
     # only, plus these CIDRs and host names (comma-separated), e.g. "10.0.0.0/8,ehr.local".
     outbound_allow: str = ""
@@ -93,6 +109,15 @@ class Settings(BaseSettings):
     def _check_outbound_allow(cls, value: str) -> str:
         OutboundPolicy.parse(value)  # raises ValueError naming the bad entries
         return value
+
+    def limits(self) -> LimitSettings:
+        return LimitSettings(
+            enabled=self.rate_limits,
+            per_address=Rate(self.rate_limit_address_per_second, self.rate_limit_address_burst),
+            per_token=Rate(self.rate_limit_token_per_second, self.rate_limit_token_burst),
+            auth_failures=self.auth_failure_limit,
+            auth_window_seconds=self.auth_failure_window_seconds,
+        )
 
     def outbound_policy(self) -> OutboundPolicy:
         return OutboundPolicy.parse(self.outbound_allow)

@@ -18,6 +18,7 @@ class Kind(StrEnum):
     NOT_FOUND = "not_found"
     CONFLICT = "conflict"  # the state does not allow it (now)
     TOO_LARGE = "too_large"  # the request is larger than a limit
+    TOO_MANY = "too_many"  # a rate limit: retry after `retry_after` seconds
     FAILED = "failed"  # an internal failure (e.g. the database failed midway)
     UNAVAILABLE = "unavailable"  # a dependency is missing or down: retry later
 
@@ -78,6 +79,10 @@ class Conflict(JourneysError, ValueError):
 
 class TooLarge(JourneysError):
     kind = Kind.TOO_LARGE
+
+
+class TooMany(JourneysError):
+    kind = Kind.TOO_MANY
 
 
 class Failed(JourneysError, RuntimeError):

@@ -9,6 +9,7 @@ PostgreSQL-only tests skip with the reason, except under CI=true, where they fai
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +20,12 @@ from support.browser import launched, require_browser
 from support.console import CONSOLE_SECRET_KEY
 from support.databases import own_database
 from support.server import START, Server, Tenant
+
+# The suite's servers are shared by many tests, all from 127.0.0.1, and many of those tests send
+# wrong tokens on purpose: the failed-authentication limit (20 a minute per address by default)
+# would refuse later tests. Every server of the suite, in process or not, reads these; the rate
+# limits' own tests (test_limits.py) build servers with the limits they test.
+os.environ.setdefault("JOURNEYS_AUTH_FAILURE_LIMIT", "1000000")
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,9 @@ from journeys.api import medchat as routes
 from journeys.api import twilio_inbound as inbound_routes
 from journeys.api import twilio_status as twilio_routes
 from journeys.api import webhooks as webhook_routes
+from journeys.api.guard import BodyDeadline, SecurityHeaders
 from journeys.api.inputs import no_nul_in_path_or_query
+from journeys.api.limits import RateLimits
 from journeys.api.openapi import build as build_openapi
 from journeys.clock import Clock
 from journeys.config import Settings
@@ -76,6 +78,7 @@ def create_app(
     app.state.wake_worker = worker.wake.set
     errors.install(app)
     _install_routes(app)
+    _install_guards(app, settings, clock)
     app.state.metrics = observe.Metrics(engine, clock)
     observe.install(app, app.state.metrics)  # /healthz, /readyz, /metrics; request ids, access lines
     _install_openapi(app)
@@ -97,6 +100,14 @@ def _install_routes(app: FastAPI) -> None:
         app.include_router(router)
     console = install_console(app)  # the staff console's pages under /console
     app.state.routers = (*ROUTERS, *console)  # for a 405's Allow header (errors.allowed_methods)
+
+
+def _install_guards(app: FastAPI, settings: Settings, clock: Clock) -> None:
+    """Outermost last: security headers on every answer (429s and 408s included)."""
+    app.add_middleware(BodyDeadline, seconds=settings.request_body_timeout_seconds)
+    app.add_middleware(RateLimits, limits=settings.limits(), clock=clock)
+    public_https = (settings.public_base_url or "").startswith("https://")
+    app.add_middleware(SecurityHeaders, public_https=public_https)
 
 
 def _install_openapi(app: FastAPI) -> None:

@@ -26,6 +26,7 @@ STATUS = {
     Kind.NOT_FOUND: 404,
     Kind.CONFLICT: 409,
     Kind.TOO_LARGE: 413,
+    Kind.TOO_MANY: 429,
     Kind.FAILED: 500,
     Kind.UNAVAILABLE: 503,
 }

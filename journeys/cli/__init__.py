@@ -145,8 +145,7 @@ def token_create(
         _print_json(created_token_json(tok))
     else:
         typer.echo(
-            f"token id: {tok.id}\nscopes:   {' '.join(parsed)}\n"
-            f"expires:  {iso_z(tok.expires_at) or 'never'}"
+            f"token id: {tok.id}\nscopes:   {' '.join(parsed)}\nexpires:  {iso_z(tok.expires_at) or 'never'}"
         )
         typer.echo(f"secret (shown only now): {tok.token}")
 
@@ -325,16 +324,24 @@ def serve(
         show_default="$JOURNEYS_PORT, else 8080",
     ),
     no_worker: bool = typer.Option(False, "--no-worker", help="API only; run workers separately"),
+    tls_cert: Path | None = typer.Option(
+        None, "--tls-cert", metavar="FILE", help="Serve HTTPS with this certificate (PEM, chain included)"
+    ),
+    tls_key: Path | None = typer.Option(
+        None, "--tls-key", metavar="FILE", help="The certificate's private key (PEM)"
+    ),
 ) -> None:
     """Run the API server.
 
     The worker runs in the same process unless --no-worker. SIGTERM or SIGINT finish the requests
-    in flight (and the worker's batch), then exit 0."""
+    in flight (and the worker's batch), then exit 0. With --tls-cert and --tls-key it serves HTTPS
+    (and sends Strict-Transport-Security), for deployments without a TLS proxy."""
     import uvicorn
 
     from journeys.api.app import create_app
-    from journeys.api.server import GracefulServer
+    from journeys.api.server import GracefulServer, check_tls
 
+    tls = check_tls(tls_cert, tls_key)  # both or neither; readable and matching, else a clear error
     settings = _settings()
     _configure_logging(settings)
     application = create_app(settings, run_worker=not no_worker and settings.worker_enabled)
@@ -348,6 +355,8 @@ def serve(
         access_log=False,
         log_config=None,
         log_level=settings.log_level.lower(),
+        ssl_certfile=tls.cert if tls else None,
+        ssl_keyfile=tls.key if tls else None,
     )
     GracefulServer(config).run()
 

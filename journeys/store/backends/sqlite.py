@@ -14,6 +14,8 @@ insert.
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -38,6 +40,10 @@ from journeys.store.backends.base import (
     outbox_claim_statements,
 )
 from journeys.store.tables import UTCDateTime, journey_instances, outbox
+
+log = logging.getLogger("journeys.store")
+
+PRIVATE = 0o600  # the database file, its WAL and shared-memory files: the owner only
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 CHUNK = 500  # IN-list size: well under SQLite's bind limit
@@ -122,6 +128,7 @@ class SQLiteBackend(Backend):
 
     # ------------------------------------------------------------ engine and errors
     def create_engine(self, url: str, *, pool_size: int, max_overflow: int) -> Engine:
+        private_files(sa.engine.make_url(url).database or "")
         engine = sa.create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True
         )
@@ -267,3 +274,28 @@ class SQLiteBackend(Backend):
     def count_active_instances(self, conn: Connection) -> int:
         return int(conn.exec_driver_sql(COUNT_ACTIVE).scalar_one())
 
+
+def private_files(path: str) -> None:
+    """Create the database file readable by its owner only (0600), before SQLite opens it: SQLite
+    creates the WAL and shared-memory files with the database file's mode. A file that exists
+    with group or other permissions is tightened (it holds patient data), and so are its WAL and
+    shared-memory files."""
+    if path in ("", ":memory:") or path.startswith("file:"):
+        return
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, PRIVATE)
+        os.close(fd)
+    except OSError:
+        return  # SQLite reports the problem (a missing folder, no permission) when it opens it
+    for name in (path, path + "-wal", path + "-shm"):
+        try:
+            mode = os.stat(name).st_mode & 0o777
+            if mode & 0o077:
+                os.chmod(name, mode & 0o700)
+                log.warning(
+                    "database file %s was readable by others: now %o", os.path.basename(name), mode & 0o700
+                )
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            log.warning("cannot restrict the database file's permissions (%s)", type(exc).__name__)
