@@ -282,9 +282,12 @@ def private_files(path: str) -> None:
     shared-memory files."""
     if path in ("", ":memory:") or path.startswith("file:"):
         return
+    # O_EXCL: an existing file is never opened here — closing a descriptor of a database file
+    # would drop every POSIX lock this process's SQLite connections hold on it (corruption).
     try:
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, PRIVATE)
-        os.close(fd)
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, PRIVATE))
+    except FileExistsError:
+        pass
     except OSError:
         return  # SQLite reports the problem (a missing folder, no permission) when it opens it
     for name in (path, path + "-wal", path + "-shm"):
