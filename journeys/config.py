@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from journeys.clock import SystemClock
+from journeys.keys.material import secret_bytes
 from journeys.limits import LimitSettings, Rate
 from journeys.outbound import OutboundPolicy
 
@@ -82,7 +83,8 @@ class Settings(BaseSettings):
             raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
         return value.strip().upper()
 
-    # Channels: provider credentials are encrypted with a key derived from this secret.
+    # Channels: provider credentials are encrypted with a key derived from this secret (HKDF);
+    # at least 32 random bytes (journeys.keys.material says which forms are read).
     secret_key: str | None = None
     public_base_url: str | None = Field(
         default=None, description="This server's public URL, for provider status callbacks"
@@ -90,6 +92,14 @@ class Settings(BaseSettings):
     twilio_api_base: str = "https://api.twilio.com"
     default_phone_region: str = "US"
     send_batch_size: int = Field(default=50, ge=1)
+
+    @field_validator("secret_key")
+    @classmethod
+    def _check_secret_key(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        secret_bytes(value)  # raises WeakSecretKey (a ValueError) saying why, never quoting it
+        return value
 
     @classmethod
     def defaults(cls) -> Settings:

@@ -19,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from support.databases import make_postgres_database, require_postgres
+from support.keys import strong_key
 
 from journeys.accounts import audit
 from journeys.accounts.audit import Action, ActorKind, AuditEntry
@@ -317,7 +318,7 @@ def test_cli_org_token_journey_and_channel_commands_are_recorded(database_url: s
     settings = ("host=smtp.example.org", "port=587", "security=starttls", "username=u",
                 "password=secret-password", "from_address=c@example.org")  # fmt: skip
     smtp = [arg for setting in settings for arg in ("--set", setting)]
-    key = "k" * 32
+    key = strong_key("audit-cli")
     ok("channel", "set", "--org", org, "--channel", "email", "--provider", "smtp", *smtp,
        JOURNEYS_SECRET_KEY=key)  # fmt: skip
     ok("channel", "remove", "--org", org, "--channel", "email")

@@ -23,6 +23,7 @@ from support.cli import JOURNEYS, clean_env
 from support.clocks import LaggingClock
 from support.databases import own_database
 from support.fake_twilio import FakeTwilio, twilio_config
+from support.keys import strong_key
 from support.receivers import WebhookReceiver
 from support.server import EXAMPLE, LOOPBACK_ALLOWED, START, Server, Tenant
 
@@ -31,7 +32,7 @@ from journeys.store.db import read_only, transaction
 from journeys.store.tables import journey_instances
 from journeys.store.work import claim_due
 
-SECRET_KEY = "bulk-cancel-test-secret-key"
+SECRET_KEY = strong_key("bulk-cancel-test-secret-key")
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "bulk-cancel-twilio-auth-token"
 HOOK_SECRET = "whsec-bulk-cancel-0123456789"

@@ -21,6 +21,7 @@ from support.api import trigger_one
 from support.clocks import LaggingClock
 from support.databases import migrated_sqlite
 from support.fake_twilio import FakeTwilio, twilio_config
+from support.keys import strong_key
 from support.receivers import WebhookReceiver
 from support.server import LOOPBACK_ALLOWED, START, Server, Tenant
 from twilio.request_validator import RequestValidator
@@ -29,7 +30,7 @@ from journeys.engine.worker import Worker
 from journeys.store.db import read_only
 from journeys.store.tables import outbox
 
-SECRET_KEY = "e2e-test-secret-key"
+SECRET_KEY = strong_key("e2e-test-secret-key")
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "e2e-twilio-auth-token"
 FROM = "+13125550199"

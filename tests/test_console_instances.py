@@ -20,6 +20,7 @@ from support.console import Login, make_user, page_csrf, session_client, sign_in
 from support.databases import own_database
 from support.fake_twilio import FakeTwilio, twilio_config
 from support.journeys import reply_journey
+from support.keys import strong_key
 from support.server import Server, Tenant
 from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
 
@@ -455,7 +456,7 @@ def twilio_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Se
         server = Server(
             url,
             public_url_is_own=True,
-            secret_key="console-twilio-tests-secret-key-0123456789",
+            secret_key=strong_key("console-twilio-tests"),
             twilio_api_base=fake.url,
             console_login_attempts=100_000,
         )

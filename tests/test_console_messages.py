@@ -19,6 +19,7 @@ from support.console import make_user, session_client, sign_in
 from support.databases import own_database
 from support.fake_twilio import FakeTwilio, twilio_config
 from support.journeys import one_sms
+from support.keys import strong_key
 from support.net import free_port
 from support.server import START, Server, Tenant
 from support.smtp import Mailbox
@@ -32,7 +33,7 @@ from journeys.store.db import read_only
 SID = "AC" + "fedcba9876543210" * 2
 TOKEN = "twilio-auth-token-for-console-tests"
 FROM = "+13125550100"
-SECRET_KEY = "console-messages-secret-key-0123456789"
+SECRET_KEY = strong_key("console-messages")
 NIGHT = datetime(2026, 11, 3, 9, 30, tzinfo=UTC)  # 03:30 in America/Chicago
 
 

@@ -26,6 +26,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from support.databases import own_database
 from support.fake_twilio import FakeTwilio, twilio_config
+from support.keys import strong_key
 from support.net import free_port
 from support.receivers import WebhookReceiver
 from support.server import Server, Tenant
@@ -36,7 +37,7 @@ from journeys.store.db import create_db_engine
 PG = os.environ.get("JOURNEYS_TEST_DATABASE", "sqlite") == "postgresql"
 JOURNEYS = str(Path(sys.executable).with_name("journeys"))
 HEX32 = re.compile(r"[0-9a-f]{32}")
-SECRET_KEY = "observe-test-secret-key"
+SECRET_KEY = strong_key("observe-test-secret-key")
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "observe-twilio-auth-token"
 METRICS_TOKEN = "metrics-token-0123456789"

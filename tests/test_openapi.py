@@ -32,10 +32,11 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 from support.api import SEED_BULK_BODY, SEED_SEARCH_BODY
+from support.keys import strong_key
 from support.receivers import WebhookReceiver
 from support.server import LOOPBACK_ALLOWED, Server, Tenant
 
-SECRET_KEY = "test-secret-key-for-openapi"
+SECRET_KEY = strong_key("test-secret-key-for-openapi")
 HOOK_SECRET = "openapi-webhook-secret-0123456789"
 CHECKS = [
     not_a_server_error,

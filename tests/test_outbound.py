@@ -27,6 +27,7 @@ from support.api import trigger_one
 from support.cli import JOURNEYS
 from support.databases import own_database
 from support.journeys import wait_journey
+from support.keys import strong_key
 from support.net import LocalHttpServer
 from support.server import Server, Tenant
 
@@ -37,7 +38,7 @@ from journeys.secrets import SecretBox
 from journeys.store import webhooks as webhooks_repo
 from journeys.store.db import transaction
 
-SECRET_KEY = "outbound-test-secret-key"
+SECRET_KEY = strong_key("outbound-test-secret-key")
 HOOK_SECRET = "whsec-outbound-0123456789"
 OPEN_ALLOW = "127.0.0.1/32,localhost"
 

@@ -35,6 +35,7 @@ from aiosmtpd.controller import Controller
 from support.cli import JOURNEYS
 from support.databases import own_database
 from support.fake_twilio import FakeTwilio
+from support.keys import strong_key
 from support.net import LocalHttpServer, free_port
 from support.smtp import Mailbox, authenticator
 from twilio.request_validator import RequestValidator
@@ -42,7 +43,7 @@ from twilio.request_validator import RequestValidator
 from journeys.logs import ScrubFilter, scrub
 
 # ---------------------------------------------------------------- the distinctive values
-SECRET_KEY = "sk-Phi-Guard-4471-secret-key"
+SECRET_KEY = "sk-Phi-Guard-4471-" + strong_key("phi-logs")
 ACCOUNT_SID = "AC" + "9f8e7d6c5b4a3210" * 2
 AUTH_TOKEN = "twilio-tok-Qv83Lp20zz"
 FROM = "+13125550199"

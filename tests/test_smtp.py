@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from support.api import trigger_one
 from support.databases import migrated_sqlite
+from support.keys import strong_key
 from support.net import free_port
 from support.server import Server, Tenant
 from support.smtp import Mailbox
@@ -35,7 +36,7 @@ from journeys.messaging.providers.base import OutboundMessage, SendResult
 
 pytestmark = pytest.mark.same_on_every_database  # no test here depends on JOURNEYS_TEST_DATABASE
 
-SECRET = "test-secret-key-for-smtp"
+SECRET = strong_key("test-secret-key-for-smtp")
 USER, PASSWORD = "journeys", "s3cret-pass"
 FROM = "reminders@clinic.example"
 REFUSED = "nobody@example.com"

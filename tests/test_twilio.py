@@ -21,6 +21,7 @@ from support.cli import JOURNEYS
 from support.databases import migrated_sqlite, own_database
 from support.fake_twilio import FakeTwilio, twilio_config
 from support.journeys import one_sms
+from support.keys import strong_key
 from support.net import post_unfinished
 from support.server import START, Server
 from twilio.request_validator import RequestValidator
@@ -36,7 +37,7 @@ FROM = "+13125550100"
 RAW_PHONE = "(312) 555-0142"
 PHONE = "+13125550142"
 BAD_PHONE = "+1 000 555 0100"  # passes the engine's light check, not phonenumbers
-SECRET_KEY = "test-secret-key-for-twilio"
+SECRET_KEY = strong_key("test-secret-key-for-twilio")
 
 SMS = one_sms("Twilio SMS")
 

@@ -20,6 +20,7 @@ import pytest
 import sqlalchemy as sa
 from argon2 import PasswordHasher
 from sqlalchemy.engine import Engine
+from support.keys import strong_key
 
 from journeys.accounts import sessions, users
 from journeys.accounts.roles import MINIMUM_ROLE, Permission, Role
@@ -31,7 +32,7 @@ from journeys.store.migrate import upgrade
 
 START = datetime(2026, 11, 2, 16, 0, tzinfo=UTC)
 PASSWORD = "correct horse battery"
-BOX = SecretBox("a test secret key, long enough to be a key")
+BOX = SecretBox(strong_key("users"))
 _ENTRY_POINT = Path(sys.executable).parent / "journeys"
 JOURNEYS = [str(_ENTRY_POINT)] if _ENTRY_POINT.exists() else [sys.executable, "-m", "journeys.cli"]
 
@@ -472,10 +473,10 @@ def test_user_commands(database_url: str, tmp_path: Path, org: str) -> None:
 
     totp = ("user", "totp", "--org", org, "--email", "ann@clinic.example")
     assert "JOURNEYS_SECRET_KEY is not set" in fails(*totp)
-    out = ok(*totp, JOURNEYS_SECRET_KEY="a secret key for this test run")
+    out = ok(*totp, JOURNEYS_SECRET_KEY=strong_key("a secret key for this test run"))
     assert out.splitlines()[1].startswith("otpauth://totp/journeys:Ann%40Clinic.example?secret=")
     assert "no user" in fails("user", "totp", "--org", org, "--email", "zed@clinic.example",
-                              JOURNEYS_SECRET_KEY="k" * 32)  # fmt: skip
+                              JOURNEYS_SECRET_KEY=strong_key("another key"))  # fmt: skip
     assert ok("user", "require-totp", "--org", org) == f"org {org}: TOTP required\n"
     assert "unknown org" in fails("user", "require-totp", "--org", "no-such-org")
 

@@ -21,10 +21,11 @@ from support.cli import JOURNEYS
 from support.databases import migrated_sqlite, own_database
 from support.fake_twilio import FakeTwilio, twilio_config
 from support.journeys import one_sms
+from support.keys import strong_key
 from support.receivers import WebhookReceiver
 from support.server import LOOPBACK_ALLOWED, START, Server
 
-SECRET_KEY = "test-secret-key-for-webhooks"
+SECRET_KEY = strong_key("test-secret-key-for-webhooks")
 SID = "AC" + "0123456789abcdef" * 2
 TOKEN = "twilio-auth-token-for-tests"
 FROM = "+13125550100"

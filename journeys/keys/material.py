@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 MIN_BYTES = 32
 MIN_PASSPHRASE = 64
-MIN_DISTINCT = 16  # distinct characters (or bytes) a key must use
+MIN_DISTINCT = 16  # distinct bytes a key's material must hold
 SALT = b"journeys secret key v1"
 HOW_TO = (
     "generate one with `python3 -c 'import secrets; print(secrets.token_urlsafe(32))'` "
@@ -41,17 +41,29 @@ def secret_bytes(value: str) -> bytes:
     text = value.strip()
     if not text:
         raise WeakSecretKey(f"is empty; {HOW_TO}")
-    if len(set(text)) < MIN_DISTINCT:
+    material = _material(text)
+    if len(set(material)) < MIN_DISTINCT:
         raise WeakSecretKey(f"uses too few distinct characters to be random; {HOW_TO}")
-    if _HEX.fullmatch(text) and len(text) % 2 == 0 and len(text) >= 2 * MIN_BYTES:
-        return bytes.fromhex(text)
-    if _B64.fullmatch(text) and len(text) >= 43:
+    return material
+
+
+def _material(text: str) -> bytes:
+    if _HEX.fullmatch(text):  # hex digits carry 4 bits each, whatever else they could be read as
+        if len(text) % 2 == 0 and len(text) >= 2 * MIN_BYTES:
+            return bytes.fromhex(text)
+        if len(text) < MIN_PASSPHRASE:
+            raise _too_short()
+    elif _B64.fullmatch(text) and len(text) >= 43:
         decoded = _base64(text)
         if decoded is not None and len(decoded) >= MIN_BYTES:
             return decoded
     if len(text) >= MIN_PASSPHRASE:
         return text.encode("utf-8")
-    raise WeakSecretKey(
+    raise _too_short()
+
+
+def _too_short() -> WeakSecretKey:
+    return WeakSecretKey(
         f"is too short: it must hold at least {MIN_BYTES} random bytes (256 bits) — 64 hex digits, "
         f"43 base64 characters, or a passphrase of {MIN_PASSPHRASE} characters or more; {HOW_TO}"
     )

@@ -14,6 +14,7 @@ from twilio.request_validator import RequestValidator  # type: ignore[import-unt
 
 from support.api import bulk
 from support.journeys import reply_journey
+from support.keys import strong_key
 from support.server import EXAMPLE, Server, Tenant
 
 ACCOUNT_SID = "AC" + "0" * 32
@@ -47,7 +48,10 @@ class ConsentServer(Server):
 
     def __init__(self, database_url: str, twilio_url: str) -> None:
         super().__init__(
-            database_url, public_url_is_own=True, secret_key="consent-test-secret", twilio_api_base=twilio_url
+            database_url,
+            public_url_is_own=True,
+            secret_key=strong_key("consent-test-secret"),
+            twilio_api_base=twilio_url,
         )
 
     def tenant(self, definition: str | Path = EXAMPLE, sms_config: dict[str, Any] | None = None) -> Tenant:

@@ -14,12 +14,13 @@ import httpx
 from journeys.accounts import users
 from journeys.accounts.roles import Role
 from journeys.store.db import transaction
+from support.keys import strong_key
 from support.server import Server
 
 PASSWORD = "correct horse battery staple"
 # The console tests' servers seal TOTP secrets with it (and other tests may have stored channel
 # credentials in the shared database, which a server without a key refuses to start with).
-CONSOLE_SECRET_KEY = "console-tests-secret-key-0123456789abcdef"
+CONSOLE_SECRET_KEY = strong_key("console-tests")
 
 
 @dataclass(frozen=True)
