@@ -26,7 +26,8 @@ run: $(STAMP)
 
 ## Set up and run the checks: ruff and mypy, the suite on SQLite, the suite on PostgreSQL
 ## (skipped with a reason when PostgreSQL is not reachable; required under CI=true), and the
-## dependency audit (skipped with a reason when its service is not reachable; required under CI=true).
+## dependency audit (skipped with a reason when its service is not reachable; required with
+## JOURNEYS_AUDIT_REQUIRED=1).
 ## Every part runs even when an earlier one fails; the summary names each, and the exit
 ## status is non-zero if any failed.
 test: $(STAMP)
