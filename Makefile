@@ -4,13 +4,17 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-sqlite test-postgres test-hours lint bench clean install screenshots
+.PHONY: run test test-sqlite test-postgres test-hours lint audit lock bench clean install screenshots
 
-$(STAMP): pyproject.toml
+# Installs exactly what requirements.lock pins (runtime and dev, each file checked against its
+# hash), then the package itself with no dependencies and no build isolation (its build backend,
+# setuptools, is pinned in the lock too). `make lock` regenerates the lock after pyproject changes.
+$(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "journeys needs Python >= 3.11")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -20,17 +24,19 @@ run: $(STAMP)
 	$(BIN)/journeys demo
 	$(BIN)/journeys serve
 
-## Set up and run the checks: ruff, the suite on SQLite, and the suite on PostgreSQL
-## (skipped with a reason when PostgreSQL is not reachable; required under CI=true).
+## Set up and run the checks: ruff and mypy, the suite on SQLite, the suite on PostgreSQL
+## (skipped with a reason when PostgreSQL is not reachable; required under CI=true), and the
+## dependency audit (skipped with a reason when its service is not reachable; required with
+## JOURNEYS_AUDIT_REQUIRED=1).
 ## Every part runs even when an earlier one fails; the summary names each, and the exit
 ## status is non-zero if any failed.
 test: $(STAMP)
 	@failed=""; \
-	for part in lint test-sqlite test-postgres; do \
+	for part in lint test-sqlite test-postgres audit; do \
 	  $(MAKE) --no-print-directory $$part || failed="$$failed $$part"; \
 	done; \
 	echo; \
-	for part in lint test-sqlite test-postgres; do \
+	for part in lint test-sqlite test-postgres audit; do \
 	  case " $$failed " in *" $$part "*) echo "make test: $$part FAILED";; *) echo "make test: $$part passed";; esac; \
 	done; \
 	test -z "$$failed"
@@ -60,6 +66,26 @@ test-hours: $(SHIFTCLOCK)
 lint: $(STAMP)
 	$(BIN)/ruff check journeys tests bench
 	$(BIN)/mypy
+
+## The locked versions against PyPI's known vulnerabilities (pip-audit; tests/tools/audit.py says
+## why it skips or fails). AUDIT_OPTIONS go to pip-audit, e.g. AUDIT_OPTIONS="-s osv".
+AUDIT_OPTIONS ?=
+audit: $(STAMP)
+	$(BIN)/python tests/tools/audit.py requirements.lock $(AUDIT_OPTIONS)
+
+## Regenerate requirements.lock from pyproject.toml (runtime, dev and the build backend, every file
+## with its hash) with pip-compile, in a throwaway venv. UPGRADE=1 moves every pin to the newest
+## version pyproject allows; UPGRADE_PACKAGE=NAME only that one (e.g. to leave a vulnerable version).
+PIP_TOOLS ?= pip-tools==7.6.2
+UPGRADE ?=
+UPGRADE_PACKAGE ?=
+lock:
+	@tool=$$(mktemp -d); trap 'rm -rf "$$tool"' EXIT; \
+	$(PYTHON) -m venv "$$tool" && "$$tool/bin/python" -m pip install --quiet --upgrade pip '$(PIP_TOOLS)' && \
+	CUSTOM_COMPILE_COMMAND="make lock" "$$tool/bin/pip-compile" --quiet --generate-hashes --allow-unsafe \
+	  --all-build-deps --extra dev --strip-extras --no-emit-options \
+	  $(if $(UPGRADE),--upgrade) $(foreach p,$(UPGRADE_PACKAGE),--upgrade-package $(p)) \
+	  -o requirements.lock pyproject.toml
 
 test-sqlite: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not postgres_only"
