@@ -490,6 +490,18 @@ audit_heads = sa.Table(
     sa.PrimaryKeyConstraint("org_id"),
 )
 
+# Each org's data keys, wrapped by a key-encryption key that is never stored (journeys.keys).
+org_keys = sa.Table(
+    "org_keys",
+    metadata,
+    sa.Column("org_id", Id, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("kek_id", sa.String(32), nullable=False),
+    sa.Column("wrapped", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.PrimaryKeyConstraint("org_id", "version"),
+)
+
 # How many instances passed each step (ran it and went on), by the hour: the worker adds to it in
 # the transaction that writes the steps' events, so the journey page reads a few hundred rows
 # instead of counting events. Each worker adds to its own shard (no lock waits between workers).

@@ -55,7 +55,8 @@ def _cannot_audit(reason: str) -> int:
     Not CI=true: this project's CI machine reaches PyPI's package index but no vulnerability feed
     (PyPI's JSON API answers 404 there, OSV does not resolve), so requiring it would fail every run."""
     if os.environ.get("JOURNEYS_AUDIT_REQUIRED") == "1":
-        print(f"make audit: FAILED: {reason} (JOURNEYS_AUDIT_REQUIRED=1: the audit must run)", file=sys.stderr)
+        required = "JOURNEYS_AUDIT_REQUIRED=1: the audit must run"
+        print(f"make audit: FAILED: {reason} ({required})", file=sys.stderr)
         return 1
     print(f"make audit: SKIPPED, nothing was audited: {reason}")
     return 0
