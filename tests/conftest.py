@@ -16,10 +16,14 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.engine import Engine
 from support.browser import launched, require_browser
 from support.console import CONSOLE_SECRET_KEY
 from support.databases import own_database
 from support.server import START, Server, Tenant
+
+from journeys.store.db import create_db_engine
+from journeys.store.migrate import upgrade
 
 # The suite's servers are shared by many tests, all from 127.0.0.1, and many of those tests send
 # wrong tokens on purpose: the failed-authentication limit (20 a minute per address by default)
@@ -32,6 +36,15 @@ os.environ.setdefault("JOURNEYS_AUTH_FAILURE_LIMIT", "1000000")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with own_database(tmp_path_factory.mktemp("db")) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def engine(database_url: str) -> Iterator[Engine]:
+    """An engine on the suite's database (migrated), for tests that call services directly."""
+    eng = create_db_engine(database_url)
+    upgrade(eng)
+    yield eng
+    eng.dispose()
 
 
 @pytest.fixture(scope="session")

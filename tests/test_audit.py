@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,14 +30,6 @@ START = datetime(2026, 11, 2, 16, 0, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parent.parent
 _ENTRY_POINT = Path(sys.executable).parent / "journeys"
 JOURNEYS = [str(_ENTRY_POINT)] if _ENTRY_POINT.exists() else [sys.executable, "-m", "journeys.cli"]
-
-
-@pytest.fixture(scope="module")
-def engine(database_url: str) -> Iterator[Engine]:
-    eng = create_db_engine(database_url)
-    upgrade(eng)
-    yield eng
-    eng.dispose()
 
 
 def new_org(engine: Engine) -> str:

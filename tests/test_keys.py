@@ -4,7 +4,6 @@ another org refused; KEK rotation rewraps every org's keys and old values stay r
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -16,8 +15,7 @@ from journeys.ids import new_id
 from journeys.keys.envelope import KeyUnavailable, LocalKeyProvider
 from journeys.keys.material import secret_bytes
 from journeys.keys.service import keyring, rewrap_batch
-from journeys.store.db import create_db_engine, transaction
-from journeys.store.migrate import upgrade
+from journeys.store.db import transaction
 from journeys.store.tables import org_keys
 
 NOW = datetime(2026, 11, 2, 16, 0, tzinfo=UTC)
@@ -26,14 +24,6 @@ NEW_SECRET = secret_bytes(strong_key("keys: new secret"))
 OLD = LocalKeyProvider(OLD_SECRET)
 NEW = LocalKeyProvider(NEW_SECRET, [OLD_SECRET])  # JOURNEYS_PREVIOUS_SECRET_KEYS lists the old one
 NEW_ONLY = LocalKeyProvider(NEW_SECRET)
-
-
-@pytest.fixture(scope="module")
-def engine(database_url: str) -> Iterator[Engine]:
-    eng = create_db_engine(database_url)
-    upgrade(eng)
-    yield eng
-    eng.dispose()
 
 
 def test_an_orgs_key_is_made_once_and_seals_its_values(engine: Engine) -> None:

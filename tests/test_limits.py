@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from support.keys import strong_key
 from support.server import Server
 
 from journeys.limits import Buckets, Failures, Rate
@@ -22,6 +23,8 @@ def make_server(database_url: str) -> Iterator[type[Server]]:
     made: list[Server] = []
 
     def build(**settings: object) -> Server:
+        # The suite's database holds other tests' channel providers: a server needs a key to start.
+        settings.setdefault("secret_key", strong_key("limits"))
         srv = Server(database_url, **settings)
         made.append(srv)
         return srv

@@ -43,7 +43,7 @@ from twilio.request_validator import RequestValidator
 from journeys.logs import ScrubFilter, scrub
 
 # ---------------------------------------------------------------- the distinctive values
-SECRET_KEY = "sk-Phi-Guard-4471-" + strong_key("phi-logs")
+SECRET_KEY = "sk-Phi-Guard-4471-secret-key-" + strong_key("phi-logs")  # a 72-character key
 ACCOUNT_SID = "AC" + "9f8e7d6c5b4a3210" * 2
 AUTH_TOKEN = "twilio-tok-Qv83Lp20zz"
 FROM = "+13125550199"

@@ -21,6 +21,8 @@ from support.cli import JOURNEYS, clean_env
 from support.net import free_port
 
 TIMEOUT = 60
+# TLS does not depend on the database: each test serves a SQLite file of its own.
+pytestmark = pytest.mark.same_on_every_database
 NOT_BEFORE = datetime(2020, 1, 1, tzinfo=UTC)  # valid from long ago to far ahead: any day the suite runs
 
 
@@ -52,9 +54,9 @@ def _certificate(tmp_path: Path, name: str = "server") -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-def _serve(database_url: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _serve(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*JOURNEYS, "--db", database_url, "serve", "--no-worker", *args],
+        [*JOURNEYS, "--db", _db(tmp_path), "serve", "--no-worker", *args],
         cwd=tmp_path,
         env=clean_env(),
         capture_output=True,
@@ -63,13 +65,17 @@ def _serve(database_url: str, tmp_path: Path, *args: str) -> subprocess.Complete
     )
 
 
-def test_serves_https_with_hsts(database_url: str, tmp_path: Path) -> None:
+def _db(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'tls.db'}"
+
+
+def test_serves_https_with_hsts(tmp_path: Path) -> None:
     cert, key = _certificate(tmp_path)
     port = free_port()
     log_path = tmp_path / "server.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [*JOURNEYS, "--db", database_url, "serve", "--no-worker", "--port", str(port),
+            [*JOURNEYS, "--db", _db(tmp_path), "serve", "--no-worker", "--port", str(port),
              "--tls-cert", str(cert), "--tls-key", str(key)],
             cwd=tmp_path, env=clean_env(), stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -93,29 +99,29 @@ def test_serves_https_with_hsts(database_url: str, tmp_path: Path) -> None:
         proc.wait(timeout=20)
 
 
-def test_one_file_without_the_other_is_refused(database_url: str, tmp_path: Path) -> None:
+def test_one_file_without_the_other_is_refused(tmp_path: Path) -> None:
     cert, _ = _certificate(tmp_path)
-    proc = _serve(database_url, tmp_path, "--tls-cert", str(cert))
+    proc = _serve(tmp_path, "--tls-cert", str(cert))
     assert proc.returncode == 1
     assert "--tls-cert and --tls-key go together" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
-def test_a_missing_file_is_named(database_url: str, tmp_path: Path) -> None:
+def test_a_missing_file_is_named(tmp_path: Path) -> None:
     cert, _ = _certificate(tmp_path)
-    proc = _serve(database_url, tmp_path, "--tls-cert", str(cert), "--tls-key", str(tmp_path / "nope.key"))
+    proc = _serve(tmp_path, "--tls-cert", str(cert), "--tls-key", str(tmp_path / "nope.key"))
     assert proc.returncode == 1
     assert "TLS file not found" in proc.stderr and "nope.key" in proc.stderr
 
 
 @pytest.mark.parametrize("problem", ["not pem", "another key"])
-def test_unusable_files_are_refused(database_url: str, tmp_path: Path, problem: str) -> None:
+def test_unusable_files_are_refused(tmp_path: Path, problem: str) -> None:
     cert, key = _certificate(tmp_path)
     if problem == "not pem":
         key.write_text("this is not a key\n")
     else:
         _, key = _certificate(tmp_path, "other")
-    proc = _serve(database_url, tmp_path, "--tls-cert", str(cert), "--tls-key", str(key))
+    proc = _serve(tmp_path, "--tls-cert", str(cert), "--tls-key", str(key))
     assert proc.returncode == 1
     assert "cannot use" in proc.stderr and "for TLS" in proc.stderr
     assert "Traceback" not in proc.stderr

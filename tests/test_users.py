@@ -9,7 +9,6 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,21 +27,12 @@ from journeys.accounts.service import create_org
 from journeys.clock import ManualClock
 from journeys.secrets import SecretBox
 from journeys.store.db import create_db_engine, transaction
-from journeys.store.migrate import upgrade
 
 START = datetime(2026, 11, 2, 16, 0, tzinfo=UTC)
 PASSWORD = "correct horse battery"
 BOX = SecretBox(strong_key("users"))
 _ENTRY_POINT = Path(sys.executable).parent / "journeys"
 JOURNEYS = [str(_ENTRY_POINT)] if _ENTRY_POINT.exists() else [sys.executable, "-m", "journeys.cli"]
-
-
-@pytest.fixture(scope="module")
-def engine(database_url: str) -> Iterator[Engine]:
-    eng = create_db_engine(database_url)
-    upgrade(eng)
-    yield eng
-    eng.dispose()
 
 
 @pytest.fixture(autouse=True)
