@@ -9,9 +9,11 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from journeys.clock import SystemClock
-from journeys.keys.material import secret_bytes
+from journeys.keys.envelope import LocalKeyProvider
+from journeys.keys.material import WeakSecretKey, secret_bytes
 from journeys.limits import LimitSettings, Rate
 from journeys.outbound import OutboundPolicy
+from journeys.secrets import SecretBox
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -93,6 +95,10 @@ class Settings(BaseSettings):
     default_phone_region: str = "US"
     send_batch_size: int = Field(default=50, ge=1)
 
+    # After a rotation, the keys in use before (comma-separated), kept until `journeys keys
+    # rotate` has moved everything to the current one: only read with, never sealed with.
+    previous_secret_keys: str | None = None
+
     @field_validator("secret_key")
     @classmethod
     def _check_secret_key(cls, value: str | None) -> str | None:
@@ -100,6 +106,26 @@ class Settings(BaseSettings):
             return None
         secret_bytes(value)  # raises WeakSecretKey (a ValueError) saying why, never quoting it
         return value
+
+    def previous_keys(self) -> list[str]:
+        return [k.strip() for k in (self.previous_secret_keys or "").split(",") if k.strip()]
+
+    def secret_box(self) -> SecretBox:
+        """Seals provider credentials, webhook secrets and TOTP secrets."""
+        return SecretBox(self.secret_key, self.previous_keys())
+
+    def key_provider(self) -> LocalKeyProvider | None:
+        """Wraps each org's data keys (journeys.keys); None without JOURNEYS_SECRET_KEY. Previous
+        keys too weak to be a key-encryption key never wrapped one, so they are left out."""
+        if not self.secret_key:
+            return None
+        previous = []
+        for key in self.previous_keys():
+            try:
+                previous.append(secret_bytes(key))
+            except WeakSecretKey:
+                continue
+        return LocalKeyProvider(secret_bytes(self.secret_key), previous)
 
     @classmethod
     def defaults(cls) -> Settings:

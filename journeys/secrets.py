@@ -2,14 +2,16 @@
 HMAC-SHA256) under a key derived from JOURNEYS_SECRET_KEY with HKDF (journeys.keys.material).
 They are never printed back.
 
-Values sealed before (under a single SHA-256 of the secret) are still opened: `open` tries the
-HKDF key first, then that one; sealing again (`journeys channel set`) moves a value to the new."""
+`open` tries the current secret's key first, then those of JOURNEYS_PREVIOUS_SECRET_KEYS (after
+a rotation), then the form used before HKDF (a single SHA-256 of the secret); `journeys keys
+rotate` seals every value again under the current key (`is_current` tells which need it)."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -25,18 +27,35 @@ class SecretKeyMissing(Unavailable):
 PURPOSE = "provider credentials v1"
 
 
+def _legacy(secret_key: str) -> Fernet:
+    """The Fernet values were sealed with before HKDF (when any key was accepted)."""
+    legacy = hashlib.sha256(("journeys:" + secret_key).encode("utf-8")).digest()
+    return Fernet(base64.urlsafe_b64encode(legacy))
+
+
+def _fernet(secret_key: str) -> Fernet:
+    return Fernet(base64.urlsafe_b64encode(derive(secret_bytes(secret_key), PURPOSE)))
+
+
+def _previous(secret_key: str) -> list[Fernet]:
+    """What a previous key opens: an old weak key only ever sealed the legacy form."""
+    try:
+        return [_fernet(secret_key)]
+    except WeakSecretKey:
+        return []
+
+
 class SecretBox:
-    def __init__(self, secret_key: str | None) -> None:
+    def __init__(self, secret_key: str | None, previous: Sequence[str] = ()) -> None:
         self._fernet: Fernet | None = None
-        self._legacy: Fernet | None = None
+        self._others: list[Fernet] = []  # tried in order after the current key
         if secret_key:
             try:
-                key = derive(secret_bytes(secret_key), PURPOSE)
+                self._fernet = _fernet(secret_key)
             except WeakSecretKey as exc:
                 raise Invalid(f"JOURNEYS_SECRET_KEY {exc}") from None
-            self._fernet = Fernet(base64.urlsafe_b64encode(key))
-            legacy = hashlib.sha256(("journeys:" + secret_key).encode("utf-8")).digest()
-            self._legacy = Fernet(base64.urlsafe_b64encode(legacy))
+            self._others = [f for p in previous for f in _previous(p)]
+            self._others += [_legacy(k) for k in (secret_key, *previous)]
 
     @property
     def available(self) -> bool:
@@ -54,16 +73,24 @@ class SecretBox:
         return self._require().encrypt(json.dumps(config).encode("utf-8")).decode("ascii")
 
     def open(self, token: str) -> dict[str, Any]:
+        return dict(json.loads(self._decrypt(token)[0]))
+
+    def is_current(self, token: str) -> bool:
+        """Whether `token` is sealed under the current key (False: a previous one; reseal it)."""
+        return self._decrypt(token)[1]
+
+    def _decrypt(self, token: str) -> tuple[bytes, bool]:
+        current = self._require()
         try:
             sealed = token.encode("ascii")
+        except UnicodeEncodeError:
+            sealed = b""
+        for i, fernet in enumerate([current, *self._others]):
             try:
-                plain = self._require().decrypt(sealed)
+                return fernet.decrypt(sealed), i == 0
             except InvalidToken:
-                if self._legacy is None:
-                    raise
-                plain = self._legacy.decrypt(sealed)  # sealed before HKDF: still readable
-            return dict(json.loads(plain))
-        except (InvalidToken, UnicodeEncodeError):
-            raise SecretKeyMissing(
-                "stored provider credentials cannot be decrypted with this JOURNEYS_SECRET_KEY"
-            ) from None
+                continue
+        raise SecretKeyMissing(
+            "stored credentials cannot be decrypted with this JOURNEYS_SECRET_KEY "
+            "(or JOURNEYS_PREVIOUS_SECRET_KEYS)"
+        )

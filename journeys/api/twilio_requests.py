@@ -61,7 +61,7 @@ async def verified_twilio_request(request: Request, org_id: str, forbidden: str)
     for name, value in parse_qsl(raw.decode("utf-8", errors="replace"), keep_blank_values=True):
         params.setdefault(name, []).append(value)
     url = str(base).rstrip("/") + request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    config = await run_in_threadpool(twilio_config, state.engine, settings.secret_key, org_id)
+    config = await run_in_threadpool(twilio_config, state.engine, settings.secret_box(), org_id)
     token = config.get("auth_token") if config else None
     if config is None or not isinstance(token, str) or not token:
         raise Forbidden(forbidden)

@@ -67,7 +67,7 @@ async def create_webhook(
     out = await run_in_threadpool(
         lambda: service.create(
             state.engine,
-            state.settings.secret_key,
+            state.settings.secret_box(),
             orgId,
             body.get("url"),
             body.get("secret"),
@@ -144,7 +144,7 @@ async def verify_webhook(
     out = await run_in_threadpool(
         lambda: service.verify(
             state.engine,
-            state.settings.secret_key,
+            state.settings.secret_box(),
             orgId,
             webhookId,
             state.clock.now(),

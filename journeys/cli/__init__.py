@@ -34,6 +34,7 @@ from journeys.cli.common import (
 )
 from journeys.cli.csv_trigger import trigger_csv
 from journeys.cli.demo import demo
+from journeys.cli.keys import keys_app
 from journeys.cli.ops import cancel, optout_app, replies, reply
 from journeys.cli.simulate import simulate
 from journeys.cli.users import user_app
@@ -53,6 +54,7 @@ app.add_typer(webhook_app, name="webhook")
 app.add_typer(optout_app, name="optout")
 app.add_typer(user_app, name="user")
 app.add_typer(audit_app, name="audit")
+app.add_typer(keys_app, name="keys")
 
 
 def _print_version(value: bool) -> None:

@@ -53,7 +53,6 @@ def channel_set(
     Needs JOURNEYS_SECRET_KEY; secrets are never printed."""
     from journeys.cli.auditing import cli_actor
     from journeys.messaging import channel_admin
-    from journeys.secrets import SecretBox
 
     config: dict[str, Any] = {}
     for item in setting:
@@ -61,7 +60,7 @@ def channel_set(
         if not sep or not key.strip():
             _fail(f"--set {key!r}: use KEY=VALUE")
         config[key.strip()] = value
-    box = SecretBox(_settings().secret_key)
+    box = _settings().secret_box()
     with transaction(_engine()) as conn:
         channel_admin.set_channel(conn, org, cli_actor(), provider, config, box, channel)
     typer.echo(f"{channel} for org {org} now goes through {provider}")
@@ -140,7 +139,7 @@ def webhook_create(
     types = service.parse_event_types(events)
     settings = _settings()
     out = service.create(
-        engine, settings.secret_key, org, url, secret, list(types), _now(), settings.outbound_policy()
+        engine, settings.secret_box(), org, url, secret, list(types), _now(), settings.outbound_policy()
     )
     with transaction(engine) as conn:
         record_cli(conn, org, Action.WEBHOOK_CREATE, "webhook", (out.id,))
@@ -197,7 +196,7 @@ def webhook_verify(
 
     engine = _engine()
     settings = _settings()
-    service.verify(engine, settings.secret_key, org, webhook_id, _now(), settings.outbound_policy())
+    service.verify(engine, settings.secret_box(), org, webhook_id, _now(), settings.outbound_policy())
     typer.echo(f"webhook {webhook_id} verified")
 
 

@@ -15,7 +15,7 @@ from journeys.accounts.roles import Role
 from journeys.cli.auditing import cli_actor, record_cli
 from journeys.cli.common import _engine, _fail, _now, _print_json, _settings, json_option, new_app, org_option
 from journeys.clock import iso_z
-from journeys.secrets import SecretBox, SecretKeyMissing
+from journeys.secrets import SecretKeyMissing
 from journeys.store.db import read_only, transaction
 
 user_app = new_app("Staff users of an org: create, list, disable, reset a password, enrol TOTP.")
@@ -175,7 +175,7 @@ def user_totp(org: str = org_option(), email: str = _email_option(), as_json: bo
     Put it into the user's authenticator app (as a QR code or by hand); from then on their login
     asks for its 6-digit code. Enrolling again replaces the secret. Needs JOURNEYS_SECRET_KEY (the
     secret is stored sealed with it)."""
-    box = SecretBox(_settings().secret_key)
+    box = _settings().secret_box()
     try:
         with transaction(_engine()) as conn:
             enrolment = users.enrol_totp(conn, org, email, box, _now())

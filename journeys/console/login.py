@@ -17,7 +17,6 @@ from journeys.accounts.signin import Credentials, SessionPolicy, SignIn, sign_in
 from journeys.accounts.throttle import LoginThrottle
 from journeys.console import web
 from journeys.console.web import FormAction
-from journeys.secrets import SecretBox
 from journeys.store.db import transaction
 
 router = APIRouter(prefix=web.PREFIX)
@@ -152,7 +151,7 @@ def _sign_in(request: Request, creds: Credentials) -> SignIn:
         return sign_in(
             conn,
             creds,
-            SecretBox(settings.secret_key),
+            settings.secret_box(),
             state.clock.now(),
             policy,
             web.client_address(request),

@@ -24,7 +24,7 @@ from journeys.messaging.org_channels import org_channel
 from journeys.messaging.providers import registry
 from journeys.messaging.providers.base import OutboundMessage, Provider, SendResult
 from journeys.messaging.status import apply_early_status
-from journeys.secrets import SecretBox, SecretKeyMissing
+from journeys.secrets import SecretKeyMissing
 from journeys.store import channels as repo
 from journeys.store import messages
 from journeys.store.db import read_only, transaction
@@ -61,7 +61,7 @@ class Dispatcher:
         self.engine = engine
         self.clock = clock
         self.settings = settings or Settings.defaults()
-        self.box = SecretBox(self.settings.secret_key)
+        self.box = self.settings.secret_box()
         self.batch_size = batch_size
         self._providers: dict[tuple[str, str], tuple[Any, Provider]] = {}
 

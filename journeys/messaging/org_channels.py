@@ -31,7 +31,7 @@ def org_channel(conn: Connection, org_id: str, channel: str) -> OrgChannel | Non
     return None
 
 
-def twilio_config(engine: Engine, secret_key: str | None, org_id: str) -> dict[str, Any] | None:
+def twilio_config(engine: Engine, box: SecretBox, org_id: str) -> dict[str, Any] | None:
     """The org's Twilio sms configuration, decrypted; None when it has none, or when it cannot
     be read (no or another JOURNEYS_SECRET_KEY: logged)."""
     with read_only(engine) as conn:
@@ -39,7 +39,7 @@ def twilio_config(engine: Engine, secret_key: str | None, org_id: str) -> dict[s
     if found is None or found.provider != "twilio":
         return None
     try:
-        return SecretBox(secret_key).open(found.sealed)
+        return box.open(found.sealed)
     except SecretKeyMissing as exc:
         log.warning("the Twilio credentials of org %s cannot be read: %s", org_id, exc)
         return None

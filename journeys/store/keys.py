@@ -1,4 +1,5 @@
-"""Each org's wrapped data keys (SQL only; wrapping is journeys.keys')."""
+"""Each org's wrapped data keys, and the sealed secrets a key rotation reseals (SQL only;
+wrapping and sealing are journeys.keys' and journeys.secrets')."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from journeys.store.tables import org_keys
+from journeys.store.tables import org_channels, org_keys, users, webhook_subscriptions
 
 
 @dataclass(frozen=True)
@@ -59,3 +60,41 @@ def rewrap(conn: Connection, row: KeyRow) -> None:
         .where(org_keys.c.org_id == row.org_id, org_keys.c.version == row.version)
         .values(kek_id=row.kek_id, wrapped=row.wrapped)
     )
+
+
+# Values sealed by journeys.secrets (provider credentials, webhook secrets, TOTP secrets): each
+# table's key columns and sealed column, for resealing them under a new secret key.
+_SEALED = {
+    "org_channels": (org_channels, ("org_id", "channel"), "config_encrypted"),
+    "webhook_subscriptions": (webhook_subscriptions, ("org_id", "subscription_id"), "secret_encrypted"),
+    "users": (users, ("org_id", "user_id"), "totp_secret_encrypted"),
+}
+
+
+@dataclass(frozen=True)
+class SealedValue:
+    table: str
+    key: tuple[str, ...]
+    sealed: str
+
+
+def sealed_values(conn: Connection) -> list[SealedValue]:
+    """Every sealed secret of every org (a few per org: read at once)."""
+    out: list[SealedValue] = []
+    for name, (table, keys, column) in _SEALED.items():
+        q = sa.select(*(table.c[k] for k in keys), table.c[column]).where(table.c[column].is_not(None))
+        out.extend(SealedValue(name, tuple(r[: len(keys)]), r[len(keys)]) for r in conn.execute(q))
+    return out
+
+
+def reseal(conn: Connection, value: SealedValue, sealed: str) -> None:
+    """Replace a sealed value, only if it is still the one read (a concurrent change wins)."""
+    table, keys, column = _SEALED[value.table]
+    where = [table.c[k] == v for k, v in zip(keys, value.key, strict=True)]
+    conn.execute(table.update().where(*where, table.c[column] == value.sealed).values({column: sealed}))
+
+
+def count_by_kek(conn: Connection) -> dict[str, int]:
+    """How many data keys (all orgs) each key-encryption key wraps."""
+    q = sa.select(org_keys.c.kek_id, sa.func.count()).group_by(org_keys.c.kek_id)
+    return {r[0]: int(r[1]) for r in conn.execute(q)}

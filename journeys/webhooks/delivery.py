@@ -23,7 +23,7 @@ from journeys import outbound
 from journeys.backoff import backoff
 from journeys.clock import Clock
 from journeys.config import Settings
-from journeys.secrets import SecretBox, SecretKeyMissing
+from journeys.secrets import SecretKeyMissing
 from journeys.store import webhooks as repo
 from journeys.store.db import transaction
 
@@ -86,7 +86,7 @@ class WebhookSender:
         settings = settings or Settings.defaults()
         self.engine = engine
         self.clock = clock
-        self.box = SecretBox(settings.secret_key)
+        self.box = settings.secret_box()
         self.batch_size = batch_size
         self.policy = settings.outbound_policy()
         self._client: httpx.Client | None = None

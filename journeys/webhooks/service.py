@@ -146,7 +146,7 @@ def _verify(
 
 def create(
     engine: Engine,
-    secret_key: str | None,
+    box: SecretBox,
     org_id: str,
     url: Any,
     secret: Any,
@@ -162,7 +162,6 @@ def create(
         policy.check_url(url)
     except AddressNotAllowed:
         raise WebhookError([f"url: {ADDRESS_NOT_ALLOWED}"]) from None
-    box = SecretBox(secret_key)
     sealed = box.seal({"secret": secret})  # SecretKeyMissing: unavailable
     row = {
         "org_id": org_id,
@@ -181,14 +180,14 @@ def create(
 
 def verify(
     engine: Engine,
-    secret_key: str | None,
+    box: SecretBox,
     org_id: str,
     subscription_id: str,
     now: datetime,
     policy: OutboundPolicy,
 ) -> Subscription:
     row = _get(engine, org_id, subscription_id)
-    return _subscription(_verify(engine, SecretBox(secret_key), policy, row, now))
+    return _subscription(_verify(engine, box, policy, row, now))
 
 
 def list_all(engine: Engine, org_id: str) -> list[Subscription]:

@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
 from journeys.accounts.roles import Permission
+from journeys.config import Settings
 from journeys.console import web
 from journeys.console.web import FormAction, Staff
 from journeys.errors import NotFound
@@ -27,7 +28,8 @@ NOTICES = {"set": "The provider was saved.", "removed": "The provider was remove
 
 
 def _box(request: Request) -> SecretBox:
-    return SecretBox(request.app.state.settings.secret_key)
+    settings: Settings = request.app.state.settings
+    return settings.secret_box()
 
 
 @router.get("/channels", include_in_schema=False)

@@ -53,7 +53,7 @@ async def create_webhook(
     def create() -> None:
         settings = state.settings
         made = service.create(
-            state.engine, settings.secret_key, org_id, action.text("url"), action.text("secret"),
+            state.engine, settings.secret_box(), org_id, action.text("url"), action.text("secret"),
             types, actor.at, settings.outbound_policy(),
         )  # fmt: skip
         with transaction(state.engine) as conn:
