@@ -7,13 +7,15 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import Engine
 
 from journeys.clock import SystemClock
+from journeys.keys.box import SecretBox
 from journeys.keys.envelope import LocalKeyProvider
 from journeys.keys.material import WeakSecretKey, secret_bytes
+from journeys.keys.phi import Vault
 from journeys.limits import LimitSettings, Rate
 from journeys.outbound import OutboundPolicy
-from journeys.secrets import SecretBox
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -113,6 +115,10 @@ class Settings(BaseSettings):
     def secret_box(self) -> SecretBox:
         """Seals provider credentials, webhook secrets and TOTP secrets."""
         return SecretBox(self.secret_key, self.previous_keys())
+
+    def vault(self, engine: Engine) -> Vault:
+        """Each org's way of storing patient data: encrypted whenever JOURNEYS_SECRET_KEY is set."""
+        return Vault(engine, self.key_provider(), self.clock().now)
 
     def key_provider(self) -> LocalKeyProvider | None:
         """Wraps each org's data keys (journeys.keys); None without JOURNEYS_SECRET_KEY. Previous

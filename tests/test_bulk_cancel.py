@@ -256,7 +256,8 @@ def test_the_single_cancels_effects_queued_sms_dropped_leases_cleared_webhooks_n
         bulk(srv.http, t, [patient(n, DAY_A, phones[n]) for n in (1, 2, 3)] + [patient(4, DAY_B, phones[4])])
         # A batch runs the first step; its messages stay queued (the delivery pass sees them as
         # not yet due).
-        result = Worker(srv.engine, LaggingClock(srv.clock.now()), batch_size=10_000).run_batch()
+        lagging = LaggingClock(srv.clock.now())  # a second worker of the deployment: its key too
+        result = Worker(srv.engine, lagging, batch_size=10_000, vault=srv.worker.vault).run_batch()
         assert result.claimed == 4 and result.delivered == 0
         # Patient 5's instance is leased to a batch that is still running (claimed, not written).
         bulk(srv.http, t, [patient(5, DAY_A, phones[5])])
@@ -435,10 +436,12 @@ def test_one_transaction_with_the_default_chunk_size(server: Server, tenant: Ten
 
 
 # ---------------------------------------------------------------- journeys cancel (the CLI)
-def run_cli(srv: Server, *args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(srv: Server, *args: str, key: bool = True) -> subprocess.CompletedProcess[str]:
+    """The command line of the server's deployment (with its secret key, unless not `key`)."""
+    secret = {"JOURNEYS_SECRET_KEY": srv.settings.secret_key or ""} if key else {}
     return subprocess.run(
         [*JOURNEYS, "--db", srv.settings.database_url, *args],
-        env=clean_env(),
+        env=clean_env(**secret),
         capture_output=True,
         text=True,
         timeout=120,
@@ -452,6 +455,10 @@ def test_cli_cancel(srv: Server) -> None:
     base = ["cancel", "--org", t.org_id, "--journey", t.journey_id]
     closure = json.dumps(closure_filter())
 
+    keyless = run_cli(srv, *base, "--filter", closure, "--dry-run", "--json", key=False)
+    assert keyless.returncode == 1 and keyless.stdout == "" and "Traceback" not in keyless.stderr
+    refused = f"the patient data of org {t.org_id} is stored encrypted: set JOURNEYS_SECRET_KEY"
+    assert refused in keyless.stderr
     proc = run_cli(srv, *base, "--filter", closure, "--dry-run", "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == {"wouldCancel": 5}

@@ -219,7 +219,8 @@ def test_queued_sms_of_a_cancelled_instance_never_reaches_the_provider(srv: Serv
     fake.reset()
     cancelled_id = trigger_one(srv.http, t, {"phone": "(312) 555-0101"})
     control_id = trigger_one(srv.http, t, {"phone": "(312) 555-0102"})
-    result = Worker(srv.engine, LaggingClock(srv.clock.now()), batch_size=10_000).run_batch()
+    lagging = LaggingClock(srv.clock.now())  # a second worker of the deployment: its key too
+    result = Worker(srv.engine, lagging, batch_size=10_000, vault=srv.worker.vault).run_batch()
     assert result.claimed >= 2 and result.delivered == 0
     assert sorted((m["instance_id"], m["status"]) for m in outbox_rows(srv, t.org_id)) == sorted(
         [(cancelled_id, "queued"), (control_id, "queued")]
@@ -293,7 +294,8 @@ def test_a_reschedule_records_the_queued_text_it_drops_on_the_timeline(
     configure_twilio(srv, t.org_id)
     fake.reset()
     iid = trigger_one(srv.http, t, {"phone": "(312) 555-0103", "appt": "2026-11-20 09:00"})
-    result = Worker(srv.engine, LaggingClock(srv.clock.now()), batch_size=10_000).run_batch()
+    lagging = LaggingClock(srv.clock.now())  # a second worker of the deployment: its key too
+    result = Worker(srv.engine, lagging, batch_size=10_000, vault=srv.worker.vault).run_batch()
     assert result.claimed >= 1 and result.delivered == 0
     [old] = outbox_rows(srv, t.org_id)
     assert old["status"] == "queued"

@@ -12,8 +12,8 @@ from support.browser import screenshot
 from support.console import CONSOLE_SECRET_KEY, make_user, session_client, sign_in
 from support.server import Server
 
+from journeys.keys.box import SecretBox
 from journeys.messaging import org_channels
-from journeys.secrets import SecretBox
 from journeys.store.db import read_only
 
 TWILIO_TOKEN = "tw-secret-auth-token-4711"

@@ -12,7 +12,7 @@ from support.console import CONSOLE_SECRET_KEY, make_user, session_client, sign_
 from support.server import Server
 
 from journeys.accounts import users
-from journeys.secrets import SecretBox
+from journeys.keys.box import SecretBox
 from journeys.store.db import read_only, transaction
 
 NEW_PASSWORD = "a brand new passphrase 42"

@@ -15,7 +15,7 @@ from support.console import CONSOLE_SECRET_KEY, csrf_in, make_user, page_csrf, s
 from support.server import Server
 
 from journeys.accounts import users
-from journeys.secrets import SecretBox
+from journeys.keys.box import SecretBox
 from journeys.store.db import transaction
 
 

@@ -110,7 +110,10 @@ def test_the_api_operators_and_status_filter_apply(console_server: Server, tenan
         return {i for i in ids.values() if i in r.text}
 
     assert found(param="patientName", op="startsWith", value="Ann") == {ids["Ann Lee"], ids["Anna Berg"]}
-    assert found(param="patientName", op="contains", value="Ray") == {ids["Bob Ray"]}
+    # The console's server encrypts patient data: `contains` cannot be answered, and the page says why.
+    refused = client.get("/console/instances", params={"journey": tenant.journey_id, "param": "patientName",
+                                                       "op": "contains", "value": "Ray"})  # fmt: skip
+    assert refused.status_code == 400 and "is stored encrypted, so" in refused.text
     assert found(param="patientName", op="in", value="Bob Ray, Ann Lee") == {ids["Bob Ray"], ids["Ann Lee"]}
     assert found(param="PATIENTNAME", op="notEquals", value="Bob Ray") == {ids["Ann Lee"], ids["Anna Berg"]}
     assert found(param="patientName", op="startsWith", value="A", status="Cancelled") == set()

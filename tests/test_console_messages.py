@@ -194,12 +194,13 @@ def test_messages_are_paged_newest_first_without_gaps(srv: Server, outreach: Out
     org = outreach.tenant.org_id
     flt = message_list.parse_filter("", "", "", "", "")
     o = outreach
+    phi = srv.worker.vault.org(org)
     for size in range(1, 8):  # the outbox and the held sends merged, whatever the page size
         seen: list[str] = []
         after = ""
         with read_only(srv.engine) as conn:
             while True:
-                found = message_list.page_messages(conn, org, srv.clock.now(), flt, after, size)
+                found = message_list.page_messages(conn, phi, srv.clock.now(), flt, after, size)
                 seen += [m.message.instance_id for m in found.messages]
                 if found.next_cursor is None:
                     break

@@ -20,11 +20,11 @@ from support.cli import JOURNEYS, clean_env
 from support.databases import own_database
 from support.keys import strong_key
 
+from journeys.keys.box import SecretBox
 from journeys.keys.envelope import LocalKeyProvider
 from journeys.keys.material import secret_bytes
 from journeys.keys.service import keyring
 from journeys.messaging.org_channels import org_channel
-from journeys.secrets import SecretBox
 from journeys.store.channels import set_channel
 from journeys.store.db import create_db_engine, read_only, transaction
 

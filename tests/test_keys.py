@@ -4,21 +4,35 @@ another org refused; KEK rotation rewraps every org's keys and old values stay r
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from support.databases import own_database
 from support.keys import strong_key
 
 from journeys.ids import new_id
 from journeys.keys.envelope import KeyUnavailable, LocalKeyProvider
 from journeys.keys.material import secret_bytes
 from journeys.keys.service import keyring, rewrap_batch
-from journeys.store.db import transaction
+from journeys.store.db import create_db_engine, transaction
+from journeys.store.migrate import upgrade
 from journeys.store.tables import org_keys
 
 NOW = datetime(2026, 11, 2, 16, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    """A database of the module's own: the rotation test rewraps every org's key, and the
+    suite's shared database holds keys other tests' servers made with other secrets."""
+    with own_database(tmp_path_factory.mktemp("keys")) as url:
+        made = create_db_engine(url)
+        upgrade(made)
+        yield made
+        made.dispose()
 OLD_SECRET = secret_bytes(strong_key("keys: old secret"))
 NEW_SECRET = secret_bytes(strong_key("keys: new secret"))
 OLD = LocalKeyProvider(OLD_SECRET)

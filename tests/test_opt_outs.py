@@ -92,9 +92,10 @@ def z(moment: datetime) -> str:
 
 
 def run_cli(srv: ConsentServer, *args: str) -> subprocess.CompletedProcess[str]:
+    """The command line of the server's deployment: its database and secret key."""
     return subprocess.run(
         [*JOURNEYS, "--db", srv.settings.database_url, *args],
-        env=clean_env(),
+        env=clean_env(JOURNEYS_SECRET_KEY=srv.settings.secret_key or ""),
         capture_output=True,
         text=True,
         timeout=120,

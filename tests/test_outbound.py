@@ -33,8 +33,8 @@ from support.server import Server, Tenant
 
 from journeys.config import Settings
 from journeys.ids import new_id
+from journeys.keys.box import SecretBox
 from journeys.outbound import ADDRESS_NOT_ALLOWED, REQUEST_FAILED, OutboundPolicy, is_public, mask_url
-from journeys.secrets import SecretBox
 from journeys.store import webhooks as webhooks_repo
 from journeys.store.db import transaction
 

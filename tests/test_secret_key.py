@@ -19,8 +19,8 @@ from support.keys import strong_key
 
 from journeys.config import Settings
 from journeys.errors import Invalid
+from journeys.keys.box import SecretBox, SecretKeyMissing
 from journeys.keys.material import WeakSecretKey, derive, secret_bytes
-from journeys.secrets import SecretBox, SecretKeyMissing
 
 pytestmark = pytest.mark.same_on_every_database
 

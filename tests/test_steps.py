@@ -1691,7 +1691,7 @@ def test_a_capped_sms_is_deferred_to_the_next_morning_by_default(server: Server,
     assert last(http, t, deferred, "sms_deferred")["detail"] == {"until": z(morning), "limit": "1 per day"}
     assert server.count("outbox", t.org_id) == 1
     with server.engine.connect() as conn:
-        held = list_outgoing(conn, server.clock.now(), t.org_id, deferred)
+        held = list_outgoing(conn, server.clock.now(), t.org_id, deferred, phi_of=server.worker.vault.org)
     assert [(m.status, m.step_id, m.goes_at, m.reason) for m in held] == [
         ("held", 1, morning, "frequency cap (1 per day)")
     ]

@@ -25,7 +25,7 @@ from journeys.accounts import sessions, users
 from journeys.accounts.roles import MINIMUM_ROLE, Permission, Role
 from journeys.accounts.service import create_org
 from journeys.clock import ManualClock
-from journeys.secrets import SecretBox
+from journeys.keys.box import SecretBox
 from journeys.store.db import create_db_engine, transaction
 
 START = datetime(2026, 11, 2, 16, 0, tzinfo=UTC)

@@ -13,7 +13,7 @@ from journeys.accounts import audit, sessions, users
 from journeys.accounts.audit import Action, ActorKind, AuditEntry
 from journeys.accounts.sessions import NewSession, Session
 from journeys.accounts.users import LoginOutcome, User
-from journeys.secrets import SecretBox
+from journeys.keys.box import SecretBox
 from journeys.store import accounts as accounts_repo
 
 

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection
 
 from journeys.accounts.roles import Role
 from journeys.ids import new_id
-from journeys.secrets import SecretBox
+from journeys.keys.box import SecretBox
 from journeys.store import accounts as accounts_repo
 from journeys.store import users as repo
 
@@ -242,7 +242,7 @@ class TotpEnrolment:
 
 def enrol_totp(conn: Connection, org_id: str, email: str, box: SecretBox, now: datetime) -> TotpEnrolment:
     """A new TOTP secret for the user (replacing any earlier one), required at their next login.
-    The secret is stored sealed with JOURNEYS_SECRET_KEY (journeys.secrets)."""
+    The secret is stored sealed with JOURNEYS_SECRET_KEY (journeys.keys.box)."""
     record = _find(conn, org_id, email)
     secret = pyotp.random_base32()
     sealed = box.seal({"totp": secret})  # SecretKeyMissing without JOURNEYS_SECRET_KEY

@@ -74,6 +74,7 @@ def create_app(
     app.state.clock = clock
     app.state.engine = engine
     app.state.worker = worker
+    app.state.vault = worker.vault  # each org's key for patient data (journeys.keys.phi)
     app.state.audit_buffer = audit_buffer
     app.state.wake_worker = worker.wake.set
     errors.install(app)

@@ -67,8 +67,11 @@ async def post_reply(
         raise Invalid("request body: must be a JSON object with 'from' and 'body'")
 
     def work() -> dict[str, Any]:
+        phi = state.vault.org(orgId)  # before the transaction (journeys.keys.phi)
         with transaction(state.engine) as conn:
-            r = receive_reply(conn, orgId, body.get("from"), body.get("body"), state.clock.now(), "api")
+            r = receive_reply(
+                conn, orgId, body.get("from"), body.get("body"), state.clock.now(), "api", phi=phi
+            )
             targets = ids(r.message_id, r.instance_id)
             auditing.record(conn, request, principal, Action.REPLY_RECEIVE, "message", targets, 1)
         return {"id": r.message_id, "matched": r.matched, "instanceId": r.instance_id}
@@ -123,15 +126,16 @@ async def bulk_cancel(
         with read_only(state.engine) as conn:
             jv = journey_or_404(conn, orgId, chatBotId)
             query = parse_cancel(body, {p.name for p in jv.definition.parameters})
+            flt = instance_service.stored_filter(jv, query.filter, state.vault.org(orgId))
             if query.dry_run:
-                would = instance_service.count_matching(conn, jv, query.filter)
+                would = instance_service.count_matching(conn, jv, flt)
                 auditing.record_read(
                     request, principal, Action.INSTANCES_SEARCH, "journey", ids(jv.journey_id), would
                 )
                 return {"wouldCancel": would}
         try:
             done = instance_service.cancel_all_matching(
-                state.engine, jv, query.filter, state.clock.now, "api", state.settings.cancel_chunk_size
+                state.engine, jv, flt, state.clock.now, "api", state.settings.cancel_chunk_size
             )
         except instance_service.BulkCancelInterrupted as exc:
             _record_cancelled(request, principal, jv.journey_id, exc.cancelled)
@@ -220,9 +224,10 @@ async def add_opt_out(
         raise Invalid(unknown)
 
     def work() -> tuple[bool, consent.OptOut]:
+        phi = state.vault.org(orgId)  # before the transaction (journeys.keys.phi)
         with transaction(state.engine) as conn:
             out = consent.add_opt_out(
-                conn, orgId, body.get("phone"), body.get("reason"), "api", state.clock.now()
+                conn, phi, body.get("phone"), body.get("reason"), "api", state.clock.now()
             )
             if out[0]:  # the number is never recorded: PHI
                 auditing.record(conn, request, principal, Action.OPT_OUT_ADD, "sms_consent", count=1)

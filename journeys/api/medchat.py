@@ -91,6 +91,7 @@ async def bulk(
     action = Action.INSTANCES_SUBFLOW if subflow else Action.INSTANCES_TRIGGER
 
     def work() -> None:
+        phi = state.vault.org(orgId)  # before the transaction: its key may be made (journeys.keys.phi)
         for attempt in range(3):
             try:
                 with transaction(state.engine) as conn:
@@ -100,6 +101,7 @@ async def bulk(
                         jv,
                         body,
                         state.clock.now(),
+                        phi=phi,
                         max_instances=state.settings.max_bulk_instances,
                         # First try: the unique index is the only duplicate check; after a
                         # conflict, look the identifiers up to name every one of them.
@@ -151,7 +153,7 @@ async def search(
                 settings.search_default_take,
                 settings.search_max_take,
             )
-            rows = instance_service.search(conn, jv, query)
+            rows = instance_service.search(conn, jv, query, request.app.state.vault.org(orgId))
         auditing.record_read(
             request, principal, Action.INSTANCES_SEARCH, "journey", ids(jv.journey_id), len(rows)
         )
@@ -175,7 +177,8 @@ async def get_instance(
     def work() -> dict[str, Any]:
         with read_only(request.app.state.engine) as conn:
             jv = journey_or_404(conn, orgId, chatBotId)
-            row, events = instance_service.get(conn, jv, journeyInstanceId)
+            phi = request.app.state.vault.org(orgId)
+            row, events = instance_service.get(conn, jv, journeyInstanceId, phi)
         auditing.record_read(request, principal, Action.INSTANCE_VIEW, "instance", ids(journeyInstanceId), 1)
         out = instance_json(row, jv.name, True)
         out["events"] = [event_json(e) for e in events]

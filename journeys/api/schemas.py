@@ -37,7 +37,7 @@ def instance_json(row: dict[str, Any], journey_name: str, include_parameters: bo
         "lastStepExecuted": last,
     }
     if include_parameters:
-        out["parameters"] = json.loads(row["parameters"])
+        out["parameters"] = row["parameters"]
     return out
 
 

@@ -55,9 +55,10 @@ async def twilio_inbound(orgId: str, request: Request) -> Response:  # noqa: N80
 
     def work() -> bool:
         """Records the message; False when Twilio had delivered it before (a retry)."""
+        phi = state.vault.org(orgId)  # before the transaction (journeys.keys.phi)
         try:
             with transaction(state.engine) as conn:
-                done = receive_reply(conn, orgId, from_, body, state.clock.now(), "provider", sid)
+                done = receive_reply(conn, orgId, from_, body, state.clock.now(), "provider", sid, phi=phi)
             return not done.duplicate
         except IntegrityError:
             # The same MessageSid committed by a concurrent delivery in the meantime.

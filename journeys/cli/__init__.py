@@ -257,8 +257,9 @@ def messages(
     from journeys.messaging.outgoing import list_outgoing
 
     now = _now()
-    with read_only(_engine()) as conn:
-        rows = list_outgoing(conn, now, org, instance, limit)
+    engine = _engine()
+    with read_only(engine) as conn:
+        rows = list_outgoing(conn, now, org, instance, limit, phi_of=_settings().vault(engine).org)
     if as_json:
         _print_json([m.wire() for m in rows])
         return

@@ -16,7 +16,7 @@ import typer
 
 from journeys.accounts.audit import Action
 from journeys.cli.auditing import record_cli
-from journeys.cli.common import _engine, _fail, _now, _print_json, json_option, org_option
+from journeys.cli.common import _engine, _fail, _now, _print_json, _settings, json_option, org_option
 
 
 def trigger_csv(
@@ -93,13 +93,14 @@ def _run(engine: Any, jv: Any, rows: Sequence[Any], tz: str, dry_run: bool) -> d
     from journeys.instances.csv_import import chunks, trigger_chunk
 
     now = _now()
+    phi = _settings().vault(engine).org(jv.org_id)  # before any transaction (journeys.keys.phi)
     out: dict[str, Any] = {"triggered": 0, "rejected": [], "batchIds": [], "stopped": None}
     with _progress(len(rows)) as advance, engine.connect() as conn:
         outer = conn.begin() if dry_run else None
         for chunk in chunks(rows):
             tx = None if dry_run else conn.begin()
             try:
-                result = trigger_chunk(conn, jv, chunk, tz, now)
+                result = trigger_chunk(conn, jv, chunk, tz, now, phi)
                 if tx is not None and result.triggered:
                     record_cli(
                         conn,

@@ -8,10 +8,10 @@ import typer
 
 from journeys.cli.common import _engine, _fail, _print_json, _settings, json_option, new_app
 from journeys.keys import rotation
+from journeys.keys.box import SecretBox
 from journeys.keys.envelope import KeyProvider
 from journeys.keys.material import HOW_TO
 from journeys.keys.service import rewrap_batch
-from journeys.secrets import SecretBox
 from journeys.store.db import read_only, transaction
 
 keys_app = new_app(

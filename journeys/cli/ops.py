@@ -39,8 +39,10 @@ def reply(
     """Inject an inbound SMS reply, as if the patient had texted it."""
     from journeys.instances.replies import receive_reply
 
-    with transaction(_engine()) as conn:
-        result = receive_reply(conn, org, from_, body, _now(), "cli")
+    engine = _engine()
+    phi = _settings().vault(engine).org(org)  # before the transaction (journeys.keys.phi)
+    with transaction(engine) as conn:
+        result = receive_reply(conn, org, from_, body, _now(), "cli", phi=phi)
         record_cli(conn, org, Action.REPLY_RECEIVE, "inbound_message", (result.message_id,), 1)
     out = {"id": result.message_id, "matched": result.matched, "instanceId": result.instance_id}
     if as_json:
@@ -132,8 +134,9 @@ def cancel(
 ) -> None:
     """Cancel every InProgress instance of a journey that matches a filter (e.g. a closure day)."""
     import journeys.catalog.service as catalog
+    from journeys.errors import Invalid
     from journeys.instances import service as instance_service
-    from journeys.instances.search import SearchError, parse_cancel
+    from journeys.instances.search import parse_cancel
 
     body = _cancel_body(filter_json, param, cancel_all)
     engine = _engine()
@@ -144,20 +147,19 @@ def cancel(
         assert jv is not None
         try:
             query = parse_cancel(body, {p.name for p in jv.definition.parameters})
-        except SearchError as exc:
+            flt = instance_service.stored_filter(jv, query.filter, _settings().vault(engine).org(org))
+        except Invalid as exc:  # SearchError, or a condition encrypted values cannot answer
             for error in exc.errors:
                 typer.echo(f"error: {error}", err=True)
             raise typer.Exit(1) from None
         if dry_run:
-            count = instance_service.count_matching(conn, jv, query.filter)
-            if as_json:
-                _print_json({"wouldCancel": count})
-            else:
-                typer.echo(f"{count} InProgress instances of {jv.name} would be cancelled (nothing changed)")
+            count = instance_service.count_matching(conn, jv, flt)
+            text = f"{count} InProgress instances of {jv.name} would be cancelled (nothing changed)"
+            _print_json({"wouldCancel": count}) if as_json else typer.echo(text)
             return
     try:
         done = instance_service.cancel_all_matching(
-            engine, jv, query.filter, _settings().clock().now, "cli", _settings().cancel_chunk_size
+            engine, jv, flt, _settings().clock().now, "cli", _settings().cancel_chunk_size
         )
     except instance_service.BulkCancelInterrupted as exc:
         _record_cancel(engine, org, jv.journey_id, exc.cancelled)
@@ -219,9 +221,12 @@ def optout_add(
     """Opt a number out of the org's SMS, as if the patient had texted STOP."""
     from journeys.messaging import consent
 
-    with transaction(_engine()) as conn:
+    engine = _engine()
+    with read_only(engine) as conn:
         _org_or_fail(conn, org)
-        created, record = consent.add_opt_out(conn, org, phone, reason, "cli", _now())
+    phi = _settings().vault(engine).org(org)  # before the transaction (journeys.keys.phi)
+    with transaction(engine) as conn:
+        created, record = consent.add_opt_out(conn, phi, phone, reason, "cli", _now())
         if created:  # the number is PHI: the entry counts the change, it does not name it
             record_cli(conn, org, Action.OPT_OUT_ADD, "sms_consent", (), 1)
     if as_json:

@@ -15,7 +15,7 @@ from journeys.accounts.roles import Role
 from journeys.cli.auditing import cli_actor, record_cli
 from journeys.cli.common import _engine, _fail, _now, _print_json, _settings, json_option, new_app, org_option
 from journeys.clock import iso_z
-from journeys.secrets import SecretKeyMissing
+from journeys.keys.box import SecretKeyMissing
 from journeys.store.db import read_only, transaction
 
 user_app = new_app("Staff users of an org: create, list, disable, reset a password, enrol TOTP.")

@@ -73,7 +73,19 @@ class Parameter(_Strict):
     identifier: bool = Field(
         default=False, description="Part of the instance identifier (used to find instances for subflows)"
     )
+    search: Literal["exact", "prefix"] | None = Field(
+        default=None,
+        description=(
+            "How instance search may match it when patient data is encrypted: exact (equals, in) or "
+            "prefix (also startsWith, 1 to 12 characters). Default: prefix for datetime parameters "
+            "(a day's appointments), exact for the others"
+        ),
+    )
     description: str | None = None
+
+    @property
+    def prefix_searchable(self) -> bool:
+        return (self.search or ("prefix" if self.type == "datetime" else "exact")) == "prefix"
 
 
 class _Step(_Strict):

@@ -10,7 +10,6 @@ due again, for any worker. Delivery of queued messages and HTTP calls happen aft
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -35,6 +34,9 @@ from journeys.engine.interpreter import Effects, HttpCall, Instance, StepFailed,
 from journeys.engine.passes import shard_of, step_passes
 from journeys.engine.state import HttpResult, InstanceState
 from journeys.ids import new_id
+from journeys.keys.envelope import KeyUnavailable
+from journeys.keys.phi import OrgPhi, Vault
+from journeys.keys.searchable import parameter_rows, prefix_names
 from journeys.messaging.dispatch import Dispatcher
 from journeys.messaging.phone import normalise_phone
 from journeys.messaging.queue import SmsLedger, queue_messages
@@ -92,6 +94,7 @@ class Worker:
         lease: timedelta = DEFAULT_LEASE,
         dispatcher: Dispatcher | None = None,
         webhooks: WebhookSender | None = None,
+        vault: Vault | None = None,
     ) -> None:
         self.engine = engine
         self.clock = clock
@@ -106,6 +109,8 @@ class Worker:
         self._last_heartbeat = 0.0
         self.dispatcher = dispatcher or Dispatcher(engine, clock)
         self.webhooks = webhooks or WebhookSender(engine, clock, self.dispatcher.settings)
+        # Patient data is sealed with each org's key whenever JOURNEYS_SECRET_KEY is set.
+        self.vault = vault or self.dispatcher.settings.vault(engine)
         # http_request steps reach only what JOURNEYS_OUTBOUND_ALLOW and the public internet allow.
         self.outbound = self.dispatcher.settings.outbound_policy()
         self.wake = threading.Event()
@@ -121,13 +126,15 @@ class Worker:
         self._batch_seq += 1
         token = f"{self.worker_id}:{self._batch_seq}"
         with transaction(self.engine) as conn:
-            rows = work.claim_due(conn, now, self.batch_size, token, self.lease)
+            rows = work.claim_due(conn, now, self.batch_size, token, self.lease, sealed=self.vault.encrypted)
         result.claimed = len(rows)
         calls: list[HttpWork] = []
+        phis = self._keys({r.org_id for r in rows})  # before the transaction: keys may be made
+        rows = [r for r in rows if r.org_id in phis]
         if rows:
             with self._renewing(token):
                 with transaction(self.engine) as conn:
-                    calls = self._execute(conn, token, rows, now, result)
+                    calls = self._execute(conn, token, rows, now, result, phis)
         for work_item in calls:  # outside any transaction: the network is slow and may fail
             self._http(work_item)
         result.delivered = self.dispatcher.deliver_due()
@@ -146,13 +153,19 @@ class Worker:
         return result
 
     def _execute(
-        self, conn: Any, token: str, rows: list[ClaimedInstance], now: datetime, result: BatchResult
+        self,
+        conn: Any,
+        token: str,
+        rows: list[ClaimedInstance],
+        now: datetime,
+        result: BatchResult,
+        phis: dict[str, OrgPhi],
     ) -> list[HttpWork]:
         """Run the batch in memory, then write it: the cursor update (guarded by lease and `rev`)
         first, and the events, messages and parameters of the instances it changed."""
         ledger = SmsLedger(conn)
-        ledger.prefetch(self._phones(conn, rows), now)
-        runs = [(row, *self._run_one(conn, row, now, ledger)) for row in rows]
+        ledger.prefetch(self._phones(conn, rows, phis), now)
+        runs = [(row, *self._run_one(conn, row, now, ledger, phis[row.org_id])) for row in rows]
         kept = work.write_instance_updates(conn, token, [update for _, _, update in runs])
         events: list[TimelineEvent] = []
         messages: list[QueuedMessage] = []
@@ -167,8 +180,10 @@ class Worker:
             done.append((row, fx.events))
             messages.extend(fx.messages)
             if fx.parameters is not None and fx.changed:
-                org, iid, jid, params = row.org_id, row.instance_id, row.journey_id, fx.parameters
-                param_rows.extend(ParameterRow.of(org, iid, jid, n, params[n]) for n in sorted(fx.changed))
+                prefix = prefix_names(load_version(conn, row.org_id, row.journey_id, row.version))
+                instance, phi = (row.org_id, row.instance_id), phis[row.org_id]
+                changed = sorted(fx.changed)
+                param_rows += parameter_rows(phi, instance, row.journey_id, fx.parameters, changed, prefix)
             if fx.http_call is not None:
                 calls.append(HttpWork(row.org_id, row.instance_id, row.rev + 1, fx.http_call))
         record_events(conn, events)
@@ -176,6 +191,17 @@ class Worker:
         replace_parameters(conn, param_rows)
         add_passes(conn, shard_of(self.worker_id), step_passes(done))  # last: its rows are shared
         return calls
+
+    def _keys(self, org_ids: set[str]) -> dict[str, OrgPhi]:
+        """Each org's key; an org whose key this worker cannot unwrap (another JOURNEYS_SECRET_KEY)
+        is logged and its instances left leased, to go back to every worker when the lease ends."""
+        out = {}
+        for org_id in sorted(org_ids):
+            try:
+                out[org_id] = self.vault.org(org_id)
+            except KeyUnavailable as exc:
+                log.error("instances of org %s skipped: %s", org_id, "; ".join(exc.messages))
+        return out
 
     @contextmanager
     def _renewing(self, token: str) -> Iterator[None]:
@@ -199,7 +225,7 @@ class Worker:
             thread.join(5)
 
     @staticmethod
-    def _phones(conn: Any, rows: list[ClaimedInstance]) -> set[tuple[str, str]]:
+    def _phones(conn: Any, rows: list[ClaimedInstance], phis: dict[str, OrgPhi]) -> set[tuple[str, str]]:
         """(org, normalised phone) of every phone parameter of the claimed instances."""
         pairs: set[tuple[str, str]] = set()
         for row in rows:
@@ -210,7 +236,7 @@ class Worker:
             phone_params = [p.name for p in defn.parameters if p.type == "phone"]
             if not phone_params:
                 continue
-            params = json.loads(row.parameters)
+            params = phis[row.org_id].open_json(row.parameters)
             for name in phone_params:
                 phone = normalise_phone(params.get(name) or "")
                 if phone:
@@ -219,15 +245,16 @@ class Worker:
 
     def _http(self, item: HttpWork) -> None:
         outcome = perform_http(item.call, self.outbound)
+        phi = self.vault.org(item.org_id)
         with transaction(self.engine) as conn:
             # Guarded by rev: a cancel or subflow that came in meanwhile wins, and the result is dropped.
             store_http_result(
-                conn, item.org_id, item.instance_id, item.rev, item.call.step, outcome, self.clock.now()
+                conn, phi, item.instance_id, item.rev, item.call.step, outcome, self.clock.now()
             )
         self.wake.set()
 
     def _run_one(
-        self, conn: Any, row: ClaimedInstance, now: datetime, ledger: SmsLedger
+        self, conn: Any, row: ClaimedInstance, now: datetime, ledger: SmsLedger, phi: OrgPhi
     ) -> tuple[Effects, CursorUpdate]:
         """Run one claimed instance; its effects and the cursor update that writes them."""
         inst = Instance(
@@ -238,8 +265,8 @@ class Worker:
             flow_id=row.flow_id,
             step_id=row.step_id,
             time_zone=row.time_zone,
-            parameters=json.loads(row.parameters),
-            state=InstanceState.from_json(row.state),
+            parameters=phi.open_json(row.parameters),
+            state=InstanceState.from_json(phi.open(row.state) if row.state else None),
         )
         attempts = row.attempts
         error: str | None = None
@@ -251,7 +278,7 @@ class Worker:
         except Exception as exc:  # an unexpected fault: retry with backoff, then fail
             attempts += 1
             fx, error = _faulted(inst, exc, attempts, now), f"{type(exc).__name__}: {exc}"
-        return fx, _cursor_update(row, inst, fx, attempts, error, now)
+        return fx, _cursor_update(row, inst, fx, (attempts, error), now, phi)
 
     def run_until_idle(self, max_batches: int = 10_000) -> BatchResult:
         """Run batches until nothing is due now (tests and the simulator's clock use this)."""
@@ -380,9 +407,16 @@ def _faulted(inst: Instance, exc: Exception, attempts: int, now: datetime) -> Ef
 
 
 def _cursor_update(
-    row: ClaimedInstance, inst: Instance, fx: Effects, attempts: int, error: str | None, now: datetime
+    row: ClaimedInstance,
+    inst: Instance,
+    fx: Effects,
+    outcome: tuple[int, str | None],
+    now: datetime,
+    phi: OrgPhi,
 ) -> CursorUpdate:
+    attempts, error = outcome
     ended = fx.status != "InProgress"
+    waiting = None if ended or fx.reply_phone is None else phi.phone_key(fx.reply_phone)
     return CursorUpdate(
         org_id=row.org_id,
         instance_id=row.instance_id,
@@ -391,28 +425,28 @@ def _cursor_update(
         flow_id=fx.flow_id if not ended else inst.flow_id,
         step_id=fx.step_id if not ended else inst.step_id,
         due_at=None if ended else fx.due_at,
-        state=fx.state.to_json(),
-        parameters=row.parameters
-        if fx.parameters is None
-        else json.dumps(fx.parameters, ensure_ascii=False, separators=(",", ":")),
+        state=phi.seal(fx.state.to_json()),
+        parameters=row.parameters if fx.parameters is None else phi.seal_json(fx.parameters),
         attempts=attempts if error and not ended else 0,
         last_error=error,
         last_event_at=fx.last_event_at,
         last_flow_name=fx.last_flow_name,
         last_step_id=fx.last_step_id,
         ended_at=now if ended else None,
-        waiting_reply_phone=None if ended else fx.reply_phone,
+        waiting_reply_phone=waiting,
     )
 
 
 def store_http_result(
-    conn: Any, org_id: str, instance_id: str, rev: int, step_id: int, outcome: HttpResult, now: datetime
+    conn: Any, phi: OrgPhi, instance_id: str, rev: int, step_id: int, outcome: HttpResult, now: datetime
 ) -> bool:
     """Hand an http_request step's result to the instance and make it due now. Guarded by `rev`:
     False (nothing written) when the instance changed since the call was decided."""
+    org_id = phi.org_id
     found, text = work.read_state(conn, org_id, instance_id, rev)
     if not found:
         return False
-    state = InstanceState.from_json(text)
+    state = InstanceState.from_json(phi.open(text) if text else text)
     results = {**state.http, str(step_id): outcome}
-    return work.resume_with_state(conn, org_id, instance_id, rev, replace(state, http=results).to_json(), now)
+    sealed = phi.seal(replace(state, http=results).to_json())
+    return work.resume_with_state(conn, org_id, instance_id, rev, sealed, now)

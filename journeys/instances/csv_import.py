@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 from journeys.catalog.service import JourneyVersion
 from journeys.definitions.model import JourneyDefinition
 from journeys.instances.trigger import TriggerError, trigger
+from journeys.keys.phi import OrgPhi
 
 MAX_FILE_BYTES = 50 * 1024 * 1024
 CHUNK = 10_000
@@ -182,7 +183,7 @@ def _to_rows(message: str, rows: Sequence[CsvRow]) -> tuple[int | None, str]:
 
 
 def trigger_chunk(
-    conn: Connection, jv: JourneyVersion, rows: Sequence[CsvRow], tz: str, now: datetime
+    conn: Connection, jv: JourneyVersion, rows: Sequence[CsvRow], tz: str, now: datetime, phi: OrgPhi
 ) -> ChunkResult:
     """Trigger the rows (at most CHUNK) in `conn`'s transaction: the rows the bulk trigger
     refuses are left out and named; the rest go in one batch. Raises TriggerError for a problem
@@ -196,7 +197,7 @@ def trigger_chunk(
             "instances": [{"parameters": dict(r.parameters)} for r in remaining],
         }
         try:
-            result = trigger(conn, jv, body, now, max_instances=CHUNK)
+            result = trigger(conn, jv, body, now, phi=phi, max_instances=CHUNK)
         except TriggerError as exc:
             bad: set[int] = set()
             for message in exc.messages:

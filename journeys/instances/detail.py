@@ -19,6 +19,7 @@ from journeys.errors import Conflict, Invalid
 from journeys.instances import service as instance_service
 from journeys.instances.replies import InboundReply, replies_by_id
 from journeys.instances.trigger import TriggerError, trigger
+from journeys.keys.phi import OrgPhi
 from journeys.messaging.outgoing import OutgoingMessage, list_outgoing
 from journeys.store import instances as repo
 from journeys.store.tables import ACTIVE
@@ -92,11 +93,13 @@ def _moment(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
-def instance_detail(conn: Connection, jv: JourneyVersion, instance_id: str, now: datetime) -> InstanceDetail:
+def instance_detail(
+    conn: Connection, jv: JourneyVersion, instance_id: str, now: datetime, phi: OrgPhi
+) -> InstanceDetail:
     """The instance of the journey with its timeline; raises NotFound (also for another org's)."""
-    row, events = instance_service.get(conn, jv, instance_id)
+    row, events = instance_service.get(conn, jv, instance_id, phi)
     definition = load_version(conn, jv.org_id, jv.journey_id, int(row["version"]))
-    outgoing = list_outgoing(conn, now, jv.org_id, instance_id, MAX_MESSAGES)
+    outgoing = list_outgoing(conn, now, jv.org_id, instance_id, MAX_MESSAGES, phi_of=lambda _: phi)
     messages = {m.id: m for m in outgoing if m.id is not None}
     details = [json.loads(e["detail"]) if e["detail"] else {} for e in events]
     reply_ids = [
@@ -126,7 +129,7 @@ def instance_detail(conn: Connection, jv: JourneyVersion, instance_id: str, now:
         version=int(row["version"]),
         status=row["status"],
         time_zone=row["time_zone"],
-        parameters=json.loads(row["parameters"]),
+        parameters=row["parameters"],
         created_at=row["created_at"],
         start_at=row["start_at"],
         due_at=row["due_at"] if row["status"] == ACTIVE else None,
@@ -153,6 +156,7 @@ def start_subflow(
     flow_id: str,
     given: Mapping[str, str],
     now: datetime,
+    phi: OrgPhi,
 ) -> None:
     """Start subflow `flow_id` on this InProgress instance through the bulk trigger (the API's
     path: the same checks, messages and effects), with the non-empty `given` parameters merged
@@ -171,13 +175,13 @@ def start_subflow(
         raise Invalid(
             f"journey {jv.name!r} has no identifier parameters, so a subflow cannot find its instances"
         )
-    own = json.loads(row["parameters"])
+    own = phi.open_json(row["parameters"])
     parameters = {p.name: own.get(p.name, "") for p in identifiers}
     names = {p.name for p in identifiers}
     parameters.update({k: v for k, v in given.items() if v.strip() and k not in names})
     body = {"flowId": flow_id, "timeZone": row["time_zone"], "instances": [{"parameters": parameters}]}
     try:
-        result = trigger(conn, jv, body, now, max_instances=1)
+        result = trigger(conn, jv, body, now, phi=phi, max_instances=1)
     except TriggerError as exc:
         raise TriggerError([_one_instance(m) for m in exc.messages]) from None
     if result.instance_ids != [instance_id]:  # its identifiers found another instance: undo

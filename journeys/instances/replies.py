@@ -14,6 +14,7 @@ from journeys.definitions.values import NUL_PROBLEM, has_nul
 from journeys.engine.state import InstanceState, ReplyGiven
 from journeys.errors import Invalid, NotFound
 from journeys.ids import new_id
+from journeys.keys.phi import OrgPhi
 from journeys.messaging.consent import apply_keyword
 from journeys.messaging.phone import normalise_phone
 from journeys.store import replies as repo
@@ -58,17 +59,18 @@ def _check(from_: object, body: object) -> tuple[str, str]:
 
 
 def _hand_over(
-    conn: Connection, org_id: str, phone: str, body: str, message_id: str, now: datetime
+    conn: Connection, phi: OrgPhi, phone: str, body: str, message_id: str, now: datetime
 ) -> str | None:
     """Give the reply to the instance waiting for one from `phone` (the most recent), which runs
     its reply branch at once; the instance's id, or None when none waits."""
-    waiting = repo.find_waiting(conn, org_id, phone, now)
+    org_id = phi.org_id
+    waiting = repo.find_waiting(conn, org_id, phi.phone_key(phone), now)
     if waiting is None:
         return None
-    state = InstanceState.from_json(waiting["state"])
+    state = InstanceState.from_json(phi.open(waiting["state"]))
     state = replace(state, reply=ReplyGiven(body, iso_z(now), message_id))
     instance_id: str = waiting["instance_id"]
-    if not repo.deliver_reply(conn, org_id, instance_id, waiting["rev"], state.to_json(), now):
+    if not repo.deliver_reply(conn, org_id, instance_id, waiting["rev"], phi.seal(state.to_json()), now):
         return None
     notify_due(conn)
     detail = {"messageId": message_id}
@@ -84,6 +86,8 @@ def receive_reply(
     now: datetime,
     source: str,
     provider_message_id: str | None = None,
+    *,
+    phi: OrgPhi,
 ) -> ReplyResult:
     """Record an inbound SMS and, when an instance of the org waits for a reply from that number
     (the most recent if several), hand it over: the instance runs its reply branch at once.
@@ -100,8 +104,8 @@ def receive_reply(
             instance = seen["instance_id"]
             return ReplyResult(seen["message_id"], instance is not None, instance, duplicate=True)
     message_id = new_id()
-    keyword = apply_keyword(conn, org_id, phone, text, now)  # STOP / START / HELP: not a reply
-    instance_id = None if keyword else _hand_over(conn, org_id, phone, text, message_id, now)
+    keyword = apply_keyword(conn, org_id, phone, text, now, phi)  # STOP / START / HELP: not a reply
+    instance_id = None if keyword else _hand_over(conn, phi, phone, text, message_id, now)
     repo.insert_inbound(
         conn,
         org_id=org_id,

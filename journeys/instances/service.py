@@ -13,6 +13,8 @@ from sqlalchemy.exc import DBAPIError
 from journeys import errors
 from journeys.catalog.service import JourneyVersion
 from journeys.instances.search import SearchQuery
+from journeys.keys.phi import OrgPhi
+from journeys.keys.searchable import searchable
 from journeys.store import instances as repo
 from journeys.store.db import transaction
 from journeys.store.errors import ErrorKind, error_kind
@@ -30,16 +32,27 @@ class Conflict(errors.Conflict):
     pass
 
 
-def search(conn: Connection, jv: JourneyVersion, query: SearchQuery) -> list[dict[str, Any]]:
-    return repo.search(conn, jv.org_id, jv.journey_id, query.filter, query.skip, query.take)
+def stored_filter(jv: JourneyVersion, flt: Filter | None, phi: OrgPhi) -> Filter | None:
+    """The filter as the stored rows answer it (blind indexes with encryption on); raises
+    Invalid naming each condition they cannot answer (journeys.keys.searchable)."""
+    return None if flt is None else searchable(flt, phi, jv.definition)
+
+
+def search(conn: Connection, jv: JourneyVersion, query: SearchQuery, phi: OrgPhi) -> list[dict[str, Any]]:
+    """The matching instances, newest first; `parameters` opened (a dict)."""
+    flt = stored_filter(jv, query.filter, phi)
+    rows = repo.search(conn, jv.org_id, jv.journey_id, flt, query.skip, query.take)
+    return [{**r, "parameters": phi.open_json(r["parameters"])} for r in rows]
 
 
 def get(
-    conn: Connection, jv: JourneyVersion, instance_id: str
+    conn: Connection, jv: JourneyVersion, instance_id: str, phi: OrgPhi
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The instance (`parameters` opened: a dict) and its timeline."""
     row = repo.get(conn, jv.org_id, jv.journey_id, instance_id)
     if row is None:
         raise NotFound(f"instance {instance_id} not found")
+    row["parameters"] = phi.open_json(row["parameters"])
     return row, repo.events(conn, jv.org_id, instance_id)
 
 

@@ -31,6 +31,8 @@ from journeys.definitions.values import (
 from journeys.engine.state import EMPTY as EMPTY_INSTANCE_STATE
 from journeys.errors import Conflict, Invalid
 from journeys.ids import new_id, new_ids
+from journeys.keys.phi import OrgPhi, plain
+from journeys.keys.searchable import parameter_rows, prefix_names
 from journeys.records import ParameterRow, SubflowMove, TimelineEvent
 from journeys.store import instances as repo
 from journeys.store import stats
@@ -68,13 +70,16 @@ def _q(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def identifier_key(defn: JourneyDefinition, params: dict[str, str]) -> str | None:
-    """A fixed-size key for the identifier values (SHA-256 of their JSON array), or None when
-    the journey has no identifier parameters."""
+def identifier_key(defn: JourneyDefinition, params: dict[str, str], phi: OrgPhi) -> str | None:
+    """A fixed-size key for the identifier values (of their JSON array: a blind index, keyed by
+    the org's key, with encryption on; else SHA-256), or None when the journey has no
+    identifier parameters."""
     ids = defn.identifier_parameters
     if not ids:
         return None
     text = orjson.dumps([params.get(p.name, "") for p in ids]).decode("utf-8")
+    if phi.encrypted:
+        return phi.blind("~identifier", text)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -83,8 +88,11 @@ def _describe_identifier(defn: JourneyDefinition, params: dict[str, str]) -> str
 
 
 class _Validator:
-    def __init__(self, defn: JourneyDefinition, zone: ZoneInfo | None, subflow: bool) -> None:
+    def __init__(
+        self, defn: JourneyDefinition, zone: ZoneInfo | None, subflow: bool, phi: OrgPhi | None = None
+    ) -> None:
         self.defn = defn
+        self.phi = phi or plain()
         self.zone = zone
         self.subflow = subflow
         self.errors: list[str] = []
@@ -152,7 +160,7 @@ class _Validator:
                 ok = False
         if not ok:
             return None
-        return _Entry(index, params, identifier_key(self.defn, params))
+        return _Entry(index, params, identifier_key(self.defn, params, self.phi))
 
 
 def validate_parameters(
@@ -222,6 +230,7 @@ def trigger(
     body: Any,
     now: datetime,
     *,
+    phi: OrgPhi,
     max_instances: int,
     optimistic: bool = False,
 ) -> TriggerResult:
@@ -235,7 +244,7 @@ def trigger(
     defn = jv.definition
     zone = get_zone(tz_name) if tz_name else None
     subflow = defn.subflow(flow_id) if flow_id else None
-    v = _Validator(defn, zone, subflow=flow_id is not None)
+    v = _Validator(defn, zone, subflow=flow_id is not None, phi=phi)
     v.errors.extend(top_errors)
     entries: list[_Entry] = []
     seen: dict[str, int] = {}
@@ -295,6 +304,7 @@ def _start_main(
     ids = new_ids(len(entries))
     main = jv.definition.main_flow
     first_step = main.steps[0].id
+    prefix = prefix_names(jv.definition)
     started = {"batchId": batch_id, "version": jv.version}
     inst_rows: list[dict[str, Any]] = []
     param_rows: list[ParameterRow] = []
@@ -309,7 +319,7 @@ def _start_main(
                 "batch_id": batch_id,
                 "status": ACTIVE,
                 "time_zone": tz,
-                "parameters": orjson.dumps(e.params).decode("utf-8"),
+                "parameters": v.phi.seal_json(e.params),
                 "identifier_key": e.key,
                 "flow_id": main.id,
                 "step_id": first_step,
@@ -321,7 +331,7 @@ def _start_main(
                 "start_at": now,
             }
         )
-        param_rows.extend(ParameterRow.of(jv.org_id, iid, jv.journey_id, n, v) for n, v in e.params.items())
+        param_rows += parameter_rows(v.phi, (jv.org_id, iid), jv.journey_id, e.params, e.params, prefix)
         events.append(event_row(jv.org_id, iid, now, main.id, main.name, None, "started", started))
     repo.insert_rows(conn, journey_instances, inst_rows)
     repo.insert_parameters(conn, param_rows)
@@ -359,7 +369,7 @@ def _merge_parameters(
     e: _Entry, inst_defn: JourneyDefinition, match: dict[str, Any], zone: ZoneInfo | None, v: _Validator
 ) -> tuple[dict[str, str], dict[str, str]]:
     """The instance's parameters with the request's merged in, and those that changed."""
-    merged: dict[str, str] = json.loads(match["parameters"])
+    merged: dict[str, str] = v.phi.open_json(match["parameters"])
     changed: dict[str, str] = {}
     for name, value in e.params.items():
         p = inst_defn.parameter(name)
@@ -399,9 +409,10 @@ def _plan_move(
         return
     merged, changed = _merge_parameters(e, inst_defn, match, zone, v)
     iid = match["instance_id"]
-    parameters = json.dumps(merged, ensure_ascii=False, separators=(",", ":"))
+    parameters = v.phi.seal_json(merged)
     out.moves.append(SubflowMove(iid, int(match["rev"]), flow.id, flow.steps[0].id, now, parameters))
-    out.param_rows.extend(ParameterRow.of(jv.org_id, iid, jv.journey_id, n, v) for n, v in changed.items())
+    prefix = prefix_names(inst_defn)
+    out.param_rows += parameter_rows(v.phi, (jv.org_id, iid), jv.journey_id, merged, changed, prefix)
     detail = {"changedParameters": sorted(changed)}
     out.events.append(event_row(jv.org_id, iid, now, flow.id, flow.name, None, "subflow_started", detail))
 

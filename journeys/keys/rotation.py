@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import Connection
 
+from journeys.keys.box import SecretBox, SecretKeyMissing
 from journeys.keys.envelope import KeyProvider
-from journeys.secrets import SecretBox, SecretKeyMissing
 from journeys.store import keys as repo
 
 

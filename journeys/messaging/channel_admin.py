@@ -13,8 +13,8 @@ from sqlalchemy.engine import Connection
 from journeys.accounts import audit
 from journeys.accounts.audit import Action, Actor
 from journeys.errors import NotFound
+from journeys.keys.box import SecretBox, SecretKeyMissing
 from journeys.messaging.providers import registry
-from journeys.secrets import SecretBox, SecretKeyMissing
 from journeys.store import accounts as accounts_repo
 from journeys.store import channels as repo
 

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 
 from journeys.definitions.values import NUL_PROBLEM, has_nul
 from journeys.errors import Invalid
+from journeys.keys.phi import OrgPhi
 from journeys.messaging.phone import normalise_phone
 from journeys.store import consent as repo
 from journeys.timeline import event_row
@@ -52,27 +53,30 @@ def classify(body: object) -> str | None:
     return None
 
 
-def apply_keyword(conn: Connection, org_id: str, phone: str, body: str, now: datetime) -> str | None:
+def apply_keyword(
+    conn: Connection, org_id: str, phone: str, body: str, now: datetime, phi: OrgPhi
+) -> str | None:
     """Act on a keyword message from `phone` (normalised); returns what it was (None: not a
     keyword, an ordinary reply)."""
     action = classify(body)
     if action == OPT_OUT:
         keyword = body.strip().upper()
         repo.set_status(conn, org_id, phone, repo.OPTED_OUT, keyword, now)
-        _opted_out_effects(conn, org_id, phone, now, {"keyword": keyword})
+        _opted_out_effects(conn, phi, phone, now, {"keyword": keyword})
     elif action == OPT_IN:
         repo.set_status(conn, org_id, phone, repo.OPTED_IN, body.strip().upper(), now)
     return action
 
 
 def _opted_out_effects(
-    conn: Connection, org_id: str, phone: str, now: datetime, detail: dict[str, str]
+    conn: Connection, phi: OrgPhi, phone: str, now: datetime, detail: dict[str, str]
 ) -> None:
     """SMS queued to the number are dropped (an `sms_skipped` event each), and every instance
     that had SMS queued to it or waits for a reply from it gets one `opted_out` event (and so
     one `opted_out` webhook)."""
+    org_id = phi.org_id
     dropped = repo.drop_queued_sms(conn, org_id, phone, OPTED_OUT_REASON)
-    waiting = repo.instances_waiting_on(conn, org_id, phone)
+    waiting = repo.instances_waiting_on(conn, org_id, phi.phone_key(phone))
     told = dict.fromkeys([row["instance_id"] for row in dropped] + waiting)
     record_events(
         conn,
@@ -152,17 +156,18 @@ def _opt_out(row: dict[str, Any]) -> OptOut:
 
 
 def add_opt_out(
-    conn: Connection, org_id: str, phone: object, reason: object, source: str, now: datetime
+    conn: Connection, phi: OrgPhi, phone: object, reason: object, source: str, now: datetime
 ) -> tuple[bool, OptOut]:
     """Opt a number out as staff, with a STOP's effects. Returns (whether this call opted it
     out — False when it already was, and then nothing changes), and its record."""
+    org_id = phi.org_id
     number = parse_phone(phone)
     note = _parse_reason(reason)
     changed = repo.set_status(
         conn, org_id, number, repo.OPTED_OUT, None, now, source, note, only_if_changed=True
     )
     if changed:
-        _opted_out_effects(conn, org_id, number, now, {"source": source})
+        _opted_out_effects(conn, phi, number, now, {"source": source})
     row = repo.get(conn, org_id, number)
     assert row is not None
     return changed, _opt_out(row)

@@ -20,11 +20,11 @@ from sqlalchemy.engine import Engine
 from journeys.backoff import backoff
 from journeys.clock import Clock
 from journeys.config import Settings
+from journeys.keys.box import SecretKeyMissing
 from journeys.messaging.org_channels import org_channel
 from journeys.messaging.providers import registry
 from journeys.messaging.providers.base import OutboundMessage, Provider, SendResult
 from journeys.messaging.status import apply_early_status
-from journeys.secrets import SecretKeyMissing
 from journeys.store import channels as repo
 from journeys.store import messages
 from journeys.store.db import read_only, transaction

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 
 from journeys.definitions.values import has_nul
 from journeys.errors import Invalid
+from journeys.keys.phi import OrgPhi
 from journeys.messaging.outgoing import HOLD_HORIZON, OutgoingMessage, from_hold, from_outbox
 from journeys.messaging.provider_errors import ErrorExplanation, explain
 from journeys.store import messages as repo
@@ -120,9 +121,10 @@ def parse_cursor(value: str) -> tuple[datetime, str] | None:
 
 
 def page_messages(
-    conn: Connection, org_id: str, now: datetime, flt: MessageFilter, after: str, limit: int
+    conn: Connection, phi: OrgPhi, now: datetime, flt: MessageFilter, after: str, limit: int
 ) -> MessagePage:
     """One page of the org's messages, newest first, after the cursor `after` ("" for the first)."""
+    org_id = phi.org_id
     limit = max(1, min(limit, MAX_PAGE))
     before = parse_cursor(after)
     rows: list[tuple[datetime, str, OutgoingMessage | None]] = []
@@ -138,7 +140,7 @@ def page_messages(
             conn, org_id, horizon=now - HOLD_HORIZON, journey_id=flt.journey_id,
             since=flt.since, until=flt.until, before=before, limit=limit + 1,
         ):  # fmt: skip
-            held = from_hold(conn, r)
+            held = from_hold(conn, r, phi)
             rows.append((r["at"], r["event_id"], held if flt.channel in (None, held.channel) else None))
     rows.sort(key=lambda row: (row[0], row[1]), reverse=True)
     taken = rows[:limit]  # the rows this page accounts for (filtered held sends included)

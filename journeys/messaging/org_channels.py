@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 
-from journeys.secrets import SecretBox, SecretKeyMissing
+from journeys.keys.box import SecretBox, SecretKeyMissing
 from journeys.store import channels as repo
 from journeys.store.db import read_only
 

@@ -7,6 +7,7 @@ until then). The listing shows it rendered from the current parameters as a prev
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,6 +19,7 @@ import journeys.catalog.service as catalog
 from journeys.definitions.model import JourneyDefinition, SendEmailStep, SendSmsStep
 from journeys.definitions.templates import TemplateRenderError, render
 from journeys.definitions.values import get_zone
+from journeys.keys.phi import OrgPhi
 from journeys.messaging.phone import normalise_phone
 from journeys.store import messages as repo
 
@@ -72,11 +74,14 @@ def list_outgoing(
     org_id: str | None = None,
     instance_id: str | None = None,
     limit: int = 100,
+    *,
+    phi_of: Callable[[str], OrgPhi],
 ) -> list[OutgoingMessage]:
-    """Outbox messages and held sends, newest first (at most `limit`)."""
+    """Outbox messages and held sends, newest first (at most `limit`); `phi_of` gives an org's
+    way of storing patient data (Vault.org), to read a held send's parameters."""
     out = [from_outbox(r) for r in repo.list_messages(conn, org_id, instance_id, limit)]
     held = repo.list_held_sends(conn, now - HOLD_HORIZON, org_id, instance_id, limit)
-    out += [from_hold(conn, r) for r in held]
+    out += [from_hold(conn, r, phi_of(r["org_id"])) for r in held]
     out.sort(key=lambda m: m.created_at, reverse=True)
     return out[:limit]
 
@@ -103,13 +108,13 @@ def from_outbox(r: dict[str, Any]) -> OutgoingMessage:
     )
 
 
-def from_hold(conn: Connection, r: dict[str, Any]) -> OutgoingMessage:
+def from_hold(conn: Connection, r: dict[str, Any], phi: OrgPhi) -> OutgoingMessage:
     definition = catalog.load_version(conn, r["org_id"], r["journey_id"], int(r["version"]))
     step = _step(definition, int(r["step_id"]))
     detail = orjson.loads(r["detail"] or "{}")
     channel, to, body = "sms", None, None
     if step is not None:
-        params = {str(k): str(v) for k, v in orjson.loads(r["parameters"] or "{}").items() if v is not None}
+        params = {str(k): str(v) for k, v in (phi.open_json(r["parameters"]) or {}).items() if v is not None}
         canonical = definition.parameter(step.to)
         raw = params.get(canonical.name if canonical else step.to, "")
         channel = "sms" if isinstance(step, SendSmsStep) else "email"

@@ -128,11 +128,11 @@ def drop_queued_sms(conn: Connection, org_id: str, phone: str, reason: str) -> l
     return rows
 
 
-def instances_waiting_on(conn: Connection, org_id: str, phone: str) -> list[str]:
-    """Active instances of the org waiting for a reply from `phone`."""
+def instances_waiting_on(conn: Connection, org_id: str, phone_key: str) -> list[str]:
+    """Active instances of the org waiting for a reply from the number `phone_key` stands for."""
     q = sa.select(journey_instances.c.instance_id).where(
         journey_instances.c.org_id == org_id,
-        journey_instances.c.waiting_reply_phone == phone,
+        journey_instances.c.waiting_reply_phone == phone_key,
         journey_instances.c.status == ACTIVE_LITERAL,
     )
     return [r[0] for r in conn.execute(q)]

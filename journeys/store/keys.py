@@ -1,5 +1,5 @@
 """Each org's wrapped data keys, and the sealed secrets a key rotation reseals (SQL only;
-wrapping and sealing are journeys.keys' and journeys.secrets')."""
+wrapping and sealing are journeys.keys' and journeys.keys.box')."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from journeys.store.tables import org_channels, org_keys, users, webhook_subscriptions
+from journeys.store.tables import org_channels, org_keys, orgs, users, webhook_subscriptions
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,10 @@ class KeyRow:
     version: int
     kek_id: str
     wrapped: bytes
+
+
+def org_exists(conn: Connection, org_id: str) -> bool:
+    return conn.execute(sa.select(orgs.c.org_id).where(orgs.c.org_id == org_id)).first() is not None
 
 
 def of_org(conn: Connection, org_id: str) -> list[KeyRow]:
@@ -62,7 +66,7 @@ def rewrap(conn: Connection, row: KeyRow) -> None:
     )
 
 
-# Values sealed by journeys.secrets (provider credentials, webhook secrets, TOTP secrets): each
+# Values sealed by journeys.keys.box (provider credentials, webhook secrets, TOTP secrets): each
 # table's key columns and sealed column, for resealing them under a new secret key.
 _SEALED = {
     "org_channels": (org_channels, ("org_id", "channel"), "config_encrypted"),

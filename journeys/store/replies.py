@@ -12,14 +12,15 @@ from journeys.store.tables import ACTIVE_LITERAL, inbound_messages, journey_inst
 ji = journey_instances
 
 
-def find_waiting(conn: Connection, org_id: str, phone: str, now: Any) -> dict[str, Any] | None:
-    """The instance of the org that most recently started waiting for a reply from `phone`, and
+def find_waiting(conn: Connection, org_id: str, phone_key: str, now: Any) -> dict[str, Any] | None:
+    """The instance of the org that most recently started waiting for a reply from the number
+    `phone_key` stands for (journeys.keys.phi), and
     whose wait has not timed out (a reply after the deadline does not count as the answer)."""
     q = (
         sa.select(ji.c.instance_id, ji.c.journey_id, ji.c.state, ji.c.rev)
         .where(
             ji.c.org_id == org_id,
-            ji.c.waiting_reply_phone == phone,
+            ji.c.waiting_reply_phone == phone_key,
             ji.c.status == ACTIVE_LITERAL,
             ji.c.due_at > now,
         )

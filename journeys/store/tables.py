@@ -129,7 +129,7 @@ journey_instances = sa.Table(
     sa.Column("start_at", UTCDateTime, nullable=False),
     sa.Column("ended_at", UTCDateTime, nullable=True),
     # Set while the instance waits for an SMS reply from this (normalised) number.
-    sa.Column("waiting_reply_phone", sa.String(20), nullable=True),
+    sa.Column("waiting_reply_phone", sa.String(64), nullable=True),  # number, or its blind index
     # The claim token of the worker batch holding the instance; due_at is then the lease's expiry.
     sa.Column("lease_owner", sa.String(64), nullable=True),
     sa.PrimaryKeyConstraint("org_id", "instance_id"),

@@ -40,10 +40,12 @@ ji = journey_instances
 Key = tuple[str, str]  # (org_id, instance_id)
 
 def claim_due(
-    conn: Connection, now: datetime, limit: int, token: str, lease: timedelta
+    conn: Connection, now: datetime, limit: int, token: str, lease: timedelta, *, sealed: bool = True
 ) -> list[ClaimedInstance]:
-    """Lease up to `limit` due instances (earliest due first) to the batch `token`."""
-    sql = backend_for(conn).claim_due_sql
+    """Lease up to `limit` due instances (earliest due first) to the batch `token`; without
+    `sealed`, only instances whose parameters are not sealed (a worker that has no key)."""
+    backend = backend_for(conn)
+    sql = backend.claim_due_sql if sealed else backend.claim_plain_sql
     params = {"now": now, "lease_until": now + lease, "token": token, "limit": limit}
     return [ClaimedInstance(**r) for r in conn.execute(sql, params).mappings()]
 

@@ -23,7 +23,7 @@ from journeys import outbound
 from journeys.backoff import backoff
 from journeys.clock import Clock
 from journeys.config import Settings
-from journeys.secrets import SecretKeyMissing
+from journeys.keys.box import SecretKeyMissing
 from journeys.store import webhooks as repo
 from journeys.store.db import transaction
 

@@ -16,8 +16,8 @@ from sqlalchemy.engine import Engine
 from journeys.definitions.values import NUL_PROBLEM, has_nul
 from journeys.errors import JourneysError, Kind
 from journeys.ids import new_id
+from journeys.keys.box import SecretBox
 from journeys.outbound import ADDRESS_NOT_ALLOWED, AddressNotAllowed, OutboundPolicy, mask_url
-from journeys.secrets import SecretBox
 from journeys.store import webhooks as repo
 from journeys.store.db import read_only, transaction
 from journeys.webhooks import delivery as sender

@@ -22,7 +22,7 @@ from journeys.clock import ManualClock
 from journeys.config import Settings
 from journeys.definitions import load_definition_file, load_definition_text
 from journeys.engine.worker import Worker
-from journeys.secrets import SecretBox
+from journeys.keys.box import SecretBox
 from journeys.store import channels
 from journeys.store.db import transaction
 

@@ -14,8 +14,8 @@ from journeys.config import Settings
 from journeys.console import web
 from journeys.console.web import FormAction, Staff
 from journeys.errors import NotFound
+from journeys.keys.box import SecretBox
 from journeys.messaging import channel_admin
-from journeys.secrets import SecretBox
 from journeys.store.db import read_only, transaction
 
 router = APIRouter(prefix=web.PREFIX + "/admin")

@@ -4,7 +4,6 @@ API's parser and services do the work; each search, view and action is audited."
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -62,7 +61,7 @@ class Found:
         return cls(
             row["instance_id"],
             row["status"],
-            json.loads(row["parameters"]),
+            row["parameters"],
             row["created_at"],
             row["last_event_at"],
             row["last_flow_name"],
@@ -94,8 +93,9 @@ async def find_page(request: Request, staff: Staff = Depends(web.allowed(Permiss
                 query = parse_search(
                     built.body, known, settings.search_default_take, settings.search_max_take
                 )
-                rows = instance_service.search(conn, chosen, replace(query, take=query.take + 1))
-            except SearchError as exc:
+                phi = state.vault.org(staff.org_id)
+                rows = instance_service.search(conn, chosen, replace(query, take=query.take + 1), phi)
+            except Invalid as exc:  # SearchError, or a condition encrypted values cannot answer
                 context["problems"] = [built.explain(m) for m in exc.messages]
                 return context, 400
         context.update(
@@ -159,7 +159,7 @@ def _instance_page(
     state = request.app.state
     with read_only(state.engine) as conn:
         jv = _journey(conn, staff.org_id, journey_id)
-        detail = instance_detail(conn, jv, instance_id, state.clock.now())
+        detail = instance_detail(conn, jv, instance_id, state.clock.now(), state.vault.org(staff.org_id))
     web.record(request, staff, Action.INSTANCE_VIEW, target_kind="instance", target_ids=(instance_id,))
     return web.render(
         request,
@@ -222,11 +222,12 @@ async def subflow(
     given = {k[len(PARAM) :]: action.text(k) for k in action.form if k.startswith(PARAM)}
 
     def work() -> None:
+        phi = state.vault.org(action.staff.org_id)  # before the transaction (journeys.keys.phi)
         for attempt in range(SUBFLOW_ATTEMPTS):
             try:
                 with transaction(state.engine) as conn:
                     jv = _journey(conn, action.staff.org_id, journey_id)
-                    start_subflow(conn, jv, instance_id, flow, given, state.clock.now())
+                    start_subflow(conn, jv, instance_id, flow, given, state.clock.now(), phi)
                     entry = web.audit_entry(
                         request, action.staff, Action.INSTANCES_TRIGGER,
                         target_kind="instance", target_ids=(instance_id,), count=1,

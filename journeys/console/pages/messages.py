@@ -43,7 +43,9 @@ async def messages_page(request: Request, staff: Staff = Depends(web.allowed(Per
                 flt = message_list.parse_filter(
                     query["status"], query["channel"], query["journey"], query["from"], query["to"]
                 )
-                found = message_list.page_messages(conn, staff.org_id, now, flt, query["after"], PAGE_SIZE)
+                found = message_list.page_messages(
+                    conn, request.app.state.vault.org(staff.org_id), now, flt, query["after"], PAGE_SIZE
+                )
             except MessageListError as exc:
                 return journeys, None, exc.errors
         ids = tuple(m.message.id for m in found.messages if m.message.id)

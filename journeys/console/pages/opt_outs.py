@@ -83,11 +83,12 @@ async def add_opt_out(
     form = {name: action.text(name) for name in ("phone", "channel", "reason")}
 
     def change() -> bool:
+        phi = request.app.state.vault.org(staff.org_id)  # before the transaction (journeys.keys.phi)
         with transaction(request.app.state.engine) as conn:
             consent.parse_channel(form["channel"])
             created, _ = consent.add_opt_out(
                 conn,
-                staff.org_id,
+                phi,
                 form["phone"],
                 form["reason"].strip(),
                 SOURCE,

@@ -159,10 +159,11 @@ async def preview(request: Request, action: FormAction = Depends(csv_form)) -> R
 
     def dry_run() -> Outcome:
         now = request.app.state.clock.now()
+        phi = request.app.state.vault.org(action.staff.org_id)
         results: list[ChunkResult] = []
         with rolled_back(request.app.state.engine) as conn:
             for chunk in csv_import.chunks(rows):
-                results.append(csv_import.trigger_chunk(conn, up.jv, chunk, tz, now))
+                results.append(csv_import.trigger_chunk(conn, up.jv, chunk, tz, now, phi))
         # the preview tells which identifiers are already active: recorded as a search
         web.record(
             request, action.staff, Action.INSTANCES_SEARCH, target_kind="journey",
@@ -206,8 +207,9 @@ def _page_parts(request: Request, staff: Staff, **context: Any) -> tuple[str, st
 
 def _trigger(request: Request, staff: Staff, up: Upload, tz: str, chunk: Sequence[CsvRow]) -> ChunkResult:
     state = request.app.state
+    phi = state.vault.org(staff.org_id)  # before the transaction (journeys.keys.phi)
     with transaction(state.engine) as conn:
-        result = csv_import.trigger_chunk(conn, up.jv, chunk, tz, state.clock.now())
+        result = csv_import.trigger_chunk(conn, up.jv, chunk, tz, state.clock.now(), phi)
         if result.triggered:
             entry = web.audit_entry(
                 request,

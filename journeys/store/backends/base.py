@@ -62,8 +62,11 @@ CLAIM_COLUMNS = (
     "org_id, instance_id, journey_id, version, flow_id, step_id, time_zone, parameters, state, rev, attempts"
 )
 CLAIM_DUE_WHERE = (
-    "status = 'InProgress' AND due_at IS NOT NULL AND due_at <= :now ORDER BY due_at LIMIT :limit"
+    "status = 'InProgress' AND due_at IS NOT NULL AND due_at <= :now{only} ORDER BY due_at LIMIT :limit"
 )
+# A worker without JOURNEYS_SECRET_KEY leaves instances whose parameters are sealed (journeys.keys.phi)
+# to the workers that can read them.
+PLAIN_ONLY = " AND substr(parameters, 1, 1) <> '~'"
 CLAIM_BINDS = (
     sa.bindparam("now", type_=UTCDateTime()),
     sa.bindparam("lease_until", type_=UTCDateTime()),
@@ -105,6 +108,7 @@ class Backend(ABC):
     name: ClassVar[str]  # SQLAlchemy's dialect name
     key_chunk: ClassVar[int]  # keys per look-up or update statement (an IN list, or one array)
     claim_due_sql: sa.TextClause  # lease due instances: binds now, lease_until, token, limit
+    claim_plain_sql: sa.TextClause  # the same, of instances whose parameters are not sealed
     deliver_to_outbox_sql: sa.TextClause  # hand messages of orgs with no provider to the outbox
     outbox_claim_sql: dict[str, sa.TextClause]  # by status: lease messages for sending
 

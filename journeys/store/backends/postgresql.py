@@ -30,6 +30,7 @@ from journeys.store.backends.base import (
     CLAIM_BINDS,
     CLAIM_COLUMNS,
     CLAIM_DUE_WHERE,
+    PLAIN_ONLY,
     Backend,
     CursorUpdateSpec,
     ErrorKind,
@@ -53,12 +54,17 @@ ji = journey_instances
 # ---------------------------------------------------------------- SQL
 # The subquery locks the rows it picks, so their ctid cannot change before the UPDATE reads
 # them: a TID scan, whatever the planner thinks of the table's size.
-CLAIM_DUE = sa.text(
-    "UPDATE journey_instances SET lease_owner = :token, due_at = :lease_until "
-    "WHERE ctid = ANY(ARRAY(SELECT ctid FROM journey_instances "
-    f"WHERE {CLAIM_DUE_WHERE} FOR UPDATE SKIP LOCKED)) "
-    f"RETURNING {CLAIM_COLUMNS}"
-).bindparams(*CLAIM_BINDS)
+def _claim_due(only: str) -> sa.TextClause:
+    return sa.text(
+        "UPDATE journey_instances SET lease_owner = :token, due_at = :lease_until "
+        "WHERE ctid = ANY(ARRAY(SELECT ctid FROM journey_instances "
+        f"WHERE {CLAIM_DUE_WHERE.format(only=only)} FOR UPDATE SKIP LOCKED)) "
+        f"RETURNING {CLAIM_COLUMNS}"
+    ).bindparams(*CLAIM_BINDS)
+
+
+CLAIM_DUE = _claim_due("")
+CLAIM_PLAIN = _claim_due(PLAIN_ONLY)
 
 # Delivery by the built-in outbox provider. The instance rows are read FOR SHARE, so delivery
 # waits for a cancel that is in flight and then sees its result (rows are locked
@@ -154,6 +160,7 @@ class PostgreSQLBackend(Backend):
     name = "postgresql"
     key_chunk = KEY_CHUNK
     claim_due_sql = CLAIM_DUE
+    claim_plain_sql = CLAIM_PLAIN
     deliver_to_outbox_sql = DELIVER_TO_OUTBOX
     outbox_claim_sql = outbox_claim_statements(lock=" FOR UPDATE OF o SKIP LOCKED")
 

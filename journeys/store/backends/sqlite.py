@@ -32,6 +32,7 @@ from journeys.store.backends.base import (
     CLAIM_BINDS,
     CLAIM_COLUMNS,
     CLAIM_DUE_WHERE,
+    PLAIN_ONLY,
     Backend,
     CursorUpdateSpec,
     ErrorKind,
@@ -51,12 +52,17 @@ CHUNK = 500  # IN-list size: well under SQLite's bind limit
 ji = journey_instances
 
 # ---------------------------------------------------------------- SQL
-CLAIM_DUE = sa.text(
-    "UPDATE journey_instances SET lease_owner = :token, due_at = :lease_until "
-    "WHERE (org_id, instance_id) IN (SELECT org_id, instance_id FROM journey_instances "
-    f"WHERE {CLAIM_DUE_WHERE}) "
-    f"RETURNING {CLAIM_COLUMNS}"
-).bindparams(*CLAIM_BINDS)
+def _claim_due(only: str) -> sa.TextClause:
+    return sa.text(
+        "UPDATE journey_instances SET lease_owner = :token, due_at = :lease_until "
+        "WHERE (org_id, instance_id) IN (SELECT org_id, instance_id FROM journey_instances "
+        f"WHERE {CLAIM_DUE_WHERE.format(only=only)}) "
+        f"RETURNING {CLAIM_COLUMNS}"
+    ).bindparams(*CLAIM_BINDS)
+
+
+CLAIM_DUE = _claim_due("")
+CLAIM_PLAIN = _claim_due(PLAIN_ONLY)
 
 # Delivery by the built-in outbox provider: one set-based statement. A message of a cancelled
 # instance was already marked 'dropped' by the cancel, and the instance-status check makes
@@ -123,6 +129,7 @@ class SQLiteBackend(Backend):
     name = "sqlite"
     key_chunk = CHUNK
     claim_due_sql = CLAIM_DUE
+    claim_plain_sql = CLAIM_PLAIN
     deliver_to_outbox_sql = DELIVER_TO_OUTBOX
     outbox_claim_sql = outbox_claim_statements(lock="")
 
