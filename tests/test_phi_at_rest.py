@@ -5,6 +5,8 @@ and reply matching still find them. Conditions blind indexes cannot answer get a
 
 from __future__ import annotations
 
+import json
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,6 +14,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from support.api import bulk
+from support.cli import JOURNEYS, clean_env
 from support.keys import strong_key
 from support.server import Server, Tenant
 
@@ -169,6 +172,27 @@ def test_a_reply_reaches_the_waiting_instance_and_is_stored_sealed(sealed: Serve
     sealed.run_worker()
     assert found(sealed, t, "answer", "equals", REPLY) == ["W-1"]  # the saved reply, searchable
     assert "Quetzalcoatl" not in raw_rows(sealed, t.org_id)
+
+
+def test_message_texts_are_stored_sealed_and_shown_to_staff(sealed: Server, t: Tenant) -> None:
+    start(sealed, t, "M-1")
+    sealed.run_worker()  # the SMS "Hi Zebulon …: reply C", handed to the built-in outbox
+    with sealed.engine.connect() as conn:
+        texts = sa.text("SELECT body, subject, html FROM outbox WHERE org_id = :o")
+        stored = repr(conn.execute(texts, {"o": t.org_id}).all())
+    assert "Hi " not in stored and "Zebulon" not in stored and "reply C" not in stored
+    env = clean_env(JOURNEYS_SECRET_KEY=sealed.settings.secret_key or "")
+    proc = subprocess.run(
+        [*JOURNEYS, "--db", sealed.settings.database_url, "messages", "--org", t.org_id, "--json"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert f"Hi {NAME}: reply C" in [m["body"] for m in json.loads(proc.stdout)]
+    keyless = subprocess.run(
+        [*JOURNEYS, "--db", sealed.settings.database_url, "messages", "--org", t.org_id, "--json"],
+        env=clean_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert keyless.returncode == 1 and "is stored encrypted: set JOURNEYS_SECRET_KEY" in keyless.stderr
 
 
 def test_stop_ends_the_wait_of_an_instance_found_by_its_blind_number(sealed: Server, t: Tenant) -> None:

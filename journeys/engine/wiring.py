@@ -24,5 +24,4 @@ def build_worker(engine: Engine, settings: Settings, clock: Clock) -> Worker:
         poll_interval=settings.worker_poll_interval,
         lease=timedelta(seconds=settings.worker_lease_seconds),
         dispatcher=Dispatcher(engine, clock, settings, batch_size=settings.send_batch_size),
-        vault=settings.vault(engine),
     )

@@ -110,7 +110,7 @@ class Worker:
         self.dispatcher = dispatcher or Dispatcher(engine, clock)
         self.webhooks = webhooks or WebhookSender(engine, clock, self.dispatcher.settings)
         # Patient data is sealed with each org's key whenever JOURNEYS_SECRET_KEY is set.
-        self.vault = vault or self.dispatcher.settings.vault(engine)
+        self.vault = vault or self.dispatcher.vault
         # http_request steps reach only what JOURNEYS_OUTBOUND_ALLOW and the public internet allow.
         self.outbound = self.dispatcher.settings.outbound_policy()
         self.wake = threading.Event()
@@ -187,7 +187,7 @@ class Worker:
             if fx.http_call is not None:
                 calls.append(HttpWork(row.org_id, row.instance_id, row.rev + 1, fx.http_call))
         record_events(conn, events)
-        queue_messages(conn, messages)
+        queue_messages(conn, messages, phis)
         replace_parameters(conn, param_rows)
         add_passes(conn, shard_of(self.worker_id), step_passes(done))  # last: its rows are shared
         return calls

@@ -62,6 +62,7 @@ class Dispatcher:
         self.clock = clock
         self.settings = settings or Settings.defaults()
         self.box = self.settings.secret_box()
+        self.vault = self.settings.vault(engine)  # messages' subjects and bodies are sealed
         self.batch_size = batch_size
         self._providers: dict[tuple[str, str], tuple[Any, Provider]] = {}
 
@@ -115,17 +116,18 @@ class Dispatcher:
 
     def _attempt(self, row: dict[str, Any]) -> tuple[SendResult, str]:
         """Send once; the result and the provider's name. Never raises."""
-        message = OutboundMessage(
-            org_id=row["org_id"],
-            message_id=row["message_id"],
-            channel=row["channel"],
-            to=row["to_address"],
-            subject=row["subject"],
-            body=row["body"],
-            html=row["html"],
-            idempotency_key=row["idempotency_key"],
-        )
         try:
+            phi = self.vault.org(row["org_id"])  # KeyUnavailable: another key; retried like any error
+            message = OutboundMessage(
+                org_id=row["org_id"],
+                message_id=row["message_id"],
+                channel=row["channel"],
+                to=row["to_address"],
+                subject=None if row["subject"] is None else phi.open(row["subject"]),
+                body=phi.open(row["body"]),
+                html=None if row["html"] is None else phi.open(row["html"]),
+                idempotency_key=row["idempotency_key"],
+            )
             provider = self._provider(row["org_id"], row["channel"])
             if provider is None:  # the channel was removed meanwhile: the built-in outbox takes it
                 return SendResult(ok=True, provider_message_id=None), "outbox"

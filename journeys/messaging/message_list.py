@@ -134,7 +134,7 @@ def page_messages(
             conn, org_id, statuses=statuses, channel=flt.channel, journey_id=flt.journey_id,
             since=flt.since, until=flt.until, before=before, limit=limit + 1,
         ):  # fmt: skip
-            rows.append((r["created_at"], r["message_id"], from_outbox(r)))
+            rows.append((r["created_at"], r["message_id"], from_outbox(r, phi)))
     if flt.status in (None, "held"):
         for r in repo.page_held_sends(
             conn, org_id, horizon=now - HOLD_HORIZON, journey_id=flt.journey_id,

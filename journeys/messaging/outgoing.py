@@ -79,14 +79,14 @@ def list_outgoing(
 ) -> list[OutgoingMessage]:
     """Outbox messages and held sends, newest first (at most `limit`); `phi_of` gives an org's
     way of storing patient data (Vault.org), to read a held send's parameters."""
-    out = [from_outbox(r) for r in repo.list_messages(conn, org_id, instance_id, limit)]
+    out = [from_outbox(r, phi_of(r["org_id"])) for r in repo.list_messages(conn, org_id, instance_id, limit)]
     held = repo.list_held_sends(conn, now - HOLD_HORIZON, org_id, instance_id, limit)
     out += [from_hold(conn, r, phi_of(r["org_id"])) for r in held]
     out.sort(key=lambda m: m.created_at, reverse=True)
     return out[:limit]
 
 
-def from_outbox(r: dict[str, Any]) -> OutgoingMessage:
+def from_outbox(r: dict[str, Any], phi: OrgPhi) -> OutgoingMessage:
     waiting = r["status"] in ("queued", "sending")
     return OutgoingMessage(
         id=r["message_id"],
@@ -95,7 +95,7 @@ def from_outbox(r: dict[str, Any]) -> OutgoingMessage:
         step_id=r["step_id"],
         channel=r["channel"],
         to=r["to_address"],
-        body=r["body"],
+        body=phi.open(r["body"]),
         status=r["status"],
         created_at=r["created_at"],
         sent_at=r["sent_at"],
@@ -104,7 +104,7 @@ def from_outbox(r: dict[str, Any]) -> OutgoingMessage:
         journey_id=r["journey_id"],
         provider=r["provider"],
         error_code=r["error_code"],
-        subject=r["subject"],
+        subject=None if r["subject"] is None else phi.open(r["subject"]),
     )
 
 

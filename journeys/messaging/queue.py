@@ -5,11 +5,13 @@ Rules only; the SQL is in `journeys.store.work` (which stores what it is given).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
+from msgspec.structs import replace
 from sqlalchemy.engine import Connection
 
+from journeys.keys.phi import OrgPhi
 from journeys.records import OutboxEntry, QueuedMessage
 from journeys.store import work
 from journeys.store.consent import OptOutCache
@@ -18,20 +20,28 @@ LEDGER_WINDOW = timedelta(days=8)  # covers "per 7 days" and "per day" in any ti
 PREFETCH_CHUNK = 500
 
 
-def queue_messages(conn: Connection, messages: Sequence[QueuedMessage]) -> None:
-    """Write queued messages. Those of an org with no provider for the channel are handed to
+def queue_messages(conn: Connection, messages: Sequence[QueuedMessage], phis: Mapping[str, OrgPhi]) -> None:
+    """Write queued messages, their subjects and bodies sealed with their org's key (`phis`,
+    journeys.keys.phi). Those of an org with no provider for the channel are handed to
     the built-in outbox as they are written (status `sent`, provider `outbox`) — what the
     dispatcher's delivery to the outbox would do right after the commit, without a second write."""
     if not messages:
         return
     configured = work.configured_channels(conn, sorted({m.org_id for m in messages}))
     entries = []
-    for m in messages:
+    for m in map(lambda m: _sealed(m, phis[m.org_id]), messages):
         if (m.org_id, m.channel) in configured:  # due now: the dispatcher sends it after the commit
             entries.append(OutboxEntry(m, "queued", m.created_at, None, None))
         else:
             entries.append(OutboxEntry(m, "sent", m.created_at, m.created_at, "outbox"))
     work.insert_messages(conn, entries)
+
+
+def _sealed(m: QueuedMessage, phi: OrgPhi) -> QueuedMessage:
+    if not phi.encrypted:
+        return m
+    subject, html = (None if v is None else phi.seal(v) for v in (m.subject, m.html))
+    return replace(m, subject=subject, body=phi.seal(m.body), html=html)
 
 
 class SmsLedger:
