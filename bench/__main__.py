@@ -16,6 +16,7 @@ Environment:
   JOURNEYS_BENCH_FRESH_ROWS    instances loaded before "search right after a load" (default 100,000)
   JOURNEYS_BENCH_FRESH_QUERIES searches of each kind right after the load (default 200)
   JOURNEYS_BENCH_FRESH_RUNS    runs of that figure, each on a new database (default 1)
+  JOURNEYS_BENCH_ENCRYPTED     1: servers and workers run with JOURNEYS_SECRET_KEY (patient data sealed)
 """
 
 from __future__ import annotations

@@ -176,8 +176,18 @@ class Proc:
             self.proc.wait(10)
 
 
+# JOURNEYS_BENCH_ENCRYPTED=1: the server and workers run with a secret key, so patient data is
+# sealed and searched through blind indexes (journeys.keys.phi); compare with a run without it.
+BENCH_SECRET_KEY = "bench-secret-key-" + "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUV"
+
+
+def encrypted() -> bool:
+    return os.environ.get("JOURNEYS_BENCH_ENCRYPTED", "") == "1"
+
+
 def _env(db: Database, **extra: str) -> dict[str, str]:
-    return {"JOURNEYS_DATABASE_URL": db.url, "JOURNEYS_LOG_LEVEL": "WARNING", **extra}
+    key = {"JOURNEYS_SECRET_KEY": BENCH_SECRET_KEY} if encrypted() else {}
+    return {"JOURNEYS_DATABASE_URL": db.url, "JOURNEYS_LOG_LEVEL": "WARNING", **key, **extra}
 
 
 def start_server(db: Database) -> tuple[Proc, str]:

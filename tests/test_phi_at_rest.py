@@ -31,6 +31,7 @@ parameters:
   - {name: patientName, search: prefix}
   - {name: phoneNumber, type: phone}
   - {name: answer, required: false}
+  - {name: visitAt, type: datetime, required: false, search: prefix}
 flows:
   - id: main
     name: Main
@@ -109,6 +110,11 @@ def test_parameters_are_stored_sealed_and_found_by_search(sealed: Server, t: Ten
     assert found(sealed, t, "patientName", "startsWith", "Zebulon Quix") == ["A-1"]  # 12 characters
     assert found(sealed, t, "patientName", "startsWith", "z") == []  # case-sensitive, as unencrypted
     assert found(sealed, t, "appointmentId", "equals", "A-2") == ["A-2"]
+    visit = {"appointmentId": "A-3", "patientName": "Vera", "phoneNumber": PHONE}
+    bulk(sealed.http, t, [{"parameters": {**visit, "visitAt": "2026-12-01 08:30"}}])
+    for day in ("2026", "2026-12", "2026-12-01", "2026-12-01 08", "2026-12-01 08:30"):
+        assert found(sealed, t, "visitAt", "startsWith", day) == ["A-3"]
+    assert found(sealed, t, "visitAt", "startsWith", "2026-12-02") == []
     r = search(sealed, t, {"type": "JourneyParameterSpecification", "parameterName": "appointmentId",
                            "operator": "equals", "rightOperand": "A-1"})  # fmt: skip
     (one,) = r.json()
@@ -124,6 +130,7 @@ def test_parameters_are_stored_sealed_and_found_by_search(sealed: Server, t: Ten
         ("appointmentId", "startsWith", "A-", "not marked 'search: prefix'"),
         ("patientName", "startsWith", "Zebulon Quixo", "takes 1 to 12 characters"),
         ("patientName", "startsWith", "", "takes 1 to 12 characters"),
+        ("visitAt", "startsWith", "2026-12-0", "takes a year, month, day, hour or minute"),
     ],
 )
 def test_conditions_blind_indexes_cannot_answer_are_refused(
@@ -136,7 +143,7 @@ def test_conditions_blind_indexes_cannot_answer_are_refused(
     assert r.status_code == 400, r.text
     (message,) = r.json()
     assert problem in message and repr(name) in message and "encrypted" in message
-    assert operand not in message or not operand
+    assert repr(operand) not in message or not operand  # the operand is not quoted back
     cancel = sealed.http.post(
         f"/api/orgs/{t.org_id}/journeys/{t.journey_id}/instances/cancel",
         json={"filterSpecification": spec}, headers=t.headers,
@@ -217,4 +224,4 @@ def test_a_parameters_search_must_be_exact_or_prefix() -> None:
     expected = "parameters[1].search: unknown value 'fuzzy' (expected one of: exact, prefix)"
     assert expected in problem.format("x")
     defn = load_definition_text(DEFINITION)
-    assert [p.name for p in defn.parameters if p.prefix_searchable] == ["patientName"]
+    assert [p.name for p in defn.parameters if p.prefix_searchable] == ["patientName", "visitAt"]

@@ -11,6 +11,8 @@ import hashlib
 import hmac
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -39,23 +41,32 @@ class Keyring:
     keys: dict[int, DataKey] = field(repr=False)
     current: int
 
+    @cached_property
+    def _ciphers(self) -> dict[int, AESGCM]:
+        return {version: AESGCM(key.key) for version, key in self.keys.items()}
+
+    @cached_property
+    def _blind_mac(self) -> Any:
+        """The blind indexes' HMAC, keyed once (each index copies it)."""
+        key = derive(self.keys[min(self.keys)].key, "blind index v1")
+        return hmac.new(key, digestmod=hashlib.sha256)
+
     def seal(self, plaintext: str) -> bytes:
-        key = self.keys[self.current]
         nonce = os.urandom(NONCE)
-        header = bytes([FORMAT]) + key.version.to_bytes(4, "big")
-        body = AESGCM(key.key).encrypt(nonce, plaintext.encode("utf-8"), self._aad(header))
+        header = bytes([FORMAT]) + self.current.to_bytes(4, "big")
+        body = self._ciphers[self.current].encrypt(nonce, plaintext.encode("utf-8"), self._aad(header))
         return header + nonce + body
 
     def open(self, sealed: bytes) -> str:
         if len(sealed) < HEADER + NONCE + 16 or sealed[0] != FORMAT:
             raise KeyUnavailable("a stored value is not in a sealed form this server reads")
         version = int.from_bytes(sealed[1:HEADER], "big")
-        key = self.keys.get(version)
-        if key is None:
+        cipher = self._ciphers.get(version)
+        if cipher is None:
             raise KeyUnavailable(f"a stored value is sealed with data key version {version}, not found")
         nonce, body = sealed[HEADER : HEADER + NONCE], sealed[HEADER + NONCE :]
         try:
-            return AESGCM(key.key).decrypt(nonce, body, self._aad(sealed[:HEADER])).decode("utf-8")
+            return cipher.decrypt(nonce, body, self._aad(sealed[:HEADER])).decode("utf-8")
         except InvalidTag:
             raise KeyUnavailable("a stored value does not open with its org's data key") from None
 
@@ -63,9 +74,9 @@ class Keyring:
         """The blind index of `value` (already normalised) for `purpose` (e.g. a parameter name):
         equal values give equal indexes within one org and purpose. Keyed by the org's first data
         key, so a new data key does not change the indexes (re-keying them is a re-index)."""
-        key = derive(self.keys[min(self.keys)].key, "blind index v1")
-        message = purpose.encode("utf-8") + b"\x00" + value.encode("utf-8")
-        return hmac.new(key, message, hashlib.sha256).digest()[:BLIND_BYTES]
+        mac = self._blind_mac.copy()
+        mac.update(purpose.encode("utf-8") + b"\x00" + value.encode("utf-8"))
+        return bytes(mac.digest()[:BLIND_BYTES])
 
     def _aad(self, header: bytes) -> bytes:
         return b"journeys value|" + self.org_id.encode("ascii") + b"|" + header

@@ -3,8 +3,10 @@ rows (`instance_parameters`) as blind indexes, so search works on values it cann
 
 With encryption on (journeys.keys.phi), each parameter has one row whose value is the blind
 index of its value (`equals`, `in`, `notEquals`), and a parameter the journey marks `search:
-prefix` has PREFIX_LENGTHS more, named `name~1` … `name~12`, each the blind index of its first
-k characters (`startsWith`, operands of 1 to 12 characters). A value shorter than k gets a row
+prefix` has one more per prefix length, named `name~k`, the blind index of its first k
+characters (`startsWith` with an operand of that length): 1 to 12 for most parameters; for a
+datetime, the year, month, day, hour and minute (4, 7, 10, 13 and 16: `2026-12-01` is the day,
+as a closure-day cancel asks). A value shorter than k gets a row
 no operand can match, so every such parameter has the same rows and replacing it replaces them
 all. `contains` cannot be answered from blind indexes: it is refused, naming the parameter.
 With encryption off, rows hold the values themselves and every operator works as before."""
@@ -22,10 +24,17 @@ from journeys.store.instances import AndFilter, Filter, NotFilter, OrFilter, Par
 NO_MATCH = "\x00"  # appended to a value shorter than a prefix length: no operand has a NUL
 
 
-def prefix_names(defn: JourneyDefinition) -> frozenset[str]:
-    """Lower-cased names of the parameters searchable by prefix (`search: prefix`, the default
-    of datetime parameters)."""
-    return frozenset(p.name.lower() for p in defn.parameters if p.prefix_searchable)
+DATETIME_PREFIXES = (4, 7, 10, 13, 16)  # YYYY, YYYY-MM, YYYY-MM-DD, … HH, … HH:MM
+TEXT_PREFIXES = tuple(range(1, PREFIX_LENGTHS + 1))
+
+
+def prefix_names(defn: JourneyDefinition) -> dict[str, tuple[int, ...]]:
+    """The parameters marked `search: prefix` (lower-cased names), with their prefix lengths."""
+    return {
+        p.name.lower(): DATETIME_PREFIXES if p.type == "datetime" else TEXT_PREFIXES
+        for p in defn.parameters
+        if p.prefix_searchable
+    }
 
 
 def parameter_rows(
@@ -34,7 +43,7 @@ def parameter_rows(
     journey_id: str,
     params: Mapping[str, str],
     names: Iterable[str],
-    prefix: frozenset[str],
+    prefix: Mapping[str, tuple[int, ...]],
 ) -> list[ParameterRow]:
     """The searchable rows of parameters `names` (canonical) of the instance (org, id)."""
     org_id, instance_id = instance
@@ -43,7 +52,7 @@ def parameter_rows(
         key, value = name.lower(), params[name]
         rows.append(ParameterRow(org_id, instance_id, journey_id, key, phi.blind(key, value)))
         if phi.encrypted and key in prefix:
-            for k in range(1, PREFIX_LENGTHS + 1):
+            for k in prefix[key]:
                 part = value[:k] if k <= len(value) else value + NO_MATCH
                 named = f"{key}~{k}"
                 rows.append(ParameterRow(org_id, instance_id, journey_id, named, phi.blind(named, part)))
@@ -105,9 +114,13 @@ class _Rules:
                 f"filterSpecification: parameter {self.shown(name)!r} is stored encrypted and not marked "
                 "'search: prefix' in the journey, so 'startsWith' cannot search it (use equals or in)"
             )
-        if not 1 <= len(value) <= PREFIX_LENGTHS:
-            return (
-                f"filterSpecification: 'startsWith' on encrypted parameter {self.shown(name)!r} takes 1 to "
-                f"{PREFIX_LENGTHS} characters"
+        lengths = self.prefix[name]
+        if len(value) not in lengths:
+            what = (
+                "a year, month, day, hour or minute: 4, 7, 10, 13 or 16 characters (e.g. 2026-12-01)"
+                if lengths == DATETIME_PREFIXES
+                else f"1 to {PREFIX_LENGTHS} characters"
             )
+            shown = self.shown(name)
+            return f"filterSpecification: 'startsWith' on encrypted parameter {shown!r} takes {what}"
         return None
