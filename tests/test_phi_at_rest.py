@@ -175,7 +175,12 @@ def test_a_reply_reaches_the_waiting_instance_and_is_stored_sealed(sealed: Serve
     r = sealed.http.post(f"/api/orgs/{t.org_id}/replies", json=reply, headers=t.headers)
     assert r.status_code == 200 and r.json()["matched"] is True, r.text
     stored = raw_rows(sealed, t.org_id)
+    with sealed.engine.connect() as conn:
+        inbound = sa.text("SELECT * FROM inbound_messages WHERE org_id = :o")
+        stored += repr(conn.execute(inbound, {"o": t.org_id}).all())
     assert REPLY not in stored and "Quetzalcoatl" not in stored and "5550199" not in stored
+    listed = sealed.http.get(f"/api/orgs/{t.org_id}/replies", headers=t.headers).json()
+    assert [(r["from"], r["body"]) for r in listed] == [("+13125550199", REPLY)]
     sealed.run_worker()
     assert found(sealed, t, "answer", "equals", REPLY) == ["W-1"]  # the saved reply, searchable
     assert "Quetzalcoatl" not in raw_rows(sealed, t.org_id)

@@ -96,7 +96,8 @@ async def list_replies(
 ) -> Response:
     def work() -> list[dict[str, Any]]:
         with read_only(request.app.state.engine) as conn:
-            found = [reply_json(r) for r in replies_service.list_replies(conn, orgId, unmatched, limit)]
+            phi = request.app.state.vault.org(orgId)
+            found = [reply_json(r) for r in replies_service.list_replies(conn, phi, unmatched, limit)]
         auditing.record_read(request, principal, Action.REPLIES_VIEW, count=len(found))
         return found
 

@@ -67,8 +67,10 @@ def replies(
     from journeys.api.schemas import reply_json
     from journeys.instances.replies import list_replies
 
-    with read_only(_engine()) as conn:
-        rows = [reply_json(r) for r in list_replies(conn, org, unmatched, limit)]
+    engine = _engine()
+    phi = _settings().vault(engine).org(org)
+    with read_only(engine) as conn:
+        rows = [reply_json(r) for r in list_replies(conn, phi, unmatched, limit)]
     if as_json:
         _print_json(rows)
         return

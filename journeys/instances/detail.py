@@ -105,7 +105,7 @@ def instance_detail(
     reply_ids = [
         str(d["messageId"]) for e, d in zip(events, details, strict=True) if e["kind"] == "reply_arrived"
     ]
-    replies = replies_by_id(conn, jv.org_id, reply_ids)
+    replies = replies_by_id(conn, phi, reply_ids)
     items = []
     for e, d in zip(events, details, strict=True):
         about = str(d.get("messageId", ""))

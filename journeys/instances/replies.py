@@ -111,8 +111,8 @@ def receive_reply(
         org_id=org_id,
         message_id=message_id,
         channel="sms",
-        from_address=phone,
-        body=text,
+        from_address=phi.seal(phone),
+        body=phi.seal(text),
         received_at=now,
         instance_id=instance_id,
         source=source,
@@ -143,11 +143,11 @@ class InboundReply:
     handled_by: str | None = None
 
 
-def _inbound(r: dict[str, Any]) -> InboundReply:
+def _inbound(r: dict[str, Any], phi: OrgPhi) -> InboundReply:
     return InboundReply(
         r["message_id"],
-        r["from_address"],
-        r["body"],
+        phi.open(r["from_address"]),
+        phi.open(r["body"]),
         r["received_at"],
         r["instance_id"],
         r["source"],
@@ -157,16 +157,16 @@ def _inbound(r: dict[str, Any]) -> InboundReply:
     )
 
 
-def list_replies(conn: Connection, org_id: str, unmatched_only: bool, limit: int) -> list[InboundReply]:
+def list_replies(conn: Connection, phi: OrgPhi, unmatched_only: bool, limit: int) -> list[InboundReply]:
     """Inbound SMS of the org, newest first (for staff). `unmatched_only`: the ones that need a
     human — replies no instance was waiting for; consent keywords (STOP, START, HELP …) were
     handled and are left out (`kind` marks them in the full list)."""
-    return [_inbound(r) for r in repo.list_inbound(conn, org_id, unmatched_only, limit)]
+    return [_inbound(r, phi) for r in repo.list_inbound(conn, phi.org_id, unmatched_only, limit)]
 
 
 def inbox(
     conn: Connection,
-    org_id: str,
+    phi: OrgPhi,
     *,
     include_handled: bool,
     before: tuple[datetime, str] | None,
@@ -174,7 +174,8 @@ def inbox(
 ) -> list[InboundReply]:
     """The replies that need a human: unmatched replies (not consent keywords), newest first,
     keyset-paged by (received_at, message_id); handled ones only with `include_handled`."""
-    return [_inbound(r) for r in repo.page_unmatched(conn, org_id, include_handled, before, limit)]
+    rows = repo.page_unmatched(conn, phi.org_id, include_handled, before, limit)
+    return [_inbound(r, phi) for r in rows]
 
 
 def mark_handled(conn: Connection, org_id: str, message_id: str, user_id: str, now: datetime) -> bool:
@@ -186,6 +187,6 @@ def mark_handled(conn: Connection, org_id: str, message_id: str, user_id: str, n
     return repo.set_handled(conn, org_id, message_id, user_id, now)
 
 
-def replies_by_id(conn: Connection, org_id: str, message_ids: list[str]) -> dict[str, InboundReply]:
+def replies_by_id(conn: Connection, phi: OrgPhi, message_ids: list[str]) -> dict[str, InboundReply]:
     """The org's inbound messages with these ids (e.g. those an instance's timeline names)."""
-    return {r["message_id"]: _inbound(r) for r in repo.inbound_by_ids(conn, org_id, message_ids)}
+    return {r["message_id"]: _inbound(r, phi) for r in repo.inbound_by_ids(conn, phi.org_id, message_ids)}

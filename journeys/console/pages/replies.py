@@ -32,9 +32,8 @@ async def replies_page(request: Request, staff: Staff = Depends(web.allowed(Perm
     def load() -> tuple[list[service.InboundReply], dict[str, str]]:
         before = parse_cursor(after)
         with read_only(request.app.state.engine) as conn:
-            found = service.inbox(
-                conn, staff.org_id, include_handled=show_handled, before=before, limit=PAGE_SIZE + 1
-            )
+            phi = request.app.state.vault.org(staff.org_id)
+            found = service.inbox(conn, phi, include_handled=show_handled, before=before, limit=PAGE_SIZE + 1)
             people = {u.id: u.email for u in list_users(conn, staff.org_id)} if show_handled else {}
         shown = found[:PAGE_SIZE]
         ids = tuple(r.message_id for r in shown)
