@@ -9,7 +9,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import pytest
@@ -77,12 +77,23 @@ flows:
 
 
 # ---------------------------------------------------------------- helpers
-def inbound(srv: ConsentServer, org_id: str) -> list[Any]:
-    return srv.rows(
+class Inbound(NamedTuple):  # a row, as the query's: by name or as a tuple
+    from_address: str
+    body: str
+    instance_id: str | None
+    source: str
+
+
+def inbound(srv: ConsentServer, org_id: str) -> list[Inbound]:
+    """The org's inbound messages (sender, text, instance, source), opened: the server seals a
+    message's sender and text with the org's key."""
+    rows = srv.rows(
         "SELECT from_address, body, instance_id, source FROM inbound_messages WHERE org_id = :o "
         "ORDER BY received_at, message_id",
         org_id,
     )
+    phi = srv.worker.vault.org(org_id)
+    return [Inbound(phi.open(r.from_address), phi.open(r.body), r.instance_id, r.source) for r in rows]
 
 
 def consent(srv: ConsentServer, org_id: str) -> list[Any]:

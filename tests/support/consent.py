@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import sqlalchemy as sa
@@ -126,10 +126,18 @@ def kinds(srv: ConsentServer, t: Tenant, iid: str) -> list[tuple[int | None, str
     return [(e["stepId"], e["type"]) for e in events(srv, t, iid) if e["type"] not in DELIVERY]
 
 
-def sms_to(srv: ConsentServer, org_id: str, phone: str) -> list[Any]:
-    return srv.rows(
+class Sms(NamedTuple):  # a row, as the query's: by name or as a tuple
+    body: str  # opened: the server seals message texts with the org's key
+    status: str
+    last_error: str | None
+
+
+def sms_to(srv: ConsentServer, org_id: str, phone: str) -> list[Sms]:
+    rows = srv.rows(
         "SELECT body, status, last_error FROM outbox WHERE org_id = :o AND to_address = :p "
         "ORDER BY created_at, message_id",
         org_id,
         p=phone,
     )
+    phi = srv.worker.vault.org(org_id)
+    return [Sms(phi.open(r.body), r.status, r.last_error) for r in rows]
