@@ -31,10 +31,11 @@ def _reply(srv: Server, t: Tenant, phone: str, body: str) -> str:
 
 
 def _handled(srv: Server, org_id: str, message_id: str) -> replies.InboundReply:
+    phi = srv.worker.vault.org(org_id)  # the server seals replies with the org's key
     with read_only(srv.engine) as conn:
         [found] = [
             r
-            for r in replies.inbox(conn, org_id, include_handled=True, before=None, limit=100)
+            for r in replies.inbox(conn, phi, include_handled=True, before=None, limit=100)
             if r.message_id == message_id
         ]
     return found
