@@ -101,6 +101,9 @@ class QueuedMessage(msgspec.Struct, frozen=True):
     capped: bool
     idempotency_key: str
     created_at: datetime
+    # With patient data encrypted: `to_address` is the recipient's blind index, this the
+    # recipient sealed (journeys.messaging.queue); None when stored plain.
+    recipient: str | None = None
 
 
 class OutboxEntry(msgspec.Struct, frozen=True):

@@ -96,8 +96,19 @@ def inbound(srv: ConsentServer, org_id: str) -> list[Inbound]:
     return [Inbound(phi.open(r.from_address), phi.open(r.body), r.instance_id, r.source) for r in rows]
 
 
-def consent(srv: ConsentServer, org_id: str) -> list[Any]:
-    return srv.rows("SELECT phone, status, keyword FROM sms_consent WHERE org_id = :o ORDER BY phone", org_id)
+class Consent(NamedTuple):
+    phone: str
+    status: str
+    keyword: str | None
+
+
+def consent(srv: ConsentServer, org_id: str) -> list[Consent]:
+    """The org's consent records (number, status, keyword), opened: the registry keeps a number's
+    blind index and the number sealed with the org's key."""
+    rows = srv.rows("SELECT phone, number, status, keyword FROM sms_consent WHERE org_id = :o", org_id)
+    phi = srv.worker.vault.org(org_id)
+    found = [Consent(phi.open(r.number) if r.number else r.phone, r.status, r.keyword) for r in rows]
+    return sorted(found)
 
 
 def reply_api(srv: ConsentServer, t: Tenant, from_: str, body: str) -> dict[str, Any]:

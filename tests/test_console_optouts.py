@@ -28,13 +28,20 @@ def tenant(console_server: Server) -> Tenant:
 
 
 def _record(srv: Server, org_id: str, phone: str) -> dict[str, Any] | None:
+    """The number's consent record, its number and staff's note opened."""
+    phi = srv.worker.vault.org(org_id)
     with read_only(srv.engine) as conn:
-        return consent_store.get(conn, org_id, phone)
+        row = consent_store.get(conn, org_id, phi.phone_key(phone))
+    if row is None:
+        return None
+    reason = row["reason"]
+    return {**row, "phone": phone, "reason": None if reason is None else phi.open(reason)}
 
 
 def _opted_out(srv: Server, org_id: str) -> list[str]:
+    phi = srv.worker.vault.org(org_id)
     with read_only(srv.engine) as conn:
-        return [o.phone for o in consent.list_opt_outs(conn, org_id, None, 100)]
+        return [o.phone for o in consent.list_opt_outs(conn, phi, None, 100)]
 
 
 def test_an_operator_adds_and_removes_an_opt_out(console_server: Server, tenant: Tenant, page: Any) -> None:

@@ -78,13 +78,22 @@ def listed(srv: ConsentServer, t: Tenant, **params: Any) -> list[dict[str, Any]]
 
 
 def consent_rows(srv: ConsentServer, org_id: str) -> list[tuple[Any, ...]]:
-    return [
-        tuple(r)
-        for r in srv.rows(
-            "SELECT phone, status, keyword, source, reason FROM sms_consent WHERE org_id = :o ORDER BY phone",
-            org_id,
+    """(number, status, keyword, source, reason) of each of the org's consent records, opened:
+    the registry keeps a number's blind index, and the number and staff's note sealed."""
+    rows = srv.rows(
+        "SELECT phone, number, status, keyword, source, reason FROM sms_consent WHERE org_id = :o", org_id
+    )
+    phi = srv.worker.vault.org(org_id)
+    return sorted(
+        (
+            phi.open(r.number) if r.number else r.phone,
+            r.status,
+            r.keyword,
+            r.source,
+            None if r.reason is None else phi.open(r.reason),
         )
-    ]
+        for r in rows
+    )
 
 
 def z(moment: datetime) -> str:

@@ -190,16 +190,18 @@ def test_message_texts_are_stored_sealed_and_shown_to_staff(sealed: Server, t: T
     start(sealed, t, "M-1")
     sealed.run_worker()  # the SMS "Hi Zebulon …: reply C", handed to the built-in outbox
     with sealed.engine.connect() as conn:
-        texts = sa.text("SELECT body, subject, html FROM outbox WHERE org_id = :o")
+        texts = sa.text("SELECT * FROM outbox WHERE org_id = :o")
         stored = repr(conn.execute(texts, {"o": t.org_id}).all())
     assert "Hi " not in stored and "Zebulon" not in stored and "reply C" not in stored
+    assert "5550199" not in stored  # the recipient: its blind index, and sealed
     env = clean_env(JOURNEYS_SECRET_KEY=sealed.settings.secret_key or "")
     proc = subprocess.run(
         [*JOURNEYS, "--db", sealed.settings.database_url, "messages", "--org", t.org_id, "--json"],
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert f"Hi {NAME}: reply C" in [m["body"] for m in json.loads(proc.stdout)]
+    shown = [(m["to"], m["body"]) for m in json.loads(proc.stdout)]
+    assert ("+13125550199", f"Hi {NAME}: reply C") in shown
     keyless = subprocess.run(
         [*JOURNEYS, "--db", sealed.settings.database_url, "messages", "--org", t.org_id, "--json"],
         env=clean_env(), capture_output=True, text=True, timeout=120,
@@ -218,6 +220,45 @@ def test_stop_ends_the_wait_of_an_instance_found_by_its_blind_number(sealed: Ser
                                  "operator": "equals", "rightOperand": "O-1"}).json()  # fmt: skip
     events = sealed.http.get(t.url(f"/{inst['id']}"), headers=t.headers).json()["events"]
     assert "opted_out" in [e["type"] for e in events]
+    with sealed.engine.connect() as conn:
+        rows = repr(conn.execute(sa.text("SELECT * FROM sms_consent WHERE org_id = :o"), {"o": t.org_id}).all())
+    assert "5550199" not in rows  # the registry keeps the number's blind index, and it sealed
+    listed = sealed.http.get(f"/api/orgs/{t.org_id}/opt-outs", params={"phone": PHONE}, headers=t.headers)
+    assert [o["phone"] for o in listed.json()] == ["+13125550199"], listed.text
+    start(sealed, t, "O-2")  # another appointment for the same number: its SMS is skipped
+    sealed.run_worker()
+    (later,) = search(sealed, t, {"type": "JourneyParameterSpecification", "parameterName": "appointmentId",
+                                  "operator": "equals", "rightOperand": "O-2"}).json()  # fmt: skip
+    events = sealed.http.get(t.url(f"/{later['id']}"), headers=t.headers).json()["events"]
+    assert "sms_skipped" in [e["type"] for e in events]
+    r = sealed.http.delete(f"/api/orgs/{t.org_id}/opt-outs/{PHONE}", headers=t.headers)
+    assert r.status_code == 204, r.text
+
+
+CAPPED = """
+name: Capped reminder
+frequency_cap: {per_day: 1}
+parameters:
+  - {name: appointmentId, identifier: true}
+  - {name: phoneNumber, type: phone}
+flows:
+  - id: main
+    name: Main
+    steps:
+      - {id: 10, type: send_sms, to: phoneNumber, body: "A reminder"}
+      - {id: 20, type: end}
+"""
+
+
+def test_the_frequency_cap_counts_a_numbers_sms_by_its_blind_index(sealed: Server) -> None:
+    t = sealed.tenant(CAPPED)
+    for n in range(2):  # one batch each: the second finds the first in the outbox
+        bulk(sealed.http, t, [{"parameters": {"appointmentId": f"C-{n}", "phoneNumber": PHONE}}])
+        sealed.run_worker()
+    with sealed.engine.connect() as conn:
+        q = sa.text("SELECT kind FROM instance_events WHERE org_id = :o AND kind LIKE 'sms_%'")
+        kinds = sorted(r[0] for r in conn.execute(q, {"o": t.org_id}))
+    assert kinds == ["sms_deferred", "sms_queued"]  # the second waits for tomorrow
 
 
 @pytest.mark.same_on_every_database

@@ -187,8 +187,9 @@ async def list_opt_outs(
     principal: Principal = Depends(require(SCOPE_READ)),
 ) -> Response:
     def work() -> list[dict[str, Any]]:
+        phi = request.app.state.vault.org(orgId)
         with read_only(request.app.state.engine) as conn:
-            found = [opt_out_json(o) for o in consent.list_opt_outs(conn, orgId, phone, limit)]
+            found = [opt_out_json(o) for o in consent.list_opt_outs(conn, phi, phone, limit)]
         auditing.record_read(request, principal, Action.OPT_OUTS_VIEW, count=len(found))
         return found
 
@@ -256,8 +257,9 @@ async def remove_opt_out(
     state = request.app.state
 
     def work() -> bool:
+        phi = state.vault.org(orgId)  # before the transaction (journeys.keys.phi)
         with transaction(state.engine) as conn:
-            removed = consent.remove_opt_out(conn, orgId, phone, "api", state.clock.now())
+            removed = consent.remove_opt_out(conn, phi, phone, "api", state.clock.now())
             if removed:
                 auditing.record(conn, request, principal, Action.OPT_OUT_REMOVE, "sms_consent", count=1)
             return removed

@@ -200,8 +200,12 @@ def optout_list(
     """Opted-out numbers, most recently changed first (shows phone numbers: for staff)."""
     from journeys.messaging import consent
 
-    with read_only(_engine()) as conn:
-        found = consent.list_opt_outs(conn, org, phone, limit)
+    engine = _engine()
+    with read_only(engine) as conn:
+        _org_or_fail(conn, org)
+    phi = _settings().vault(engine).org(org)
+    with read_only(engine) as conn:
+        found = consent.list_opt_outs(conn, phi, phone, limit)
     if as_json:
         _print_json([opt_out_json(o) for o in found])
         return
@@ -247,9 +251,12 @@ def optout_remove(
     """Opt a number back in, as if the patient had texted START."""
     from journeys.messaging import consent
 
-    with transaction(_engine()) as conn:
+    engine = _engine()
+    with read_only(engine) as conn:
         _org_or_fail(conn, org)
-        removed = consent.remove_opt_out(conn, org, phone, "cli", _now())
+    phi = _settings().vault(engine).org(org)  # before the transaction (journeys.keys.phi)
+    with transaction(engine) as conn:
+        removed = consent.remove_opt_out(conn, phi, phone, "cli", _now())
         if removed:
             record_cli(conn, org, Action.OPT_OUT_REMOVE, "sms_consent", (), 1)
     if not removed:

@@ -163,7 +163,7 @@ class Worker:
     ) -> list[HttpWork]:
         """Run the batch in memory, then write it: the cursor update (guarded by lease and `rev`)
         first, and the events, messages and parameters of the instances it changed."""
-        ledger = SmsLedger(conn)
+        ledger = SmsLedger(conn, phis)
         ledger.prefetch(self._phones(conn, rows, phis), now)
         runs = [(row, *self._run_one(conn, row, now, ledger, phis[row.org_id])) for row in rows]
         kept = work.write_instance_updates(conn, token, [update for _, _, update in runs])

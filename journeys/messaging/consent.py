@@ -59,13 +59,20 @@ def apply_keyword(
     """Act on a keyword message from `phone` (normalised); returns what it was (None: not a
     keyword, an ordinary reply)."""
     action = classify(body)
+    key, number = _stored(phi, phone)
     if action == OPT_OUT:
         keyword = body.strip().upper()
-        repo.set_status(conn, org_id, phone, repo.OPTED_OUT, keyword, now)
+        repo.set_status(conn, org_id, key, repo.OPTED_OUT, keyword, now, number=number)
         _opted_out_effects(conn, phi, phone, now, {"keyword": keyword})
     elif action == OPT_IN:
-        repo.set_status(conn, org_id, phone, repo.OPTED_IN, body.strip().upper(), now)
+        repo.set_status(conn, org_id, key, repo.OPTED_IN, body.strip().upper(), now, number=number)
     return action
+
+
+def _stored(phi: OrgPhi, phone: str) -> tuple[str, str | None]:
+    """How a number is kept in the consent registry: what it is matched by (its blind index, or
+    itself where the org's data is stored plain) and the number sealed (None: stored plain)."""
+    return phi.phone_key(phone), (phi.seal(phone) if phi.encrypted else None)
 
 
 def _opted_out_effects(
@@ -75,7 +82,7 @@ def _opted_out_effects(
     that had SMS queued to it or waits for a reply from it gets one `opted_out` event (and so
     one `opted_out` webhook)."""
     org_id = phi.org_id
-    dropped = repo.drop_queued_sms(conn, org_id, phone, OPTED_OUT_REASON)
+    dropped = repo.drop_queued_sms(conn, org_id, phi.phone_key(phone), OPTED_OUT_REASON)
     waiting = repo.instances_waiting_on(conn, org_id, phi.phone_key(phone))
     told = dict.fromkeys([row["instance_id"] for row in dropped] + waiting)
     record_events(
@@ -137,6 +144,7 @@ class OptOut:
     """A number's consent record as staff see it."""
 
     phone: str
+    key: str  # what the registry keeps it by (its blind index where data is encrypted): paging
     opted_out: bool
     source: str | None  # who changed it last: sms, api, cli, …
     keyword: str | None  # the keyword the patient texted, if that was the change
@@ -144,13 +152,15 @@ class OptOut:
     updated_at: datetime
 
 
-def _opt_out(row: dict[str, Any]) -> OptOut:
+def _opt_out(row: dict[str, Any], phi: OrgPhi) -> OptOut:
+    number, reason = row["number"], row["reason"]
     return OptOut(
-        phone=str(row["phone"]),
+        phone=str(row["phone"]) if number is None else phi.open(number),
+        key=str(row["phone"]),
         opted_out=row["status"] == repo.OPTED_OUT,
         source=row["source"],
         keyword=row["keyword"],
-        reason=row["reason"],
+        reason=None if reason is None else phi.open(reason),
         updated_at=row["updated_at"],
     )
 
@@ -163,23 +173,29 @@ def add_opt_out(
     org_id = phi.org_id
     number = parse_phone(phone)
     note = _parse_reason(reason)
+    key, sealed = _stored(phi, number)
     changed = repo.set_status(
-        conn, org_id, number, repo.OPTED_OUT, None, now, source, note, only_if_changed=True
-    )
+        conn, org_id, key, repo.OPTED_OUT, None, now, source, _seal(phi, note),
+        only_if_changed=True, number=sealed,
+    )  # fmt: skip
     if changed:
         _opted_out_effects(conn, phi, number, now, {"source": source})
-    row = repo.get(conn, org_id, number)
+    row = repo.get(conn, org_id, key)
     assert row is not None
-    return changed, _opt_out(row)
+    return changed, _opt_out(row, phi)
 
 
-def remove_opt_out(conn: Connection, org_id: str, phone: object, source: str, now: datetime) -> bool:
+def _seal(phi: OrgPhi, note: str | None) -> str | None:
+    return None if note is None else phi.seal(note)
+
+
+def remove_opt_out(conn: Connection, phi: OrgPhi, phone: object, source: str, now: datetime) -> bool:
     """Opt a number back in as staff (a START). False when it was not opted out."""
-    return repo.opt_in_if_opted_out(conn, org_id, parse_phone(phone), now, source)
+    return repo.opt_in_if_opted_out(conn, phi.org_id, phi.phone_key(parse_phone(phone)), now, source)
 
 
 def remove_opt_out_with_reason(
-    conn: Connection, org_id: str, phone: object, reason: object, source: str, now: datetime
+    conn: Connection, phi: OrgPhi, phone: object, reason: object, source: str, now: datetime
 ) -> bool:
     """Opt a number back in, as the console does it: staff must say why (kept as the number's
     consent record's reason). False when it was not opted out."""
@@ -198,7 +214,8 @@ def remove_opt_out_with_reason(
     if problems:
         raise OptOutError(problems)
     assert isinstance(reason, str)
-    return repo.opt_in_if_opted_out(conn, org_id, number, now, source, reason.strip())
+    key = phi.phone_key(number)
+    return repo.opt_in_if_opted_out(conn, phi.org_id, key, now, source, phi.seal(reason.strip()))
 
 
 CHANNELS = ("sms",)
@@ -213,16 +230,17 @@ def parse_channel(value: object) -> str:
 
 
 def page_opt_outs(
-    conn: Connection, org_id: str, before: tuple[datetime, str] | None, limit: int
+    conn: Connection, phi: OrgPhi, before: tuple[datetime, str] | None, limit: int
 ) -> list[OptOut]:
-    """The org's opted-out numbers, most recently changed first, keyset-paged."""
-    return [_opt_out(r) for r in repo.page_opted_out(conn, org_id, before, limit)]
+    """The org's opted-out numbers, most recently changed first, keyset-paged (`before`: the
+    last shown's (updated_at, key))."""
+    return [_opt_out(r, phi) for r in repo.page_opted_out(conn, phi.org_id, before, limit)]
 
 
-def list_opt_outs(conn: Connection, org_id: str, phone: object, limit: int) -> list[OptOut]:
+def list_opt_outs(conn: Connection, phi: OrgPhi, phone: object, limit: int) -> list[OptOut]:
     """The org's opted-out numbers, most recently changed first (`phone`: only that one)."""
-    number = None if phone is None else parse_phone(phone)
-    return [_opt_out(r) for r in repo.list_opted_out(conn, org_id, number, limit)]
+    key = None if phone is None else phi.phone_key(parse_phone(phone))
+    return [_opt_out(r, phi) for r in repo.list_opted_out(conn, phi.org_id, key, limit)]
 
 
 def help_text(config: dict[str, Any]) -> str:

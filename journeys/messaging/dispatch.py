@@ -24,6 +24,7 @@ from journeys.keys.box import SecretKeyMissing
 from journeys.messaging.org_channels import org_channel
 from journeys.messaging.providers import registry
 from journeys.messaging.providers.base import OutboundMessage, Provider, SendResult
+from journeys.messaging.queue import recipient_of
 from journeys.messaging.status import apply_early_status
 from journeys.store import channels as repo
 from journeys.store import messages
@@ -122,7 +123,7 @@ class Dispatcher:
                 org_id=row["org_id"],
                 message_id=row["message_id"],
                 channel=row["channel"],
-                to=row["to_address"],
+                to=recipient_of(phi, row),
                 subject=None if row["subject"] is None else phi.open(row["subject"]),
                 body=phi.open(row["body"]),
                 html=None if row["html"] is None else phi.open(row["html"]),

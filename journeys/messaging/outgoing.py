@@ -21,6 +21,7 @@ from journeys.definitions.templates import TemplateRenderError, render
 from journeys.definitions.values import get_zone
 from journeys.keys.phi import OrgPhi
 from journeys.messaging.phone import normalise_phone
+from journeys.messaging.queue import recipient_of
 from journeys.store import messages as repo
 
 # A window hold lasts at most a day and a cap deferral at most a week (then the send goes or is
@@ -94,7 +95,7 @@ def from_outbox(r: dict[str, Any], phi: OrgPhi) -> OutgoingMessage:
         instance_id=r["instance_id"],
         step_id=r["step_id"],
         channel=r["channel"],
-        to=r["to_address"],
+        to=recipient_of(phi, r),
         body=phi.open(r["body"]),
         status=r["status"],
         created_at=r["created_at"],

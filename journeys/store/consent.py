@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -12,6 +12,11 @@ from sqlalchemy.engine import Connection
 from journeys.store.backends import backend_for
 from journeys.store.bulk import one_of
 from journeys.store.tables import ACTIVE_LITERAL, journey_instances, outbox, sms_consent
+
+
+class PhoneKey(Protocol):
+    def phone_key(self, phone: str) -> str: ...
+
 
 OPTED_OUT = "opted_out"
 OPTED_IN = "opted_in"
@@ -29,11 +34,16 @@ def set_status(
     reason: str | None = None,
     *,
     only_if_changed: bool = False,
+    number: str | None = None,
 ) -> bool:
     """Record the number's consent (an upsert: concurrent changes to one number do not collide).
+    `phone` is what the number is matched by, `number` the number sealed (None: stored plain).
     With `only_if_changed`, a number that already has `status` is left as it is; returns whether
     the row was written (always True without it)."""
-    values = {"status": status, "keyword": keyword, "source": source, "reason": reason, "updated_at": now}
+    values = {
+        "status": status, "keyword": keyword, "source": source, "reason": reason, "updated_at": now,
+        "number": number,
+    }  # fmt: skip
     where = sms_consent.c.status != status if only_if_changed else None
     q = backend_for(conn).upsert(
         sms_consent, {"org_id": org_id, "phone": phone, **values}, ["org_id", "phone"], values, where
@@ -140,10 +150,12 @@ def instances_waiting_on(conn: Connection, org_id: str, phone_key: str) -> list[
 
 class OptOutCache:
     """Opted-out numbers for a worker batch: one query per org and chunk for the batch's phones
-    (`prefetch`), one per number for any other."""
+    (`prefetch`), one per number for any other. Numbers are looked up by what `stand_for` gives
+    (per org: the number's blind index, or the number itself where data is stored plain)."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, stand_for: Mapping[str, PhoneKey]) -> None:
         self.conn = conn
+        self.stand_for = stand_for
         self._known: dict[tuple[str, str], bool] = {}
 
     def prefetch(self, pairs: Iterable[tuple[str, str]]) -> None:
@@ -152,12 +164,14 @@ class OptOutCache:
             if (org_id, phone) not in self._known:
                 by_org.setdefault(org_id, []).append(phone)
         for org_id, phones in by_org.items():
-            out = opted_out_among(self.conn, org_id, phones)
-            for phone in phones:
-                self._known[(org_id, phone)] = phone in out
+            keys = {self.stand_for[org_id].phone_key(phone): phone for phone in phones}
+            out = opted_out_among(self.conn, org_id, list(keys))
+            for key, phone in keys.items():
+                self._known[(org_id, phone)] = key in out
 
     def opted_out(self, org_id: str, phone: str) -> bool:
-        key = (org_id, phone)
-        if key not in self._known:
-            self._known[key] = bool(opted_out_among(self.conn, org_id, [phone]))
-        return self._known[key]
+        pair = (org_id, phone)
+        if pair not in self._known:
+            key = self.stand_for[org_id].phone_key(phone)
+            self._known[pair] = bool(opted_out_among(self.conn, org_id, [key]))
+        return self._known[pair]

@@ -216,6 +216,8 @@ outbox = sa.Table(
     sa.Column("flow_id", sa.String(128), nullable=True),
     sa.Column("step_id", sa.Integer, nullable=True),
     sa.Column("channel", sa.String(16), nullable=False),
+    # The recipient, or with patient data encrypted its blind index (journeys.keys.phi: caps and
+    # opt-outs match by it) and the recipient sealed in `recipient` (migration 0016).
     sa.Column("to_address", sa.Text, nullable=False),
     sa.Column("subject", sa.Text, nullable=True),
     sa.Column("body", sa.Text, nullable=False),
@@ -233,6 +235,7 @@ outbox = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("provider_message_id", sa.String(64), nullable=True),
     sa.Column("error_code", sa.String(32), nullable=True),
+    sa.Column("recipient", sa.Text, nullable=True),
     sa.PrimaryKeyConstraint("org_id", "message_id"),
     sa.UniqueConstraint("org_id", "idempotency_key"),
     sa.Index("ix_outbox_org_instance", "org_id", "instance_id"),
@@ -343,12 +346,15 @@ sms_consent = sa.Table(
     "sms_consent",
     metadata,
     sa.Column("org_id", Id, nullable=False),
-    sa.Column("phone", sa.String(32), nullable=False),  # normalised: "+<digits>"
+    # normalised: "+<digits>"; with patient data encrypted its blind index, and the number
+    # sealed in `number` (migration 0016)
+    sa.Column("phone", sa.String(32), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),  # opted_out | opted_in
     sa.Column("keyword", sa.String(16), nullable=True),  # the keyword that set it, e.g. STOP; null: staff
     sa.Column("source", sa.String(16), nullable=False, server_default="sms"),  # sms | api | cli
     sa.Column("reason", sa.Text, nullable=True),  # staff's note (may be PHI: never logged)
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("number", sa.Text, nullable=True),
     sa.PrimaryKeyConstraint("org_id", "phone"),
     sa.Index("ix_sms_consent_org_status_updated", "org_id", "status", "updated_at", "phone"),  # paged lists
 )

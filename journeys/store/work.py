@@ -181,6 +181,7 @@ def _outbox_row(e: OutboxEntry) -> dict[str, Any]:
         "step_id": m.step_id,
         "channel": m.channel,
         "to_address": m.to_address,
+        "recipient": m.recipient,
         "subject": m.subject,
         "body": m.body,
         "html": m.html,

@@ -133,11 +133,13 @@ class Sms(NamedTuple):  # a row, as the query's: by name or as a tuple
 
 
 def sms_to(srv: ConsentServer, org_id: str, phone: str) -> list[Sms]:
+    """The org's SMS to `phone`, opened: the outbox keeps a recipient's blind index (what caps
+    and opt-outs match by) and the message sealed with the org's key."""
+    phi = srv.worker.vault.org(org_id)
     rows = srv.rows(
         "SELECT body, status, last_error FROM outbox WHERE org_id = :o AND to_address = :p "
         "ORDER BY created_at, message_id",
         org_id,
-        p=phone,
+        p=phi.phone_key(phone),
     )
-    phi = srv.worker.vault.org(org_id)
     return [Sms(phi.open(r.body), r.status, r.last_error) for r in rows]

@@ -35,8 +35,9 @@ NOTICES = {
 
 def _load(request: Request, staff: Staff, after: str) -> list[OptOut]:
     before = parse_cursor(after)
+    phi = request.app.state.vault.org(staff.org_id)
     with read_only(request.app.state.engine) as conn:
-        found = consent.page_opt_outs(conn, staff.org_id, before, PAGE_SIZE + 1)
+        found = consent.page_opt_outs(conn, phi, before, PAGE_SIZE + 1)
     shown = len(found[:PAGE_SIZE])
     web.record(request, staff, Action.OPT_OUTS_VIEW, target_kind="sms_consent", count=shown)
     return found
@@ -49,7 +50,7 @@ def _page(
     next_url = None
     if len(found) > PAGE_SIZE:
         next_url = f"{web.PREFIX}/opt-outs?" + urlencode(
-            {"after": make_cursor(shown[-1].updated_at, shown[-1].phone)}
+            {"after": make_cursor(shown[-1].updated_at, shown[-1].key)}
         )
     context.setdefault("problems", [])
     context.setdefault("form", {"phone": "", "reason": "", "channel": "sms"})
@@ -119,9 +120,10 @@ async def remove_opt_out(
     phone, reason = action.text("phone"), action.text("reason")
 
     def change() -> bool:
+        phi = request.app.state.vault.org(staff.org_id)  # before the transaction (journeys.keys.phi)
         with transaction(request.app.state.engine) as conn:
             removed = consent.remove_opt_out_with_reason(
-                conn, staff.org_id, phone, reason, SOURCE, request.app.state.clock.now()
+                conn, phi, phone, reason, SOURCE, request.app.state.clock.now()
             )
             if removed:
                 entry = web.audit_entry(

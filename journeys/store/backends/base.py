@@ -87,8 +87,8 @@ _OUTBOX_CLAIM = (
     "AND EXISTS (SELECT 1 FROM org_channels c WHERE c.org_id = o.org_id AND c.channel = o.channel) "
     "AND i.status IN ('InProgress', 'Completed') "
     "ORDER BY o.send_after LIMIT :limit{lock}) "
-    "RETURNING org_id, message_id, channel, to_address, subject, body, html, idempotency_key, attempts, "
-    "instance_id, flow_id, step_id"
+    "RETURNING org_id, message_id, channel, to_address, recipient, subject, body, html, idempotency_key, "
+    "attempts, instance_id, flow_id, step_id"
 )
 
 
