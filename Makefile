@@ -20,9 +20,13 @@ $(STAMP): pyproject.toml requirements.lock
 install: $(STAMP)
 
 ## Set up, create ./journeys.db with a demo org, token and journey (once), and serve on 127.0.0.1:8080.
+## Patient data is stored encrypted with the demo's own secret key, made in .demo/secret-key on the
+## first run and kept (unless JOURNEYS_SECRET_KEY or JOURNEYS_SECRET_KEY_FILE is set already).
+DEMO_KEY := .demo/secret-key
 run: $(STAMP)
-	$(BIN)/journeys demo
-	$(BIN)/journeys serve
+	$(BIN)/journeys demo --secret-key-file $(DEMO_KEY)
+	@if [ -z "$$JOURNEYS_SECRET_KEY$$JOURNEYS_SECRET_KEY_FILE" ]; then export JOURNEYS_SECRET_KEY_FILE=$(DEMO_KEY); fi; \
+	  exec $(BIN)/journeys serve
 
 ## Set up and run the checks: ruff and mypy, the suite on SQLite, the suite on PostgreSQL
 ## (skipped with a reason when PostgreSQL is not reachable; required under CI=true), and the

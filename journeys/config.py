@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import Engine
 
@@ -18,6 +18,18 @@ from journeys.limits import LimitSettings, Rate
 from journeys.outbound import OutboundPolicy
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def read_key_file(path: str) -> str:
+    """The secret key kept in the file at `path`, or ValueError saying why it cannot be read
+    (never quoting what the file holds)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        raise ValueError(f"no such file: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read {path}: {type(exc).__name__}") from None
 
 
 class Settings(BaseSettings):
@@ -97,6 +109,10 @@ class Settings(BaseSettings):
     default_phone_region: str = "US"
     send_batch_size: int = Field(default=50, ge=1)
 
+    # The secret key kept in a file instead (e.g. a container secret, or `make run`'s demo key in
+    # .demo/secret-key): its content, surrounding blanks ignored. Not both.
+    secret_key_file: str | None = None
+
     # After a rotation, the keys in use before (comma-separated), kept until `journeys keys
     # rotate` has moved everything to the current one: only read with, never sealed with.
     previous_secret_keys: str | None = None
@@ -108,6 +124,22 @@ class Settings(BaseSettings):
             return None
         secret_bytes(value)  # raises WeakSecretKey (a ValueError) saying why, never quoting it
         return value
+
+    @field_validator("secret_key_file")
+    @classmethod
+    def _check_secret_key_file(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if info.data.get("secret_key"):
+            raise ValueError("set JOURNEYS_SECRET_KEY or JOURNEYS_SECRET_KEY_FILE, not both")
+        secret_bytes(read_key_file(value))
+        return value
+
+    @model_validator(mode="after")
+    def _key_from_file(self) -> Settings:
+        if self.secret_key_file:
+            self.secret_key = read_key_file(self.secret_key_file)
+        return self
 
     def previous_keys(self) -> list[str]:
         return [k.strip() for k in (self.previous_secret_keys or "").split(",") if k.strip()]

@@ -770,8 +770,9 @@ def test_help(args: list[str], tmp_path: Path) -> None:
 PHI = ["John Smith", "Jane Green", "+15555550100", "5555550100", "Maria Lopez", "+15555550199", "5555550199"]
 
 
-def run_demo(cli: Cli, state: Path, base_url: str) -> subprocess.CompletedProcess[str]:
-    return cli.ok("demo", "--example", str(EXAMPLE), "--state-file", str(state), "--base-url", base_url)
+def run_demo(cli: Cli, state: Path, base_url: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    args = ("--example", str(EXAMPLE), "--state-file", str(state), "--base-url", base_url, *extra)
+    return cli.ok("demo", *args)
 
 
 @dataclass
@@ -830,7 +831,10 @@ def test_demo_then_serve_end_to_end(cli: Cli, tmp_path: Path) -> None:
     state = tmp_path / "demo.json"
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    out = run_demo(cli, state, base).stdout
+    key_file = tmp_path / "keys" / "secret-key"  # as `make run`: the demo's key, made once
+    out = run_demo(cli, state, base, "--secret-key-file", str(key_file)).stdout
+    key = key_file.read_text()
+    assert oct(key_file.stat().st_mode & 0o777) == oct(0o600) and len(key.strip()) >= 43
 
     saved = json.loads(state.read_text())
     token, org = saved["token"], saved["orgId"]
@@ -843,7 +847,8 @@ def test_demo_then_serve_end_to_end(cli: Cli, tmp_path: Path) -> None:
     assert org in out
     tour = parse_tour(out, tmp_path)
     api = f"{base}/chatbotapi/external/orgs/{org}/journeys/{chat_bot_id}/instances"
-    assert tour.env == {"ORG": org, "TOKEN": token, "API": api}
+    assert tour.env == {"ORG": org, "TOKEN": token, "API": api, "JOURNEYS_SECRET_KEY_FILE": str(key_file)}
+    cli.env["JOURNEYS_SECRET_KEY_FILE"] = tour.env["JOURNEYS_SECRET_KEY_FILE"]  # the tour's commands
     assert tour.headers == {"Authorization": f"Bearer {token}"}
     # appointments the day after tomorrow (Chicago), inside the window: sent at once
     assert "Wednesday, November 4 at 10:00 and 10:30" in out
@@ -864,8 +869,9 @@ def test_demo_then_serve_end_to_end(cli: Cli, tmp_path: Path) -> None:
     assert saved["adminPassword"] == admin_password
 
     # running demo again creates nothing, prints the same token and login, and new appointment ids
-    again_out = run_demo(cli, state, base).stdout
+    again_out = run_demo(cli, state, base, "--secret-key-file", str(key_file)).stdout
     again = parse_tour(again_out, tmp_path)
+    assert key_file.read_text() == key  # kept
     assert f"password    {admin_password}\n" in again_out
     assert again.env["TOKEN"] == token
     assert json.loads(state.read_text())["token"] == token
@@ -993,8 +999,13 @@ def test_demo_then_serve_end_to_end(cli: Cli, tmp_path: Path) -> None:
 
     logs = srv.logs()
     assert logs.strip(), "expected the server to log something"
-    for secret in [*PHI, token, admin_password]:
+    for secret in [*PHI, token, admin_password, key.strip()]:
         assert secret not in logs, f"{secret!r} appears in the server logs:\n{logs}"
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob(f"{cli.path.name}*"))  # with the WAL
+    assert name.encode() not in stored and phone.encode() not in stored  # stored encrypted
+    del cli.env["JOURNEYS_SECRET_KEY_FILE"]  # without the key, nothing is read as plain text
+    keyless = cli.run("messages", "--json")
+    assert keyless.returncode == 1 and "stored encrypted: set JOURNEYS_SECRET_KEY" in keyless.stderr
 
 
 @pytest.mark.same_on_every_database

@@ -221,7 +221,8 @@ def test_stop_ends_the_wait_of_an_instance_found_by_its_blind_number(sealed: Ser
     events = sealed.http.get(t.url(f"/{inst['id']}"), headers=t.headers).json()["events"]
     assert "opted_out" in [e["type"] for e in events]
     with sealed.engine.connect() as conn:
-        rows = repr(conn.execute(sa.text("SELECT * FROM sms_consent WHERE org_id = :o"), {"o": t.org_id}).all())
+        q = sa.text("SELECT * FROM sms_consent WHERE org_id = :o")
+        rows = repr(conn.execute(q, {"o": t.org_id}).all())
     assert "5550199" not in rows  # the registry keeps the number's blind index, and it sealed
     listed = sealed.http.get(f"/api/orgs/{t.org_id}/opt-outs", params={"phone": PHONE}, headers=t.headers)
     assert [o["phone"] for o in listed.json()] == ["+13125550199"], listed.text

@@ -82,6 +82,42 @@ def test_the_server_refuses_to_start_with_a_weak_key(tmp_path: Path) -> None:
     assert not (tmp_path / "x.db").exists()  # refused before anything was created
 
 
+def test_the_key_can_be_kept_in_a_file(tmp_path: Path) -> None:
+    key = secrets.token_urlsafe(32)
+    path = tmp_path / "secret-key"
+    path.write_text(f"  {key}\n")
+    assert Settings(secret_key_file=str(path)).secret_key == key
+
+
+def _serve_refused(tmp_path: Path, **env: str) -> str:
+    proc = subprocess.run(
+        [*JOURNEYS, "--db", f"sqlite:///{tmp_path / 'x.db'}", "serve"],
+        cwd=tmp_path, env=clean_env(**env), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "x.db").exists()  # refused before anything was created
+    return proc.stderr
+
+
+def test_a_key_file_that_is_missing_weak_or_beside_a_key_is_refused(tmp_path: Path) -> None:
+    missing = str(tmp_path / "nowhere")
+    err = _serve_refused(tmp_path, JOURNEYS_SECRET_KEY_FILE=missing)
+    assert f"JOURNEYS_SECRET_KEY_FILE: no such file: {missing}" in err
+    weak = tmp_path / "weak"
+    weak.write_text("my-clinic-secret\n")
+    err = _serve_refused(tmp_path, JOURNEYS_SECRET_KEY_FILE=str(weak))
+    assert "JOURNEYS_SECRET_KEY_FILE" in err and "is too short" in err and "my-clinic-secret" not in err
+    strong = tmp_path / "strong"
+    strong.write_text(strong_key("file"))
+    both = {"JOURNEYS_SECRET_KEY_FILE": str(strong), "JOURNEYS_SECRET_KEY": strong_key("env")}
+    err = _serve_refused(tmp_path, **both)
+    assert "set JOURNEYS_SECRET_KEY or JOURNEYS_SECRET_KEY_FILE, not both" in err
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    err = _serve_refused(tmp_path, JOURNEYS_SECRET_KEY_FILE=str(folder))
+    assert "JOURNEYS_SECRET_KEY_FILE: cannot read" in err
+
+
 def test_derived_keys_differ_by_purpose_and_secret() -> None:
     material = secret_bytes(strong_key("a"))
     assert derive(material, "one") != derive(material, "two")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,9 @@ import typer
 from journeys import demo as demo_service
 from journeys.accounts.audit import Action
 from journeys.cli.auditing import record_cli
-from journeys.cli.common import _engine, _load_or_exit, _now, _settings, _state
-from journeys.store.db import transaction
+from journeys.cli.common import _engine, _fail, _load_or_exit, _now, _settings, _state
+from journeys.store import keys as keys_repo
+from journeys.store.db import read_only, transaction
 
 
 def demo(
@@ -38,6 +40,14 @@ def demo(
         help="The server's URL in the printed commands",
         show_default="http://$JOURNEYS_HOST:$JOURNEYS_PORT, else http://127.0.0.1:8080",
     ),
+    secret_key_file: Path = typer.Option(
+        None,
+        "--secret-key-file",
+        metavar="FILE",
+        help="Without JOURNEYS_SECRET_KEY: the demo's secret key (patient data is stored encrypted "
+        "with it), made in FILE on the first run and kept; run the server with "
+        "JOURNEYS_SECRET_KEY_FILE=FILE (`make run` does)",
+    ),
 ) -> None:
     """Set up the demo and print what to try.
 
@@ -47,6 +57,7 @@ def demo(
     now = _now()
     saved = _read_state(state_file)
     definition = _load_or_exit(example)
+    key_file = None if settings.secret_key or secret_key_file is None else _demo_key(secret_key_file)
     with transaction(_engine()) as conn:
         setup = demo_service.ensure_demo(conn, definition, saved.get("token"), int(saved.get("runs", 0)), now)
         admin = demo_service.ensure_demo_admin(conn, setup.org_id, _saved_password(saved, setup.org_id), now)
@@ -63,7 +74,27 @@ def demo(
     base = base_url or f"http://{settings.host}:{settings.port}"
     db_flag = f" --db '{settings.database_url}'" if _state.get("db") else ""
     window = demo_service.window_now(definition, now)
-    typer.echo(_tour(setup, admin, base, bulk, search, db_flag, window, now))
+    key_export = "" if key_file is None else f"\n  export JOURNEYS_SECRET_KEY_FILE='{key_file}'"
+    typer.echo(_tour(setup, admin, base, bulk, search, db_flag, window, now, key_export))
+
+
+def _demo_key(path: Path) -> Path:
+    """The demo's secret key file (its absolute path): made with a new key the first time,
+    unless the database already holds data encrypted with a key that file held once."""
+    path = path.resolve()
+    if path.exists():
+        return path
+    with read_only(_engine()) as conn:
+        if keys_repo.count_by_kek(conn):
+            _fail(
+                f"the database holds patient data encrypted with a key that is no longer in {path}: "
+                "set JOURNEYS_SECRET_KEY to it, or start afresh with a new database"
+            )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(32) + "\n")
+    return path
 
 
 def _saved_password(saved: dict[str, Any], org_id: str) -> str | None:
@@ -129,6 +160,7 @@ def _tour(
     db_flag: str,
     window: demo_service.WindowNow | None,
     now: datetime,
+    key_export: str = "",
 ) -> str:
     api = f"{base}/chatbotapi/external/orgs/{setup.org_id}/journeys/{setup.journey_id}/instances"
     day = datetime.fromisoformat(demo_service.demo_day(now))
@@ -137,7 +169,7 @@ def _tour(
     return _heading(setup, admin, base) + f"""
 Then, to drive it from the API as a scheduling system would, in another terminal, in this directory:
 
-  export ORG='{setup.org_id}' TOKEN='{setup.token}'
+  export ORG='{setup.org_id}' TOKEN='{setup.token}'{key_export}
   export API='{api}'
 
 1. Start the journey for two patients booked on {day:%A, %B} {day.day} at 10:00 and 10:30,
