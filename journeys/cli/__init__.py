@@ -34,7 +34,7 @@ from journeys.cli.common import (
 )
 from journeys.cli.csv_trigger import trigger_csv
 from journeys.cli.demo import demo
-from journeys.cli.keys import keys_app
+from journeys.cli.keys import encrypt_existing, keys_app
 from journeys.cli.ops import cancel, optout_app, replies, reply
 from journeys.cli.simulate import simulate
 from journeys.cli.users import user_app
@@ -424,6 +424,7 @@ def worker() -> None:
 
 app.command()(simulate)
 app.command()(demo)
+app.command("encrypt-existing")(encrypt_existing)
 
 
 def main() -> None:

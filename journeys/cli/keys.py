@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import typer
 
 from journeys.cli.common import _engine, _fail, _print_json, _settings, json_option, new_app
-from journeys.keys import rotation
+from journeys.keys import existing, rotation
 from journeys.keys.box import SecretBox
 from journeys.keys.envelope import KeyProvider
 from journeys.keys.material import HOW_TO
+from journeys.keys.phi import OrgPhi
 from journeys.keys.service import rewrap_batch
+from journeys.store import accounts as accounts_repo
+from journeys.store import keys as keys_repo
 from journeys.store.db import read_only, transaction
 
 keys_app = new_app(
@@ -87,3 +91,54 @@ def keys_rotate(as_json: bool = json_option()) -> None:
         )
     if status.done:
         typer.echo("done: the previous keys can be removed from JOURNEYS_PREVIOUS_SECRET_KEYS")
+
+
+def encrypt_existing(
+    org: str = typer.Option(None, "--org", metavar="ORG", help="Only this org (default: every org)"),
+    batch_size: int = typer.Option(
+        500, "--batch-size", metavar="N", min=1, max=10_000, help="Rows per transaction"
+    ),
+    as_json: bool = json_option("Print one JSON object at the end (progress still goes to stderr)"),
+) -> None:
+    """Encrypt patient data stored before JOURNEYS_SECRET_KEY was set, in place.
+
+    Instances, outbox messages, inbound messages and consent records of each org, in batches
+    (each committed: stop it at will, and run it again to go on); progress on stderr. Servers
+    and workers keep running: an instance changed meanwhile is left for the next run."""
+    settings = _settings()
+    if settings.key_provider() is None:
+        _fail(f"JOURNEYS_SECRET_KEY is not set: {HOW_TO}")
+    engine = _engine()
+    with read_only(engine) as conn:
+        if org is not None and not keys_repo.org_exists(conn, org):
+            _fail(f"unknown org {org}")
+        orgs = [org] if org is not None else [str(o["org_id"]) for o in accounts_repo.list_orgs(conn)]
+    vault = settings.vault(engine)
+    report = [_encrypt_org(engine, vault.org(org_id), batch_size) for org_id in orgs]
+    done = all(not any(r["remaining"].values()) for r in report)
+    if as_json:
+        _print_json({"orgs": report, "done": done})
+        return
+    for r in report:
+        sealed = ", ".join(f"{n} {kind}" for kind, n in r["sealed"].items())
+        typer.echo(f"org {r['org']}: sealed {sealed}")
+    typer.echo("done: nothing is stored plain" if done else "some rows changed meanwhile: run it again")
+
+
+def _encrypt_org(engine: Any, phi: OrgPhi, batch_size: int) -> dict[str, Any]:
+    with read_only(engine) as conn:
+        total = existing.remaining(conn, phi.org_id)
+    sealed = dict.fromkeys(existing.KINDS, 0)
+    for kind in existing.KINDS:
+        after = ""
+        while total[kind]:
+            with transaction(engine) as conn:
+                batch = existing.encrypt_batch(conn, phi, kind, after, batch_size)
+            if not batch.read:
+                break
+            sealed[kind] += batch.sealed
+            after = batch.after
+            typer.echo(f"org {phi.org_id}: {kind} {sealed[kind]} of {total[kind]} sealed", err=True)
+    with read_only(engine) as conn:
+        left = existing.remaining(conn, phi.org_id)
+    return {"org": phi.org_id, "sealed": sealed, "remaining": left}
