@@ -19,7 +19,7 @@ from support.databases import own_database
 from support.keys import strong_key
 from support.server import Server, Tenant
 
-from journeys.keys import existing
+from journeys.lifecycle import encrypt as existing
 
 KEY = strong_key("encrypt existing")
 NAME = "Zebulon Quixote-Marchetti"

@@ -8,12 +8,13 @@ from typing import Any
 import typer
 
 from journeys.cli.common import _engine, _fail, _print_json, _settings, json_option, new_app
-from journeys.keys import existing, rotation
+from journeys.keys import rotation
 from journeys.keys.box import SecretBox
 from journeys.keys.envelope import KeyProvider
 from journeys.keys.material import HOW_TO
 from journeys.keys.phi import OrgPhi
 from journeys.keys.service import rewrap_batch
+from journeys.lifecycle import encrypt as existing
 from journeys.store import accounts as accounts_repo
 from journeys.store import keys as keys_repo
 from journeys.store.db import read_only, transaction
