@@ -57,6 +57,14 @@ class Settings(BaseSettings):
     worker_poll_interval: float = Field(default=1.0, gt=0)
     worker_lease_seconds: float = Field(default=30.0, ge=1)
 
+    # Retention (journeys.lifecycle.retention): ended instances keep their patient data this many
+    # days (unless their org or journey says otherwise), then the worker reduces them to
+    # tombstones, at most `retention_batch_size` each sweep, a sweep every `retention_sweep_seconds`.
+    retention_days: int = Field(default=365, ge=1, le=36_500)
+    retention_purge: bool = True
+    retention_sweep_seconds: float = Field(default=3600, gt=0)
+    retention_batch_size: int = Field(default=500, ge=1)
+
     # Database pool (PostgreSQL)
     pool_size: int = Field(default=10, ge=1)
     max_overflow: int = Field(default=10, ge=0)

@@ -75,6 +75,10 @@ class Action(StrEnum):
     WEBHOOK_DELETE = "webhook.delete"
     WEBHOOK_RETRY = "webhook.retry"
     AUDIT_EXPORT = "audit.export"
+    # patient data's life (journeys.lifecycle)
+    PATIENT_ERASE = "patient.erase"  # one patient's data erased on request
+    RETENTION_PURGE = "retention.purge"  # ended instances reduced to tombstones by hand
+    ORG_RETENTION = "org.retention"  # the org's retention changed
 
 
 class AuditError(ValueError):

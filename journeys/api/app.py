@@ -23,10 +23,10 @@ from journeys.api.openapi import build as build_openapi
 from journeys.clock import Clock
 from journeys.config import Settings
 from journeys.console.app import install as install_console
-from journeys.engine.wiring import build_worker
 from journeys.logs import guard_third_party
 from journeys.store.db import create_db_engine
 from journeys.store.migrate import upgrade
+from journeys.wiring import build_worker
 
 log = logging.getLogger("journeys.api")
 

@@ -36,6 +36,7 @@ from journeys.cli.csv_trigger import trigger_csv
 from journeys.cli.demo import demo
 from journeys.cli.keys import encrypt_existing, keys_app
 from journeys.cli.ops import cancel, optout_app, replies, reply
+from journeys.cli.retention import erase, org_retention, purge
 from journeys.cli.simulate import simulate
 from journeys.cli.users import user_app
 from journeys.clock import iso_z
@@ -409,7 +410,7 @@ def worker() -> None:
     import signal
     import threading
 
-    from journeys.engine.wiring import build_worker
+    from journeys.wiring import build_worker
 
     settings = _settings()
     _configure_logging(settings)
@@ -425,6 +426,9 @@ def worker() -> None:
 app.command()(simulate)
 app.command()(demo)
 app.command("encrypt-existing")(encrypt_existing)
+app.command()(purge)
+app.command()(erase)
+org_app.command("retention")(org_retention)
 
 
 def main() -> None:

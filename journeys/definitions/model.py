@@ -421,6 +421,13 @@ class JourneyDefinition(_Strict):
     frequency_cap: FrequencyCap | None = Field(
         default_factory=FrequencyCap, description="SMS frequency cap per phone number; null: none"
     )
+    retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        le=36_500,
+        description="Days an ended instance keeps its patient data before it is reduced to a tombstone "
+        "(default: the org's retention, 365 days unless set)",
+    )
     flows: list[Flow] = Field(min_length=1)
 
     # --- derived helpers (no I/O) ---

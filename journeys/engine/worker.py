@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -95,6 +95,7 @@ class Worker:
         dispatcher: Dispatcher | None = None,
         webhooks: WebhookSender | None = None,
         vault: Vault | None = None,
+        chores: Sequence[Callable[[datetime], None]] = (),
     ) -> None:
         self.engine = engine
         self.clock = clock
@@ -113,6 +114,8 @@ class Worker:
         self.vault = vault or self.dispatcher.vault
         # http_request steps reach only what JOURNEYS_OUTBOUND_ALLOW and the public internet allow.
         self.outbound = self.dispatcher.settings.outbound_policy()
+        # Housekeeping after each batch (the retention sweep): each decides when it is due.
+        self.chores = tuple(chores)
         self.wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -139,6 +142,7 @@ class Worker:
             self._http(work_item)
         result.delivered = self.dispatcher.deliver_due()
         self.webhooks.deliver_due()
+        self._chores(now)
         self.batches += 1
         self.steps += result.steps
         if result.claimed or result.delivered:
@@ -191,6 +195,13 @@ class Worker:
         replace_parameters(conn, param_rows)
         add_passes(conn, shard_of(self.worker_id), step_passes(done))  # last: its rows are shared
         return calls
+
+    def _chores(self, now: datetime) -> None:
+        for chore in self.chores:
+            try:
+                chore(now)
+            except Exception as exc:  # housekeeping must never stop the worker; it runs again later
+                log.error("chore %s failed: %s", type(chore).__name__, type(exc).__name__)
 
     def _keys(self, org_ids: set[str]) -> dict[str, OrgPhi]:
         """Each org's key; an org whose key this worker cannot unwrap (another JOURNEYS_SECRET_KEY)

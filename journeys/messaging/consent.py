@@ -152,10 +152,12 @@ class OptOut:
     updated_at: datetime
 
 
-def _opt_out(row: dict[str, Any], phi: OrgPhi) -> OptOut:
+def _opt_out(row: dict[str, Any], phi: OrgPhi, known: str | None = None) -> OptOut:
+    """The record as staff see it; `known`: the number, where the caller has it (a record kept
+    by its blind index only, after an erasure, no longer holds it)."""
     number, reason = row["number"], row["reason"]
     return OptOut(
-        phone=str(row["phone"]) if number is None else phi.open(number),
+        phone=known or (str(row["phone"]) if number is None else phi.open(number)),
         key=str(row["phone"]),
         opted_out=row["status"] == repo.OPTED_OUT,
         source=row["source"],
@@ -182,7 +184,7 @@ def add_opt_out(
         _opted_out_effects(conn, phi, number, now, {"source": source})
     row = repo.get(conn, org_id, key)
     assert row is not None
-    return changed, _opt_out(row, phi)
+    return changed, _opt_out(row, phi, number)
 
 
 def _seal(phi: OrgPhi, note: str | None) -> str | None:

@@ -65,10 +65,16 @@ def opt_in_if_opted_out(
     return changed is not None
 
 
+def _not_erased() -> sa.ColumnElement[bool]:
+    """Records whose number is known (plain, or sealed): an erased patient's record is kept by
+    its blind index only, to honour the STOP, and listed no more (journeys.store.retention)."""
+    return sa.or_(sms_consent.c.number.is_(None), sms_consent.c.number != "")
+
+
 def list_opted_out(conn: Connection, org_id: str, phone: str | None, limit: int) -> list[dict[str, Any]]:
     """The org's opted-out numbers, most recently changed first."""
     sc = sms_consent
-    q = sa.select(sc).where(sc.c.org_id == org_id, sc.c.status == OPTED_OUT)
+    q = sa.select(sc).where(sc.c.org_id == org_id, sc.c.status == OPTED_OUT, _not_erased())
     if phone is not None:
         q = q.where(sc.c.phone == phone)
     q = q.order_by(sc.c.updated_at.desc(), sc.c.phone).limit(limit)
@@ -81,7 +87,7 @@ def page_opted_out(
     """The org's opted-out numbers, most recently changed first, keyset-paged by
     (updated_at, phone) (ix_sms_consent_org_status_updated)."""
     sc = sms_consent
-    q = sa.select(sc).where(sc.c.org_id == org_id, sc.c.status == OPTED_OUT)
+    q = sa.select(sc).where(sc.c.org_id == org_id, sc.c.status == OPTED_OUT, _not_erased())
     if before is not None:
         at, phone = before
         q = q.where(

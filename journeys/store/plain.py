@@ -33,7 +33,7 @@ def _plain(column: Any) -> Any:
 
 
 PLAIN = {
-    "instances": (ji, ji.c.instance_id, _plain(ji.c.parameters)),
+    "instances": (ji, ji.c.instance_id, sa.and_(_plain(ji.c.parameters), ji.c.purged_at.is_(None))),
     "messages": (outbox, outbox.c.message_id, outbox.c.recipient.is_(None)),
     "replies": (inbound_messages, inbound_messages.c.message_id, _plain(inbound_messages.c.from_address)),
     "opt-outs": (sms_consent, sms_consent.c.phone, sms_consent.c.number.is_(None)),

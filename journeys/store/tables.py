@@ -56,6 +56,7 @@ orgs = sa.Table(
     sa.Column("org_id", Id, primary_key=True),
     sa.Column("name", sa.Text, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("retention_days", sa.Integer, nullable=True),  # null: JOURNEYS_RETENTION_DAYS (migration 0017)
 )
 
 api_tokens = sa.Table(
@@ -132,6 +133,8 @@ journey_instances = sa.Table(
     sa.Column("waiting_reply_phone", sa.String(64), nullable=True),  # number, or its blind index
     # The claim token of the worker batch holding the instance; due_at is then the lease's expiry.
     sa.Column("lease_owner", sa.String(64), nullable=True),
+    # When its patient data was erased (retention or a patient's request): a tombstone since.
+    sa.Column("purged_at", UTCDateTime, nullable=True),
     sa.PrimaryKeyConstraint("org_id", "instance_id"),
     sa.Index("ix_journey_instances_org_journey_created", "org_id", "journey_id", "created_at"),
     sa.Index("ix_journey_instances_org_journey_status", "org_id", "journey_id", "status", "created_at"),
@@ -155,6 +158,15 @@ journey_instances = sa.Table(
         unique=True,
         sqlite_where=sa.text("status = 'InProgress'"),
         postgresql_where=sa.text("status = 'InProgress'"),
+    ),
+    # Ended instances whose data the retention purge has still to erase (migration 0017).
+    sa.Index(
+        "ix_journey_instances_purgeable",
+        "org_id",
+        "journey_id",
+        "ended_at",
+        sqlite_where=sa.text("ended_at IS NOT NULL AND purged_at IS NULL"),
+        postgresql_where=sa.text("ended_at IS NOT NULL AND purged_at IS NULL"),
     ),
     sa.Index(
         "ix_journey_instances_waiting_reply",

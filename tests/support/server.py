@@ -56,6 +56,9 @@ class Server:
         # The tests' receivers (webhooks, http_request targets, fakes) listen on loopback, which
         # the outbound policy refuses by default: allowed here unless a test says otherwise.
         settings.setdefault("outbound_allow", LOOPBACK_ALLOWED)
+        # The retention sweep would reach other tests' orgs on the suite's shared database when a
+        # test moves its clock past a year: only the retention tests turn it on.
+        settings.setdefault("retention_purge", False)
         self.settings = Settings(database_url=database_url, worker_enabled=False, **settings)
         self.app = create_app(self.settings, clock=self.clock, run_worker=False)
         self.engine = self.app.state.engine
