@@ -13,6 +13,7 @@ from journeys.config import Settings
 from journeys.engine.worker import Worker
 from journeys.lifecycle.retention import RetentionSweep
 from journeys.messaging.dispatch import Dispatcher, check_secret_key
+from journeys.registered_apis.calls import RegisteredApis
 
 
 def build_worker(engine: Engine, settings: Settings, clock: Clock) -> Worker:
@@ -33,4 +34,5 @@ def build_worker(engine: Engine, settings: Settings, clock: Clock) -> Worker:
         lease=timedelta(seconds=settings.worker_lease_seconds),
         dispatcher=Dispatcher(engine, clock, settings, batch_size=settings.send_batch_size),
         chores=[sweep] if settings.retention_purge else [],
+        apis=RegisteredApis(engine, settings.secret_box(), settings.outbound_policy()),
     )

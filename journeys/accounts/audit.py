@@ -71,6 +71,8 @@ class Action(StrEnum):
     JOURNEY_PUBLISH = "journey.publish"
     CHANNEL_SET = "channel.set"
     CHANNEL_REMOVE = "channel.remove"
+    API_SET = "api.set"  # a registered API's settings (never its credentials)
+    API_REMOVE = "api.remove"
     WEBHOOK_CREATE = "webhook.create"
     WEBHOOK_DELETE = "webhook.delete"
     WEBHOOK_RETRY = "webhook.retry"

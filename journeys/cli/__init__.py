@@ -15,6 +15,7 @@ import journeys.catalog.service as catalog
 from journeys import __version__, logs
 from journeys.accounts.audit import Action
 from journeys.api.schemas import created_token_json, journey_json, org_json, token_json
+from journeys.cli.apis import api_app
 from journeys.cli.auditing import audit_app, record_cli
 from journeys.cli.channels import channel_app, webhook_app
 from journeys.cli.common import (
@@ -56,6 +57,7 @@ app.add_typer(optout_app, name="optout")
 app.add_typer(user_app, name="user")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
+app.add_typer(api_app, name="api")
 
 
 def _print_version(value: bool) -> None:

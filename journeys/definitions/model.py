@@ -129,7 +129,18 @@ class SendEmailStep(_Step):
 class HttpRequestStep(_Step):
     type: Literal["http_request"]
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
-    url: str = Field(min_length=1, description="Jinja2 template; must render to an http(s) URL")
+    url: str | None = Field(
+        default=None, min_length=1, description="Jinja2 template rendering to an http(s) URL (or give 'api')"
+    )
+    api: str | None = Field(
+        default=None,
+        pattern=r"^[a-z][a-z0-9_-]{0,63}$",
+        description="A registered API of the org (`journeys api set`): its base URL and credentials",
+    )
+    path: str | None = Field(
+        default=None,
+        description="With 'api': a Jinja2 template after its base URL, e.g. '/patients/{{ patientId }}'",
+    )
     headers: dict[str, str] = Field(default_factory=dict, description="Header values are Jinja2 templates")
     body: Any = Field(default=None, description="JSON body; every string inside is a Jinja2 template")
     timeout: str = Field(default="10s", description="e.g. '10s', '1m'")

@@ -309,13 +309,7 @@ def _check_http_request(
     path: str,
     problems: list[Problem],
 ) -> None:
-    if check_template(defn, step.url, f"{path}.url", problems, HTTP_URL):
-        fixed = step.url.split("{", 1)[0]  # the text before any template syntax
-        schemes = ("http://", "https://")
-        if not any(fixed.startswith(s) or s.startswith(fixed) for s in schemes):
-            problems.append(
-                Problem("the url must start with http:// or https:// (lower case)", f"{path}.url")
-            )
+    _check_http_target(defn, step, path, problems)
     for name, value in step.headers.items():
         check_template(defn, value, f"{path}.headers.{name}", problems, HTTP_HEADER)
     if step.body is not None and step.method == "GET":
@@ -338,6 +332,29 @@ def _check_http_request(
             )
     if step.on_failure is not None:
         _check_step_ref(step.on_failure, ids, f"{path}.on_failure", problems)
+
+
+def _check_http_target(
+    defn: JourneyDefinition, step: HttpRequestStep, path: str, problems: list[Problem]
+) -> None:
+    """Either a url, or a registered API (`api`) and a path below its base URL."""
+    if (step.url is None) == (step.api is None):
+        problems.append(Problem("give either 'url' or 'api' (a registered API) with 'path'", path))
+    if step.path is not None and step.api is None:
+        problems.append(Problem("'path' goes with 'api' (a registered API's base URL)", f"{path}.path"))
+    if step.url is not None and check_template(defn, step.url, f"{path}.url", problems, HTTP_URL):
+        fixed = step.url.split("{", 1)[0]  # the text before any template syntax
+        schemes = ("http://", "https://")
+        if not any(fixed.startswith(s) or s.startswith(fixed) for s in schemes):
+            problems.append(
+                Problem("the url must start with http:// or https:// (lower case)", f"{path}.url")
+            )
+    below = step.path if step.api is not None else None
+    if below and check_template(defn, below, f"{path}.path", problems, HTTP_URL):
+        fixed = below.split("{", 1)[0]
+        if fixed and not fixed.startswith(("/", "?")):
+            problem = "the path must start with / (it follows the API's base URL)"
+            problems.append(Problem(problem, f"{path}.path"))
 
 
 def _check_wait_for_reply(

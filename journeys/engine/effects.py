@@ -33,6 +33,9 @@ class HttpCall(msgspec.Struct, frozen=True):
     body: Any  # JSON, its strings rendered
     timeout: float  # seconds
     idempotency_key: str  # the same on every retry of the call
+    # A registered API of the org: then `url` is the path below its base URL, and the worker adds
+    # the base URL and the API's credentials (journeys.registered_apis) when it makes the call.
+    api: str | None = None
 
 
 class Ledger(Protocol):

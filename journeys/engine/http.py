@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import httpx
 
 from journeys import outbound
@@ -9,6 +11,30 @@ from journeys.engine.effects import HttpCall
 from journeys.engine.state import HttpResult
 
 MAX_SAVED_BODY = 256 * 1024
+
+
+class ApiResolver(Protocol):
+    """Calls to an org's registered APIs (journeys.registered_apis): their base URL and
+    credentials added, or why the call cannot be made."""
+
+    def prepare(self, org_id: str, call: HttpCall) -> HttpCall | str: ...
+
+    def answered(self, org_id: str, call: HttpCall, status: int | None) -> None: ...
+
+
+def perform_step_call(
+    org_id: str, call: HttpCall, policy: outbound.OutboundPolicy, apis: ApiResolver | None
+) -> HttpResult:
+    """An http_request step's call: to its URL, or through the registered API it names."""
+    if call.api is None:
+        return perform_http(call, policy)
+    prepared = apis.prepare(org_id, call) if apis is not None else "registered APIs are not available here"
+    if isinstance(prepared, str):
+        return HttpResult(ok=False, status=None, data=None, error=prepared)
+    result = perform_http(prepared, policy)
+    if apis is not None:
+        apis.answered(org_id, call, result.status)
+    return result
 
 
 def perform_http(call: HttpCall, policy: outbound.OutboundPolicy) -> HttpResult:

@@ -495,16 +495,21 @@ class _Run:
         if pending is None or pending.step != step.id:
             pending = PendingHttp(step.id, new_id())  # the same key on every retry of this call
             self.update(http_key=pending)
+        target = (step.url or "") if step.api is None else (step.path or "")
         call = HttpCall(
             step=step.id,
             method=step.method,
-            url=self.render(step.url, step.id, HTTP_URL),
+            url=self.render(target, step.id, HTTP_URL),
             headers={k: self.render(v, step.id, HTTP_HEADER) for k, v in step.headers.items()},
             body=self.render_json(step.body, step.id, [HTTP_BODY.max_chars]),
             timeout=parse_duration(step.timeout).total_seconds(),
             idempotency_key=pending.key,
+            api=step.api,
         )
-        if not call.url.startswith(("http://", "https://")):
+        if step.api is not None:
+            if call.url and (not call.url.startswith(("/", "?")) or call.url.startswith("//")):
+                raise StepFailed(f"step {step.id}: the path does not render to a path below the API's URL")
+        elif not call.url.startswith(("http://", "https://")):
             raise StepFailed(f"step {step.id}: the url does not render to an http(s) URL")
         self.fx.http_call = call
         self.fx.steps_run -= 1  # it runs when the result is in

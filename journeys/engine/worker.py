@@ -29,7 +29,7 @@ from sqlalchemy.engine import Engine
 from journeys.backoff import backoff
 from journeys.catalog.service import load_version
 from journeys.clock import Clock
-from journeys.engine.http import perform_http
+from journeys.engine.http import ApiResolver, perform_step_call
 from journeys.engine.interpreter import Effects, HttpCall, Instance, StepFailed, advance
 from journeys.engine.passes import shard_of, step_passes
 from journeys.engine.state import HttpResult, InstanceState
@@ -96,6 +96,7 @@ class Worker:
         webhooks: WebhookSender | None = None,
         vault: Vault | None = None,
         chores: Sequence[Callable[[datetime], None]] = (),
+        apis: ApiResolver | None = None,
     ) -> None:
         self.engine = engine
         self.clock = clock
@@ -116,6 +117,7 @@ class Worker:
         self.outbound = self.dispatcher.settings.outbound_policy()
         # Housekeeping after each batch (the retention sweep): each decides when it is due.
         self.chores = tuple(chores)
+        self.apis = apis  # http_request steps' registered APIs (their URLs and credentials)
         self.wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -255,7 +257,7 @@ class Worker:
         return pairs
 
     def _http(self, item: HttpWork) -> None:
-        outcome = perform_http(item.call, self.outbound)
+        outcome = perform_step_call(item.org_id, item.call, self.outbound, self.apis)
         phi = self.vault.org(item.org_id)
         with transaction(self.engine) as conn:
             # Guarded by rev: a cancel or subflow that came in meanwhile wins, and the result is dropped.

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from journeys.store.tables import org_channels, org_keys, orgs, users, webhook_subscriptions
+from journeys.store.tables import org_apis, org_channels, org_keys, orgs, users, webhook_subscriptions
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,7 @@ _SEALED = {
     "org_channels": (org_channels, ("org_id", "channel"), "config_encrypted"),
     "webhook_subscriptions": (webhook_subscriptions, ("org_id", "subscription_id"), "secret_encrypted"),
     "users": (users, ("org_id", "user_id"), "totp_secret_encrypted"),
+    "org_apis": (org_apis, ("org_id", "name"), "config_encrypted"),
 }
 
 

@@ -508,6 +508,21 @@ audit_heads = sa.Table(
     sa.PrimaryKeyConstraint("org_id"),
 )
 
+# Registered APIs (migration 0018): a clinic system `http_request` steps call by name (`api: ehr`),
+# its base URL and how to authenticate; the credentials sealed like provider credentials.
+org_apis = sa.Table(
+    "org_apis",
+    metadata,
+    sa.Column("org_id", Id, nullable=False),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("base_url", sa.Text, nullable=False),
+    sa.Column("auth", sa.String(16), nullable=False),  # none | api_key | basic | bearer | oauth2
+    sa.Column("config_encrypted", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.PrimaryKeyConstraint("org_id", "name"),
+)
+
 # Each org's data keys, wrapped by a key-encryption key that is never stored (journeys.keys).
 org_keys = sa.Table(
     "org_keys",
