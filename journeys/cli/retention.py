@@ -42,6 +42,7 @@ def purge(
     if total and not dry_run:
         with transaction(engine) as conn:
             record_cli(conn, org, Action.RETENTION_PURGE, "instance", (), total)
+        retention.forget_old_pages(engine)
     if as_json:
         report = [
             {"journeyId": j.journey_id, "name": j.name, "retentionDays": j.days, "from": j.source,
@@ -87,6 +88,7 @@ def erase(
         done = erasure.erase(conn, phi, name, value, _now())
         named = done.instances if len(done.instances) <= MAX_TARGET_IDS else ()  # else the count only
         record_cli(conn, org, Action.PATIENT_ERASE, "instance", named, len(done.instances))
+    retention.forget_old_pages(engine)
     counts = {"messages": done.messages, "replies": done.replies, "optOuts": done.opt_outs}
     if as_json:
         _print_json({"orgId": org, "instances": list(done.instances), **counts})

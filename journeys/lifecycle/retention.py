@@ -61,6 +61,12 @@ def purgeable(conn: Connection, org_id: str, journey: JourneyRetention) -> int:
     return repo.count_purgeable(conn, org_id, journey.journey_id, journey.cutoff)
 
 
+def forget_old_pages(engine: Engine) -> None:
+    """After a purge or an erasure is committed: drop the database's own older copies of the
+    pages the erased data was on (SQLite's WAL), so that nothing of it is left in the files."""
+    repo.drop_erased_pages(engine)
+
+
 def parse_days(value: object) -> int | None:
     """An org's retention as given: whole days from 1 to 36,500, or None (`default`: the
     deployment's); Invalid otherwise."""
@@ -121,5 +127,8 @@ class RetentionSweep:
                     log.info("retention: %d instances of org %s reduced to tombstones", n, org_id)
                 budget -= n
                 if budget <= 0:
+                    forget_old_pages(self.engine)
                     return self.batch
+        if budget < self.batch:
+            forget_old_pages(self.engine)
         return self.batch - budget

@@ -12,8 +12,9 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
+from journeys.store.backends import backend_for
 from journeys.store.bulk import one_of
 from journeys.store.tables import (
     ACTIVE,
@@ -29,6 +30,11 @@ from journeys.store.tables import (
 ji, ip = journey_instances, instance_parameters
 CHUNK = 500
 ERASED = ""  # a consent record's sealed number once erased: only its blind index is kept
+
+
+def drop_erased_pages(engine: Engine) -> None:
+    """After a purge or an erasure (journeys.store.backends)."""
+    backend_for(engine).drop_erased_pages(engine)
 
 
 def org_retention(conn: Connection, org_id: str) -> tuple[bool, int | None]:

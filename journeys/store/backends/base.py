@@ -201,6 +201,11 @@ class Backend(ABC):
     def analyze_instances(self, engine: Engine) -> bool:
         """Gather fresh statistics of the instances table; whether it ran. Never raises."""
 
+    def drop_erased_pages(self, engine: Engine) -> None:
+        """After erasing patient data: let go of old copies of the pages it was on, where the
+        database keeps them in files of its own (never raises)."""
+        return None
+
     @abstractmethod
     def count_active_instances(self, conn: Connection) -> int:
         """How many instances are InProgress, from the partial index of active instances."""

@@ -148,6 +148,7 @@ class SQLiteBackend(Backend):
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA secure_delete=ON")  # erased patient data is zeroed, not left in free space
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -277,6 +278,17 @@ class SQLiteBackend(Backend):
 
     def analyze_instances(self, engine: Engine) -> bool:
         return False
+
+    def drop_erased_pages(self, engine: Engine) -> None:
+        # Deleted content is zeroed in the pages (secure_delete, on every connection); the WAL
+        # still holds the pages as they were until a checkpoint copies the new ones back and
+        # truncates it (it cannot while another connection reads an older snapshot: then the
+        # next checkpoint does).
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").all()
+        except sa.exc.SQLAlchemyError:
+            pass
 
     def count_active_instances(self, conn: Connection) -> int:
         return int(conn.exec_driver_sql(COUNT_ACTIVE).scalar_one())
