@@ -11,7 +11,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -20,16 +20,30 @@ import sqlalchemy as sa
 
 from bench.harness import (
     APPOINTMENT,
+    BENCH_SECRET_KEY,
     SEND_ONCE,
     Database,
     Proc,
     Tenant,
+    encrypted,
     make_tenant,
     start_server,
     start_workers,
     utcnow,
 )
-from bench.rows import appointment_parameters, build_rows, fill, raw_insert, send_once_parameters
+from bench.rows import (
+    SPREAD_MINUTES,
+    appointment_parameters,
+    build_rows,
+    fill,
+    fill_sealed,
+    raw_insert,
+    send_once_parameters,
+)
+from journeys.config import Settings
+from journeys.definitions import load_definition_file
+from journeys.keys.phi import OrgPhi
+from journeys.keys.searchable import prefix_names
 from journeys.store.tables import instance_events, journey_instances, outbox
 
 Row = dict[str, Any]
@@ -91,6 +105,16 @@ def _wait_idle(db: Database, tenant: Tenant, procs: list[Proc], timeout: float) 
 
 
 # ------------------------------------------------------------------ bulk trigger vs raw insert
+def sealing(db: Database, tenant: Tenant) -> tuple[OrgPhi | None, dict[str, tuple[int, ...]] | None]:
+    """With JOURNEYS_BENCH_ENCRYPTED=1: the org's key and the journey's prefix parameters, so
+    that the raw insert writes the rows an encrypted trigger writes (sealed parameters, blind
+    indexes and their prefixes) — the same-schema limit the bulk figure is compared with."""
+    if not encrypted():
+        return None, None
+    phi = Settings(secret_key=BENCH_SECRET_KEY).vault(db.engine).org(tenant.org_id)
+    return phi, prefix_names(load_definition_file(APPOINTMENT))
+
+
 def bulk(
     db: Database, runs: int, requests: int = 10, per_request: int = 10_000
 ) -> tuple[list[Row], list[Proc]]:
@@ -101,6 +125,7 @@ def bulk(
     when = (utcnow() + timedelta(days=3)).strftime("%Y-%m-%d %H:%M:%S")
     n = requests * per_request
     rates, raw_rates = [], []
+    phi, prefix = sealing(db, tenant)  # encrypted: the raw insert writes what the trigger does
     try:
         with httpx.Client(timeout=600) as client:
             template = [  # built once; each run renames its identifiers ("bX-…" → "b<run>-…")
@@ -127,6 +152,8 @@ def bulk(
                         ],
                         "appointmentId",
                         utcnow(),
+                        phi=phi,
+                        prefix=prefix,
                     )
                     for k in range(requests)
                 ]
@@ -257,6 +284,7 @@ class SearchData:
     tenant: Tenant
     active: list[str]  # the InProgress instances' ids, to cancel
     seconds: float  # how long storing them took
+    minute_base: datetime | None = None  # sealed fill: its appointment times start here (one a minute)
 
 
 def prepare_search(db: Database, total: int = 1_000_000) -> SearchData:
@@ -265,12 +293,18 @@ def prepare_search(db: Database, total: int = 1_000_000) -> SearchData:
     steady state autovacuum keeps (fresh statistics, visibility map set) — and so autovacuum
     has nothing left to do on these tables while the figures are measured."""
     tenant = make_tenant(db, APPOINTMENT)
-    t0 = time.perf_counter()
-    active = fill(db, tenant, total, utcnow())
+    phi, prefix = sealing(db, tenant)
+    t0, now = time.perf_counter(), utcnow()
+    minute_base = None
+    if phi is not None and prefix is not None:
+        active = fill_sealed(db, tenant, total, now, phi, prefix)
+        minute_base = now + timedelta(days=30)
+    else:
+        active = fill(db, tenant, total, now)
     if db.is_pg:
         with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql("VACUUM ANALYZE")
-    return SearchData(tenant, active, time.perf_counter() - t0)
+    return SearchData(tenant, active, time.perf_counter() - t0, minute_base)
 
 
 def search_and_cancel(db: Database, data: SearchData, runs: int, total: int = 1_000_000,
@@ -298,6 +332,13 @@ def search_and_cancel(db: Database, data: SearchData, runs: int, total: int = 1_
         ),
         "search status InProgress": lambda: status,
     }
+    base = data.minute_base
+    if base is not None:  # encrypted: startsWith only on `search: prefix` parameters (of the journey)
+        del kinds["search parameter startsWith"]
+        kinds["search parameter startsWith (a minute of appointmentDateTime)"] = lambda: param(
+            "appointmentDateTime", "startsWith",
+            (base + timedelta(minutes=rng.randrange(SPREAD_MINUTES))).strftime("%Y-%m-%d %H:%M"),
+        )  # fmt: skip
     try:
         with httpx.Client(timeout=60, headers=tenant.headers) as client:
             for name, make in kinds.items():

@@ -14,11 +14,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 import orjson
 import sqlalchemy as sa
 
 from bench.harness import Database, Tenant
 from journeys.ids import new_id, new_ids
+from journeys.keys.phi import OrgPhi
+from journeys.keys.searchable import parameter_rows
 from journeys.store.bulk import insert_many
 from journeys.store.db import transaction
 from journeys.store.events import event_record
@@ -50,8 +53,12 @@ def send_once_parameters(i: int, tag: str) -> dict[str, str]:
     return {"patientId": f"{tag}-{i:07d}", "patientName": FIRST[i % 10], "phoneNumber": phone(i)}
 
 
-def _identifier_key(value: str) -> str:
-    return hashlib.sha256(orjson.dumps([value])).hexdigest()
+def _identifier_key(value: str, phi: OrgPhi | None = None) -> str:
+    """As the trigger makes it for one identifier parameter (journeys.instances.trigger)."""
+    text = orjson.dumps([value]).decode()
+    if phi is not None and phi.encrypted:
+        return phi.blind("~identifier", text)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 @dataclass
@@ -72,13 +79,19 @@ def build_rows(
     step_id: int = 10,
     due_at: Sequence[datetime | None] | None = None,
     searchable: bool = True,
+    phi: OrgPhi | None = None,
+    prefix: dict[str, tuple[int, ...]] | None = None,
+    statuses: Sequence[str] | None = None,
 ) -> Rows:
     """The rows the trigger writes for these instances: the instance, one row per parameter
-    (unless not `searchable`), the `started` event."""
+    (unless not `searchable`), the `started` event. With `phi` (an org whose patient data is
+    encrypted) as an encrypted trigger writes them: the parameters sealed, the searchable rows
+    blind indexes, with those of the `prefix` parameters' prefixes."""
     rows = Rows()
     batch = new_id()
     ids = new_ids(len(params))
     for n, (p, iid) in enumerate(zip(params, ids, strict=True)):
+        status = statuses[n] if statuses is not None else status
         active = status == "InProgress"
         rows.instances.append(
             {
@@ -89,8 +102,8 @@ def build_rows(
                 "batch_id": batch,
                 "status": status,
                 "time_zone": time_zone,
-                "parameters": orjson.dumps(p).decode(),
-                "identifier_key": _identifier_key(p[identifier]),
+                "parameters": phi.seal_json(p) if phi is not None else orjson.dumps(p).decode(),
+                "identifier_key": _identifier_key(p[identifier], phi),
                 "flow_id": "main",
                 "step_id": step_id,
                 "due_at": (due_at[n] if due_at is not None else now) if active else None,
@@ -102,7 +115,10 @@ def build_rows(
                 "ended_at": None if active else now,
             }
         )
-        if searchable:
+        if searchable and phi is not None:
+            found = parameter_rows(phi, (tenant.org_id, iid), tenant.journey_id, p, p, prefix or {})
+            rows.parameters.extend(msgspec.structs.asdict(r) for r in found)
+        elif searchable:
             rows.parameters.extend(
                 {
                     "org_id": tenant.org_id,
@@ -280,6 +296,51 @@ def fill(db: Database, tenant: Tenant, total: int, now: datetime) -> list[str]:
                 sa.select(ji.c.instance_id).where(ji.c.org_id == tenant.org_id, ji.c.status == "InProgress")
             ).scalars()
         )
+
+
+SPREAD_MINUTES = 10_000  # the sealed fill's appointment times: ~100 instances per minute of 1,000,000
+
+
+def fill_sealed(
+    db: Database, tenant: Tenant, total: int, now: datetime, phi: OrgPhi, prefix: dict[str, tuple[int, ...]]
+) -> list[str]:
+    """`fill` for an org whose patient data is encrypted: the same mix of statuses, with the rows
+    an encrypted trigger writes (sealed parameters, blind indexes and the prefix rows), made here
+    in Python (a database cannot compute them) and inserted as `raw_insert` does; appointment
+    times spread over SPREAD_MINUTES minutes from 30 days on, so that a minute prefix
+    (`startsWith 2026-12-31 10:07`) matches about total / SPREAD_MINUTES instances."""
+    base = now + timedelta(days=30)
+    tables = (journey_instances, instance_parameters, instance_events)
+    active: list[str] = []
+    with _fill_connection(db) as conn:
+        for table in tables:
+            for index in table.indexes:
+                index.drop(conn)
+        for start in range(0, total, 10_000):
+            numbers = range(start, min(start + 10_000, total))
+            params = [appointment_parameters(i, "fill", _minute(base, i)) for i in numbers]
+            statuses = [_fill_status(i) for i in numbers]
+            rows = build_rows(tenant, params, "appointmentId", now, phi=phi, prefix=prefix, statuses=statuses,
+                              step_id=20, due_at=[now + timedelta(days=29)] * len(params))  # fmt: skip
+            for table, data in ((journey_instances, rows.instances), (instance_parameters, rows.parameters),
+                                (instance_events, rows.events)):  # fmt: skip
+                if db.is_pg:
+                    _copy(conn, table, data)
+                else:
+                    insert_many(conn, table, data)
+            active += [r["instance_id"] for r in rows.instances if r["status"] == "InProgress"]
+        for table in tables:
+            for index in table.indexes:
+                index.create(conn)
+    return active
+
+
+def _fill_status(i: int) -> str:
+    return "InProgress" if i % 10 < 2 else "Cancelled" if i % 10 == 2 else "Completed"
+
+
+def _minute(base: datetime, i: int) -> str:
+    return (base + timedelta(minutes=i % SPREAD_MINUTES)).strftime("%Y-%m-%d %H:%M:00")
 
 
 @contextmanager

@@ -18,8 +18,11 @@ from support.server import ROOT
 
 sys.path.insert(0, str(ROOT))
 
+from bench.figures import sealing  # noqa: E402
 from bench.harness import APPOINTMENT, fresh_database, make_tenant, utcnow  # noqa: E402
-from bench.rows import _identifier_key, appointment_parameters, fill  # noqa: E402
+from bench.rows import _identifier_key, _minute, appointment_parameters, fill, fill_sealed  # noqa: E402
+from journeys.definitions import load_definition_file  # noqa: E402
+from journeys.instances.trigger import identifier_key  # noqa: E402
 from journeys.store.tables import (  # noqa: E402
     instance_events,
     instance_parameters,
@@ -79,6 +82,38 @@ def test_the_generated_fill_stores_what_the_trigger_would(tmp_path: Path) -> Non
         assert {e[1] for e in events} == {"started"}
         expected = {i.name for t in (ji, ip, ev) for i in t.indexes}
         assert expected <= indexes, "the secondary indexes are rebuilt after the fill"
+    finally:
+        db.close()
+
+
+def test_the_sealed_fill_stores_what_an_encrypted_trigger_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JOURNEYS_BENCH_ENCRYPTED", "1")
+    total = 10_000
+    db = _database(tmp_path)
+    try:
+        tenant = make_tenant(db, APPOINTMENT)
+        phi, prefix = sealing(db, tenant)
+        assert phi is not None and phi.encrypted and prefix == {"appointmentdatetime": (4, 7, 10, 13, 16)}
+        now = utcnow()
+        active = fill_sealed(db, tenant, total, now, phi, prefix)
+        defn = load_definition_file(APPOINTMENT)
+        ji, ip = journey_instances, instance_parameters
+        with db.engine.connect() as conn:
+            rows = conn.execute(sa.select(ji).order_by(ji.c.instance_id)).mappings().all()
+            params = {(r.instance_id, r.name): r.value for r in conn.execute(sa.select(ip))}
+        assert len(rows) == total and len(params) == 10 * total  # 5 parameters, 5 prefixes of the date
+        assert len(active) == total // 5
+        for i in (0, 1, 2, 3, 4567, total - 1):
+            row = rows[i]
+            expected = appointment_parameters(i, "fill", _minute(now + timedelta(days=30), i))
+            assert row["parameters"].startswith("~") and phi.open_json(row["parameters"]) == expected
+            assert row["identifier_key"] == identifier_key(defn, expected, phi)
+            iid = row["instance_id"]
+            assert params[(iid, "patientid")] == phi.blind("patientid", expected["patientId"])
+            day = expected["appointmentDateTime"][:10]
+            assert params[(iid, "appointmentdatetime~10")] == phi.blind("appointmentdatetime~10", day)
     finally:
         db.close()
 
