@@ -26,6 +26,7 @@ PAGES = [
     "/console/admin/audit",
     "/console/admin/channels",
     "/console/admin/webhooks",
+    "/console/admin/apis",
 ]
 
 

@@ -19,6 +19,7 @@ class Permission(StrEnum):
     MANAGE_TOKENS = "manage_tokens"
     MANAGE_CHANNELS = "manage_channels"
     MANAGE_WEBHOOKS = "manage_webhooks"
+    MANAGE_APIS = "manage_apis"  # registered APIs (http_request's clinic systems)
     READ_AUDIT = "read_audit"
 
 
@@ -61,5 +62,6 @@ MINIMUM_ROLE: dict[Permission, Role] = {
     Permission.MANAGE_TOKENS: Role.ADMIN,
     Permission.MANAGE_CHANNELS: Role.ADMIN,
     Permission.MANAGE_WEBHOOKS: Role.ADMIN,
+    Permission.MANAGE_APIS: Role.ADMIN,
     Permission.READ_AUDIT: Role.ADMIN,
 }

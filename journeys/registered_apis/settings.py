@@ -20,6 +20,10 @@ class AuthKind:
     required: tuple[str, ...]
     optional: tuple[str, ...] = ()
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.required + self.optional
+
 
 AUTH_KINDS = {
     "none": AuthKind(()),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from journeys.console.pages import (
+    admin_apis,
     admin_audit,
     admin_channels,
     admin_tokens,
@@ -30,6 +31,7 @@ ROUTERS: list[APIRouter] = [
     admin_users.router,
     admin_tokens.router,
     admin_audit.router,
+    admin_apis.router,
     admin_channels.router,
     admin_webhooks.router,
 ]
