@@ -332,12 +332,12 @@ def search_and_cancel(db: Database, data: SearchData, runs: int, total: int = 1_
         ),
         "search status InProgress": lambda: status,
     }
-    base = data.minute_base
-    if base is not None:  # encrypted: startsWith only on `search: prefix` parameters (of the journey)
+    first = data.minute_base
+    if first is not None:  # encrypted: startsWith only on `search: prefix` parameters (of the journey)
         del kinds["search parameter startsWith"]
         kinds["search parameter startsWith (a minute of appointmentDateTime)"] = lambda: param(
             "appointmentDateTime", "startsWith",
-            (base + timedelta(minutes=rng.randrange(SPREAD_MINUTES))).strftime("%Y-%m-%d %H:%M"),
+            (first + timedelta(minutes=rng.randrange(SPREAD_MINUTES))).strftime("%Y-%m-%d %H:%M"),
         )  # fmt: skip
     try:
         with httpx.Client(timeout=60, headers=tenant.headers) as client:
