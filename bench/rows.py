@@ -320,7 +320,8 @@ def fill_sealed(
             numbers = range(start, min(start + 10_000, total))
             params = [appointment_parameters(i, "fill", _minute(base, i)) for i in numbers]
             statuses = [_fill_status(i) for i in numbers]
-            rows = build_rows(tenant, params, "appointmentId", now, phi=phi, prefix=prefix, statuses=statuses,
+            created = now - timedelta(minutes=(total - start) // 10_000)  # a minute apart, as in `fill`
+            rows = build_rows(tenant, params, "appointmentId", created, phi=phi, prefix=prefix, statuses=statuses,
                               step_id=20, due_at=[now + timedelta(days=29)] * len(params))  # fmt: skip
             for table, data in ((journey_instances, rows.instances), (instance_parameters, rows.parameters),
                                 (instance_events, rows.events)):  # fmt: skip

@@ -660,6 +660,25 @@ def test_demo_with_a_missing_or_invalid_example_fails_clearly(cli: Cli, tmp_path
     assert not cli.path.exists() and not (tmp_path / "demo").exists()  # nothing set up
 
 
+@pytest.mark.same_on_every_database
+def test_a_demo_key_file_that_cannot_be_made_or_was_lost_fails_clearly(cli: Cli, tmp_path: Path) -> None:
+    state = ["--example", str(EXAMPLE), "--state-file", str(tmp_path / "demo" / "demo.json")]
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    proc = cli.run("demo", *state, "--secret-key-file", str(folder))
+    assert proc.returncode == 1 and f"--secret-key-file: {folder} is a directory" in proc.stderr
+    key = tmp_path / "keys" / "secret-key"
+    cli.ok("demo", *state, "--secret-key-file", str(key))
+    cli.env["JOURNEYS_SECRET_KEY_FILE"] = str(key)
+    org = cli.json("org", "list", "--json")[0]["id"]
+    cli.ok("optout", "add", "--org", org, "--phone", "+13125550100")  # patient data: the org's key is made
+    del cli.env["JOURNEYS_SECRET_KEY_FILE"]
+    key.unlink()  # the key is lost: the demo does not make another over the encrypted data
+    proc = cli.run("demo", *state, "--secret-key-file", str(key))
+    assert proc.returncode == 1 and "encrypted with a key that is no longer in" in proc.stderr
+    assert not key.exists() and "Traceback" not in proc.stderr
+
+
 # ---------------------------------------------------------------------------- journey publish
 EXPECTED_FLOWS = [
     {"id": "main", "name": "Main Flow", "main": True},

@@ -82,6 +82,8 @@ def _demo_key(path: Path) -> Path:
     """The demo's secret key file (its absolute path): made with a new key the first time,
     unless the database already holds data encrypted with a key that file held once."""
     path = path.resolve()
+    if path.is_dir():
+        _fail(f"--secret-key-file: {path} is a directory")
     if path.exists():
         return path
     with read_only(_engine()) as conn:
@@ -90,10 +92,13 @@ def _demo_key(path: Path) -> Path:
                 f"the database holds patient data encrypted with a key that is no longer in {path}: "
                 "set JOURNEYS_SECRET_KEY to it, or start afresh with a new database"
             )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_urlsafe(32) + "\n")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32) + "\n")
+    except OSError as exc:
+        _fail(f"--secret-key-file: cannot write {path}: {exc.strerror or type(exc).__name__}")
     return path
 
 
