@@ -321,8 +321,9 @@ def fill_sealed(
             params = [appointment_parameters(i, "fill", _minute(base, i)) for i in numbers]
             statuses = [_fill_status(i) for i in numbers]
             created = now - timedelta(minutes=(total - start) // 10_000)  # a minute apart, as in `fill`
-            rows = build_rows(tenant, params, "appointmentId", created, phi=phi, prefix=prefix, statuses=statuses,
-                              step_id=20, due_at=[now + timedelta(days=29)] * len(params))  # fmt: skip
+            due = [now + timedelta(days=29)] * len(params)
+            rows = build_rows(tenant, params, "appointmentId", created, phi=phi, prefix=prefix,
+                              statuses=statuses, step_id=20, due_at=due)  # fmt: skip
             for table, data in ((journey_instances, rows.instances), (instance_parameters, rows.parameters),
                                 (instance_events, rows.events)):  # fmt: skip
                 if db.is_pg:
