@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from journeys.cli.auditing import cli_actor
-from journeys.cli.common import _engine, _fail, _print_json, _settings, json_option, new_app, org_option
+from journeys.cli.common import _engine, _print_json, _settings, json_option, key_values, new_app, org_option
 from journeys.clock import iso_z
 from journeys.registered_apis import service
 from journeys.registered_apis.settings import AUTH_KINDS
@@ -33,12 +33,7 @@ def api_set(
     ),
 ) -> None:
     """Register an API of the org, or replace its settings. Needs JOURNEYS_SECRET_KEY."""
-    given: dict[str, str] = {}
-    for item in setting:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            _fail(f"--set {key.strip()!r}: use KEY=VALUE")
-        given[key.strip()] = value
+    given = key_values(setting)
     box = _settings().secret_box()
     with transaction(_engine()) as conn:
         api = service.set_api(conn, cli_actor(), org, name, base_url, auth, given, box)

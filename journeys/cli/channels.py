@@ -16,6 +16,7 @@ from journeys.cli.common import (
     _print_json,
     _settings,
     json_option,
+    key_values,
     limit_option,
     new_app,
     org_filter_option,
@@ -54,12 +55,7 @@ def channel_set(
     from journeys.cli.auditing import cli_actor
     from journeys.messaging import channel_admin
 
-    config: dict[str, Any] = {}
-    for item in setting:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            _fail(f"--set {key!r}: use KEY=VALUE")
-        config[key.strip()] = value
+    config: dict[str, Any] = dict(key_values(setting))
     box = _settings().secret_box()
     with transaction(_engine()) as conn:
         channel_admin.set_channel(conn, org, cli_actor(), provider, config, box, channel)

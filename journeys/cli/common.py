@@ -123,6 +123,17 @@ def json_option(help: str = "Print one JSON object instead of text") -> Any:
     return typer.Option(False, "--json", help=help)
 
 
+def key_values(items: list[str]) -> dict[str, str]:
+    """Repeated `--set KEY=VALUE` options as a mapping, or exit 1 naming the one that is not."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            _fail(f"--set {key.strip()!r}: use KEY=VALUE")
+        out[key.strip()] = value
+    return out
+
+
 def limit_option(help: str, maximum: int = 10_000) -> Any:
     return typer.Option(100, "--limit", metavar="N", min=1, max=maximum, help=help)
 
