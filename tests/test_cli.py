@@ -683,6 +683,7 @@ def test_a_demo_key_file_that_cannot_be_made_or_was_lost_fails_clearly(cli: Cli,
 EXPECTED_FLOWS = [
     {"id": "main", "name": "Main Flow", "main": True},
     {"id": "rescheduled", "name": "Appointment Rescheduled", "main": False},
+    {"id": "no-show", "name": "Missed Appointment", "main": False},
 ]
 
 

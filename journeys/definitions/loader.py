@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -384,6 +385,22 @@ def _with_lines(problems: list[Problem], lines: dict[str, int]) -> list[Problem]
         p if p.line is not None else Problem(p.message, p.path, _line_for(p.path, lines)) for p in problems
     ]
     return sorted(located, key=lambda p: (p.line is not None, p.line or 0))
+
+
+Locate = Callable[[list[Problem]], list[Problem]]
+
+
+def parse_located(text: str, filename: str) -> tuple[Any, list[Problem], Locate]:
+    """Parse a YAML or JSON document as definitions are (YAML 1.1's base-60 numbers off, duplicate
+    keys reported): the data (None when it cannot be parsed), the problems so far, and a
+    function that gives problems the line of their path. For other files read like definitions
+    (a feed's mapping, journeys.feeds.mapping)."""
+    lines: dict[str, int] = {}
+    problems: list[Problem] = []
+    data = _parse(text, filename, lines, problems)
+    if data is not None:
+        problems.extend(_nul_problems(data))
+    return data, problems, lambda found: _with_lines(found, lines)
 
 
 def load_definition_text(text: str, filename: str = "<definition>") -> JourneyDefinition:

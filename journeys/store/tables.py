@@ -523,6 +523,25 @@ org_apis = sa.Table(
     sa.PrimaryKeyConstraint("org_id", "name"),
 )
 
+# Each HL7 message a feed applied, by its sender (MSH-3^MSH-4) and control id (MSH-10), with the
+# acknowledgement it got: a redelivery is acknowledged the same way and applied once
+# (journeys.feeds). No patient data: ids, the event and the acknowledgement's text only.
+feed_messages = sa.Table(
+    "feed_messages",
+    metadata,
+    sa.Column("org_id", Id, nullable=False),
+    sa.Column("feed", sa.String(64), nullable=False),
+    sa.Column("sender", sa.String(255), nullable=False),
+    sa.Column("control_id", sa.String(200), nullable=False),
+    sa.Column("event", sa.String(8), nullable=False),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.Column("ack_code", sa.String(2), nullable=False),
+    sa.Column("ack_text", sa.Text, nullable=False),
+    sa.Column("instance_id", Id, nullable=True),
+    sa.PrimaryKeyConstraint("org_id", "feed", "sender", "control_id"),
+    sa.Index("ix_feed_messages_received", "org_id", "received_at"),
+)
+
 # Each org's data keys, wrapped by a key-encryption key that is never stored (journeys.keys).
 org_keys = sa.Table(
     "org_keys",
