@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from support.keys import strong_key
 from support.mllp import (
     EXAMPLE_JOURNEY,
     Client,
@@ -324,3 +325,33 @@ def test_the_listener_refuses_nothing_it_cannot_read(listener: Listener) -> None
     with Client(listener.port or 0) as c:
         ack = c.send(b"\x00\x01\x02")
         assert ack.code == "AR"
+
+
+def test_an_encrypted_org_is_fed_the_same_way(database_url: str) -> None:
+    """With patient data sealed, the feed still finds the appointment (blind index) and tells a
+    changed time from an unchanged one (the stored parameters opened)."""
+    srv = Server(database_url, secret_key=strong_key("hl7-feed"))
+    try:
+        t = srv.tenant(EXAMPLE_JOURNEY)
+        feed = bind_feed(srv.engine, mapping_for(t.org_id, t.journey_id))
+        with listening(srv.engine, feed, srv.app.state.vault, srv.clock) as running:
+            with Client(running.port or 0) as c:
+                assert c.send(siu("S12", "enc-1", "ENC-1", family="SEALED")).code == "AA"
+                same = c.send(siu("S13", "enc-2", "ENC-1", family="SEALED"))
+                moved = c.send(siu("S13", "enc-3", "ENC-1", family="SEALED", start="20301209120000"))
+                gone = c.send(siu("S15", "enc-4", "ENC-1"))
+        assert "no mapped parameter changed" in same.text
+        assert moved.text.startswith("started subflow rescheduled") and gone.text.startswith("cancelled")
+        detail = _one(srv, t, "ENC-1")
+        assert detail["parameters"]["patientName"] == "John Sealed"
+        assert detail["status"] == "Cancelled"
+        with srv.engine.connect() as conn:
+            stored = conn.exec_driver_sql(
+                "SELECT parameters FROM journey_instances WHERE instance_id = ?"
+                if srv.engine.dialect.name == "sqlite"
+                else "SELECT parameters FROM journey_instances WHERE instance_id = %s",
+                (detail["id"],),
+            ).scalar_one()
+        assert "Sealed" not in stored and "ENC-1" not in stored
+    finally:
+        srv.stop()
