@@ -9,7 +9,7 @@ Environment:
   JOURNEYS_BENCH_POSTGRES_URL  a PostgreSQL server to create scratch databases on (unset: SQLite only)
   JOURNEYS_BENCH_RUNS          runs per figure (default 3; median, min and max are reported)
   JOURNEYS_BENCH_ONLY          "sqlite" or "postgresql" to run one database
-  JOURNEYS_BENCH_FIGURES       comma-separated subset of: bulk, engine, search, fresh (default: all)
+  JOURNEYS_BENCH_FIGURES       comma-separated subset of: bulk, engine, search, fresh, feeds (default: all)
   JOURNEYS_BENCH_SEARCH_ROWS   instances stored for search and cancel (default 1,000,000)
   JOURNEYS_BENCH_LAG_RUNS      runs of the 30-second timer-lag figure (default 1)
   JOURNEYS_BENCH_LATENCY_RUNS  runs of the search and cancel figures, 1,000 requests each (default 3)
@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench import console, figures
+from bench import console, feeds, figures
 from bench.harness import ROOT, Database, Proc, fresh_database, postgres_reachable
 
 
@@ -47,7 +47,7 @@ def _int_env(name: str, default: int, minimum: int) -> int:
 
 
 RUNS = _int_env("JOURNEYS_BENCH_RUNS", 3, 1)
-GROUPS = ("bulk", "engine", "search", "fresh")
+GROUPS = ("bulk", "engine", "search", "fresh", "feeds")
 FIGURES = [
     f.strip() for f in os.environ.get("JOURNEYS_BENCH_FIGURES", ",".join(GROUPS)).split(",") if f.strip()
 ]
@@ -135,6 +135,7 @@ def run_database(
         "bulk": lambda db: figures.bulk(db, RUNS),
         "engine": lambda db: figures.engine(db, RUNS, lag_runs=LAG_RUNS),
         "search": lambda db: _search_and_console(db, prepared),
+        "feeds": lambda db: feeds.hl7(db, RUNS),
         "fresh": lambda db: figures.search_after_load(
             db, FRESH_RUNS, lambda: fresh_database(label, base, "fresh"), FRESH_ROWS, FRESH_QUERIES
         ),

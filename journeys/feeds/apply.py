@@ -162,7 +162,11 @@ class _Apply:
             return acks.accept(f"left out by the feed's {left_out} filter; nothing started")
         body = {"flowId": None, "timeZone": self.zone.key, "instances": [{"parameters": values.params}]}
         try:
-            result = trigger(self.conn, self.jv, body, self.now, phi=self.phi, max_instances=1)
+            # optimistic: the look-up above found no active instance; a racing one trips the unique
+            # index, and `process` tries the message again (then it finds that instance)
+            result = trigger(
+                self.conn, self.jv, body, self.now, phi=self.phi, max_instances=1, optimistic=True
+            )
         except TriggerError as exc:
             return _refused(exc, values)
         iid = result.instance_ids[0]
