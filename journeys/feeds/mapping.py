@@ -36,6 +36,10 @@ class Source:
     case: str = "as-is"
     value: str | None = None  # a constant instead of fields
 
+    def describe(self) -> str:
+        """Where the value is read, for messages: `AIS-4 or SCH-11.4`, or `the mapping`."""
+        return "the mapping" if self.value is not None else " or ".join(str(f) for f in self.fields)
+
 
 @dataclass(frozen=True)
 class EventAction:
