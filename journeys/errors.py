@@ -13,6 +13,7 @@ from enum import StrEnum
 
 class Kind(StrEnum):
     INVALID = "invalid"  # the request is wrong: the messages say what
+    UNPROCESSABLE = "unprocessable"  # well-formed, but it cannot be applied (e.g. a FHIR resource)
     UNAUTHORIZED = "unauthorized"  # no (valid) credentials
     FORBIDDEN = "forbidden"  # credentials that may not do this
     NOT_FOUND = "not_found"
@@ -51,6 +52,12 @@ class JourneysError(Exception):
 
 class Invalid(JourneysError, ValueError):
     kind = Kind.INVALID
+
+
+class Unprocessable(Invalid):
+    """Well formed, but it cannot be applied as it is (FHIR answers 422 for these)."""
+
+    kind = Kind.UNPROCESSABLE
 
 
 class Unauthorized(JourneysError):

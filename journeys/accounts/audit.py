@@ -73,6 +73,8 @@ class Action(StrEnum):
     CHANNEL_REMOVE = "channel.remove"
     API_SET = "api.set"  # a registered API's settings (never its credentials)
     API_REMOVE = "api.remove"
+    FEED_SET = "feed.set"  # a FHIR feed's mapping stored (journeys fhir set)
+    FEED_REMOVE = "feed.remove"
     WEBHOOK_CREATE = "webhook.create"
     WEBHOOK_DELETE = "webhook.delete"
     WEBHOOK_RETRY = "webhook.retry"

@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI
 from journeys import __version__
 from journeys.accounts.audit_buffer import AuditBuffer
 from journeys.api import docs, errors, extensions, observe
+from journeys.api import fhir as fhir_routes
 from journeys.api import medchat as routes
 from journeys.api import twilio_inbound as inbound_routes
 from journeys.api import twilio_status as twilio_routes
@@ -93,6 +94,7 @@ ROUTERS = (
     webhook_routes.router,
     inbound_routes.router,
     docs.router,
+    fhir_routes.router,
 )
 
 

@@ -21,6 +21,7 @@ log = logging.getLogger("journeys.api")
 # The one translation of the error model to HTTP.
 STATUS = {
     Kind.INVALID: 400,
+    Kind.UNPROCESSABLE: 422,
     Kind.UNAUTHORIZED: 401,
     Kind.FORBIDDEN: 403,
     Kind.NOT_FOUND: 404,
@@ -39,14 +40,32 @@ def error_response(status: int, messages: list[str], headers: dict[str, str] | N
 
 
 CONSOLE_PREFIX = "/console"
+FHIR_PREFIX = "/fhir/"
+# An OperationOutcome issue's code for each status (FHIR's IssueType).
+FHIR_ISSUE = {
+    400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported",
+    409: "conflict", 413: "too-costly", 415: "not-supported", 422: "processing", 429: "throttled",
+}  # fmt: skip
+
+
+def operation_outcome(status: int, messages: list[str], headers: dict[str, str] | None = None) -> Response:
+    """The error as FHIR answers it: an OperationOutcome with an issue for each message."""
+    code = FHIR_ISSUE.get(status, "exception")
+    issues = [{"severity": "error", "code": code, "diagnostics": m} for m in messages]
+    body = {"resourceType": "OperationOutcome", "issue": issues}
+    media = "application/fhir+json"
+    return Response(orjson.dumps(body), status_code=status, media_type=media, headers=headers)
 
 
 def _respond(
     request: Request, status: int, messages: list[str], headers: dict[str, str] | None = None
 ) -> Response:
-    """The error as JSON (the API), or as a page for the console's paths (its `html_error`)."""
+    """The error as JSON (the API), an OperationOutcome on the FHIR paths, or a page for the
+    console's paths (its `html_error`)."""
     html_error = getattr(request.app.state, "html_error", None)
     path = request.url.path
+    if path.startswith(FHIR_PREFIX):
+        return operation_outcome(status, messages, headers)
     if html_error is not None and (path == CONSOLE_PREFIX or path.startswith(CONSOLE_PREFIX + "/")):
         response: Response = html_error(request, status, messages, headers)
         return response

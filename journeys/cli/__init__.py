@@ -35,6 +35,7 @@ from journeys.cli.common import (
 )
 from journeys.cli.csv_trigger import trigger_csv
 from journeys.cli.demo import demo
+from journeys.cli.fhir import fhir_app
 from journeys.cli.hl7 import hl7_app
 from journeys.cli.keys import encrypt_existing, keys_app
 from journeys.cli.ops import cancel, optout_app, replies, reply
@@ -60,6 +61,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
 app.add_typer(api_app, name="api")
 app.add_typer(hl7_app, name="hl7")
+app.add_typer(fhir_app, name="fhir")
 
 
 def _print_version(value: bool) -> None:

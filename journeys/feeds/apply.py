@@ -26,7 +26,7 @@ from journeys.feeds.ack import Ack
 from journeys.feeds.bind import Feed
 from journeys.feeds.effects import Applier, Incoming
 from journeys.feeds.mapping import EventAction
-from journeys.feeds.siu import VERSIONS, Message, MessageProblem, parse_message
+from journeys.feeds.siu import VERSIONS, FieldRef, Message, MessageProblem, parse_message
 from journeys.feeds.transforms import ValueProblem, read_source
 from journeys.instances.trigger import ConcurrentChange
 from journeys.keys.phi import OrgPhi
@@ -68,6 +68,10 @@ def _check_header(feed: Feed, msg: Message) -> Ack | None:
     return None
 
 
+def _values(msg: Message, ref: object) -> list[str]:
+    return msg.values(ref) if isinstance(ref, FieldRef) else []
+
+
 def read_incoming(feed: Feed, msg: Message, action: EventAction) -> Incoming:
     """The message's parameters as the mapping reads them; raises ValueProblem."""
     zone = get_zone(feed.mapping.time_zone) or ZoneInfo("UTC")
@@ -80,7 +84,8 @@ def read_incoming(feed: Feed, msg: Message, action: EventAction) -> Incoming:
         if value:
             params[name] = value
             origin[name] = str(ref) if ref is not None else "the mapping"
-    left_out = next((f.name for f in feed.mapping.filters if not f.admits(msg.values(f.field))), None)
+    refused = [f for f in feed.mapping.filters if not f.admits(_values(msg, f.field))]
+    left_out = refused[0].name if refused else None
     return Incoming(msg.header.event, action, params, sources, origin, left_out)
 
 

@@ -32,6 +32,8 @@ def read_source(msg: Message, src: Source, zone: ZoneInfo, region: str) -> tuple
     if src.value is not None:
         return src.value, None
     for ref in src.fields:
+        if not isinstance(ref, FieldRef):  # a FHIR path: not in an HL7 feed's mapping
+            continue
         value = _read(msg, src, ref, zone, region)
         if value:
             return value, ref

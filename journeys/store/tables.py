@@ -542,6 +542,21 @@ feed_messages = sa.Table(
     sa.Index("ix_feed_messages_received", "org_id", "received_at"),
 )
 
+# The feeds an org's FHIR endpoints apply: each a mapping file (journeys.feeds.mapping), stored
+# as written once it is checked and bound to the org's journey (journeys.feeds.registry).
+org_feeds = sa.Table(
+    "org_feeds",
+    metadata,
+    sa.Column("org_id", Id, nullable=False),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(8), nullable=False),  # fhir
+    sa.Column("journey_id", Id, nullable=False),
+    sa.Column("mapping", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.PrimaryKeyConstraint("org_id", "name"),
+)
+
 # Each org's data keys, wrapped by a key-encryption key that is never stored (journeys.keys).
 org_keys = sa.Table(
     "org_keys",
