@@ -9,12 +9,13 @@ STAMP  := $(VENV)/.installed
 # Installs exactly what requirements.lock pins (runtime and dev, each file checked against its
 # hash), then the package itself with no dependencies and no build isolation (its build backend,
 # setuptools, is pinned in the lock too). `make lock` regenerates the lock after pyproject changes.
-$(STAMP): pyproject.toml requirements.lock
+$(STAMP): pyproject.toml requirements.lock client/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "journeys needs Python >= 3.11")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e client  # journeys-client (its one dependency, httpx, is locked)
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -68,7 +69,7 @@ test-hours: $(SHIFTCLOCK)
 	test -z "$$failed" || { echo "failed at:$$failed UTC"; exit 1; }
 
 lint: $(STAMP)
-	$(BIN)/ruff check journeys tests bench
+	$(BIN)/ruff check journeys tests bench client
 	$(BIN)/mypy
 
 ## The locked versions against PyPI's known vulnerabilities (pip-audit; tests/tools/audit.py says
