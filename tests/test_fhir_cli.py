@@ -75,6 +75,11 @@ def test_bad_inputs(db: str, tmp_path: Path) -> None:
     elsewhere.write_text(FHIR_MAPPING.read_text().replace("journey: Appointment Reminder", "journey: Nope"))
     unbound = journeys(db, "fhir", "set", str(elsewhere))
     assert unbound.returncode == 1 and "the org has no journey with the id or name 'Nope'" in unbound.stderr
+    no_api = tmp_path / "no-api.yaml"
+    no_api.write_text(FHIR_MAPPING.read_text() + "patient_api: ehr\n")
+    unregistered = journeys(db, "fhir", "set", str(no_api))
+    assert unregistered.returncode == 1
+    assert "patient_api: the org has no registered API 'ehr' (journeys api set)" in unregistered.stderr
     missing = journeys(db, "fhir", "set", str(tmp_path / "none.yaml"))
     assert missing.returncode == 2 and "cannot read" in missing.stderr
     nobody = journeys(db, "fhir", "list", "--org", "no-such-org")

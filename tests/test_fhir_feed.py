@@ -291,3 +291,59 @@ def test_the_capability_statement(server: Server, tenant: Tenant) -> None:
     assert statement.fhirVersion == "4.0.1"
     wrong = server.http.delete(f"/fhir/orgs/{tenant.org_id}/Appointment/F-1", headers=tenant.headers)
     assert wrong.status_code == 405 and issues(wrong) == ["Method Not Allowed"]
+
+
+def test_a_referenced_patient_is_fetched_from_the_ehr_through_a_registered_api(database_url: str) -> None:
+    """`patient_api: ehr`: an Appointment that only references its Patient gets it from the
+    EHR's FHIR server (a small real server here), with the registered API's credentials."""
+    from support.keys import strong_key
+    from support.net import LocalHttpServer, QuietHandler
+
+    from journeys.registered_apis import service as apis
+
+    asked: list[tuple[str, str]] = []
+
+    class Ehr(QuietHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            asked.append((self.path, self.headers.get("Authorization", "")))
+            if (
+                self.path == "/fhir/Patient/pat-77"
+                and self.headers.get("Authorization") == "Bearer ehr-token"
+            ):
+                patient = {
+                    "resourceType": "Patient",
+                    "id": "pat-77",
+                    "name": [{"family": "Okafor", "given": ["Ada"]}],
+                    "telecom": [{"system": "phone", "use": "mobile", "value": "312-555-0177"}],
+                }
+                self.send_body(200, json.dumps(patient).encode(), "application/fhir+json")
+            else:
+                self.send_body(404, b'{"resourceType": "OperationOutcome"}', "application/fhir+json")
+
+    ehr = LocalHttpServer(Ehr)
+    srv = Server(database_url, secret_key=strong_key("fhir-patient-api"))
+    try:
+        t = srv.tenant(EXAMPLE_JOURNEY)
+        with transaction(srv.engine) as conn:
+            base, box = f"{ehr.base_url}/fhir", srv.settings.secret_box()
+            apis.set_api(conn, cli_actor(), t.org_id, "ehr", base, "bearer", {"token": "ehr-token"}, box)
+        store_feed(srv, t, "patient_api: ehr\n")
+        resource = appointment("F-20", contained=[])
+        resource["participant"][0]["actor"] = {"reference": "Patient/pat-77"}
+        r = put(srv, t, resource)
+        assert r.status_code == 200, r.text
+        assert asked == [("/fhir/Patient/pat-77", "Bearer ehr-token")]
+        [detail] = find(srv, t, "F-20")
+        assert detail["parameters"]["patientName"] == "Ada Okafor"
+        assert detail["parameters"]["phoneNumber"] == "+13125550177"
+        unknown = appointment("F-21", contained=[])
+        unknown["participant"][0]["actor"] = {"reference": "https://ehr.example/fhir/Patient/pat-404"}
+        gone = put(srv, t, unknown)
+        assert gone.status_code == 422
+        assert issues(gone) == [
+            "Appointment: its Patient/pat-404 could not be fetched from registered API ehr: HTTP 404"
+        ]
+        assert find(srv, t, "F-21") == []
+    finally:
+        srv.stop()
+        ehr.stop()

@@ -25,6 +25,7 @@ from journeys.clock import Clock
 from journeys.config import Settings
 from journeys.console.app import install as install_console
 from journeys.logs import guard_third_party
+from journeys.registered_apis.calls import RegisteredApis
 from journeys.store.db import create_db_engine
 from journeys.store.migrate import upgrade
 from journeys.wiring import build_worker
@@ -75,6 +76,8 @@ def create_app(
     app.state.clock = clock
     app.state.engine = engine
     app.state.worker = worker
+    # Calls to the orgs' registered APIs from a request (a FHIR feed fetching a Patient).
+    app.state.registered_apis = RegisteredApis(engine, settings.secret_box(), settings.outbound_policy())
     app.state.vault = worker.vault  # each org's key for patient data (journeys.keys.phi)
     app.state.audit_buffer = audit_buffer
     app.state.wake_worker = worker.wake.set

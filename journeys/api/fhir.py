@@ -19,9 +19,10 @@ from journeys.api.inputs import read_body
 from journeys.errors import Conflict, Invalid, Unprocessable
 from journeys.feeds import fhir as fhir_feed
 from journeys.feeds.fhir import Applied
+from journeys.feeds.fhir_fetch import with_patients
 from journeys.feeds.registry import fhir_feeds
 from journeys.instances.trigger import ConcurrentChange
-from journeys.store.db import transaction
+from journeys.store.db import read_only, transaction
 
 # Not in the OpenAPI document (the MedChat API and our extensions): a FHIR server describes itself
 # with its CapabilityStatement (GET …/metadata), and docs/feeds.md documents these routes.
@@ -85,15 +86,16 @@ async def _apply(request: Request, principal: Principal, payload: Any) -> list[A
     def work() -> list[Applied]:
         phi = state.vault.org(principal.org_id)  # before the transaction (journeys.keys.phi)
         actor = auditing.actor(request, principal)
+        with read_only(state.engine) as conn:
+            feeds = fhir_feeds(conn, principal.org_id)
+        if not feeds:
+            raise Unprocessable("this org has no FHIR feed: store one with `journeys fhir set FILE`")
+        policy = state.settings.outbound_policy()
+        fetched = with_patients(items, feeds, principal.org_id, state.registered_apis, policy)
         for attempt in range(3):
             try:
                 with transaction(state.engine) as conn:
-                    feeds = fhir_feeds(conn, principal.org_id)
-                    if not feeds:
-                        raise Unprocessable(
-                            "this org has no FHIR feed: store one with `journeys fhir set FILE`"
-                        )
-                    return fhir_feed.receive(conn, feeds, items, actor, state.clock.now(), phi)
+                    return fhir_feed.receive(conn, feeds, fetched, actor, state.clock.now(), phi)
             except (IntegrityError, ConcurrentChange):
                 if attempt == 2:
                     raise Conflict("the appointment changed while the request ran; retry it") from None

@@ -12,6 +12,7 @@ from journeys.definitions.model import JourneyDefinition
 from journeys.errors import Invalid
 from journeys.feeds.mapping import FeedMapping
 from journeys.store import accounts as accounts_repo
+from journeys.store import apis as apis_repo
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,10 @@ def bind(conn: Connection, mapping: FeedMapping) -> Feed:
     if jv is None:
         raise Invalid([f"journey: the org has no journey with the id or name {mapping.journey!r}"])
     problems = problems_with(mapping, jv.definition)
+    if mapping.patient_api and apis_repo.get_api(conn, str(org["org_id"]), mapping.patient_api) is None:
+        problems.append(
+            f"patient_api: the org has no registered API {mapping.patient_api!r} (journeys api set)"
+        )
     if problems:
         raise Invalid(problems)
     return Feed(mapping, jv.org_id, jv.journey_id)

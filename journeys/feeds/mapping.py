@@ -119,6 +119,7 @@ class FeedMapping:
     events: tuple[tuple[str, EventAction], ...]
     filters: tuple[FieldFilter, ...] = field(default=())
     kind: str = "hl7"
+    patient_api: str | None = None  # FHIR: the registered API a referenced Patient is fetched from
 
     def action(self, event: str) -> EventAction | None:
         return dict(self.events).get(event)
@@ -250,7 +251,7 @@ def _format_ok(fmt: str) -> bool:
 
 
 def _common(data: dict[str, Any], r: _Reader) -> tuple[str, str, str]:
-    allowed = (*TOP_KEYS, "kind", r.d.events_key)
+    allowed = (*TOP_KEYS, "kind", r.d.events_key, *(("patient_api",) if r.d.kind == "fhir" else ()))
     for key in data:
         if key not in allowed:
             r.problem(str(key), f"unknown key (one of {', '.join(allowed)})")
@@ -297,6 +298,10 @@ def _read(data: dict[str, Any], r: _Reader) -> FeedMapping:
                 sources.append((str(name), src))
     actions = _events(data, r)
     filters = r.filters(data.get("filters"))
+    patient_api = data.get("patient_api")
+    if patient_api is not None and (not isinstance(patient_api, str) or not patient_api.strip()):
+        r.problem("patient_api", "must be the name of a registered API (journeys api set)")
+        patient_api = None
     return FeedMapping(
         feed=feed,
         org=r.text(data, "org"),
@@ -307,6 +312,7 @@ def _read(data: dict[str, Any], r: _Reader) -> FeedMapping:
         events=tuple(sorted(actions.items())),
         filters=filters,
         kind=r.d.kind,
+        patient_api=patient_api.strip() if patient_api else None,
     )
 
 
