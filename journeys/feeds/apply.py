@@ -38,9 +38,8 @@ MAX_CONTROL_ID = 199
 
 @dataclass(frozen=True)
 class Outcome:
-    """A processed message: its header (None when it could not be read) and acknowledgement."""
+    """A processed message (None when it could not be read) and its acknowledgement."""
 
-    header_ok: bool
     message: Message | None
     ack: Ack
 
@@ -137,7 +136,7 @@ def process(engine: Engine, feed: Feed, data: bytes, clock: Callable[[], datetim
     try:
         msg = parse_message(data)
     except MessageProblem as exc:
-        return Outcome(False, None, acks.reject(str(exc), exc.code))
+        return Outcome(None, acks.reject(str(exc), exc.code))
     for attempt in range(RETRIES):
         try:
             with engine.connect() as conn:
@@ -147,17 +146,17 @@ def process(engine: Engine, feed: Feed, data: bytes, clock: Callable[[], datetim
                     tx.commit()
                 else:
                     tx.rollback()
-                return Outcome(True, msg, result)
+                return Outcome(msg, result)
         except (IntegrityError, ConcurrentChange):
             if attempt == RETRIES - 1:
                 return Outcome(
-                    True, msg, acks.error("the appointment changed meanwhile; send it again", "206")
+                    msg, acks.error("the appointment changed meanwhile; send it again", "206")
                 )
         except DBAPIError as exc:
             log.warning(
-                "feed %s: message %s not applied: %s", feed.name, msg.header.control_id, type(exc).__name__
+                "feed %s: message %s not applied: %s", feed.name, msg.header.logged_id, type(exc).__name__
             )
             return Outcome(
-                True, msg, acks.error("the database is unavailable; send the message again", "207")
+                msg, acks.error("the database is unavailable; send the message again", "207")
             )
     raise AssertionError("unreachable")

@@ -110,12 +110,12 @@ class Listener:
             outcome = process(self.engine, self.feed, data, self.clock, self.phi())
         except Exception as exc:  # never a traceback with the message's fields in it
             log.error("feed %s: a message failed: %s", self.feed.name, type(exc).__name__)
-            outcome = Outcome(False, None, acks.error("the message could not be applied", "207"))
+            outcome = Outcome(None, acks.error("the message could not be applied", "207"))
         h = outcome.message.header if outcome.message else None
         log.info(
             "feed %s: %s %s -> %s%s (%.1f ms)",
             self.feed.name,
-            _printable(h.control_id) if h else "(unreadable)",
+            h.logged_id if h else "(unreadable)",
             h.event if h else "-",
             outcome.ack.code,
             " (redelivered)" if outcome.ack.duplicate else "",
@@ -134,11 +134,6 @@ class Listener:
         header = outcome.message.header if outcome and outcome.message else None
         writer.write(mllp.frame(acks.encode(ack, header, self.clock())))
         await writer.drain()
-
-
-def _printable(text: str) -> str:
-    """A control id as a log shows it: printable characters only (no forged log lines)."""
-    return "".join(c if c.isprintable() else "?" for c in text)[:64]
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext:

@@ -64,6 +64,11 @@ class Header:
     processing_id: str  # MSH-11
     version: str  # MSH-12
 
+    @property
+    def logged_id(self) -> str:
+        """The control id as a log line shows it: printable characters only (no forged lines)."""
+        return "".join(c if c.isprintable() else "?" for c in self.control_id)[:64]
+
 
 class Message:
     """A parsed message: its header, and field values by reference (unescaped)."""
