@@ -8,9 +8,11 @@ import logging
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from support.databases import own_database
 from support.keys import strong_key
 from support.mllp import (
     EXAMPLE_JOURNEY,
@@ -355,3 +357,29 @@ def test_an_encrypted_org_is_fed_the_same_way(database_url: str) -> None:
         assert "Sealed" not in stored and "ENC-1" not in stored
     finally:
         srv.stop()
+
+
+def test_applied_messages_are_remembered_for_thirty_days(tmp_path: Path) -> None:
+    """The worker's retention sweep forgets a feed's applied messages after 30 days: a
+    redelivery within them is acknowledged as the first delivery was, a later one is new."""
+    from datetime import timedelta
+
+    from journeys.lifecycle.retention import RetentionSweep
+
+    with own_database(tmp_path) as url:
+        srv = Server(url)
+        try:
+            t = srv.tenant(EXAMPLE_JOURNEY)
+            feed = bind_feed(srv.engine, mapping_for(t.org_id, t.journey_id))
+            with listening(srv.engine, feed, srv.app.state.vault, srv.clock) as running:
+                with Client(running.port or 0) as c:
+                    c.send(siu("S12", "old-1", "OLD-1"))
+                    sweep = RetentionSweep(srv.engine, 365, timedelta(hours=1), 500)
+                    sweep.sweep(srv.clock.now() + timedelta(days=29))
+                    assert srv.count("feed_messages", t.org_id) == 1
+                    sweep.sweep(srv.clock.now() + timedelta(days=31))
+                    assert srv.count("feed_messages", t.org_id) == 0
+                    again = c.send(siu("S12", "old-1", "OLD-1"))
+            assert again.code == "AA" and "already active" in again.text  # new, and still applied once
+        finally:
+            srv.stop()

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from journeys.catalog.service import list_latest
 from journeys.errors import Invalid, NotFound
+from journeys.store import feeds as feeds_repo
 from journeys.store import retention as repo
 from journeys.store.accounts import list_orgs
 from journeys.store.db import read_only, transaction
@@ -94,6 +95,12 @@ def set_org_days(conn: Connection, org_id: str, value: object) -> int | None:
     return days
 
 
+# How long a feed's applied messages are remembered (journeys.feeds): a redelivery within this
+# time is acknowledged as the first delivery was and not applied again. Interface engines resend
+# within minutes or hours.
+FEED_MESSAGES_KEPT = timedelta(days=30)
+
+
 class RetentionSweep:
     """The worker's retention chore: every `interval`, purge at most `batch` instances over all
     orgs (each journey's in its own committed transaction); when it found a full batch, again at
@@ -118,6 +125,8 @@ class RetentionSweep:
         with read_only(self.engine) as conn:
             org_ids = [str(o["org_id"]) for o in list_orgs(conn)]
         for org_id in org_ids:
+            with transaction(self.engine) as conn:  # ids and acknowledgements only: no purge budget
+                feeds_repo.forget_before(conn, org_id, now - FEED_MESSAGES_KEPT)
             with read_only(self.engine) as conn:
                 journeys = plan(conn, org_id, now, self.default_days)
             for journey in journeys:
