@@ -208,4 +208,10 @@ Then, to drive it from the API as a scheduling system would, in another terminal
 6. Cancel one; nothing more is sent:
 
   curl -sS -i -X DELETE "$API/<id>/execution" {auth}
+
+7. Feed appointments straight from the scheduling system, as its interface engine would
+   (HL7 v2 SIU over MLLP; each message is acknowledged once committed, docs/feeds.md):
+
+  .venv/bin/journeys hl7 listen --mapping examples/feeds/appointment-reminder.hl7.yaml &
+  .venv/bin/journeys hl7 send examples/feeds/siu/v2.5.1-epic-s12.hl7 examples/feeds/siu/v2.5.1-epic-s13.hl7
 """
