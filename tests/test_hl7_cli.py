@@ -262,3 +262,48 @@ def test_send_refuses_bad_arguments(tmp_path: Path) -> None:
     assert closed.returncode == 1 and "cannot connect to 127.0.0.1:" in closed.stderr
     unreadable = send(free_port(), str(tmp_path / "missing.hl7"))
     assert unreadable.returncode == 2 and "cannot read" in unreadable.stderr
+
+
+def test_client_certificates_and_allowed_addresses(db: str, tmp_path: Path) -> None:
+    """--tls-client-ca: only a client presenting a certificate that CA signed is heard (mutual
+    TLS); --allow-from: only connections from those addresses."""
+    _demo_org(db)
+    server_cert, server_key = self_signed(tmp_path, "server")
+    client_cert, client_key = self_signed(tmp_path, "client")
+    sample = str(SAMPLES / "v2.4-athena-s12.hl7")
+    mutual = Listening(
+        db, EXAMPLE_MAPPING, "--tls-cert", str(server_cert), "--tls-key", str(server_key),
+        "--tls-client-ca", str(client_cert),
+    )  # fmt: skip
+    try:
+        mine = ("--tls-cert", str(client_cert), "--tls-key", str(client_key))
+        signed = send(mutual.port, "--tls", *mine, sample)
+        assert signed.returncode == 0 and " AA " in signed.stdout, signed.stdout + signed.stderr
+        anonymous = send(mutual.port, "--tls", sample)
+        # refused in the handshake (TLS 1.3 tells the client at its first read): closed, or an alert
+        assert anonymous.returncode == 1 and anonymous.stdout == ""
+        assert (
+            "the listener closed the connection without acknowledging" in anonymous.stderr
+            or f"the connection to 127.0.0.1:{mutual.port} failed" in anonymous.stderr
+        ), anonymous.stderr
+        assert "Traceback" not in anonymous.stderr
+    finally:
+        mutual.stop()
+    elsewhere = Listening(db, EXAMPLE_MAPPING, "--allow-from", "10.0.0.0/8, 192.168.7.7")
+    try:
+        refused = send(elsewhere.port, sample)
+        assert refused.returncode == 1 and "closed the connection without acknowledging" in refused.stderr
+    finally:
+        log = elsewhere.stop()
+    assert "a connection from 127.0.0.1 refused (not in --allow-from)" in log
+    local = Listening(db, EXAMPLE_MAPPING, "--allow-from", "127.0.0.0/8")
+    try:
+        assert send(local.port, sample).returncode == 0
+    finally:
+        local.stop()
+    listen = ("hl7", "listen", "--mapping", str(EXAMPLE_MAPPING))
+    bad = journeys(db, *listen, "--allow-from", "10.0.0.0/33")
+    assert bad.returncode == 2
+    assert "--allow-from: '10.0.0.0/33' is not an IP address or CIDR network" in bad.stderr
+    lone = journeys(db, *listen, "--tls-client-ca", str(client_cert))
+    assert lone.returncode == 2 and "--tls-client-ca needs --tls-cert and --tls-key" in lone.stderr

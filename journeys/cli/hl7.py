@@ -69,6 +69,15 @@ def listen(
     port: int = typer.Option(2575, "--port", metavar="PORT", min=0, max=65535, help="TCP port"),
     tls_cert: Path = typer.Option(None, "--tls-cert", metavar="FILE", help="TLS certificate chain (PEM)"),
     tls_key: Path = typer.Option(None, "--tls-key", metavar="FILE", help="TLS private key (PEM)"),
+    tls_client_ca: Path = typer.Option(
+        None, "--tls-client-ca", metavar="FILE", help="Require client certificates signed by this CA (PEM)"
+    ),
+    allow_from: str = typer.Option(
+        None,
+        "--allow-from",
+        metavar="CIDRS",
+        help="Only accept connections from these addresses (comma-separated)",
+    ),
 ) -> None:
     """Listen for HL7 v2 SIU messages over MLLP and apply them as the mapping says.
 
@@ -76,13 +85,19 @@ def listen(
     message (same MSH-10 from the same sender) is acknowledged the same way and applied once.
     Runs next to `journeys serve` or `journeys worker`, as its own process."""
     from journeys.feeds.bind import Feed
-    from journeys.feeds.listener import Listener, tls_context
+    from journeys.feeds.listener import Listener, networks, tls_context
     from journeys.feeds.mapping import load_mapping_file
 
     if db:
         _state["db"] = db
     if (tls_cert is None) != (tls_key is None):
         _fail("--tls-cert and --tls-key go together", 2)
+    if tls_client_ca is not None and tls_cert is None:
+        _fail("--tls-client-ca needs --tls-cert and --tls-key", 2)
+    try:
+        allowed = networks(allow_from or "")
+    except ValueError as exc:
+        _fail(f"--allow-from: {exc}", 2)
     try:
         mapping = load_mapping_file(mapping_file)
     except DefinitionError as exc:
@@ -94,12 +109,14 @@ def listen(
     tls = None
     if tls_cert is not None and tls_key is not None:
         try:
-            tls = tls_context(str(tls_cert), str(tls_key))
+            tls = tls_context(str(tls_cert), str(tls_key), str(tls_client_ca) if tls_client_ca else None)
         except (OSError, ssl.SSLError) as exc:
             _fail(f"cannot use the TLS certificate or key: {getattr(exc, 'strerror', None) or exc}", 2)
     engine = _engine()
     vault = settings.vault(engine)
-    listener = Listener(engine, feed, lambda: vault.org(feed.org_id), settings.clock().now)
+    listener = Listener(
+        engine, feed, lambda: vault.org(feed.org_id), settings.clock().now, allow_from=allowed
+    )
 
     async def run() -> None:
         try:
@@ -134,6 +151,10 @@ def send(
     host: str = typer.Option("127.0.0.1", "--host", metavar="HOST", help="The listener's address"),
     port: int = typer.Option(2575, "--port", metavar="PORT", min=1, max=65535, help="The listener's port"),
     tls: bool = typer.Option(False, "--tls", help="Connect with TLS (the certificate is not verified)"),
+    tls_cert: Path = typer.Option(
+        None, "--tls-cert", metavar="FILE", help="With --tls: present this client certificate (PEM)"
+    ),
+    tls_key: Path = typer.Option(None, "--tls-key", metavar="FILE", help="Its private key (PEM)"),
     as_json: bool = json_option("Print one JSON object per acknowledgement"),
 ) -> None:
     """Send HL7 messages to a listener over MLLP and print each acknowledgement.
@@ -157,11 +178,19 @@ def send(
     if tls:
         ctx = ssl.create_default_context()
         ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-        sock = ctx.wrap_socket(sock, server_hostname=host)
+        try:
+            if tls_cert is not None:
+                ctx.load_cert_chain(str(tls_cert), str(tls_key) if tls_key else None)
+            sock = ctx.wrap_socket(sock, server_hostname=host)
+        except (OSError, ssl.SSLError) as exc:
+            _fail(f"TLS with {host}:{port} failed: {getattr(exc, 'strerror', None) or exc}")
     with sock:
         for message in messages:
-            sock.sendall(frame(message))
-            reply = _read_reply(sock)
+            try:
+                sock.sendall(frame(message))
+                reply = _read_reply(sock)
+            except (OSError, ssl.SSLError) as exc:  # e.g. a client certificate the listener refused
+                _fail(f"the connection to {host}:{port} failed: {getattr(exc, 'strerror', None) or exc}")
             code, control, text = _msa(reply)
             all_ok = all_ok and code == "AA"
             if as_json:

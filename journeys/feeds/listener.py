@@ -8,6 +8,7 @@ the message."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import ssl
 import time
@@ -44,12 +45,14 @@ class Listener:
         clock: Callable[[], datetime],
         *,
         max_frame_bytes: int = mllp.MAX_FRAME_BYTES,
+        allow_from: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (),
     ) -> None:
         self.engine = engine
         self.feed = feed
         self.phi = phi
         self.clock = clock
         self.max_frame_bytes = max_frame_bytes
+        self.allow_from = allow_from  # empty: any peer
         self.counters = Counters()
         self._server: asyncio.Server | None = None
         self.port: int | None = None  # once listening
@@ -72,8 +75,24 @@ class Listener:
             self._server.close()
             await self._server.wait_closed()
 
+    def _allowed(self, writer: asyncio.StreamWriter) -> bool:
+        if not self.allow_from:
+            return True
+        peer = writer.get_extra_info("peername")
+        try:
+            address = ipaddress.ip_address(peer[0]) if peer else None
+        except ValueError:
+            address = None
+        if address is not None and any(address in net for net in self.allow_from):
+            return True
+        log.warning("feed %s: a connection from %s refused (not in --allow-from)", self.feed.name, address)
+        return False
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.counters.connections += 1
+        if not self._allowed(writer):
+            writer.close()
+            return
         try:
             await self._connection(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
@@ -136,9 +155,26 @@ class Listener:
         await writer.drain()
 
 
-def tls_context(cert: str, key: str) -> ssl.SSLContext:
-    """A server context from PEM files (TLS 1.2 or later)."""
+def tls_context(cert: str, key: str, client_ca: str | None = None) -> ssl.SSLContext:
+    """A server context from PEM files (TLS 1.2 or later); with `client_ca`, every client must
+    present a certificate that CA signed (mutual TLS)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key)
+    if client_ca is not None:
+        ctx.load_verify_locations(client_ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx
+
+
+def networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """`10.0.0.0/8,192.168.1.7` -> the networks; raises ValueError naming the bad one."""
+    out = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            out.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ValueError(f"{part!r} is not an IP address or CIDR network") from None
+    return tuple(out)
