@@ -85,15 +85,12 @@ def listen(
     message (same MSH-10 from the same sender) is acknowledged the same way and applied once.
     Runs next to `journeys serve` or `journeys worker`, as its own process."""
     from journeys.feeds.bind import Feed
-    from journeys.feeds.listener import Listener, networks, tls_context
+    from journeys.feeds.listener import Listener, networks
     from journeys.feeds.mapping import load_mapping_file
 
     if db:
         _state["db"] = db
-    if (tls_cert is None) != (tls_key is None):
-        _fail("--tls-cert and --tls-key go together", 2)
-    if tls_client_ca is not None and tls_cert is None:
-        _fail("--tls-client-ca needs --tls-cert and --tls-key", 2)
+    tls = _tls(tls_cert, tls_key, tls_client_ca)
     try:
         allowed = networks(allow_from or "")
     except ValueError as exc:
@@ -106,32 +103,48 @@ def listen(
     logs.configure(settings.log_level, settings.log_format)
     feed = _bound(mapping, str(mapping_file))
     assert isinstance(feed, Feed)
-    tls = None
-    if tls_cert is not None and tls_key is not None:
-        try:
-            tls = tls_context(str(tls_cert), str(tls_key), str(tls_client_ca) if tls_client_ca else None)
-        except (OSError, ssl.SSLError) as exc:
-            _fail(f"cannot use the TLS certificate or key: {getattr(exc, 'strerror', None) or exc}", 2)
     engine = _engine()
     vault = settings.vault(engine)
     listener = Listener(
         engine, feed, lambda: vault.org(feed.org_id), settings.clock().now, allow_from=allowed
     )
 
+    _run(listener, host, port, tls)
+
+
+def _run(listener: Any, host: str, port: int, tls: ssl.SSLContext | None) -> None:
+    """Listen until stopped (Ctrl-C, SIGTERM)."""
+
     async def run() -> None:
         try:
             bound = await listener.start(host, port, tls)
         except OSError as exc:
             _fail(f"cannot listen on {host}:{port}: {exc.strerror}")
-        typer.echo(
-            f"feed {feed.name}: listening for MLLP on {host}:{bound}{' (TLS)' if tls else ''}", err=True
-        )
+        where = f"{host}:{bound}{' (TLS)' if tls else ''}"
+        typer.echo(f"feed {listener.feed.name}: listening for MLLP on {where}", err=True)
         await listener.serve_forever()
 
     try:
         asyncio.run(run())
     except KeyboardInterrupt:
         pass
+
+
+def _tls(cert: Path | None, key: Path | None, client_ca: Path | None) -> ssl.SSLContext | None:
+    """The listener's TLS context from the options, or exit 2 naming what is wrong."""
+    from journeys.feeds.listener import tls_context
+
+    if (cert is None) != (key is None):
+        _fail("--tls-cert and --tls-key go together", 2)
+    if client_ca is not None and cert is None:
+        _fail("--tls-client-ca needs --tls-cert and --tls-key", 2)
+    if cert is None or key is None:
+        return None
+    try:
+        return tls_context(str(cert), str(key), str(client_ca) if client_ca else None)
+    except (OSError, ssl.SSLError) as exc:
+        _fail(f"cannot use the TLS certificate or key: {getattr(exc, 'strerror', None) or exc}", 2)
+        raise  # unreachable: _fail exits
 
 
 def split_messages(text: str) -> list[bytes]:
