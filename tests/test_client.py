@@ -9,6 +9,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -26,6 +27,7 @@ from journeys_client import (
     verify_signature,
 )
 from journeys_client.filters import all_of, param, status
+from support.databases import own_database
 from support.keys import strong_key
 from support.receivers import WebhookReceiver
 from support.server import Server, Tenant
@@ -191,8 +193,12 @@ def test_a_medchat_only_client_never_calls_an_extension(srv: Server, tenant: Ten
     assert all(path.split()[1].startswith("/chatbotapi/external/") for path in sent), sent
 
 
-def test_429_is_retried_after_the_servers_retry_after(database_url: str) -> None:
-    limited = Server(database_url, rate_limit_token_per_second=1, rate_limit_token_burst=2)
+def test_429_is_retried_after_the_servers_retry_after(tmp_path: Path) -> None:
+    with own_database(tmp_path) as url:  # a server of its own: its own limits, no other test's channels
+        _retried_after(Server(url, rate_limit_token_per_second=1, rate_limit_token_burst=2))
+
+
+def _retried_after(limited: Server) -> None:
     try:
         t = limited.tenant()
         answers: list[tuple[int, str | None]] = []
