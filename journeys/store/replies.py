@@ -66,7 +66,8 @@ def list_inbound(conn: Connection, org_id: str, unmatched_only: bool, limit: int
     q = (
         sa.select(inbound_messages)
         .where(inbound_messages.c.org_id == org_id)
-        .order_by(inbound_messages.c.received_at.desc())
+        # newest first; replies received at the same moment by id (time-ordered): a stable order
+        .order_by(inbound_messages.c.received_at.desc(), inbound_messages.c.message_id.desc())
         .limit(limit)
     )
     if unmatched_only:
